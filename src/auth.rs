@@ -1,0 +1,163 @@
+//! The shared token: where a request may carry it, how it is compared, and how it is kept
+//! out of logs. Pure functions; the HTTP filter that applies them lives in [`crate::http`].
+//!
+//! Accepted carriers: `Authorization: Bearer <t>`, `X-Amps-Token: <t>`, `?token=<t>`.
+//! Comparison hashes both sides to fixed-length digests and compares those in constant time,
+//! so neither the content nor the length of the token leaks through timing.
+
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+/// The configured token (or none: open access, allowed on loopback only).
+#[derive(Clone)]
+pub struct TokenCheck {
+    digest: Option<[u8; 32]>,
+}
+
+impl std::fmt::Debug for TokenCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.digest.is_some() {
+            "TokenCheck(<redacted>)"
+        } else {
+            "TokenCheck(open)"
+        })
+    }
+}
+
+fn digest(s: &str) -> [u8; 32] {
+    Sha256::digest(s.as_bytes()).into()
+}
+
+impl TokenCheck {
+    pub fn new(token: Option<&str>) -> Self {
+        TokenCheck {
+            digest: token.map(digest),
+        }
+    }
+
+    /// Whether any token is required.
+    pub fn required(&self) -> bool {
+        self.digest.is_some()
+    }
+
+    /// True if `presented` grants access.
+    pub fn allows(&self, presented: Option<&str>) -> bool {
+        match (&self.digest, presented) {
+            (None, _) => true,
+            (Some(_), None) => false,
+            (Some(want), Some(got)) => bool::from(want.ct_eq(&digest(got))),
+        }
+    }
+}
+
+/// The token a request carries, from (in order) the `Authorization: Bearer` header, the
+/// `X-Amps-Token` header, or the `token` query parameter.
+pub fn presented<'a>(
+    authorization: Option<&'a str>,
+    x_amps_token: Option<&'a str>,
+    query: Option<&'a str>,
+) -> Option<String> {
+    if let Some(a) = authorization {
+        let a = a.trim();
+        if a.len() > 7 && a[..7].eq_ignore_ascii_case("bearer ") {
+            return Some(a[7..].trim().to_owned());
+        }
+    }
+    if let Some(t) = x_amps_token {
+        return Some(t.trim().to_owned());
+    }
+    query.and_then(query_token)
+}
+
+/// The decoded value of the first `token=` query parameter.
+pub fn query_token(query: &str) -> Option<String> {
+    query.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (k == "token").then(|| {
+            percent_encoding::percent_decode_str(&v.replace('+', " "))
+                .decode_utf8_lossy()
+                .into_owned()
+        })
+    })
+}
+
+/// A query string fit for logs: the value of every `token` parameter replaced by `***`.
+pub fn redact_query(query: &str) -> String {
+    query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((k, _)) if k.eq_ignore_ascii_case("token") => format!("{k}=***"),
+            _ => pair.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// Everything but RFC 3986's unreserved characters is escaped in query values.
+const QUERY_VALUE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// Percent-encodes a token for use in a URL query.
+pub fn encode_for_query(token: &str) -> String {
+    percent_encoding::utf8_percent_encode(token, QUERY_VALUE).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn accepts_each_carrier_and_refuses_wrong_or_missing() {
+        let c = TokenCheck::new(Some("s3cret"));
+        assert!(c.allows(presented(Some("Bearer s3cret"), None, None).as_deref()));
+        assert!(c.allows(presented(Some("bearer  s3cret "), None, None).as_deref()));
+        assert!(c.allows(presented(None, Some("s3cret"), None).as_deref()));
+        assert!(c.allows(presented(None, None, Some("a=1&token=s3cret")).as_deref()));
+        assert!(!c.allows(presented(None, None, Some("token=s3cre")).as_deref()));
+        assert!(!c.allows(presented(Some("Basic s3cret"), None, None).as_deref()));
+        assert!(!c.allows(None));
+        assert!(TokenCheck::new(None).allows(None));
+    }
+
+    #[test]
+    fn query_tokens_are_percent_decoded() {
+        let t = "a b&c=d/é";
+        let q = format!("x=1&token={}", encode_for_query(t));
+        assert_eq!(query_token(&q).as_deref(), Some(t));
+        assert!(TokenCheck::new(Some(t)).allows(query_token(&q).as_deref()));
+    }
+
+    #[test]
+    fn redaction_hides_every_token_parameter() {
+        assert_eq!(
+            redact_query("a=1&token=abc&TOKEN=x&b=2"),
+            "a=1&token=***&TOKEN=***&b=2"
+        );
+        assert_eq!(redact_query("tokenish=1"), "tokenish=1");
+    }
+
+    #[test]
+    fn debug_output_never_shows_the_token() {
+        let s = format!("{:?}", TokenCheck::new(Some("s3cret")));
+        assert!(!s.contains("s3cret"));
+    }
+
+    proptest! {
+        #[test]
+        fn only_the_exact_token_is_accepted(t in "[ -~]{1,40}", u in "[ -~]{0,40}") {
+            let c = TokenCheck::new(Some(&t));
+            prop_assert!(c.allows(Some(&t)));
+            prop_assert_eq!(c.allows(Some(&u)), u == t);
+        }
+
+        #[test]
+        fn redacted_queries_never_contain_the_token(t in "[a-zA-Z0-9]{8,20}", pre in "[a-z]{0,5}") {
+            let q = format!("{pre}=1&token={t}&x=2");
+            prop_assert!(!redact_query(&q).contains(&t));
+        }
+    }
+}

@@ -1,0 +1,37 @@
+//! `amps check`: validate a configuration and report every problem.
+
+use argh::FromArgs;
+use std::path::PathBuf;
+
+/// validate the configuration and report every error (exit status 1 on any)
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "check")]
+pub struct Args {
+    /// configuration file (default: $AMPS_CONFIG, ./config.yaml, or the bundled default)
+    #[argh(option, short = 'c')]
+    pub config: Option<PathBuf>,
+}
+
+/// Returns the process exit code.
+pub fn run(args: Args) -> i32 {
+    match super::load_config(args.config.as_deref()) {
+        Ok(l) => {
+            for w in &l.warnings {
+                eprintln!("warning: {w}");
+            }
+            let c = &l.config;
+            println!(
+                "{}: OK ({} streams, {} scheduled streams, {} profiles)",
+                l.origin,
+                c.streams.len(),
+                c.scheduled_streams.len(),
+                c.ffmpeg_profiles.len()
+            );
+            0
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            1
+        }
+    }
+}

@@ -1,0 +1,138 @@
+//! `amps list`: the configured channels as a table or JSON.
+
+use crate::config::{Config, StreamConfig};
+use argh::FromArgs;
+use std::path::PathBuf;
+
+/// list the configured channels
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "list")]
+pub struct Args {
+    /// configuration file (default: $AMPS_CONFIG, ./config.yaml, or the bundled default)
+    #[argh(option, short = 'c')]
+    pub config: Option<PathBuf>,
+    /// print JSON instead of a table
+    #[argh(switch)]
+    pub json: bool,
+}
+
+pub fn run(args: Args) -> i32 {
+    match super::load_config(args.config.as_deref()) {
+        Ok(l) => {
+            for w in &l.warnings {
+                eprintln!("warning: {w}");
+            }
+            if args.json {
+                let all: Vec<&StreamConfig> = l
+                    .config
+                    .streams
+                    .iter()
+                    .chain(&l.config.scheduled_streams)
+                    .collect();
+                match serde_json::to_string_pretty(&all) {
+                    Ok(s) => println!("{s}"),
+                    Err(e) => {
+                        eprintln!("cannot encode JSON: {e}");
+                        return 1;
+                    }
+                }
+            } else {
+                print!("{}", table(&l.config));
+            }
+            0
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            1
+        }
+    }
+}
+
+fn cut(s: &str, max: usize) -> String {
+    let s: String = s
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if s.chars().count() <= max {
+        s
+    } else {
+        let mut t: String = s.chars().take(max - 1).collect();
+        t.push('…');
+        t
+    }
+}
+
+/// The channel table: always-on channels in registry order, then scheduled ones.
+pub fn table(c: &Config) -> String {
+    let mut streams: Vec<&StreamConfig> = c.streams.iter().collect();
+    streams.sort_by_key(|s| s.order_key());
+    let mut rows =
+        vec![["ID", "NO", "NAME", "GROUP", "PROFILE", "SOURCE", "SCHEDULE"].map(String::from)];
+    for s in streams.into_iter().chain(&c.scheduled_streams) {
+        let profile = match (&s.custom_ffmpeg, &s.ffmpeg_profile) {
+            (Some(_), _) => "custom".to_owned(),
+            (None, Some(p)) => p.clone(),
+            (None, None) => "-".to_owned(),
+        };
+        let schedule = match &s.schedule {
+            None => "always".to_owned(),
+            Some(w) => format!(
+                "{} .. {}",
+                w.start
+                    .map(|t| t.to_string())
+                    .unwrap_or_else(|| "now".into()),
+                w.end
+                    .map(|t| t.to_string())
+                    .unwrap_or_else(|| "forever".into())
+            ),
+        };
+        rows.push([
+            s.id.to_string(),
+            s.channel_number
+                .map(|n| n.to_string())
+                .unwrap_or_else(|| "-".into()),
+            cut(&s.name, 28),
+            cut(s.group.as_deref().unwrap_or("-"), 14),
+            cut(&profile, 16),
+            cut(&s.source, 48),
+            schedule,
+        ]);
+    }
+    let widths: Vec<usize> = (0..7)
+        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for r in &rows {
+        let line: Vec<String> = r
+            .iter()
+            .zip(&widths)
+            .map(|(v, w)| format!("{v:<w$}"))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_has_a_row_per_channel_in_order() {
+        let c: Config = serde_yaml::from_str(
+            "ffmpeg_profiles: {copy: {}}\nstreams:\n- {id: 9, name: Late, source: lavfi:x, ffmpeg_profile: copy}\n- {id: 2, name: \"Two\\nLines\", source: s, custom_ffmpeg: x, channel_number: 1, group: G}\nscheduled_streams:\n- {id: 900, name: Spot, source: s, ffmpeg_profile: copy, schedule: {start: '2024-05-04T18:00:00Z'}}\n",
+        )
+        .unwrap();
+        let t = table(&c);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines.len(), 4, "{t}");
+        assert!(lines[0].starts_with("ID   NO  NAME"), "{t}");
+        assert!(
+            lines[1].starts_with("2    1   Two Lines  G      custom"),
+            "{t}"
+        );
+        assert!(lines[2].starts_with("9    -   Late"), "{t}");
+        assert!(lines[3].ends_with("2024-05-04T18:00:00Z .. forever"), "{t}");
+    }
+}

@@ -1,0 +1,183 @@
+//! `amps serve`: load the configuration, check it is safe to expose, and serve until
+//! SIGINT/SIGTERM.
+
+use crate::auth::TokenCheck;
+use crate::clock::SystemClock;
+use crate::http::{self, AppState};
+use crate::metrics::Metrics;
+use crate::registry::Registry;
+use argh::FromArgs;
+use std::io::IsTerminal;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The token in the seed's examples: fine on loopback, refused on a network address.
+pub const SAMPLE_TOKEN: &str = "changeme123";
+
+/// serve the playlist, the streams and the API
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "serve")]
+pub struct Args {
+    /// configuration file (default: $AMPS_CONFIG, ./config.yaml, or the bundled default)
+    #[argh(option, short = 'c')]
+    pub config: Option<PathBuf>,
+    /// address to bind (overrides server.host and AMPS_HOST)
+    #[argh(option)]
+    pub host: Option<String>,
+    /// port to bind, 0 for any free port (overrides server.port and AMPS_PORT)
+    #[argh(option, short = 'p')]
+    pub port: Option<u16>,
+    /// verbose logging (same as server.debug: true)
+    #[argh(switch, short = 'd')]
+    pub debug: bool,
+}
+
+fn is_loopback(host: &str) -> bool {
+    let h = host.trim_start_matches('[').trim_end_matches(']');
+    h.eq_ignore_ascii_case("localhost") || h.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Refuses configurations that would expose channels without real protection.
+pub fn check_exposure(host: &str, token: Option<&str>) -> Result<(), String> {
+    if is_loopback(host) {
+        return Ok(());
+    }
+    match token {
+        None => Err(format!(
+            "refusing to serve on {host} without a token: set server.auth_token or AMPS_TOKEN \
+             (or bind to 127.0.0.1)"
+        )),
+        Some(SAMPLE_TOKEN) => Err(format!(
+            "refusing to serve on {host} with the sample token {SAMPLE_TOKEN:?}: choose your own \
+             in server.auth_token or AMPS_TOKEN"
+        )),
+        Some(_) => Ok(()),
+    }
+}
+
+fn init_logging(debug: bool) {
+    let default = if debug {
+        "amps=debug,info"
+    } else {
+        "amps=info,warn"
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("AMPS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .try_init();
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGTERM");
+            return std::future::pending().await;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received, shutting down"),
+        _ = term.recv() => tracing::info!("SIGTERM received, shutting down"),
+    }
+}
+
+pub fn run(args: Args) -> anyhow::Result<i32> {
+    let loaded = match super::load_config(args.config.as_deref()) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("{e}");
+            return Ok(1);
+        }
+    };
+    let mut config = loaded.config;
+    if let Some(h) = args.host {
+        config.server.host = h;
+    }
+    if let Some(p) = args.port {
+        config.server.port = p;
+    }
+    config.server.debug |= args.debug;
+    init_logging(config.server.debug);
+    tracing::info!(config = %loaded.origin, libav = crate::libav::BUILT_AGAINST, "amps {}", env!("CARGO_PKG_VERSION"));
+    for w in &loaded.warnings {
+        tracing::warn!("{w}");
+    }
+    let server = config.server.clone();
+    if let Err(e) = check_exposure(&server.host, server.auth_token.as_deref()) {
+        eprintln!("{e}");
+        return Ok(2);
+    }
+    if server.auth_token.is_none() {
+        tracing::warn!("NO TOKEN CONFIGURED: anyone who can reach {}:{} can watch and change channels. Set server.auth_token or AMPS_TOKEN.", server.host, server.port);
+    }
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("amps-http")
+        .build()?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind((server.host.as_str(), server.port))
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!("cannot listen on {}:{}: {e}", server.host, server.port)
+            })?;
+        let local_addr = listener.local_addr()?;
+        let registry = Arc::new(Registry::from_config(&config));
+        let state = Arc::new(AppState {
+            registry,
+            metrics: Arc::new(Metrics::new()),
+            token: TokenCheck::new(server.auth_token.as_deref()),
+            clock: Arc::new(SystemClock),
+            local_addr,
+            server: server.clone(),
+        });
+        announce(&state);
+        http::serve(listener, state, shutdown_signal(), Duration::from_secs(5)).await;
+        tracing::info!("stopped");
+        Ok::<_, anyhow::Error>(0)
+    })
+}
+
+/// Tells the operator where to point a player. The token is shown only on a terminal;
+/// when stdout is a log (Docker, systemd) it is masked.
+fn announce(state: &AppState) {
+    let base = http::base_url(state, None);
+    let shown = match &state.server.auth_token {
+        Some(t) if std::io::stdout().is_terminal() => Some(t.clone()),
+        Some(_) => Some("***".to_owned()),
+        None => None,
+    };
+    let q = |path: &str| match &shown {
+        Some(t) if t == "***" => format!("{base}{path}?token=***"),
+        Some(t) => format!("{base}{path}?token={}", crate::auth::encode_for_query(t)),
+        None => format!("{base}{path}"),
+    };
+    println!("listening on {}", state.local_addr);
+    println!("playlist: {}", q("/playlist.m3u"));
+    println!("api:      {base}/api/streams");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposure_rules() {
+        assert!(check_exposure("127.0.0.1", None).is_ok());
+        assert!(check_exposure("::1", None).is_ok());
+        assert!(check_exposure("localhost", Some(SAMPLE_TOKEN)).is_ok());
+        assert!(check_exposure("0.0.0.0", None)
+            .unwrap_err()
+            .contains("without a token"));
+        assert!(check_exposure("192.168.1.2", Some(SAMPLE_TOKEN))
+            .unwrap_err()
+            .contains("sample token"));
+        assert!(check_exposure("0.0.0.0", Some("a-long-random-token")).is_ok());
+    }
+}

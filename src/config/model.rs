@@ -1,0 +1,286 @@
+//! The configuration data model: what `config.yaml` may contain, with a default per field.
+//!
+//! Every struct denies unknown keys, so a typo is an error that names the key instead of a
+//! silently ignored setting. The same [`StreamConfig`] is used for the `streams` section,
+//! the `scheduled_streams` section and the REST API's JSON bodies.
+
+use super::time::Timestamp;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// The whole configuration file.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Listening address, token and other server-wide settings.
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// Named transcoding/relay profiles, referenced by `streams[].ffmpeg_profile`.
+    #[serde(default)]
+    pub ffmpeg_profiles: BTreeMap<String, Profile>,
+    /// Always-on channels.
+    #[serde(default)]
+    pub streams: Vec<StreamConfig>,
+    /// Channels that exist only inside a `schedule` window.
+    #[serde(default)]
+    pub scheduled_streams: Vec<StreamConfig>,
+}
+
+/// The `server` section.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address to bind. Default `127.0.0.1`; use `0.0.0.0` to serve the LAN (needs a token).
+    pub host: String,
+    /// TCP port. Default 5000 (as in the original Amps).
+    pub port: u16,
+    /// Verbose logging.
+    pub debug: bool,
+    /// The shared token. Overridden by the `AMPS_TOKEN` environment variable.
+    pub auth_token: Option<String>,
+    /// Base URL players use to reach Amps (e.g. `http://nas.local:5000`), used in the
+    /// playlist's stream URLs. Default: taken from each request's `Host` header.
+    pub public_url: Option<String>,
+    /// Allow REST API clients to set `custom_ffmpeg` commands. Default false: config-file
+    /// commands are trusted, API input is not.
+    pub allow_api_commands: bool,
+    /// Largest accepted request body, in bytes. Default 1 MiB.
+    pub max_body_bytes: u64,
+    /// Most simultaneous HTTP connections; more are answered 503. Default 1024.
+    pub max_connections: usize,
+    /// Seconds a client may take to send its request headers. Default 10.
+    pub header_timeout_secs: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            host: "127.0.0.1".into(),
+            port: 5000,
+            debug: false,
+            auth_token: None,
+            public_url: None,
+            allow_api_commands: false,
+            max_body_bytes: 1024 * 1024,
+            max_connections: 1024,
+            header_timeout_secs: 10,
+        }
+    }
+}
+
+/// A named ffmpeg profile: how a channel's source becomes MPEG-TS.
+///
+/// `copy` for both codecs relays the source untouched; an encoder name transcodes.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Profile {
+    /// `copy` or a libav video encoder name (e.g. `libx264`).
+    pub video_codec: Option<String>,
+    /// `copy` or a libav audio encoder name (e.g. `aac`).
+    pub audio_codec: Option<String>,
+    /// Target video bitrate, `2500k` style.
+    pub video_bitrate: Option<String>,
+    /// Target audio bitrate, `128k` style.
+    pub audio_bitrate: Option<String>,
+    /// Video rate-control maximum, `3000k` style.
+    pub maxrate: Option<String>,
+    /// Video rate-control buffer, `5000k` style.
+    pub bufsize: Option<String>,
+    /// `1280x720`, or `x720` to keep the aspect ratio.
+    pub resolution: Option<String>,
+    /// Output frame rate, `25`, `29.97` or `30000/1001`.
+    pub framerate: Option<String>,
+    /// Encoder preset (x264: `veryfast`, ...).
+    pub preset: Option<String>,
+    /// Encoder tune (x264: `zerolatency`, ...).
+    pub tune: Option<String>,
+    /// Keyframe interval in frames.
+    pub gop: Option<u32>,
+    /// Encoder threads (0 = automatic).
+    pub threads: Option<u32>,
+    /// Output audio channels.
+    pub audio_channels: Option<u16>,
+    /// Output audio sample rate in Hz.
+    pub audio_sample_rate: Option<u32>,
+    /// Output container; only `mpegts` is served.
+    pub format: Option<String>,
+    /// libav options for opening the input (`user_agent`, `headers`, `rw_timeout`, ...).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub input_options: BTreeMap<String, String>,
+    /// libav options passed to the encoders.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub encoder_options: BTreeMap<String, String>,
+}
+
+/// One channel.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamConfig {
+    /// Unique integer identifier, used in `/stream/<id>`.
+    pub id: u32,
+    /// Display name.
+    pub name: String,
+    /// Input URL, file path or `lavfi:<filtergraph>`.
+    pub source: String,
+    /// Name of a profile under `ffmpeg_profiles`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ffmpeg_profile: Option<String>,
+    /// A bespoke command whose stdout is MPEG-TS; takes precedence over the profile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub custom_ffmpeg: Option<CustomFfmpeg>,
+    /// EPG channel id; default `<id>.amps`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tvg_id: Option<String>,
+    /// Alternate guide name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tvg_name: Option<String>,
+    /// Logo URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logo: Option<String>,
+    /// Group title for player UIs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// Channel number (1 or more).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel_number: Option<u32>,
+    /// Long description (`#EXTREM:AMP-DESCRIPTION`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// URL of an external schedule feed (`#EXTREM:AMP-PROGRAM-FEED`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub program_feed: Option<String>,
+    /// Upcoming programs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub next_programs: Vec<Program>,
+    /// Activation window; only in `scheduled_streams`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<Schedule>,
+}
+
+impl StreamConfig {
+    /// The EPG id: `tvg_id`, or `<id>.amps`.
+    pub fn effective_tvg_id(&self) -> String {
+        match &self.tvg_id {
+            Some(t) => t.clone(),
+            None => format!("{}.amps", self.id),
+        }
+    }
+
+    /// The ordering key of the registry and playlist: channel number, then id.
+    pub fn order_key(&self) -> (u32, u32) {
+        (self.channel_number.unwrap_or(u32::MAX), self.id)
+    }
+}
+
+/// An upcoming program.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Program {
+    pub title: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+/// A scheduled stream's window.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Schedule {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end: Option<Timestamp>,
+}
+
+/// `custom_ffmpeg`: a command string, or a mapping with `command`, `shell`, `cwd`, `env`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct CustomFfmpeg {
+    pub command: String,
+    #[serde(default)]
+    pub shell: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CustomFfmpegMap {
+    command: String,
+    #[serde(default)]
+    shell: bool,
+    #[serde(default)]
+    cwd: Option<String>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+}
+
+impl<'de> Deserialize<'de> for CustomFfmpeg {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = CustomFfmpeg;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a command string or a mapping with `command`, `shell`, `cwd`, `env`")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<CustomFfmpeg, E> {
+                Ok(CustomFfmpeg {
+                    command: v.to_owned(),
+                    shell: false,
+                    cwd: None,
+                    env: BTreeMap::new(),
+                })
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<CustomFfmpeg, A::Error> {
+                let m = CustomFfmpegMap::deserialize(
+                    serde::de::value::MapAccessDeserializer::new(map),
+                )?;
+                Ok(CustomFfmpeg {
+                    command: m.command,
+                    shell: m.shell,
+                    cwd: m.cwd,
+                    env: m.env,
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn custom_ffmpeg_accepts_string_and_mapping() {
+        let s: CustomFfmpeg = serde_yaml::from_str("ffmpeg -i {source} -f mpegts pipe:1").unwrap();
+        assert_eq!(s.command, "ffmpeg -i {source} -f mpegts pipe:1");
+        assert!(!s.shell);
+        let m: CustomFfmpeg =
+            serde_yaml::from_str("{command: 'x {id}', shell: true, cwd: /tmp, env: {A: b}}")
+                .unwrap();
+        assert!(m.shell);
+        assert_eq!(m.cwd.as_deref(), Some("/tmp"));
+        assert_eq!(m.env.get("A").map(String::as_str), Some("b"));
+        let bad = serde_yaml::from_str::<CustomFfmpeg>("{command: x, shel: true}").unwrap_err();
+        assert!(bad.to_string().contains("unknown field `shel`"), "{bad}");
+        let bad = serde_yaml::from_str::<CustomFfmpeg>("[1, 2]").unwrap_err();
+        assert!(
+            bad.to_string().contains("a command string or a mapping"),
+            "{bad}"
+        );
+    }
+
+    #[test]
+    fn default_tvg_id_derives_from_id() {
+        let s: StreamConfig =
+            serde_yaml::from_str("{id: 7, name: N, source: S, ffmpeg_profile: p}").unwrap();
+        assert_eq!(s.effective_tvg_id(), "7.amps");
+        assert_eq!(s.order_key(), (u32::MAX, 7));
+    }
+}

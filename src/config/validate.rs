@@ -1,0 +1,416 @@
+//! Cross-field validation of the typed configuration. Pure: no I/O.
+//!
+//! Every problem is an [`Issue`] whose `path` names the key (`streams[3].ffmpeg_profile`) so
+//! the loader can add file, line and column, and the API can point at the bad field. The
+//! same stream rules serve the config file and the REST API.
+
+use super::model::{Config, Profile, StreamConfig};
+use super::units::{parse_bitrate, parse_framerate, parse_resolution};
+use std::collections::{BTreeMap, HashMap};
+
+/// One problem, at one key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Issue {
+    pub path: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for Issue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.path.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+/// Which media type an encoder must produce.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Media {
+    Video,
+    Audio,
+}
+
+/// Answers "does libav have this encoder". The real one is [`crate::libav::Catalog`].
+pub trait EncoderCatalog {
+    fn has_encoder(&self, media: Media, name: &str) -> bool;
+}
+
+/// Errors (refuse to load) and warnings (load, but tell the operator).
+#[derive(Debug, Default)]
+pub struct Report {
+    pub errors: Vec<Issue>,
+    pub warnings: Vec<Issue>,
+    /// Indexes into `scheduled_streams` of entries ignored for reusing an id.
+    pub ignored_scheduled: Vec<usize>,
+}
+
+fn join(prefix: &str, key: &str) -> String {
+    if prefix.is_empty() {
+        key.to_owned()
+    } else if key.starts_with('[') {
+        format!("{prefix}{key}")
+    } else {
+        format!("{prefix}.{key}")
+    }
+}
+
+struct Sink<'a> {
+    prefix: &'a str,
+    out: &'a mut Vec<Issue>,
+}
+
+impl Sink<'_> {
+    fn push(&mut self, key: &str, message: impl Into<String>) {
+        self.out.push(Issue {
+            path: join(self.prefix, key),
+            message: message.into(),
+        });
+    }
+}
+
+/// Validates the whole configuration.
+pub fn validate_config(cfg: &Config, catalog: &dyn EncoderCatalog) -> Report {
+    let mut report = Report::default();
+    validate_server(cfg, &mut report.errors);
+    for (name, p) in &cfg.ffmpeg_profiles {
+        let prefix = format!("ffmpeg_profiles.{name}");
+        report
+            .errors
+            .extend(validate_profile(name, p, catalog, &prefix));
+    }
+
+    let mut seen: HashMap<u32, String> = HashMap::new();
+    for (i, s) in cfg.streams.iter().enumerate() {
+        let prefix = format!("streams[{i}]");
+        report
+            .errors
+            .extend(validate_stream(s, &cfg.ffmpeg_profiles, &prefix));
+        if s.schedule.is_some() {
+            report.errors.push(Issue {
+                path: format!("{prefix}.schedule"),
+                message: "only allowed in scheduled_streams".into(),
+            });
+        }
+        if let Some(first) = seen.get(&s.id) {
+            report.errors.push(Issue {
+                path: format!("{prefix}.id"),
+                message: format!("duplicate id {} (also used by {first})", s.id),
+            });
+        } else {
+            seen.insert(s.id, describe(&prefix, s));
+        }
+    }
+    for (i, s) in cfg.scheduled_streams.iter().enumerate() {
+        let prefix = format!("scheduled_streams[{i}]");
+        report
+            .errors
+            .extend(validate_stream(s, &cfg.ffmpeg_profiles, &prefix));
+        if let Some(first) = seen.get(&s.id) {
+            report.warnings.push(Issue {
+                path: format!("{prefix}.id"),
+                message: format!(
+                    "id {} is already used by {first}; {} is ignored",
+                    s.id,
+                    describe(&prefix, s)
+                ),
+            });
+            report.ignored_scheduled.push(i);
+        } else {
+            seen.insert(s.id, describe(&prefix, s));
+        }
+    }
+    report
+}
+
+fn describe(prefix: &str, s: &StreamConfig) -> String {
+    format!("{prefix} ({:?})", s.name)
+}
+
+fn validate_server(cfg: &Config, out: &mut Vec<Issue>) {
+    let mut sink = Sink {
+        prefix: "server",
+        out,
+    };
+    let s = &cfg.server;
+    if let Some(t) = &s.auth_token {
+        if t.trim().is_empty() {
+            sink.push(
+                "auth_token",
+                "must not be empty (remove the key to run without a token on loopback)",
+            );
+        } else if t.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            sink.push(
+                "auth_token",
+                "must not contain spaces or control characters",
+            );
+        }
+    }
+    if let Some(u) = &s.public_url {
+        if !(u.starts_with("http://") || u.starts_with("https://"))
+            || u.chars()
+                .any(|c| c.is_whitespace() || c.is_control() || c == '"')
+        {
+            sink.push(
+                "public_url",
+                format!("{u:?} must be an http:// or https:// URL"),
+            );
+        }
+    }
+    if s.host.trim().is_empty() {
+        sink.push("host", "must not be empty");
+    }
+    if s.max_body_bytes < 1024 {
+        sink.push("max_body_bytes", "must be at least 1024");
+    }
+    if s.max_connections == 0 {
+        sink.push("max_connections", "must be at least 1");
+    }
+    if s.header_timeout_secs == 0 {
+        sink.push("header_timeout_secs", "must be at least 1");
+    }
+}
+
+/// Validates one stream against the known profiles. `prefix` is prepended to key paths.
+pub fn validate_stream(
+    s: &StreamConfig,
+    profiles: &BTreeMap<String, Profile>,
+    prefix: &str,
+) -> Vec<Issue> {
+    let mut out = Vec::new();
+    let mut sink = Sink {
+        prefix,
+        out: &mut out,
+    };
+    if s.name.trim().is_empty() {
+        sink.push("name", "must not be empty");
+    }
+    if s.source.trim().is_empty() {
+        sink.push("source", "must not be empty");
+    }
+    match (&s.ffmpeg_profile, &s.custom_ffmpeg) {
+        (None, None) => sink.push(
+            "ffmpeg_profile",
+            "required unless custom_ffmpeg is set (name a profile from ffmpeg_profiles)",
+        ),
+        (Some(p), _) if !profiles.contains_key(p) => {
+            let known: Vec<&str> = profiles.keys().map(String::as_str).collect();
+            sink.push(
+                "ffmpeg_profile",
+                format!("unknown profile {p:?} (known: {})", known.join(", ")),
+            );
+        }
+        _ => {}
+    }
+    if let Some(c) = &s.custom_ffmpeg {
+        if c.command.trim().is_empty() {
+            sink.push("custom_ffmpeg.command", "must not be empty");
+        }
+    }
+    if s.channel_number == Some(0) {
+        sink.push("channel_number", "must be 1 or more");
+    }
+    if let Some(t) = &s.tvg_id {
+        if t.trim().is_empty() || t.chars().any(char::is_control) {
+            sink.push("tvg_id", "must be a non-empty single-line string");
+        }
+    }
+    if let Some(sch) = &s.schedule {
+        if let (Some(a), Some(b)) = (&sch.start, &sch.end) {
+            if b <= a {
+                sink.push(
+                    "schedule.end",
+                    format!("{b} is not after schedule.start {a}"),
+                );
+            }
+        }
+    }
+    for (i, p) in s.next_programs.iter().enumerate() {
+        if p.title.trim().is_empty() {
+            sink.push(&format!("next_programs[{i}].title"), "must not be empty");
+        }
+    }
+    out
+}
+
+/// Validates one profile's values (syntax, ranges, encoders present in the linked libav).
+pub fn validate_profile(
+    name: &str,
+    p: &Profile,
+    catalog: &dyn EncoderCatalog,
+    prefix: &str,
+) -> Vec<Issue> {
+    let mut out = Vec::new();
+    let mut sink = Sink {
+        prefix,
+        out: &mut out,
+    };
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        sink.push(
+            "",
+            "profile names use letters, digits, '-', '_' and '.' only",
+        );
+    }
+    for (key, codec, media) in [
+        ("video_codec", &p.video_codec, Media::Video),
+        ("audio_codec", &p.audio_codec, Media::Audio),
+    ] {
+        if let Some(c) = codec {
+            if c != "copy" && !catalog.has_encoder(media, c) {
+                let what = if media == Media::Video {
+                    "a video"
+                } else {
+                    "an audio"
+                };
+                sink.push(
+                    key,
+                    format!("{c:?} is not {what} encoder in this libav build (or `copy`)"),
+                );
+            }
+        }
+    }
+    for (key, v) in [
+        ("video_bitrate", &p.video_bitrate),
+        ("audio_bitrate", &p.audio_bitrate),
+        ("maxrate", &p.maxrate),
+        ("bufsize", &p.bufsize),
+    ] {
+        if let Some(Err(e)) = v.as_deref().map(parse_bitrate) {
+            sink.push(key, e);
+        }
+    }
+    if let Some(Err(e)) = p.resolution.as_deref().map(parse_resolution) {
+        sink.push("resolution", e);
+    }
+    if let Some(Err(e)) = p.framerate.as_deref().map(parse_framerate) {
+        sink.push("framerate", e);
+    }
+    if p.gop == Some(0) {
+        sink.push("gop", "must be at least 1 frame");
+    }
+    if p.threads.is_some_and(|t| t > 64) {
+        sink.push("threads", "must be 0 (automatic) to 64");
+    }
+    if p.audio_channels.is_some_and(|c| !(1..=8).contains(&c)) {
+        sink.push("audio_channels", "must be 1 to 8");
+    }
+    if p.audio_sample_rate
+        .is_some_and(|r| !(8_000..=192_000).contains(&r))
+    {
+        sink.push("audio_sample_rate", "must be 8000 to 192000");
+    }
+    if let Some(f) = &p.format {
+        if f != "mpegts" {
+            sink.push("format", format!("{f:?} is not supported (only mpegts)"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::libav::Catalog;
+
+    fn cfg(yaml: &str) -> Config {
+        serde_yaml::from_str(yaml).unwrap()
+    }
+
+    fn errors(yaml: &str) -> Vec<String> {
+        validate_config(&cfg(yaml), &Catalog::new())
+            .errors
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    const PROFILES: &str = "ffmpeg_profiles: {copy: {video_codec: copy, audio_codec: copy}}\n";
+
+    #[test]
+    fn a_stream_needs_a_known_profile_or_a_command() {
+        let e = errors(&format!(
+            "{PROFILES}streams:\n- {{id: 1, name: A, source: s}}\n- {{id: 2, name: B, source: s, ffmpeg_profile: hd}}\n- {{id: 3, name: C, source: s, custom_ffmpeg: 'ffmpeg -i x'}}\n"
+        ));
+        assert_eq!(
+            e,
+            vec![
+                "streams[0].ffmpeg_profile: required unless custom_ffmpeg is set (name a profile from ffmpeg_profiles)",
+                "streams[1].ffmpeg_profile: unknown profile \"hd\" (known: copy)",
+            ]
+        );
+    }
+
+    #[test]
+    fn duplicate_ids_and_bad_numbers_are_errors() {
+        let e = errors(&format!(
+            "{PROFILES}streams:\n- {{id: 1, name: A, source: s, ffmpeg_profile: copy}}\n- {{id: 1, name: B, source: s, ffmpeg_profile: copy, channel_number: 0}}\n"
+        ));
+        assert_eq!(
+            e,
+            vec![
+                "streams[1].channel_number: must be 1 or more",
+                "streams[1].id: duplicate id 1 (also used by streams[0] (\"A\"))",
+            ]
+        );
+    }
+
+    #[test]
+    fn scheduled_duplicates_are_ignored_with_a_warning_naming_both() {
+        let c = cfg(&format!(
+            "{PROFILES}streams:\n- {{id: 1, name: A, source: s, ffmpeg_profile: copy}}\nscheduled_streams:\n- {{id: 1, name: B, source: s, ffmpeg_profile: copy}}\n"
+        ));
+        let r = validate_config(&c, &Catalog::new());
+        assert!(r.errors.is_empty(), "{:?}", r.errors);
+        assert_eq!(r.ignored_scheduled, vec![0]);
+        assert_eq!(
+            r.warnings[0].to_string(),
+            "scheduled_streams[0].id: id 1 is already used by streams[0] (\"A\"); scheduled_streams[0] (\"B\") is ignored"
+        );
+    }
+
+    #[test]
+    fn schedule_window_must_be_ordered_and_only_in_scheduled_streams() {
+        let e = errors(&format!(
+            "{PROFILES}streams:\n- {{id: 1, name: A, source: s, ffmpeg_profile: copy, schedule: {{start: '2024-05-04T18:00:00Z'}}}}\nscheduled_streams:\n- {{id: 2, name: B, source: s, ffmpeg_profile: copy, schedule: {{start: '2024-05-04T18:00:00Z', end: '2024-05-04T17:00:00Z'}}}}\n"
+        ));
+        assert_eq!(
+            e,
+            vec![
+                "streams[0].schedule: only allowed in scheduled_streams",
+                "scheduled_streams[0].schedule.end: 2024-05-04T17:00:00Z is not after schedule.start 2024-05-04T18:00:00Z",
+            ]
+        );
+    }
+
+    #[test]
+    fn profiles_are_checked_against_the_linked_libav() {
+        let e = errors(
+            "ffmpeg_profiles:\n  hd: {video_codec: libx264, audio_codec: aac, video_bitrate: 2500k, resolution: x720}\n  bad: {video_codec: nosuchenc, audio_codec: libx264, video_bitrate: fast, resolution: 1281x720, framerate: '0', format: mp4}\n",
+        );
+        assert_eq!(
+            e,
+            vec![
+                "ffmpeg_profiles.bad.video_codec: \"nosuchenc\" is not a video encoder in this libav build (or `copy`)",
+                "ffmpeg_profiles.bad.audio_codec: \"libx264\" is not an audio encoder in this libav build (or `copy`)",
+                "ffmpeg_profiles.bad.video_bitrate: \"fast\" is not a bitrate (expected e.g. 2500k or 2.5M)",
+                "ffmpeg_profiles.bad.resolution: \"1281x720\": each side must be an even number from 16 to 8192",
+                "ffmpeg_profiles.bad.framerate: \"0\": frame rate must be above 0 and at most 240",
+                "ffmpeg_profiles.bad.format: \"mp4\" is not supported (only mpegts)",
+            ]
+        );
+    }
+
+    #[test]
+    fn server_values_are_checked() {
+        let e = errors("server: {auth_token: ' ', public_url: 'ftp://x', max_body_bytes: 10}\n");
+        assert_eq!(e.len(), 3, "{e:?}");
+        assert!(e[0].starts_with("server.auth_token: must not be empty"));
+        assert!(e[1].starts_with("server.public_url: "));
+        assert!(e[2].starts_with("server.max_body_bytes: "));
+    }
+}

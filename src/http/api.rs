@@ -1,0 +1,157 @@
+//! REST API handlers: stream CRUD and upcoming programs.
+//!
+//! Each handler is a plain function from request parts to `Result<Response, Error>`; the
+//! registry validates and applies, so the API obeys exactly the config file's rules.
+//! Changes apply at once; subscribers (the engine) react to the registry's notifications.
+
+use super::reply::{json, parse_json};
+use super::AppState;
+use crate::config::{Program, StreamConfig};
+use crate::error::{Error, ErrorKind};
+use crate::registry::Origin;
+use bytes::Bytes;
+
+/// A request body as the router hands it over: the bytes, or why they were refused.
+pub type Body = Result<Bytes, Error>;
+use serde_json::Value;
+use warp::http::{header, HeaderValue, StatusCode};
+use warp::reply::Response;
+use warp::Reply;
+
+pub fn list(state: &AppState) -> Result<Response, Error> {
+    Ok(json(StatusCode::OK, &state.registry.list()))
+}
+
+pub fn get(state: &AppState, id: u32) -> Result<Response, Error> {
+    let s = state
+        .registry
+        .get(id)
+        .ok_or_else(|| Error::not_found(format!("no stream with id {id}")))?;
+    Ok(json(StatusCode::OK, &s))
+}
+
+pub fn create(state: &AppState, ct: Option<String>, body: Body) -> Result<Response, Error> {
+    let body = body?;
+    let stream: StreamConfig = parse_json(ct.as_deref(), &body)?;
+    let created = state.registry.create(stream, Origin::Api)?;
+    tracing::info!(id = created.id, name = %created.name, "stream created through the API");
+    let mut resp = json(StatusCode::CREATED, &created);
+    let location = format!("/api/streams/{}", created.id);
+    resp.headers_mut().insert(
+        header::LOCATION,
+        HeaderValue::from_str(&location)
+            .map_err(|e| Error::new(ErrorKind::Internal, e.to_string()))?,
+    );
+    Ok(resp)
+}
+
+/// PUT: the body replaces the stream. Its `id` may be omitted; if present it must match.
+pub fn replace(
+    state: &AppState,
+    id: u32,
+    ct: Option<String>,
+    body: Body,
+) -> Result<Response, Error> {
+    let body = body?;
+    let mut value: Value = parse_json(ct.as_deref(), &body)?;
+    if let Value::Object(m) = &mut value {
+        m.entry("id").or_insert(Value::from(id));
+    }
+    let new: StreamConfig = from_value(value)?;
+    let updated = state.registry.update(id, Origin::Api, move |_| Ok(new))?;
+    tracing::info!(id, "stream replaced through the API");
+    Ok(json(StatusCode::OK, &updated))
+}
+
+/// PATCH: a JSON merge patch (RFC 7396) applied to the current stream.
+pub fn patch(state: &AppState, id: u32, ct: Option<String>, body: Body) -> Result<Response, Error> {
+    let body = body?;
+    let patch: Value = parse_json(ct.as_deref(), &body)?;
+    if !patch.is_object() {
+        return Err(Error::invalid(
+            "a PATCH body is a JSON object of the fields to change",
+        ));
+    }
+    let updated = state.registry.update(id, Origin::Api, |current| {
+        let mut doc = serde_json::to_value(current)
+            .map_err(|e| Error::new(ErrorKind::Internal, e.to_string()))?;
+        merge_patch(&mut doc, &patch);
+        from_value(doc)
+    })?;
+    tracing::info!(id, "stream patched through the API");
+    Ok(json(StatusCode::OK, &updated))
+}
+
+pub fn delete(state: &AppState, id: u32) -> Result<Response, Error> {
+    let old = state.registry.remove(id)?;
+    tracing::info!(id, name = %old.name, "stream deleted through the API");
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+pub fn get_programs(state: &AppState, id: u32) -> Result<Response, Error> {
+    let s = state
+        .registry
+        .get(id)
+        .ok_or_else(|| Error::not_found(format!("no stream with id {id}")))?;
+    Ok(json(StatusCode::OK, &s.next_programs))
+}
+
+pub fn put_programs(
+    state: &AppState,
+    id: u32,
+    ct: Option<String>,
+    body: Body,
+) -> Result<Response, Error> {
+    let body = body?;
+    let programs: Vec<Program> = parse_json(ct.as_deref(), &body)?;
+    let s = state.registry.set_programs(id, programs)?;
+    Ok(json(StatusCode::OK, &s.next_programs))
+}
+
+fn from_value(v: Value) -> Result<StreamConfig, Error> {
+    serde_path_to_error::deserialize(v).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        Error::invalid(if path == "." {
+            inner.to_string()
+        } else {
+            format!("{path}: {inner}")
+        })
+    })
+}
+
+/// RFC 7396: objects merge recursively, `null` deletes, anything else replaces.
+fn merge_patch(target: &mut Value, patch: &Value) {
+    match patch {
+        Value::Object(p) => {
+            if !target.is_object() {
+                *target = Value::Object(Default::default());
+            }
+            let t = target.as_object_mut().expect("made an object above");
+            for (k, v) in p {
+                if v.is_null() {
+                    t.remove(k);
+                } else {
+                    merge_patch(t.entry(k.clone()).or_insert(Value::Null), v);
+                }
+            }
+        }
+        other => *target = other.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn merge_patch_follows_rfc_7396() {
+        let mut doc = json!({"a": 1, "b": {"c": 2, "d": 3}, "e": [1]});
+        merge_patch(
+            &mut doc,
+            &json!({"a": null, "b": {"c": 5}, "e": [2, 3], "f": "new"}),
+        );
+        assert_eq!(doc, json!({"b": {"c": 5, "d": 3}, "e": [2, 3], "f": "new"}));
+    }
+}

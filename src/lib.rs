@@ -1,0 +1,28 @@
+//! Amps: an advanced media playlist server.
+//!
+//! Layout (data flows one way: config -> registry -> engine -> hub -> HTTP clients):
+//!
+//! - [`config`]: the `config.yaml` model, loading (defaults, file, environment) and
+//!   validation with errors that name the key path, file, line and column.
+//! - [`registry`]: the in-memory channel map. The config's streams at start, then REST API
+//!   changes; writers validate and notify subscribers.
+//! - [`playlist`]: pure M3U rendering (no I/O), hardened against injection.
+//! - [`auth`]: the shared token: extraction, constant-time comparison, log redaction.
+//! - [`http`]: the HTTP surface (route table, REST API, error mapping, the server loop).
+//! - [`metrics`]: counters and gauges exposed on `/metrics`.
+//! - [`libav`]: what we ask of the linked libav at start (versions, encoder catalogue).
+//! - [`cmds`]: one module per CLI subcommand; `main.rs` only dispatches.
+//! - [`clock`]: the one source of "now", so time-dependent code is testable.
+
+pub mod auth;
+pub mod clock;
+pub mod cmds;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod libav;
+pub mod metrics;
+pub mod playlist;
+pub mod registry;
+
+pub use error::{Error, ErrorKind};

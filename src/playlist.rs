@@ -1,0 +1,335 @@
+//! M3U playlist rendering. Pure: channels and options in, text out.
+//!
+//! Channel metadata comes from config and API users and is untrusted here: names,
+//! descriptions and titles are sanitised so that no newline, quote or comma can add an
+//! entry, an attribute or change the display name players read after the last comma.
+
+use crate::config::{Program, StreamConfig};
+use chrono::{DateTime, Utc};
+use std::fmt::Write;
+use std::sync::Arc;
+
+/// What the playlist needs beyond the channels.
+#[derive(Clone, Debug)]
+pub struct Options<'a> {
+    /// Absolute base URL players use, without a trailing slash (`http://nas:5000`).
+    pub base_url: &'a str,
+    /// Token to append to stream URLs (`?token=`), if the server requires one.
+    pub token: Option<&'a str>,
+    /// Guide URL for the `x-tvg-url` header attribute, once a guide exists.
+    pub epg_url: Option<&'a str>,
+    /// Now, for choosing the next program.
+    pub now: DateTime<Utc>,
+}
+
+/// The program shown as "next": the earliest one that has not started yet, or else the
+/// first one without a start time.
+pub fn next_program(programs: &[Program], now: DateTime<Utc>) -> Option<&Program> {
+    programs
+        .iter()
+        .filter(|p| p.start.is_some_and(|s| s.utc() > now))
+        .min_by_key(|p| p.start)
+        .or_else(|| programs.iter().find(|p| p.start.is_none()))
+}
+
+/// Single-line text with no quote or comma: safe inside `"..."` and before the name comma.
+fn clean(s: &str) -> String {
+    clean_with(s, true)
+}
+
+/// Single-line text with no quote, for `#EXTREM` lines (commas are harmless there).
+fn clean_remark(s: &str) -> String {
+    clean_with(s, false)
+}
+
+fn clean_with(s: &str, no_commas: bool) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut space = false;
+    for c in s.chars() {
+        let c = match c {
+            '"' => '\'',
+            // SINGLE LOW-9 QUOTATION MARK: looks like a comma, is not one.
+            ',' if no_commas => '\u{201A}',
+            c if c.is_control() || c.is_whitespace() => ' ',
+            c => c,
+        };
+        if c == ' ' {
+            if !space && !out.is_empty() {
+                out.push(' ');
+            }
+            space = true;
+        } else {
+            out.push(c);
+            space = false;
+        }
+    }
+    out.truncate(out.trim_end().len());
+    out
+}
+
+/// A URL made safe for an attribute value: characters that could break out are escaped.
+fn clean_url(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.trim().chars() {
+        match c {
+            '"' => out.push_str("%22"),
+            ',' => out.push_str("%2C"),
+            ' ' => out.push_str("%20"),
+            c if c.is_control() || c.is_whitespace() => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn attr(line: &mut String, key: &str, value: &str) {
+    if !value.is_empty() {
+        let _ = write!(line, " {key}=\"{value}\"");
+    }
+}
+
+/// The absolute URL of a channel's stream.
+pub fn stream_url(base_url: &str, id: u32, token: Option<&str>) -> String {
+    match token {
+        Some(t) => format!(
+            "{base_url}/stream/{id}?token={}",
+            crate::auth::encode_for_query(t)
+        ),
+        None => format!("{base_url}/stream/{id}"),
+    }
+}
+
+/// Renders the playlist.
+pub fn render(channels: &[Arc<StreamConfig>], opts: &Options) -> String {
+    let mut out = String::with_capacity(128 + channels.len() * 320);
+    out.push_str("#EXTM3U");
+    if let Some(epg) = opts.epg_url {
+        let epg = clean_url(epg);
+        attr(&mut out, "x-tvg-url", &epg);
+        attr(&mut out, "url-tvg", &epg);
+    }
+    out.push('\n');
+    for s in channels {
+        render_channel(&mut out, s, opts);
+    }
+    out
+}
+
+fn render_channel(out: &mut String, s: &StreamConfig, opts: &Options) {
+    let name = clean(&s.name);
+    let name = if name.is_empty() {
+        format!("Channel {}", s.id)
+    } else {
+        name
+    };
+    out.push_str("#EXTINF:-1");
+    attr(out, "tvg-id", &clean(&s.effective_tvg_id()));
+    attr(
+        out,
+        "tvg-name",
+        &s.tvg_name
+            .as_deref()
+            .map(clean)
+            .unwrap_or_else(|| name.clone()),
+    );
+    attr(
+        out,
+        "tvg-logo",
+        &s.logo.as_deref().map(clean_url).unwrap_or_default(),
+    );
+    attr(
+        out,
+        "group-title",
+        &s.group.as_deref().map(clean).unwrap_or_default(),
+    );
+    if let Some(n) = s.channel_number {
+        let n = n.to_string();
+        attr(out, "channel-number", &n);
+        attr(out, "tvg-chno", &n);
+    }
+    let _ = writeln!(out, ",{name}");
+    if let Some(p) = next_program(&s.next_programs, opts.now) {
+        out.push_str("#EXTREM:AMP-NEXT");
+        attr(out, "title", &clean_remark(&p.title));
+        attr(
+            out,
+            "start",
+            &p.start.map(|t| t.to_string()).unwrap_or_default(),
+        );
+        attr(
+            out,
+            "description",
+            &p.description
+                .as_deref()
+                .map(clean_remark)
+                .unwrap_or_default(),
+        );
+        out.push('\n');
+    }
+    if let Some(feed) = s
+        .program_feed
+        .as_deref()
+        .map(clean_url)
+        .filter(|f| !f.is_empty())
+    {
+        let _ = writeln!(out, "#EXTREM:AMP-PROGRAM-FEED:{feed}");
+    }
+    if let Some(d) = s
+        .description
+        .as_deref()
+        .map(clean_remark)
+        .filter(|d| !d.is_empty())
+    {
+        let _ = writeln!(out, "#EXTREM:AMP-DESCRIPTION:{d}");
+    }
+    out.push_str(&stream_url(opts.base_url, s.id, opts.token));
+    out.push('\n');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Timestamp;
+    use proptest::prelude::*;
+
+    fn now() -> DateTime<Utc> {
+        Timestamp::parse("2024-05-04T12:00:00Z").unwrap().utc()
+    }
+
+    fn opts() -> Options<'static> {
+        Options {
+            base_url: "http://nas:5000",
+            token: Some("t&k"),
+            epg_url: None,
+            now: now(),
+        }
+    }
+
+    fn stream(yaml: &str) -> Arc<StreamConfig> {
+        Arc::new(serde_yaml::from_str(yaml).unwrap())
+    }
+
+    #[test]
+    fn renders_every_field_in_the_expected_lines() {
+        let s = stream(
+            "{id: 1, name: News, source: s, ffmpeg_profile: p, tvg_name: News HD, logo: 'http://l/1.png', group: Info, channel_number: 3, description: Daily news, program_feed: 'http://f/1.json', next_programs: [{title: Old, start: '2024-05-04T11:00:00Z'}, {title: Late, start: '2024-05-04T20:00:00Z'}, {title: Soon, start: '2024-05-04T13:00:00Z', description: Next up}]}",
+        );
+        let text = render(&[s], &opts());
+        assert_eq!(
+            text,
+            "#EXTM3U\n\
+             #EXTINF:-1 tvg-id=\"1.amps\" tvg-name=\"News HD\" tvg-logo=\"http://l/1.png\" group-title=\"Info\" channel-number=\"3\" tvg-chno=\"3\",News\n\
+             #EXTREM:AMP-NEXT title=\"Soon\" start=\"2024-05-04T13:00:00Z\" description=\"Next up\"\n\
+             #EXTREM:AMP-PROGRAM-FEED:http://f/1.json\n\
+             #EXTREM:AMP-DESCRIPTION:Daily news\n\
+             http://nas:5000/stream/1?token=t%26k\n"
+        );
+    }
+
+    #[test]
+    fn empty_values_are_omitted_and_guide_goes_in_the_header() {
+        let s = stream("{id: 2, name: Bare, source: s, ffmpeg_profile: p}");
+        let o = Options {
+            token: None,
+            epg_url: Some("http://nas:5000/epg.xml?token=x"),
+            ..opts()
+        };
+        assert_eq!(
+            render(&[s], &o),
+            "#EXTM3U x-tvg-url=\"http://nas:5000/epg.xml?token=x\" url-tvg=\"http://nas:5000/epg.xml?token=x\"\n\
+             #EXTINF:-1 tvg-id=\"2.amps\" tvg-name=\"Bare\",Bare\n\
+             http://nas:5000/stream/2\n"
+        );
+    }
+
+    #[test]
+    fn next_program_skips_started_ones_and_falls_back_to_untimed() {
+        let p: Vec<Program> = serde_json::from_str(
+            r#"[{"title":"Past","start":"2024-05-04T11:00:00Z"},{"title":"Untimed"}]"#,
+        )
+        .unwrap();
+        assert_eq!(next_program(&p, now()).unwrap().title, "Untimed");
+        assert!(next_program(&p[..1], now()).is_none());
+    }
+
+    #[test]
+    fn hostile_text_cannot_add_entries_or_attributes() {
+        let s = stream(
+            "{id: 3, name: \"Evil\\\",\\n#EXTINF:-1,Fake\\nhttp://evil/\", source: s, ffmpeg_profile: p, group: 'a\" tvg-logo=\"x', description: \"line\\r\\nhttp://evil\"}",
+        );
+        let text = render(&[s], &opts());
+        assert_eq!(
+            text,
+            "#EXTM3U\n\
+             #EXTINF:-1 tvg-id=\"3.amps\" tvg-name=\"Evil'\u{201A} #EXTINF:-1\u{201A}Fake http://evil/\" group-title=\"a' tvg-logo='x\",Evil'\u{201A} #EXTINF:-1\u{201A}Fake http://evil/\n\
+             #EXTREM:AMP-DESCRIPTION:line http://evil\n\
+             http://nas:5000/stream/3?token=t%26k\n"
+        );
+    }
+
+    /// Parses one `#EXTINF` line into (attributes, name); None if it is not well formed.
+    fn parse_extinf(line: &str) -> Option<(Vec<(String, String)>, String)> {
+        let rest = line.strip_prefix("#EXTINF:-1")?;
+        let comma = rest.rfind(',')?;
+        let (mut attrs_text, name) = (&rest[..comma], &rest[comma + 1..]);
+        let mut attrs = Vec::new();
+        while !attrs_text.is_empty() {
+            attrs_text = attrs_text.strip_prefix(' ')?;
+            let eq = attrs_text.find("=\"")?;
+            let key = &attrs_text[..eq];
+            let after = &attrs_text[eq + 2..];
+            let close = after.find('"')?;
+            attrs.push((key.to_owned(), after[..close].to_owned()));
+            attrs_text = &after[close + 1..];
+        }
+        Some((attrs, name.to_owned()))
+    }
+
+    proptest! {
+        #[test]
+        fn any_text_keeps_one_entry_per_channel_with_the_same_attributes(
+            names in proptest::collection::vec(any::<String>(), 1..6),
+            desc in any::<String>(),
+            group in any::<String>(),
+            logo in any::<String>(),
+            title in any::<String>(),
+        ) {
+            let channels: Vec<Arc<StreamConfig>> = names.iter().enumerate().map(|(i, n)| {
+                let mut s: StreamConfig = serde_yaml::from_str("{id: 1, name: x, source: s, ffmpeg_profile: p}").unwrap();
+                s.id = i as u32 + 1;
+                s.name = n.clone();
+                s.tvg_name = Some(n.clone());
+                s.description = Some(desc.clone());
+                s.group = Some(group.clone());
+                s.logo = Some(logo.clone());
+                s.channel_number = Some(i as u32 + 1);
+                s.next_programs = vec![Program { title: title.clone(), start: None, description: Some(desc.clone()) }];
+                Arc::new(s)
+            }).collect();
+            let text = render(&channels, &opts());
+            let lines: Vec<&str> = text.lines().collect();
+            prop_assert_eq!(lines[0], "#EXTM3U");
+            let urls: Vec<&str> = lines.iter().copied().filter(|l| !l.starts_with('#')).collect();
+            let want: Vec<String> = (1..=channels.len()).map(|i| format!("http://nas:5000/stream/{i}?token=t%26k")).collect();
+            prop_assert_eq!(urls, want);
+            let extinf: Vec<&str> = lines.iter().copied().filter(|l| l.starts_with("#EXTINF")).collect();
+            prop_assert_eq!(extinf.len(), channels.len());
+            for (i, l) in extinf.iter().enumerate() {
+                let (attrs, name) = parse_extinf(l).expect("well-formed EXTINF");
+                let keys: Vec<&str> = attrs.iter().map(|(k, _)| k.as_str()).collect();
+                let allowed = ["tvg-id", "tvg-name", "tvg-logo", "group-title", "channel-number", "tvg-chno"];
+                prop_assert!(keys.iter().all(|k| allowed.contains(k)), "{:?}", keys);
+                prop_assert!(keys.windows(2).all(|w| w[0] != w[1]));
+                prop_assert!(attrs.iter().all(|(_, v)| !v.is_empty()));
+                prop_assert!(!name.is_empty());
+                prop_assert_eq!(attrs[0].1.as_str(), format!("{}.amps", i + 1));
+            }
+            for l in &lines {
+                prop_assert!(
+                    l.starts_with("#EXTINF:-1 ") || l.starts_with("#EXTREM:AMP-") || l.starts_with("http://nas:5000/stream/") || *l == "#EXTM3U",
+                    "unexpected line {:?}", l
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,314 @@
+//! The channel registry: the in-memory map of channels that are live right now.
+//!
+//! Filled from the config's `streams` at start, then changed by the REST API (and by the
+//! scheduler). Readers take cheap snapshots (`Arc<StreamConfig>`); every writer validates
+//! with the same rules as the config file and then notifies subscribers with a [`Change`],
+//! which is how the media engine learns to stop or restart a channel's pipeline. Order is
+//! stable: channel number, then id. This module does no I/O.
+
+use crate::config::validate::{validate_stream, Issue};
+use crate::config::{Config, Profile, Program, StreamConfig};
+use crate::error::{Error, ErrorKind, Result};
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+use tokio::sync::broadcast;
+
+/// A change to the channel set, sent to subscribers after it is applied.
+#[derive(Clone, Debug)]
+pub enum Change {
+    Added(Arc<StreamConfig>),
+    Updated {
+        old: Arc<StreamConfig>,
+        new: Arc<StreamConfig>,
+    },
+    Removed(Arc<StreamConfig>),
+}
+
+/// Who asks for a change: config-file content is trusted, API input is not.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    Config,
+    Api,
+}
+
+#[derive(Debug)]
+pub struct Registry {
+    channels: RwLock<BTreeMap<u32, Arc<StreamConfig>>>,
+    profiles: BTreeMap<String, Profile>,
+    allow_api_commands: bool,
+    events: broadcast::Sender<Change>,
+}
+
+/// Turns validation issues into one `Invalid` error listing each (`name: must not be empty`).
+fn invalid(issues: Vec<Issue>) -> Error {
+    let details: Vec<String> = issues.iter().map(ToString::to_string).collect();
+    let first = details.first().cloned().unwrap_or_default();
+    Error::with_details(ErrorKind::Invalid, first, details)
+}
+
+impl Registry {
+    /// A registry holding the config's always-on streams.
+    pub fn from_config(config: &Config) -> Registry {
+        let (events, _) = broadcast::channel(256);
+        let channels = config
+            .streams
+            .iter()
+            .map(|s| (s.id, Arc::new(s.clone())))
+            .collect();
+        Registry {
+            channels: RwLock::new(channels),
+            profiles: config.ffmpeg_profiles.clone(),
+            allow_api_commands: config.server.allow_api_commands,
+            events,
+        }
+    }
+
+    pub fn profiles(&self) -> &BTreeMap<String, Profile> {
+        &self.profiles
+    }
+
+    /// Receives every change applied after this call.
+    pub fn subscribe(&self) -> broadcast::Receiver<Change> {
+        self.events.subscribe()
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<u32, Arc<StreamConfig>>> {
+        self.channels.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<u32, Arc<StreamConfig>>> {
+        self.channels.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// All channels, ordered by channel number, then id.
+    pub fn list(&self) -> Vec<Arc<StreamConfig>> {
+        let mut v: Vec<_> = self.read().values().cloned().collect();
+        v.sort_by_key(|s| s.order_key());
+        v
+    }
+
+    pub fn len(&self) -> usize {
+        self.read().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.read().is_empty()
+    }
+
+    pub fn get(&self, id: u32) -> Option<Arc<StreamConfig>> {
+        self.read().get(&id).cloned()
+    }
+
+    fn check(&self, new: &StreamConfig, old: Option<&StreamConfig>, origin: Origin) -> Result<()> {
+        if origin == Origin::Api
+            && !self.allow_api_commands
+            && new.custom_ffmpeg.as_ref() != old.and_then(|o| o.custom_ffmpeg.as_ref())
+        {
+            return Err(Error::new(
+                ErrorKind::Forbidden,
+                "custom_ffmpeg cannot be set through the API; set server.allow_api_commands: true in the config file to allow it",
+            ));
+        }
+        let issues = validate_stream(new, &self.profiles, "");
+        if issues.is_empty() {
+            Ok(())
+        } else {
+            Err(invalid(issues))
+        }
+    }
+
+    fn notify(&self, change: Change) {
+        // No subscriber is fine: nothing is running yet.
+        let _ = self.events.send(change);
+    }
+
+    /// Adds a channel. 409 if the id exists.
+    pub fn create(&self, stream: StreamConfig, origin: Origin) -> Result<Arc<StreamConfig>> {
+        self.check(&stream, None, origin)?;
+        let new = Arc::new(stream);
+        {
+            let mut map = self.write();
+            if let Some(existing) = map.get(&new.id) {
+                return Err(Error::new(
+                    ErrorKind::Conflict,
+                    format!("stream {} already exists ({:?})", new.id, existing.name),
+                ));
+            }
+            map.insert(new.id, new.clone());
+        }
+        self.notify(Change::Added(new.clone()));
+        Ok(new)
+    }
+
+    /// Replaces channel `id` with what `f` makes of the current one, atomically.
+    pub fn update(
+        &self,
+        id: u32,
+        origin: Origin,
+        f: impl FnOnce(&StreamConfig) -> Result<StreamConfig>,
+    ) -> Result<Arc<StreamConfig>> {
+        let (old, new) = {
+            let mut map = self.write();
+            let old = map.get(&id).cloned().ok_or_else(|| no_such(id))?;
+            let new = f(&old)?;
+            if new.id != id {
+                return Err(Error::new(
+                    ErrorKind::Invalid,
+                    format!(
+                        "id: {} does not match the stream in the URL ({id}); ids cannot change",
+                        new.id
+                    ),
+                ));
+            }
+            self.check(&new, Some(&old), origin)?;
+            if *old == new {
+                return Ok(old);
+            }
+            let new = Arc::new(new);
+            map.insert(id, new.clone());
+            (old, new)
+        };
+        self.notify(Change::Updated {
+            old,
+            new: new.clone(),
+        });
+        Ok(new)
+    }
+
+    /// Replaces the upcoming programs of channel `id`.
+    pub fn set_programs(&self, id: u32, programs: Vec<Program>) -> Result<Arc<StreamConfig>> {
+        self.update(id, Origin::Api, |s| {
+            let mut s = s.clone();
+            s.next_programs = programs;
+            Ok(s)
+        })
+    }
+
+    /// Removes channel `id`.
+    pub fn remove(&self, id: u32) -> Result<Arc<StreamConfig>> {
+        let old = self.write().remove(&id).ok_or_else(|| no_such(id))?;
+        self.notify(Change::Removed(old.clone()));
+        Ok(old)
+    }
+}
+
+fn no_such(id: u32) -> Error {
+    Error::not_found(format!("no stream with id {id}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::CustomFfmpeg;
+
+    fn config() -> Config {
+        serde_yaml::from_str(
+            "ffmpeg_profiles: {copy: {}}\nstreams:\n- {id: 5, name: E, source: s, ffmpeg_profile: copy}\n- {id: 2, name: B, source: s, ffmpeg_profile: copy, channel_number: 9}\n- {id: 3, name: C, source: s, ffmpeg_profile: copy, channel_number: 1}\n- {id: 4, name: D, source: s, custom_ffmpeg: 'ffmpeg -i {source}'}\n",
+        )
+        .unwrap()
+    }
+
+    fn stream(id: u32) -> StreamConfig {
+        serde_yaml::from_str(&format!(
+            "{{id: {id}, name: N, source: s, ffmpeg_profile: copy}}"
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn lists_by_channel_number_then_id() {
+        let r = Registry::from_config(&config());
+        let ids: Vec<u32> = r.list().iter().map(|s| s.id).collect();
+        assert_eq!(ids, vec![3, 2, 4, 5]);
+    }
+
+    #[test]
+    fn writers_validate_and_notify_subscribers() {
+        let r = Registry::from_config(&config());
+        let mut rx = r.subscribe();
+        r.create(stream(7), Origin::Api).unwrap();
+        assert!(matches!(rx.try_recv().unwrap(), Change::Added(s) if s.id == 7));
+        assert_eq!(
+            r.create(stream(7), Origin::Api).unwrap_err().kind(),
+            ErrorKind::Conflict
+        );
+
+        let mut bad = stream(8);
+        bad.ffmpeg_profile = Some("nope".into());
+        let e = r.create(bad, Origin::Api).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Invalid);
+        assert_eq!(
+            e.message(),
+            "ffmpeg_profile: unknown profile \"nope\" (known: copy)"
+        );
+
+        r.update(7, Origin::Api, |s| {
+            Ok(StreamConfig {
+                name: "New".into(),
+                ..s.clone()
+            })
+        })
+        .unwrap();
+        assert!(
+            matches!(rx.try_recv().unwrap(), Change::Updated { old, new } if old.name == "N" && new.name == "New")
+        );
+        let e = r
+            .update(7, Origin::Api, |s| Ok(StreamConfig { id: 9, ..s.clone() }))
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Invalid);
+
+        r.remove(7).unwrap();
+        assert!(matches!(rx.try_recv().unwrap(), Change::Removed(s) if s.id == 7));
+        assert_eq!(r.remove(7).unwrap_err().kind(), ErrorKind::NotFound);
+        assert!(rx.try_recv().is_err(), "failed writes must not notify");
+    }
+
+    #[test]
+    fn api_cannot_set_commands_unless_allowed_but_may_keep_them() {
+        let r = Registry::from_config(&config());
+        let mut s = stream(10);
+        s.custom_ffmpeg = Some(CustomFfmpeg {
+            command: "sh -c 'rm -rf /'".into(),
+            shell: false,
+            cwd: None,
+            env: Default::default(),
+        });
+        assert_eq!(
+            r.create(s.clone(), Origin::Api).unwrap_err().kind(),
+            ErrorKind::Forbidden
+        );
+        assert!(r.create(s, Origin::Config).is_ok());
+        // Renaming a config-defined command channel through the API keeps its command.
+        r.update(4, Origin::Api, |s| {
+            Ok(StreamConfig {
+                name: "Renamed".into(),
+                ..s.clone()
+            })
+        })
+        .unwrap();
+        let e = r
+            .update(4, Origin::Api, |s| {
+                let mut s = s.clone();
+                s.custom_ffmpeg.as_mut().unwrap().command = "evil".into();
+                Ok(s)
+            })
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Forbidden);
+    }
+
+    #[test]
+    fn programs_are_replaced_whole() {
+        let r = Registry::from_config(&config());
+        let p: Vec<Program> =
+            serde_json::from_str(r#"[{"title":"A"},{"title":"B","start":"2030-01-01T00:00:00Z"}]"#)
+                .unwrap();
+        r.set_programs(5, p.clone()).unwrap();
+        assert_eq!(r.get(5).unwrap().next_programs, p);
+        r.set_programs(5, vec![]).unwrap();
+        assert!(r.get(5).unwrap().next_programs.is_empty());
+        assert_eq!(
+            r.set_programs(99, vec![]).unwrap_err().kind(),
+            ErrorKind::NotFound
+        );
+    }
+}
