@@ -6,6 +6,8 @@
 //!   validation with errors that name the key path, file, line and column.
 //! - [`registry`]: the in-memory channel map. The config's streams at start, then REST API
 //!   changes; writers validate and notify subscribers.
+//! - [`engine`]: the media engine: per-channel producers (in-process libav pipelines or
+//!   `custom_ffmpeg` processes) on named OS threads, and the fan-out hub.
 //! - [`playlist`]: pure M3U rendering (no I/O), hardened against injection.
 //! - [`auth`]: the shared token: extraction, constant-time comparison, log redaction.
 //! - [`http`]: the HTTP surface (route table, REST API, error mapping, the server loop).
@@ -18,6 +20,7 @@ pub mod auth;
 pub mod clock;
 pub mod cmds;
 pub mod config;
+pub mod engine;
 pub mod error;
 pub mod http;
 pub mod libav;

@@ -3,6 +3,7 @@
 
 use crate::auth::TokenCheck;
 use crate::clock::SystemClock;
+use crate::engine::Engine;
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
 use crate::registry::Registry;
@@ -129,8 +130,11 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
             })?;
         let local_addr = listener.local_addr()?;
         let registry = Arc::new(Registry::from_config(&config));
+        let engine = Engine::new(registry.clone(), config.engine.clone());
+        let watcher = engine.watch();
         let state = Arc::new(AppState {
             registry,
+            engine: engine.clone(),
             metrics: Arc::new(Metrics::new()),
             token: TokenCheck::new(server.auth_token.as_deref()),
             clock: Arc::new(SystemClock),
@@ -138,7 +142,14 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
             server: server.clone(),
         });
         announce(&state);
-        http::serve(listener, state, shutdown_signal(), Duration::from_secs(5)).await;
+        let stop_engine = engine.clone();
+        let shutdown = async move {
+            shutdown_signal().await;
+            // Ending the channels ends the streaming responses, so HTTP can drain.
+            stop_engine.shutdown(Duration::from_secs(4)).await;
+        };
+        http::serve(listener, state, shutdown, Duration::from_secs(3)).await;
+        watcher.abort();
         tracing::info!("stopped");
         Ok::<_, anyhow::Error>(0)
     })

@@ -15,6 +15,9 @@ pub struct Config {
     /// Listening address, token and other server-wide settings.
     #[serde(default)]
     pub server: ServerConfig,
+    /// Media engine tuning (pipeline lifetime, buffers, timeouts).
+    #[serde(default)]
+    pub engine: EngineConfig,
     /// Named transcoding/relay profiles, referenced by `streams[].ffmpeg_profile`.
     #[serde(default)]
     pub ffmpeg_profiles: BTreeMap<String, Profile>,
@@ -64,6 +67,35 @@ impl Default for ServerConfig {
             max_body_bytes: 1024 * 1024,
             max_connections: 1024,
             header_timeout_secs: 10,
+        }
+    }
+}
+
+/// The `engine` section: how channel pipelines live and how clients are treated.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EngineConfig {
+    /// Seconds a channel keeps running after its last client leaves (instant zapping back).
+    pub idle_grace_secs: u64,
+    /// Seconds a first client waits for a channel to produce a picture before a 503.
+    pub start_timeout_secs: u64,
+    /// Seconds without data from a source before it counts as stalled and is reopened.
+    pub stall_timeout_secs: u64,
+    /// Per-channel backlog kept for joining and lagging clients, in bytes.
+    pub buffer_bytes: usize,
+    /// How many times a client may fall behind the backlog (and skip ahead) before it is
+    /// disconnected.
+    pub max_client_skips: u32,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            idle_grace_secs: 15,
+            start_timeout_secs: 15,
+            stall_timeout_secs: 10,
+            buffer_bytes: 16 * 1024 * 1024,
+            max_client_skips: 10,
         }
     }
 }
@@ -122,6 +154,9 @@ pub struct StreamConfig {
     pub name: String,
     /// Input URL, file path or `lavfi:<filtergraph>`.
     pub source: String,
+    /// Play a file source forever, with continuous timestamps.
+    #[serde(default, rename = "loop", skip_serializing_if = "std::ops::Not::not")]
+    pub loop_source: bool,
     /// Name of a profile under `ffmpeg_profiles`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ffmpeg_profile: Option<String>,

@@ -170,6 +170,17 @@ fn validate_server(cfg: &Config, out: &mut Vec<Issue>) {
     if s.header_timeout_secs == 0 {
         sink.push("header_timeout_secs", "must be at least 1");
     }
+    let e = &cfg.engine;
+    let mut sink = Sink { prefix: "engine", out: sink.out };
+    if e.start_timeout_secs == 0 {
+        sink.push("start_timeout_secs", "must be at least 1");
+    }
+    if e.stall_timeout_secs == 0 {
+        sink.push("stall_timeout_secs", "must be at least 1");
+    }
+    if e.buffer_bytes < 256 * 1024 {
+        sink.push("buffer_bytes", "must be at least 262144 (256 KiB)");
+    }
 }
 
 /// Validates one stream against the known profiles. `prefix` is prepended to key paths.

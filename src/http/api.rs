@@ -108,6 +108,14 @@ pub fn put_programs(
     Ok(json(StatusCode::OK, &s.next_programs))
 }
 
+pub fn status(state: &AppState, id: u32) -> Result<Response, Error> {
+    let s = state
+        .engine
+        .status(id)
+        .ok_or_else(|| Error::not_found(format!("no stream with id {id}")))?;
+    Ok(json(StatusCode::OK, &s))
+}
+
 fn from_value(v: Value) -> Result<StreamConfig, Error> {
     serde_path_to_error::deserialize(v).map_err(|e| {
         let path = e.path().to_string();

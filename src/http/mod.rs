@@ -7,6 +7,7 @@
 //! metrics and graceful shutdown are all explicit. This layer never touches libav.
 
 pub mod api;
+pub mod media;
 pub mod reply;
 
 use crate::auth::TokenCheck;
@@ -34,6 +35,7 @@ use warp::{Filter, Rejection, Reply};
 #[derive(Debug)]
 pub struct AppState {
     pub registry: Arc<Registry>,
+    pub engine: Arc<crate::engine::Engine>,
     pub metrics: Arc<Metrics>,
     pub server: ServerConfig,
     pub token: TokenCheck,
@@ -281,7 +283,29 @@ pub fn routes(
         .and(body())
         .map(|id, st: Arc<AppState>, ct, b| reply::respond(api::put_programs(&st, id, ct, b)));
 
-    let protected = playlist
+    let status = streams
+        .and(warp::path::param::<u32>())
+        .and(warp::path("status"))
+        .and(end())
+        .and(warp::get())
+        .and(s())
+        .map(|id, st: Arc<AppState>| reply::respond(api::status(&st, id)));
+    let watch = warp::path!("stream" / u32)
+        .and(warp::get())
+        .and(s())
+        .then(|id, st: Arc<AppState>| async move { media::watch(&st, id).await });
+    let probe = warp::path!("stream" / u32)
+        .and(warp::head())
+        .and(s())
+        .map(|id, st: Arc<AppState>| media::head(&st, id));
+
+    let protected = watch
+        .or(probe)
+        .unify()
+        .or(status)
+        .unify()
+        .or(playlist)
+        .unify()
         .or(metrics)
         .unify()
         .or(list)

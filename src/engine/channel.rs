@@ -1,0 +1,248 @@
+//! One channel's runtime: its hub, its clients, and the worker thread that produces output.
+//!
+//! The worker is a named `std::thread` ("amps-ch-<id>") because libav calls block; it takes
+//! no commands but a stop flag, and reports through the status and a `watch` channel the
+//! HTTP side awaits. It runs sessions of the producer back to back: a looped file starts
+//! over at once, a broken source is reopened with backoff while clients watch, and it ends
+//! when asked to stop, when the idle grace period after the last client has passed, or when
+//! a source that never produced anything keeps failing (the first client then gets a 503;
+//! the next request tries again).
+
+use super::hub::Hub;
+use super::pipeline::{self, End, Timeline};
+use super::status::{State, Status};
+use crate::config::{EngineConfig, Profile, StreamConfig};
+use chrono::Utc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+struct Worker {
+    stop: Arc<AtomicBool>,
+    handle: JoinHandle<()>,
+}
+
+pub struct Channel {
+    pub id: u32,
+    stream: Mutex<Arc<StreamConfig>>,
+    profile: Mutex<Profile>,
+    pub hub: Arc<Hub>,
+    clients: AtomicUsize,
+    /// Milliseconds since `epoch` when the last client left.
+    idle_since: AtomicU64,
+    epoch: Instant,
+    status: Arc<Mutex<Status>>,
+    state: watch::Sender<State>,
+    worker: Mutex<Option<Worker>>,
+    settings: EngineConfig,
+    shutdown: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for Channel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Channel").field("id", &self.id).finish()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Channel {
+    pub fn new(stream: Arc<StreamConfig>, profile: Profile, settings: EngineConfig, shutdown: Arc<AtomicBool>) -> Arc<Channel> {
+        let (state, _) = watch::channel(State::Idle);
+        Arc::new(Channel {
+            id: stream.id,
+            hub: Arc::new(Hub::new(settings.buffer_bytes, settings.max_client_skips)),
+            stream: Mutex::new(stream),
+            profile: Mutex::new(profile),
+            clients: AtomicUsize::new(0),
+            idle_since: AtomicU64::new(0),
+            epoch: Instant::now(),
+            status: Arc::new(Mutex::new(Status::default())),
+            state,
+            worker: Mutex::new(None),
+            settings,
+            shutdown,
+        })
+    }
+
+    pub fn stream(&self) -> Arc<StreamConfig> {
+        lock(&self.stream).clone()
+    }
+
+    /// Replaces the channel's configuration (the caller restarts the worker).
+    pub fn reconfigure(&self, stream: Arc<StreamConfig>, profile: Profile) {
+        *lock(&self.stream) = stream;
+        *lock(&self.profile) = profile;
+    }
+
+    pub fn clients(&self) -> usize {
+        self.clients.load(Ordering::SeqCst)
+    }
+
+    pub fn client_joined(&self) {
+        self.clients.fetch_add(1, Ordering::SeqCst);
+    }
+
+    pub fn client_left(&self) {
+        if self.clients.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.idle_since.store(self.epoch.elapsed().as_millis() as u64, Ordering::SeqCst);
+        }
+    }
+
+    fn idle_expired(&self) -> bool {
+        self.clients() == 0
+            && self.epoch.elapsed().as_millis() as u64 - self.idle_since.load(Ordering::SeqCst)
+                > self.settings.idle_grace_secs * 1000
+    }
+
+    pub fn subscribe_state(&self) -> watch::Receiver<State> {
+        self.state.subscribe()
+    }
+
+    fn set_state(&self, s: State) {
+        lock(&self.status).state = s.clone();
+        self.state.send_replace(s);
+    }
+
+    /// A snapshot of the status with live counters filled in.
+    pub fn status(&self) -> Status {
+        let mut s = lock(&self.status).clone();
+        s.id = self.id;
+        s.clients = self.clients();
+        let st = &self.hub.stats;
+        s.bytes_in = st.bytes_in.load(Ordering::Relaxed);
+        s.bytes_out = st.bytes_out.load(Ordering::Relaxed);
+        s.client_skips = st.skips.load(Ordering::Relaxed);
+        s.client_drops = st.drops.load(Ordering::Relaxed);
+        s.buffered_bytes = self.hub.buffered_bytes();
+        if let Some(t) = s.started_at {
+            let secs = (Utc::now() - t).num_seconds().max(0) as u64;
+            s.uptime_secs = Some(secs);
+            if secs > 0 {
+                s.output_kbps = Some(s.bytes_in * 8 / 1000 / secs);
+            }
+        }
+        s
+    }
+
+    /// Whether a worker thread is alive.
+    pub fn is_running(&self) -> bool {
+        lock(&self.worker).as_ref().is_some_and(|w| !w.handle.is_finished())
+    }
+
+    /// Starts the worker unless it is running. Called for every new client.
+    pub fn ensure_running(self: &Arc<Self>) {
+        let mut w = lock(&self.worker);
+        if w.as_ref().is_some_and(|w| !w.handle.is_finished()) {
+            return;
+        }
+        if let Some(old) = w.take() {
+            let _ = old.handle.join();
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let ch = self.clone();
+        let flag = stop.clone();
+        self.set_state(State::Starting);
+        {
+            let mut st = lock(&self.status);
+            st.started_at = Some(Utc::now());
+            st.last_error = None;
+        }
+        let spawned = std::thread::Builder::new()
+            .name(format!("amps-ch-{}", self.id))
+            .spawn(move || ch.work(flag));
+        match spawned {
+            Ok(handle) => *w = Some(Worker { stop, handle }),
+            Err(e) => {
+                lock(&self.status).last_error = Some(format!("cannot start a thread: {e}"));
+                self.set_state(State::Failed);
+            }
+        }
+    }
+
+    /// Asks the worker to stop and returns its handle for joining (off the async runtime).
+    pub fn stop(&self) -> Option<JoinHandle<()>> {
+        let w = lock(&self.worker).take()?;
+        w.stop.store(true, Ordering::SeqCst);
+        Some(w.handle)
+    }
+
+    /// The worker thread's body.
+    fn work(self: Arc<Self>, stop: Arc<AtomicBool>) {
+        let keep_going: Arc<dyn Fn() -> bool + Send + Sync> = {
+            let ch = self.clone();
+            let stop = stop.clone();
+            Arc::new(move || !stop.load(Ordering::SeqCst) && !ch.shutdown.load(Ordering::SeqCst) && !ch.idle_expired())
+        };
+        let mut timeline = Timeline::default();
+        let mut failures: u32 = 0;
+        let stream = self.stream();
+        let profile = lock(&self.profile).clone();
+        let producer = if stream.custom_ffmpeg.is_some() { "process" } else { "libav" };
+        lock(&self.status).producer = producer;
+        let on_running = {
+            let ch = self.clone();
+            move || {
+                if *ch.state.borrow() != State::Running {
+                    ch.set_state(State::Running);
+                }
+            }
+        };
+        tracing::info!(channel = self.id, name = %stream.name, producer, "channel starting");
+        loop {
+            if !keep_going() {
+                break;
+            }
+            let ctx = pipeline::Ctx {
+                stream: &stream,
+                profile: &profile,
+                hub: self.hub.clone(),
+                status: &self.status,
+                keep_going: keep_going.clone(),
+                on_running: &on_running,
+                stall_timeout: Duration::from_secs(self.settings.stall_timeout_secs),
+                open_timeout: Duration::from_secs(self.settings.start_timeout_secs),
+            };
+            let result = match &stream.custom_ffmpeg {
+                Some(cmd) => super::process::run(&ctx, cmd),
+                None => pipeline::run(&ctx, &mut timeline),
+            };
+            let error = match result {
+                Ok(End::Stopped) => break,
+                Ok(End::Eof) if stream.loop_source => {
+                    failures = 0;
+                    continue;
+                }
+                Ok(End::Eof) => "the source ended".to_owned(),
+                Err(e) => e,
+            };
+            if !keep_going() {
+                break;
+            }
+            failures += 1;
+            tracing::warn!(channel = self.id, error = %error, failures, "channel producer stopped");
+            {
+                let mut st = lock(&self.status);
+                st.last_error = Some(error);
+                st.restarts += 1;
+            }
+            if !self.hub.has_keyframe() && failures >= 2 {
+                self.set_state(State::Failed);
+                tracing::warn!(channel = self.id, "channel failed to start");
+                return;
+            }
+            self.set_state(State::Retrying);
+            let backoff = Duration::from_millis(500u64.saturating_mul(1 << failures.min(5))).min(Duration::from_secs(10));
+            let until = Instant::now() + backoff;
+            while Instant::now() < until && keep_going() {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        self.set_state(State::Idle);
+        tracing::info!(channel = self.id, "channel stopped");
+    }
+}

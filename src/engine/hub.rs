@@ -1,0 +1,358 @@
+//! The fan-out hub of one channel: one producer, any number of clients.
+//!
+//! The producer (a pipeline thread, never a tokio task) pushes aligned TS pieces. The hub
+//! keeps a bounded backlog that always starts at a keyframe, so a client joining a running
+//! channel gets PAT + PMT + the latest keyframe at once, without any libav work. Pieces are
+//! `Bytes`: every client reads the same reference-counted buffers, nothing is copied per
+//! client. A client that falls behind the backlog skips forward to the newest keyframe
+//! (counted); after too many skips it is dropped. The producer never waits for a client.
+
+use super::ts::{Inspector, Piece};
+use bytes::Bytes;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use tokio::sync::Notify;
+
+#[derive(Debug)]
+struct Chunk {
+    seq: u64,
+    data: Bytes,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    chunks: VecDeque<Chunk>,
+    bytes: usize,
+    next_seq: u64,
+    last_key: Option<u64>,
+    header: Option<Bytes>,
+    closed: bool,
+    /// Bumped by `reset`: cursors of an older epoch wait for the next keyframe.
+    epoch: u64,
+}
+
+/// Counters a channel reports.
+#[derive(Debug, Default)]
+pub struct HubStats {
+    pub bytes_in: AtomicU64,
+    pub bytes_out: AtomicU64,
+    pub skips: AtomicU64,
+    pub drops: AtomicU64,
+}
+
+#[derive(Debug)]
+pub struct Hub {
+    state: Mutex<State>,
+    notify: Notify,
+    /// Backlog bound in bytes (beyond the latest keyframe, pieces are dropped oldest first).
+    max_bytes: usize,
+    /// Skips after which a lagging client is disconnected.
+    max_skips: u32,
+    pub stats: HubStats,
+}
+
+/// A client's position in the hub.
+#[derive(Debug, Default)]
+pub struct Cursor {
+    /// Next sequence number to read; None: waiting for the next keyframe.
+    next: Option<u64>,
+    /// Send PAT + PMT before the next piece.
+    need_header: bool,
+    joined: bool,
+    epoch: u64,
+    skips: u32,
+}
+
+/// What a read gives a client.
+#[derive(Debug)]
+pub enum Read {
+    Data(Vec<Bytes>),
+    Pending,
+    /// The channel ended (stopped, deleted, shut down), or the client was too slow.
+    Closed,
+}
+
+impl Hub {
+    pub fn new(max_bytes: usize, max_skips: u32) -> Hub {
+        Hub {
+            state: Mutex::new(State::default()),
+            notify: Notify::new(),
+            max_bytes: max_bytes.max(64 * 1024),
+            max_skips,
+            stats: HubStats::default(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Appends pieces from the producer and wakes waiting clients.
+    pub fn push(&self, pieces: Vec<Piece>, header: Option<Bytes>) {
+        if pieces.is_empty() {
+            return;
+        }
+        let mut st = self.lock();
+        if header.is_some() {
+            st.header = header;
+        }
+        for p in pieces {
+            self.stats.bytes_in.fetch_add(p.data.len() as u64, Ordering::Relaxed);
+            let seq = st.next_seq;
+            st.next_seq += 1;
+            if p.key {
+                st.last_key = Some(seq);
+            }
+            st.bytes += p.data.len();
+            st.chunks.push_back(Chunk { seq, data: p.data });
+        }
+        // Trim: keep at most max_bytes, but never the latest keyframe onwards unless the
+        // backlog is four times over (a source with no keyframes at all).
+        while st.bytes > self.max_bytes {
+            let front = st.chunks.front().map(|c| (c.seq, c.data.len()));
+            let Some((seq, len)) = front else { break };
+            let protected = st.last_key.is_some_and(|k| seq >= k);
+            if protected && st.bytes <= 4 * self.max_bytes {
+                break;
+            }
+            st.chunks.pop_front();
+            st.bytes -= len;
+        }
+        drop(st);
+        self.notify.notify_waiters();
+    }
+
+    /// Ends the hub: clients get what is buffered, then `Closed`.
+    pub fn close(&self) {
+        self.lock().closed = true;
+        self.notify.notify_waiters();
+    }
+
+    /// Whether a client joining now could start at once (a keyframe is buffered).
+    pub fn has_keyframe(&self) -> bool {
+        self.lock().last_key.is_some()
+    }
+
+    /// Forgets the backlog (a new pipeline generation starts). Clients keep their place
+    /// and continue with the next keyframe.
+    pub fn reset(&self) {
+        let mut st = self.lock();
+        st.chunks.clear();
+        st.bytes = 0;
+        st.last_key = None;
+        st.closed = false;
+        st.epoch += 1;
+    }
+
+    pub fn buffered_bytes(&self) -> usize {
+        self.lock().bytes
+    }
+
+    /// Reads what is available for `cur`.
+    pub fn read(&self, cur: &mut Cursor) -> Read {
+        let st = self.lock();
+        if !cur.joined || cur.epoch != st.epoch {
+            cur.joined = true;
+            cur.epoch = st.epoch;
+            cur.next = st.last_key;
+            cur.need_header = true;
+        }
+        let front = st.chunks.front().map(|c| c.seq).unwrap_or(st.next_seq);
+        match cur.next {
+            Some(n) if n < front => {
+                // Fell behind the backlog: jump to the newest keyframe.
+                cur.skips += 1;
+                self.stats.skips.fetch_add(1, Ordering::Relaxed);
+                if cur.skips > self.max_skips {
+                    self.stats.drops.fetch_add(1, Ordering::Relaxed);
+                    return Read::Closed;
+                }
+                cur.next = st.last_key.filter(|k| *k >= front);
+                cur.need_header = true;
+            }
+            None => {
+                cur.next = st.last_key;
+            }
+            _ => {}
+        }
+        let Some(n) = cur.next else {
+            return if st.closed { Read::Closed } else { Read::Pending };
+        };
+        let first = (n - front) as usize;
+        if first >= st.chunks.len() {
+            return if st.closed { Read::Closed } else { Read::Pending };
+        }
+        let mut out = Vec::with_capacity(st.chunks.len() - first + 1);
+        if cur.need_header {
+            if let Some(h) = &st.header {
+                out.push(h.clone());
+            }
+            cur.need_header = false;
+        }
+        for c in st.chunks.iter().skip(first) {
+            out.push(c.data.clone());
+        }
+        cur.next = Some(st.next_seq);
+        let n_bytes: usize = out.iter().map(Bytes::len).sum();
+        self.stats.bytes_out.fetch_add(n_bytes as u64, Ordering::Relaxed);
+        Read::Data(out)
+    }
+
+    /// Waits until `cur` has data or the hub closes.
+    pub async fn next(&self, cur: &mut Cursor) -> Option<Vec<Bytes>> {
+        loop {
+            let notified = self.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            match self.read(cur) {
+                Read::Data(d) => return Some(d),
+                Read::Closed => return None,
+                Read::Pending => notified.await,
+            }
+        }
+    }
+}
+
+/// The producer side: aligns TS bytes and finds keyframes before pushing to the hub.
+/// Implements `Write` so libav's custom I/O and a child's stdout feed it the same way.
+/// It never fails and never blocks: a muxer must not be poisoned by a slow client.
+#[derive(Debug)]
+pub struct HubWriter {
+    hub: std::sync::Arc<Hub>,
+    inspector: Inspector,
+}
+
+impl HubWriter {
+    pub fn new(hub: std::sync::Arc<Hub>) -> HubWriter {
+        HubWriter {
+            hub,
+            inspector: Inspector::default(),
+        }
+    }
+}
+
+impl std::io::Write for HubWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let pieces = self.inspector.feed(buf);
+        self.hub.push(pieces, self.inspector.header());
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::ts::tests::{packet, psi};
+    use super::*;
+    use std::io::Write;
+    use std::sync::Arc;
+
+    fn gop(w: &mut HubWriter, n: usize) {
+        let mut d = packet(0x100, true, true, b"key");
+        for _ in 1..n {
+            d.extend(packet(0x100, false, false, b"delta"));
+        }
+        w.write_all(&d).unwrap();
+    }
+
+    fn setup(max: usize, skips: u32) -> (Arc<Hub>, HubWriter) {
+        let hub = Arc::new(Hub::new(max, skips));
+        let mut w = HubWriter::new(hub.clone());
+        let (pat, pmt) = psi();
+        w.write_all(&[pat, pmt].concat()).unwrap();
+        (hub, w)
+    }
+
+    fn bytes(r: Read) -> Vec<u8> {
+        match r {
+            Read::Data(d) => d.concat(),
+            other => panic!("expected data, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn joiners_start_with_psi_then_the_latest_keyframe() {
+        let (hub, mut w) = setup(1 << 20, 3);
+        let mut early = Cursor::default();
+        assert!(matches!(hub.read(&mut early), Read::Pending), "nothing before a keyframe");
+        gop(&mut w, 3);
+        gop(&mut w, 2);
+        let mut late = Cursor::default();
+        let got = bytes(hub.read(&mut late));
+        let (pat, pmt) = psi();
+        assert_eq!(&got[..188], &pat[..]);
+        assert_eq!(&got[188..376], &pmt[..]);
+        assert_eq!(got.len(), 4 * 188, "PSI + the second GOP (2 packets)");
+        let early_got = bytes(hub.read(&mut early));
+        assert_eq!(early_got.len(), 2 * 188 + 5 * 188, "the early client saw both GOPs");
+        assert!(matches!(hub.read(&mut late), Read::Pending));
+        gop(&mut w, 1);
+        assert_eq!(bytes(hub.read(&mut late)), bytes(hub.read(&mut early)), "same bytes for all");
+    }
+
+    #[test]
+    fn the_backlog_is_bounded_and_slow_clients_skip_then_drop() {
+        let (hub, mut w) = setup(64 * 1024, 2);
+        let mut slow = Cursor::default();
+        gop(&mut w, 10);
+        let _ = bytes(hub.read(&mut slow));
+        for _ in 0..200 {
+            gop(&mut w, 10); // 1880 bytes a GOP
+        }
+        assert!(hub.buffered_bytes() <= 64 * 1024, "{}", hub.buffered_bytes());
+        let got = bytes(hub.read(&mut slow));
+        assert_eq!(got.len() % 188, 0);
+        assert_eq!(hub.stats.skips.load(Ordering::Relaxed), 1);
+        for _ in 0..200 {
+            gop(&mut w, 10);
+        }
+        assert!(matches!(hub.read(&mut slow), Read::Data(_)), "second skip is still allowed");
+        assert_eq!(hub.stats.skips.load(Ordering::Relaxed), 2);
+        for _ in 0..200 {
+            gop(&mut w, 10);
+        }
+        assert!(matches!(hub.read(&mut slow), Read::Closed), "dropped after 3 skips > 2");
+        assert_eq!(hub.stats.drops.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn after_a_reset_clients_resume_at_the_next_keyframe() {
+        let (hub, mut w) = setup(1 << 20, 3);
+        gop(&mut w, 2);
+        let mut c = Cursor::default();
+        let _ = bytes(hub.read(&mut c));
+        hub.reset();
+        w.write_all(&packet(0x100, false, false, b"tail of nothing")).unwrap();
+        assert!(matches!(hub.read(&mut c), Read::Pending), "no keyframe yet");
+        gop(&mut w, 2);
+        assert_eq!(bytes(hub.read(&mut c)).len(), 4 * 188, "PSI + the new GOP");
+    }
+
+    #[test]
+    fn close_ends_every_client_after_the_buffer() {
+        let (hub, mut w) = setup(1 << 20, 3);
+        gop(&mut w, 2);
+        let mut c = Cursor::default();
+        hub.close();
+        assert!(matches!(hub.read(&mut c), Read::Data(_)));
+        assert!(matches!(hub.read(&mut c), Read::Closed));
+    }
+
+    #[tokio::test]
+    async fn waiting_clients_wake_up_when_the_producer_pushes_from_a_thread() {
+        let (hub, mut w) = setup(1 << 20, 3);
+        let h = hub.clone();
+        let reader = tokio::spawn(async move {
+            let mut c = Cursor::default();
+            h.next(&mut c).await.map(|d| d.concat().len())
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        std::thread::spawn(move || gop(&mut w, 2)).join().unwrap();
+        let n = tokio::time::timeout(std::time::Duration::from_secs(2), reader).await.unwrap().unwrap();
+        assert_eq!(n, Some(4 * 188));
+    }
+}

@@ -1,0 +1,253 @@
+//! The media engine: turns channels into MPEG-TS for any number of HTTP clients.
+//!
+//! - [`source`]: what a source is, its libav protocol whitelist, opening it interruptibly.
+//! - [`pipeline`]: one in-process libav session (demux, decode/filter/encode or copy, mux
+//!   MPEG-TS into memory).
+//! - [`transcode`]: the decode -> filter -> encode chain of one stream.
+//! - [`process`] and [`command`]: the `custom_ffmpeg` producer and its argv templating.
+//! - [`ts`] and [`hub`]: TS inspection and the per-channel fan-out buffer.
+//! - [`channel`]: a channel's runtime and its worker thread.
+//!
+//! This module owns the channel runtimes: at most one producer per channel, started by the
+//! first client, stopped after the idle grace period, restarted when the registry says the
+//! stream changed (clients stay and continue on the new output), ended when it is deleted
+//! or the server shuts down. libav never touches tokio: producers run on named OS threads
+//! and hand bytes to the async side through the hub.
+
+pub mod channel;
+pub mod command;
+pub mod hub;
+pub mod pipeline;
+pub mod process;
+pub mod source;
+pub mod status;
+pub mod transcode;
+pub mod ts;
+
+use crate::config::{EngineConfig, Profile, StreamConfig};
+use crate::error::{Error, ErrorKind};
+use crate::registry::{Change, Registry};
+use bytes::Bytes;
+use channel::Channel;
+use hub::Cursor;
+use status::{State, Status};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+pub struct Engine {
+    registry: Arc<Registry>,
+    settings: EngineConfig,
+    channels: Mutex<HashMap<u32, Arc<Channel>>>,
+    shutdown: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").finish_non_exhaustive()
+    }
+}
+
+/// A client's subscription to a channel: a stream of TS chunks. Dropping it leaves.
+pub struct Subscription {
+    channel: Arc<Channel>,
+    cursor: Cursor,
+}
+
+impl Subscription {
+    fn new(channel: Arc<Channel>) -> Subscription {
+        channel.client_joined();
+        Subscription {
+            channel,
+            cursor: Cursor::default(),
+        }
+    }
+
+    /// The next chunks, or None when the channel ends (or this client was too slow).
+    pub async fn next(&mut self) -> Option<Vec<Bytes>> {
+        self.channel.hub.next(&mut self.cursor).await
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.channel.client_left();
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Engine {
+    pub fn new(registry: Arc<Registry>, settings: EngineConfig) -> Arc<Engine> {
+        crate::libav::init();
+        Arc::new(Engine {
+            registry,
+            settings,
+            channels: Mutex::new(HashMap::new()),
+            shutdown: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
+    fn profile_for(&self, stream: &StreamConfig) -> Profile {
+        stream
+            .ffmpeg_profile
+            .as_ref()
+            .and_then(|p| self.registry.profiles().get(p))
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    fn channel(&self, stream: Arc<StreamConfig>) -> Arc<Channel> {
+        let mut map = lock(&self.channels);
+        if let Some(ch) = map.get(&stream.id) {
+            return ch.clone();
+        }
+        let profile = self.profile_for(&stream);
+        let ch = Channel::new(stream.clone(), profile, self.settings.clone(), self.shutdown.clone());
+        map.insert(stream.id, ch.clone());
+        ch
+    }
+
+    /// Joins channel `id`: starts its producer if needed and waits (bounded) until it has
+    /// a picture. 404 for an unknown channel, 503 if it cannot start.
+    pub async fn subscribe(&self, id: u32) -> Result<Subscription, Error> {
+        if self.shutdown.load(Ordering::SeqCst) {
+            return Err(Error::new(ErrorKind::Unavailable, "the server is shutting down"));
+        }
+        let stream = self
+            .registry
+            .get(id)
+            .ok_or_else(|| Error::not_found(format!("no stream with id {id}")))?;
+        let ch = self.channel(stream);
+        let sub = Subscription::new(ch.clone());
+        let mut state = ch.subscribe_state();
+        if ch.hub.has_keyframe() && ch.is_running() {
+            return Ok(sub);
+        }
+        ch.ensure_running();
+        let limit = Duration::from_secs(self.settings.start_timeout_secs);
+        let waited = tokio::time::timeout(limit, state.wait_for(|s| matches!(s, State::Running | State::Failed))).await;
+        match waited {
+            Ok(Ok(s)) if *s == State::Running => Ok(sub),
+            Ok(_) => {
+                let why = ch.status().last_error.unwrap_or_else(|| "the channel could not start".into());
+                Err(Error::new(ErrorKind::Unavailable, format!("stream {id} is unavailable: {why}")))
+            }
+            Err(_) => Err(Error::new(
+                ErrorKind::Unavailable,
+                format!("stream {id} produced no picture within {} s", limit.as_secs()),
+            )),
+        }
+    }
+
+    /// Status of channel `id` (idle if it never ran). None for an unknown channel.
+    pub fn status(&self, id: u32) -> Option<Status> {
+        self.registry.get(id)?;
+        Some(match lock(&self.channels).get(&id) {
+            Some(ch) => ch.status(),
+            None => Status {
+                id,
+                ..Status::default()
+            },
+        })
+    }
+
+    /// Statuses of every channel that has a runtime.
+    pub fn statuses(&self) -> Vec<Status> {
+        let mut v: Vec<Status> = lock(&self.channels).values().map(|c| c.status()).collect();
+        v.sort_by_key(|s| s.id);
+        v
+    }
+
+    /// Number of producer threads alive.
+    pub fn running(&self) -> usize {
+        lock(&self.channels).values().filter(|c| c.is_running()).count()
+    }
+
+    /// Applies a registry change: a changed stream restarts its producer (clients stay);
+    /// a removed one ends its clients.
+    pub async fn apply(&self, change: Change) {
+        match change {
+            Change::Added(_) => {}
+            Change::Updated { new, .. } => {
+                let Some(ch) = lock(&self.channels).get(&new.id).cloned() else { return };
+                let profile = self.profile_for(&new);
+                ch.reconfigure(new, profile);
+                let handle = ch.stop();
+                join(handle).await;
+                ch.hub.reset();
+                if ch.clients() > 0 {
+                    ch.ensure_running();
+                }
+            }
+            Change::Removed(old) => {
+                let Some(ch) = lock(&self.channels).remove(&old.id) else { return };
+                let handle = ch.stop();
+                ch.hub.close();
+                join(handle).await;
+            }
+        }
+    }
+
+    /// Follows registry changes until shutdown.
+    pub fn watch(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let mut rx = self.registry.subscribe();
+        let engine = self.clone();
+        tokio::spawn(async move {
+            loop {
+                match rx.recv().await {
+                    Ok(change) => engine.apply(change).await,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!(missed = n, "engine missed registry changes; restarting changed channels");
+                        engine.resync().await;
+                    }
+                    Err(_) => break,
+                }
+            }
+        })
+    }
+
+    /// After missed notifications: make every runtime match the registry again.
+    async fn resync(&self) {
+        let chans: Vec<Arc<Channel>> = lock(&self.channels).values().cloned().collect();
+        for ch in chans {
+            match self.registry.get(ch.id) {
+                None => {
+                    self.apply(Change::Removed(ch.stream())).await;
+                }
+                Some(s) if *s != *ch.stream() => {
+                    self.apply(Change::Updated { old: ch.stream(), new: s }).await;
+                }
+                Some(_) => {}
+            }
+        }
+    }
+
+    /// Stops every producer and ends every client; waits up to `limit` for the threads.
+    pub async fn shutdown(&self, limit: Duration) {
+        self.shutdown.store(true, Ordering::SeqCst);
+        let chans: Vec<Arc<Channel>> = lock(&self.channels).drain().map(|(_, c)| c).collect();
+        let mut handles = Vec::new();
+        for ch in &chans {
+            handles.extend(ch.stop());
+            ch.hub.close();
+        }
+        let all = async {
+            for h in handles {
+                join(Some(h)).await;
+            }
+        };
+        if tokio::time::timeout(limit, all).await.is_err() {
+            tracing::warn!("some channel threads did not stop within {limit:?}");
+        }
+    }
+}
+
+async fn join(handle: Option<std::thread::JoinHandle<()>>) {
+    if let Some(h) = handle {
+        let _ = tokio::task::spawn_blocking(move || h.join()).await;
+    }
+}

@@ -1,0 +1,327 @@
+//! One session of a channel's in-process libav pipeline: open the source, map its best
+//! video and audio streams to copy or transcode, mux MPEG-TS into memory (custom I/O into
+//! the hub), paced to real time, until end of input, an error, or a stop request.
+//!
+//! Runs on the channel's own named OS thread (see [`super::channel`]); never on tokio.
+//! Sessions after the first continue the output timeline (a timestamp offset), so a
+//! reconnect or a loop shows up to players as a short gap, flagged as a discontinuity.
+
+use super::hub::{Hub, HubWriter};
+use super::source::{self, SourceKind};
+use super::status::Status;
+use super::transcode::Transcoder;
+use crate::config::{Profile, StreamConfig};
+use ff::format::context::StreamIo;
+use ff::{media, Dictionary, Packet, Rational};
+use ffmpeg_next as ff;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// MPEG-TS output time base.
+const TS_TB: Rational = Rational(1, 90_000);
+/// How far ahead of real time output may run (fast start for new clients, smoothing).
+const LEAD: Duration = Duration::from_millis(1000);
+
+/// How a session ended without error.
+#[derive(Debug, PartialEq, Eq)]
+pub enum End {
+    /// The source ended (a file, a finished live stream).
+    Eof,
+    /// Asked to stop.
+    Stopped,
+}
+
+/// What a session needs from its channel.
+pub struct Ctx<'a> {
+    pub stream: &'a StreamConfig,
+    pub profile: &'a Profile,
+    pub hub: Arc<Hub>,
+    pub status: &'a Mutex<Status>,
+    /// Checked between packets and by libav's interrupt callback.
+    pub keep_going: Arc<dyn Fn() -> bool + Send + Sync>,
+    /// Called after output reaches the hub once it holds a keyframe (clients can start).
+    pub on_running: &'a dyn Fn(),
+    pub stall_timeout: Duration,
+    pub open_timeout: Duration,
+}
+
+/// The output timeline carried from one session to the next (90 kHz units).
+#[derive(Debug, Default)]
+pub struct Timeline {
+    pub next_start: i64,
+}
+
+enum Route {
+    Copy { ost: usize, in_tb: Rational },
+    Transcode { ost: usize, tx: Box<Transcoder> },
+}
+
+fn now_ms(base: Instant) -> u64 {
+    base.elapsed().as_millis() as u64
+}
+
+fn codec_name(p: &ff::codec::Parameters) -> String {
+    ff::codec::decoder::find(p.id())
+        .map(|c| c.name().to_owned())
+        .unwrap_or_else(|| format!("{:?}", p.id()).to_lowercase())
+}
+
+/// Runs one session. Errors are human-readable and name what failed.
+pub fn run(ctx: &Ctx, timeline: &mut Timeline) -> Result<End, String> {
+    let kind = SourceKind::classify(&ctx.stream.source);
+    let options = source::input_options(&kind, &ctx.profile.input_options);
+    let base = Instant::now();
+    let last_activity = Arc::new(AtomicU64::new(0));
+    let opening = Arc::new(AtomicBool::new(true));
+    let (la, op, keep) = (last_activity.clone(), opening.clone(), ctx.keep_going.clone());
+    let (stall, open_limit) = (ctx.stall_timeout.as_millis() as u64, ctx.open_timeout.as_millis() as u64);
+    let interrupt = move || {
+        let limit = if op.load(Ordering::Relaxed) { open_limit } else { stall };
+        !keep() || now_ms(base).saturating_sub(la.load(Ordering::Relaxed)) > limit
+    };
+    let mut ictx = source::open(&ctx.stream.source, &options, interrupt).map_err(|e| {
+        if !(ctx.keep_going)() {
+            "stopped".to_owned()
+        } else {
+            format!("cannot open {}: {e}", redact_source(&ctx.stream.source))
+        }
+    })?;
+    if !(ctx.keep_going)() {
+        return Ok(End::Stopped);
+    }
+    opening.store(false, Ordering::Relaxed);
+    last_activity.store(now_ms(base), Ordering::Relaxed);
+
+    let writer = HubWriter::new(ctx.hub.clone());
+    let io = StreamIo::from_write_with_capacity(writer, 188 * 64).map_err(|e| format!("output buffer: {e}"))?;
+    let mut octx = ff::format::output_to_stream(io, None, Some("mpegts")).map_err(|e| format!("MPEG-TS muxer: {e}"))?;
+
+    let mut routes: Vec<Option<Route>> = (0..ictx.nb_streams()).map(|_| None).collect();
+    let mut desc_in = Vec::new();
+    let mut desc_out = Vec::new();
+    for medium in [media::Type::Video, media::Type::Audio] {
+        let Some(ist) = ictx.streams().best(medium) else { continue };
+        let params = ist.parameters();
+        let codec = if medium == media::Type::Video {
+            ctx.profile.video_codec.as_deref()
+        } else {
+            ctx.profile.audio_codec.as_deref()
+        }
+        .unwrap_or("copy");
+        desc_in.push(codec_name(&params));
+        let ost_index = octx.nb_streams() as usize;
+        let route = if codec == "copy" {
+            if matches!(params.id(), ff::codec::Id::RAWVIDEO | ff::codec::Id::PCM_S16LE | ff::codec::Id::PCM_F32LE | ff::codec::Id::PCM_S16BE) {
+                return Err(format!(
+                    "the source's {} is raw ({}): MPEG-TS cannot carry it; use a profile that encodes (e.g. video_codec: libx264)",
+                    if medium == media::Type::Video { "video" } else { "audio" },
+                    codec_name(&params)
+                ));
+            }
+            let mut ost = octx.add_stream(ff::encoder::find(ff::codec::Id::None)).map_err(|e| format!("output stream: {e}"))?;
+            ost.set_parameters(params.clone());
+            // SAFETY: clearing the container tag of the copied parameters for MPEG-TS.
+            unsafe { (*ost.parameters().as_mut_ptr()).codec_tag = 0 };
+            desc_out.push(format!("{} (copy)", codec_name(&params)));
+            Route::Copy {
+                ost: ost_index,
+                in_tb: ist.time_base(),
+            }
+        } else {
+            let tx = if medium == media::Type::Video {
+                Transcoder::video(&ist, ctx.profile, codec, &mut octx)?
+            } else {
+                Transcoder::audio(&ist, ctx.profile, codec, &mut octx)?
+            };
+            desc_out.push(codec.to_owned());
+            Route::Transcode {
+                ost: ost_index,
+                tx: Box::new(tx),
+            }
+        };
+        routes[ist.index()] = Some(route);
+    }
+    if routes.iter().all(Option::is_none) {
+        return Err("the source has no audio or video stream".into());
+    }
+    {
+        let mut st = ctx.status.lock().unwrap_or_else(|p| p.into_inner());
+        st.input_codecs = desc_in;
+        st.output_codecs = desc_out;
+        if let Some(v) = ictx.streams().best(media::Type::Video) {
+            if let Ok(d) = ff::codec::context::Context::from_parameters(v.parameters()).and_then(|c| c.decoder().video()) {
+                st.input_resolution = Some(format!("{}x{}", d.width(), d.height()));
+            }
+            let r = v.avg_frame_rate();
+            st.input_frame_rate = (r.denominator() != 0).then(|| f64::from(r));
+        }
+    }
+
+    let mut opts = Dictionary::new();
+    opts.set("flush_packets", "1");
+    opts.set("mpegts_flags", "+initial_discontinuity");
+    octx.write_header_with(opts).map_err(|e| format!("MPEG-TS header: {e}"))?;
+    let ost_tbs: Vec<Rational> = octx.streams().map(|s| s.time_base()).collect();
+    debug_assert!(ost_tbs.iter().all(|tb| *tb == TS_TB));
+
+    let mut pacer = Pacer::new(kind.is_live());
+    let mut offset: Option<i64> = None;
+    let mut session_end = timeline.next_start;
+    let started = Instant::now();
+    let mut media_start: Option<i64> = None;
+
+    let mut write = |octx: &mut ff::format::context::Output, mut pkt: Packet, ost: usize, tb: Rational| -> Result<(), String> {
+        pkt.set_stream(ost);
+        pkt.rescale_ts(tb, ost_tbs[ost]);
+        let anchor = pkt.dts().or(pkt.pts());
+        let off = *offset.get_or_insert_with(|| timeline.next_start - anchor.unwrap_or(0));
+        pkt.set_pts(pkt.pts().map(|t| t + off));
+        pkt.set_dts(pkt.dts().map(|t| t + off));
+        pkt.set_position(-1);
+        if let Some(t) = pkt.dts().or(pkt.pts()) {
+            session_end = session_end.max(t + pkt.duration().max(0));
+            media_start.get_or_insert(t);
+            pacer.wait(t, &*ctx.keep_going);
+            if let Some(m0) = media_start {
+                let media = (t - m0) as f64 / 90_000.0;
+                let wall = started.elapsed().as_secs_f64();
+                if wall > 0.5 {
+                    let mut st = ctx.status.lock().unwrap_or_else(|p| p.into_inner());
+                    st.speed = Some(media / wall);
+                }
+            }
+        }
+        pkt.write_interleaved(octx).map_err(|e| format!("muxing: {e}"))
+    };
+
+    let end = loop {
+        if !(ctx.keep_going)() {
+            break End::Stopped;
+        }
+        let mut pkt = Packet::empty();
+        match pkt.read(&mut ictx) {
+            Ok(()) => {}
+            Err(ff::Error::Eof) => break End::Eof,
+            Err(e) => {
+                if !(ctx.keep_going)() {
+                    break End::Stopped;
+                }
+                let stalled = now_ms(base).saturating_sub(last_activity.load(Ordering::Relaxed)) > stall;
+                return Err(if stalled {
+                    format!("no data from the source for {} s", ctx.stall_timeout.as_secs())
+                } else {
+                    format!("reading the source: {e}")
+                });
+            }
+        }
+        last_activity.store(now_ms(base), Ordering::Relaxed);
+        let Some(route) = routes.get_mut(pkt.stream()).and_then(Option::as_mut) else { continue };
+        match route {
+            Route::Copy { ost, in_tb } => write(&mut octx, pkt, *ost, *in_tb)?,
+            Route::Transcode { ost, tx } => {
+                for e in tx.push(Some(&pkt))? {
+                    write(&mut octx, e.packet, *ost, e.time_base)?;
+                }
+            }
+        }
+        if !ctx.hub.has_keyframe() {
+            continue;
+        }
+        (ctx.on_running)();
+        let mut st = ctx.status.lock().unwrap_or_else(|p| p.into_inner());
+        st.frames_encoded = routes
+            .iter()
+            .flatten()
+            .map(|r| if let Route::Transcode { tx, .. } = r { tx.frames } else { 0 })
+            .sum();
+    };
+
+    if end == End::Eof {
+        for route in routes.iter_mut().flatten() {
+            if let Route::Transcode { ost, tx } = route {
+                for e in tx.push(None)? {
+                    write(&mut octx, e.packet, *ost, e.time_base)?;
+                }
+            }
+        }
+    }
+    let _ = octx.write_trailer();
+    // The next session starts a little after this one's end, so timestamps keep rising.
+    timeline.next_start = session_end + 9_000;
+    Ok(end)
+}
+
+/// Paces output to real time for sources that are not live.
+struct Pacer {
+    live: bool,
+    origin: Option<(Instant, i64)>,
+}
+
+impl Pacer {
+    fn new(live: bool) -> Pacer {
+        Pacer { live, origin: None }
+    }
+
+    fn wait(&mut self, ts: i64, keep_going: &dyn Fn() -> bool) {
+        let (t0, ts0) = *self.origin.get_or_insert((Instant::now(), ts));
+        let ahead_ticks = ts - ts0;
+        if ahead_ticks <= 0 {
+            return;
+        }
+        let due = t0 + Duration::from_micros((ahead_ticks as u64).saturating_mul(1_000_000) / 90_000);
+        let now = Instant::now();
+        if self.live {
+            // A live source is paced by its sender; only re-anchor if it bursts far ahead.
+            if due > now + 10 * LEAD {
+                self.origin = Some((now, ts));
+            }
+            return;
+        }
+        while let Some(left) = due.checked_duration_since(Instant::now() + LEAD) {
+            if !keep_going() {
+                return;
+            }
+            std::thread::sleep(left.min(Duration::from_millis(100)));
+        }
+    }
+}
+
+/// A source URL fit for status and logs: credentials and query strings removed.
+pub fn redact_source(source: &str) -> String {
+    let mut s = source.to_owned();
+    if let Some(q) = s.find('?') {
+        s.truncate(q);
+        s.push_str("?…");
+    }
+    if let Some(scheme_end) = s.find("://") {
+        let rest = &s[scheme_end + 3..];
+        if let Some(at) = rest.find('@').filter(|at| rest[..*at].find('/').is_none()) {
+            s = format!("{}://***@{}", &s[..scheme_end], &rest[at + 1..]);
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn source_redaction_hides_credentials_and_queries() {
+        assert_eq!(redact_source("http://user:pw@host/x.ts?token=1"), "http://***@host/x.ts?…");
+        assert_eq!(redact_source("/media/a.ts"), "/media/a.ts");
+    }
+
+    #[test]
+    fn pacer_lets_output_run_ahead_by_the_lead_only() {
+        let mut p = Pacer::new(false);
+        let t0 = Instant::now();
+        p.wait(0, &|| true);
+        p.wait(90_000 / 2, &|| true); // 0.5 s of media: inside the lead, no wait
+        assert!(t0.elapsed() < Duration::from_millis(100));
+        p.wait(90_000 * 13 / 10, &|| true); // 1.3 s: waits about 0.3 s
+        let waited = t0.elapsed();
+        assert!(waited >= Duration::from_millis(280) && waited < Duration::from_millis(600), "{waited:?}");
+    }
+}

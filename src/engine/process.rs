@@ -1,0 +1,152 @@
+//! The `custom_ffmpeg` producer: a child process whose stdout is MPEG-TS, fed into the same
+//! hub as the in-process pipeline (same fan-out, same keyframe start for late joiners).
+//!
+//! The child runs in its own process group with a parent-death signal, so it dies with
+//! the worker thread that started it, even if amps itself is killed. Stopping sends SIGTERM
+//! to the group, then SIGKILL after a grace period. stderr is drained continuously by a
+//! helper thread (a child blocked on a full pipe is a classic hang) and its last lines are
+//! kept in the channel status.
+
+use super::command::argv;
+use super::hub::HubWriter;
+use super::pipeline::{Ctx, End};
+use crate::config::CustomFfmpeg;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const STDERR_LINES: usize = 20;
+const TERM_GRACE: Duration = Duration::from_secs(2);
+
+/// Runs the command until its output ends, it stalls, or the channel stops.
+pub fn run(ctx: &Ctx, cmd: &CustomFfmpeg) -> Result<End, String> {
+    let args = argv(cmd, ctx.stream)?;
+    let mut command = Command::new(&args[0]);
+    command
+        .args(&args[1..])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(dir) = &cmd.cwd {
+        command.current_dir(dir);
+    }
+    command.envs(&cmd.env);
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        command.pre_exec(|| {
+            libc::setpgid(0, 0);
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    let mut child = command.spawn().map_err(|e| format!("cannot start {:?}: {e}", args[0]))?;
+    let pid = child.id();
+    tracing::info!(channel = ctx.stream.id, pid, program = %args[0], "custom command started");
+
+    let status = ctx.status;
+    let stderr = child.stderr.take().expect("piped");
+    let channel = ctx.stream.id;
+    let tail = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let tail_w = tail.clone();
+    let reader = std::thread::Builder::new()
+        .name(format!("amps-ch-{channel}-err"))
+        .spawn(move || {
+            let mut logged = 0u32;
+            let mut window = Instant::now();
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if window.elapsed() > Duration::from_secs(10) {
+                    window = Instant::now();
+                    logged = 0;
+                }
+                if logged < 5 {
+                    tracing::warn!(channel, "custom command: {line}");
+                }
+                logged += 1;
+                let mut t = tail_w.lock().unwrap_or_else(|p| p.into_inner());
+                t.push(line);
+                let excess = t.len().saturating_sub(STDERR_LINES);
+                t.drain(..excess);
+            }
+        })
+        .map_err(|e| format!("cannot start a thread: {e}"))?;
+
+    let mut stdout = child.stdout.take().expect("piped");
+    let mut writer = HubWriter::new(ctx.hub.clone());
+    let mut buf = vec![0u8; 188 * 256];
+    let mut last_data = Instant::now();
+    let fd = stdout.as_raw_fd();
+    let outcome = loop {
+        if !(ctx.keep_going)() {
+            break Ok(End::Stopped);
+        }
+        let mut pfd = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, 100 ms timeout.
+        let ready = unsafe { libc::poll(&mut pfd, 1, 100) };
+        if ready == 0 {
+            if last_data.elapsed() > ctx.stall_timeout {
+                break Err(format!("the command wrote nothing for {} s", ctx.stall_timeout.as_secs()));
+            }
+            continue;
+        }
+        match stdout.read(&mut buf) {
+            Ok(0) => break Ok(End::Eof),
+            Ok(n) => {
+                last_data = Instant::now();
+                let _ = writer.write_all(&buf[..n]);
+                if ctx.hub.has_keyframe() {
+                    (ctx.on_running)();
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => break Err(format!("reading the command's output: {e}")),
+        }
+    };
+    let exit = terminate(&mut child);
+    let _ = reader.join();
+    let lines = std::mem::take(&mut *tail.lock().unwrap_or_else(|p| p.into_inner()));
+    let last = lines.last().cloned();
+    status.lock().unwrap_or_else(|p| p.into_inner()).stderr_tail = lines;
+    match outcome {
+        Ok(End::Eof) => {
+            let why = match exit {
+                Some(code) => format!("the command exited ({code})"),
+                None => "the command closed its output".to_owned(),
+            };
+            Err(match last {
+                Some(l) => format!("{why}: {l}"),
+                None => why,
+            })
+        }
+        other => other,
+    }
+}
+
+/// Stops the child's whole process group: SIGTERM, then SIGKILL after a grace period.
+/// Returns how it exited, if it did on its own.
+fn terminate(child: &mut Child) -> Option<String> {
+    if let Ok(Some(status)) = child.try_wait() {
+        return Some(status.to_string());
+    }
+    let pgid = child.id() as i32;
+    // SAFETY: signalling the process group we created for this child.
+    unsafe { libc::kill(-pgid, libc::SIGTERM) };
+    let deadline = Instant::now() + TERM_GRACE;
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            // SAFETY: as above; reaps stragglers of the group.
+            unsafe { libc::kill(-pgid, libc::SIGKILL) };
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // SAFETY: as above.
+    unsafe { libc::kill(-pgid, libc::SIGKILL) };
+    let _ = child.wait();
+    None
+}

@@ -1,0 +1,175 @@
+//! Opening a channel's source with libav: what kind of source it is, which libav protocols
+//! it may use, the fast-start probing defaults, and an interrupt callback installed before
+//! `avformat_open_input` so probing and every later read can be aborted.
+
+use ffmpeg_next as ff;
+use ff::format::context::Input;
+use ff::Dictionary;
+use std::collections::BTreeMap;
+use std::ffi::CString;
+
+/// What a `source` string names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SourceKind {
+    /// `lavfi:<filtergraph>`: a generated source (test patterns).
+    Lavfi(String),
+    /// `http://` or `https://` (MPEG-TS, HLS playlists, anything libav demuxes).
+    Http,
+    /// `rtmp://`, `rtsp://`, `udp://`, `rtp://`, `srt://`.
+    Network(&'static str),
+    /// A local file path (or `file:` URL).
+    File,
+}
+
+impl SourceKind {
+    pub fn classify(source: &str) -> SourceKind {
+        let lower = source.trim().to_ascii_lowercase();
+        if let Some(graph) = source.trim().strip_prefix("lavfi:") {
+            return SourceKind::Lavfi(graph.to_owned());
+        }
+        if lower.starts_with("http://") || lower.starts_with("https://") {
+            return SourceKind::Http;
+        }
+        for (prefix, protocols) in [
+            ("rtmp://", "rtmp,rtmps,tcp,tls"),
+            ("rtmps://", "rtmp,rtmps,tcp,tls"),
+            ("rtsp://", "rtsp,rtp,udp,tcp,tls"),
+            ("udp://", "udp,rtp"),
+            ("rtp://", "rtp,udp"),
+            ("srt://", "srt,udp"),
+        ] {
+            if lower.starts_with(prefix) {
+                return SourceKind::Network(protocols);
+            }
+        }
+        SourceKind::File
+    }
+
+    /// libav's `protocol_whitelist` for this kind: an HTTP source (and the HLS child
+    /// playlists and segments it names) can never reach `file:`, `concat:`, `subfile:` or
+    /// `data:`.
+    pub fn protocols(&self) -> &'static str {
+        match self {
+            SourceKind::Lavfi(_) => "none",
+            SourceKind::Http => "http,https,tcp,tls,crypto",
+            SourceKind::Network(p) => p,
+            SourceKind::File => "file,crypto",
+        }
+    }
+
+    /// Local files and generated sources must be paced to real time; live ones come paced.
+    pub fn is_live(&self) -> bool {
+        matches!(self, SourceKind::Http | SourceKind::Network(_))
+    }
+}
+
+/// The libav options used to open a source: fast-start probing, timeouts for network
+/// sources, the protocol whitelist, then the profile's `input_options` on top.
+pub fn input_options(kind: &SourceKind, profile: &BTreeMap<String, String>) -> Vec<(String, String)> {
+    let mut o: BTreeMap<String, String> = BTreeMap::new();
+    o.insert("probesize".into(), "1000000".into());
+    o.insert("analyzeduration".into(), "1500000".into());
+    if !matches!(kind, SourceKind::Lavfi(_)) {
+        o.insert("protocol_whitelist".into(), kind.protocols().into());
+    }
+    if matches!(kind, SourceKind::Http) {
+        o.insert("rw_timeout".into(), "10000000".into());
+        o.insert("user_agent".into(), format!("Amps/{}", env!("CARGO_PKG_VERSION")));
+    }
+    for (k, v) in profile {
+        o.insert(k.clone(), v.clone());
+    }
+    o.into_iter().collect()
+}
+
+/// Opens `source` with an interrupt callback (return true to abort any blocking call).
+pub fn open<F>(source: &str, options: &[(String, String)], interrupt: F) -> Result<Input, String>
+where
+    F: FnMut() -> bool + Send + 'static,
+{
+    let kind = SourceKind::classify(source);
+    let (url, format) = match &kind {
+        SourceKind::Lavfi(graph) => (graph.clone(), Some("lavfi")),
+        SourceKind::File => (source.strip_prefix("file:").unwrap_or(source).to_owned(), None),
+        _ => (source.to_owned(), None),
+    };
+    let mut dict = Dictionary::new();
+    for (k, v) in options {
+        dict.set(k, v);
+    }
+    let c_url = CString::new(url).map_err(|_| "the source contains a NUL byte".to_owned())?;
+    // SAFETY: the same sequence as ffmpeg-next's `input_with_interrupt_and_dictionary`,
+    // plus an explicit input format (needed for lavfi). On failure avformat_open_input
+    // frees the context; after it succeeds, ownership moves into `Input`.
+    unsafe {
+        let mut ps = ff::ffi::avformat_alloc_context();
+        if ps.is_null() {
+            return Err("out of memory".into());
+        }
+        let interrupt = ff::util::interrupt::new(Box::new(interrupt));
+        (*ps).interrupt_callback = interrupt.interrupt;
+        let fmt = match format {
+            Some(f) => {
+                let name = CString::new(f).expect("static name");
+                let found = ff::ffi::av_find_input_format(name.as_ptr());
+                if found.is_null() {
+                    ff::ffi::avformat_free_context(ps);
+                    return Err(format!("this libav has no {f} input"));
+                }
+                found
+            }
+            None => std::ptr::null(),
+        };
+        let mut opts = dict.disown();
+        let res = ff::ffi::avformat_open_input(&mut ps, c_url.as_ptr(), fmt as _, &mut opts);
+        Dictionary::own(opts);
+        if res < 0 {
+            return Err(ff::Error::from(res).to_string());
+        }
+        let res = ff::ffi::avformat_find_stream_info(ps, std::ptr::null_mut());
+        if res < 0 {
+            ff::ffi::avformat_close_input(&mut ps);
+            return Err(format!("cannot read stream info: {}", ff::Error::from(res)));
+        }
+        Ok(Input::wrap_with_interrupt(ps, interrupt.guard))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_and_whitelists() {
+        assert_eq!(SourceKind::classify("lavfi:testsrc2"), SourceKind::Lavfi("testsrc2".into()));
+        assert_eq!(SourceKind::classify("HTTPS://cdn/x.m3u8").protocols(), "http,https,tcp,tls,crypto");
+        assert_eq!(SourceKind::classify("/media/a.ts"), SourceKind::File);
+        assert!(SourceKind::classify("rtsp://cam/1").protocols().contains("rtp"));
+        assert!(!SourceKind::classify("http://x").protocols().contains("file"));
+    }
+
+    #[test]
+    fn profile_options_override_defaults() {
+        let mut p = BTreeMap::new();
+        p.insert("analyzeduration".to_string(), "5000000".to_string());
+        let o = input_options(&SourceKind::Http, &p);
+        assert!(o.contains(&("analyzeduration".into(), "5000000".into())));
+        assert!(o.contains(&("protocol_whitelist".into(), "http,https,tcp,tls,crypto".into())));
+    }
+
+    #[test]
+    fn the_http_whitelist_refuses_local_files() {
+        crate::libav::init();
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("secret.ts");
+        std::fs::write(&secret, b"not for you").unwrap();
+        // A playlist that points at a local file, opened under the HTTP whitelist.
+        let m3u8 = dir.path().join("evil.m3u8");
+        std::fs::write(&m3u8, format!("#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2,\nfile:{}\n#EXT-X-ENDLIST\n", secret.display())).unwrap();
+        let opts = input_options(&SourceKind::Http, &BTreeMap::new());
+        match open(&m3u8.display().to_string(), &opts, || false) {
+            Ok(_) => panic!("a local file opened under the HTTP whitelist"),
+            Err(e) => assert!(e.contains("Protocol not found") || e.contains("not on whitelist") || e.contains("No such"), "{e}"),
+        }
+    }
+}

@@ -1,0 +1,50 @@
+//! What a channel reports about itself: state, clients, errors, codecs, speed, counters.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+/// The lifecycle state of a channel's producer.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    /// Nothing running (no client, or stopped after the idle grace period).
+    #[default]
+    Idle,
+    /// Opening the source; no picture yet.
+    Starting,
+    /// Producing output.
+    Running,
+    /// The source broke while clients watch; reconnecting with backoff.
+    Retrying,
+    /// Could not start; the next request tries again.
+    Failed,
+}
+
+/// A channel's status, as served on `/api/streams/<id>/status`.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Status {
+    pub id: u32,
+    pub state: State,
+    pub clients: usize,
+    pub started_at: Option<DateTime<Utc>>,
+    pub uptime_secs: Option<u64>,
+    pub restarts: u64,
+    pub last_error: Option<String>,
+    pub producer: &'static str,
+    pub input_codecs: Vec<String>,
+    pub output_codecs: Vec<String>,
+    pub input_resolution: Option<String>,
+    pub input_frame_rate: Option<f64>,
+    /// Media seconds produced per wall second (1.0 = real time).
+    pub speed: Option<f64>,
+    pub frames_encoded: u64,
+    pub output_kbps: Option<u64>,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub buffered_bytes: usize,
+    pub client_skips: u64,
+    pub client_drops: u64,
+    /// Last lines a custom command wrote to stderr.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub stderr_tail: Vec<String>,
+}

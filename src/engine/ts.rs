@@ -1,0 +1,263 @@
+//! MPEG-TS inspection, just enough for fan-out: packet alignment, the latest PAT and PMT,
+//! and where video keyframes start. Pure code, no I/O.
+//!
+//! Both producers (the in-process muxer and a `custom_ffmpeg` child's stdout) go through
+//! [`Inspector`], so late joiners of either kind start on PAT + PMT + a keyframe.
+
+use bytes::{Bytes, BytesMut};
+
+pub const PACKET: usize = 188;
+const SYNC: u8 = 0x47;
+
+/// Stream types (ISO 13818-1 table 2-34 and registrations) that carry video.
+const VIDEO_TYPES: &[u8] = &[0x01, 0x02, 0x10, 0x1B, 0x24, 0x42, 0xD1, 0xEA];
+
+fn pid(p: &[u8]) -> u16 {
+    (u16::from(p[1] & 0x1f) << 8) | u16::from(p[2])
+}
+
+fn unit_start(p: &[u8]) -> bool {
+    p[1] & 0x40 != 0
+}
+
+fn random_access(p: &[u8]) -> bool {
+    let afc = (p[3] >> 4) & 3;
+    (afc == 2 || afc == 3) && p[4] > 0 && p[5] & 0x40 != 0
+}
+
+fn payload(p: &[u8]) -> Option<&[u8]> {
+    let afc = (p[3] >> 4) & 3;
+    if afc & 1 == 0 {
+        return None;
+    }
+    let start = if afc == 3 { 5 + usize::from(p[4]) } else { 4 };
+    p.get(start..)
+}
+
+/// The section of a PSI packet that starts in it: (table_id, section bytes after the
+/// 3-byte header, bounded by section_length minus CRC).
+fn section(p: &[u8]) -> Option<(u8, &[u8])> {
+    if !unit_start(p) {
+        return None;
+    }
+    let pl = payload(p)?;
+    let pointer = usize::from(*pl.first()?);
+    let t = pl.get(1 + pointer..)?;
+    if t.len() < 3 {
+        return None;
+    }
+    let len = (usize::from(t[1] & 0x0f) << 8) | usize::from(t[2]);
+    let body = t.get(3..(3 + len).checked_sub(4)?)?;
+    Some((t[0], body))
+}
+
+/// Tracks PSI and keyframes across a stream of TS bytes.
+#[derive(Debug, Default)]
+pub struct Inspector {
+    rest: BytesMut,
+    pmt_pid: Option<u16>,
+    video_pids: Vec<u16>,
+    pat: Option<Bytes>,
+    pmt: Option<Bytes>,
+    /// Bytes dropped while looking for packet sync (garbage from a broken source).
+    pub dropped: u64,
+}
+
+/// A piece of aligned TS output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Piece {
+    pub data: Bytes,
+    /// The piece starts with the first packet of a video keyframe (or of any random
+    /// access point when the program has no video).
+    pub key: bool,
+}
+
+impl Inspector {
+    /// PAT followed by PMT, once both have been seen: what a joining client needs first.
+    pub fn header(&self) -> Option<Bytes> {
+        let (pat, pmt) = (self.pat.as_ref()?, self.pmt.as_ref()?);
+        let mut h = BytesMut::with_capacity(2 * PACKET);
+        h.extend_from_slice(pat);
+        h.extend_from_slice(pmt);
+        Some(h.freeze())
+    }
+
+    fn is_key(&self, p: &[u8]) -> bool {
+        if !(unit_start(p) && random_access(p)) {
+            return false;
+        }
+        let pid = pid(p);
+        if self.video_pids.is_empty() {
+            Some(pid) != self.pmt_pid && pid != 0
+        } else {
+            self.video_pids.contains(&pid)
+        }
+    }
+
+    fn learn(&mut self, p: &[u8]) {
+        let pid = pid(p);
+        if pid == 0 {
+            if let Some((0x00, body)) = section(p) {
+                // program loop starts after transport_stream_id, version, section numbers
+                let programs = body.get(5..).unwrap_or(&[]);
+                for e in programs.chunks_exact(4) {
+                    let program = u16::from_be_bytes([e[0], e[1]]);
+                    if program != 0 {
+                        self.pmt_pid = Some((u16::from(e[2] & 0x1f) << 8) | u16::from(e[3]));
+                        break;
+                    }
+                }
+                self.pat = Some(Bytes::copy_from_slice(p));
+            }
+        } else if Some(pid) == self.pmt_pid {
+            if let Some((0x02, body)) = section(p) {
+                let info_len = body
+                    .get(7..9)
+                    .map(|b| (usize::from(b[0] & 0x0f) << 8) | usize::from(b[1]))
+                    .unwrap_or(0);
+                let mut es = body.get(9 + info_len..).unwrap_or(&[]);
+                self.video_pids.clear();
+                while es.len() >= 5 {
+                    let es_pid = (u16::from(es[1] & 0x1f) << 8) | u16::from(es[2]);
+                    if VIDEO_TYPES.contains(&es[0]) {
+                        self.video_pids.push(es_pid);
+                    }
+                    let skip = 5 + ((usize::from(es[3] & 0x0f) << 8) | usize::from(es[4]));
+                    es = es.get(skip..).unwrap_or(&[]);
+                }
+                self.pmt = Some(Bytes::copy_from_slice(p));
+            }
+        }
+    }
+
+    /// Feeds bytes in; returns aligned pieces, split so that every keyframe starts a piece.
+    /// Partial packets are kept for the next call; bytes out of sync are skipped.
+    pub fn feed(&mut self, data: &[u8]) -> Vec<Piece> {
+        self.rest.extend_from_slice(data);
+        let mut pieces = Vec::new();
+        let mut start = 0; // start of the current piece in `rest`
+        let mut key = false;
+        let mut i = 0;
+        while i + PACKET <= self.rest.len() {
+            if self.rest[i] != SYNC {
+                // Lost sync: cut what we have, skip to the next plausible packet start.
+                if i > start {
+                    pieces.push(Piece {
+                        data: Bytes::copy_from_slice(&self.rest[start..i]),
+                        key,
+                    });
+                }
+                let skip = self.rest[i + 1..]
+                    .iter()
+                    .position(|&b| b == SYNC)
+                    .map_or(self.rest.len() - i, |n| n + 1);
+                self.dropped += skip as u64;
+                i += skip;
+                start = i;
+                key = false;
+                continue;
+            }
+            let p = &self.rest[i..i + PACKET];
+            let (is_key, is_psi) = (self.is_key(p), pid(p) == 0 || Some(pid(p)) == self.pmt_pid);
+            if is_psi {
+                let copy = p.to_vec();
+                self.learn(&copy);
+            }
+            if is_key && i > start {
+                pieces.push(Piece {
+                    data: Bytes::copy_from_slice(&self.rest[start..i]),
+                    key,
+                });
+                start = i;
+            }
+            if is_key {
+                key = i == start;
+            }
+            i += PACKET;
+        }
+        if i > start {
+            pieces.push(Piece {
+                data: Bytes::copy_from_slice(&self.rest[start..i]),
+                key,
+            });
+        }
+        let _ = self.rest.split_to(i.min(self.rest.len()));
+        pieces
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A TS packet with the given PID, flags and payload (padded with 0xff).
+    pub fn packet(pid: u16, pusi: bool, rai: bool, payload: &[u8]) -> Vec<u8> {
+        let mut p = vec![SYNC, ((pid >> 8) as u8 & 0x1f) | if pusi { 0x40 } else { 0 }, pid as u8];
+        if rai {
+            p.push(0x30);
+            p.push(1);
+            p.push(0x40);
+        } else {
+            p.push(0x10);
+        }
+        p.extend_from_slice(payload);
+        p.resize(PACKET, 0xff);
+        p
+    }
+
+    /// PAT pointing at PMT PID 0x1000, and a PMT with H.264 on 0x100 and AAC on 0x101.
+    pub fn psi() -> (Vec<u8>, Vec<u8>) {
+        let pat_section = [0x00, 0xb0, 0x0d, 0x00, 0x01, 0xc1, 0x00, 0x00, 0x00, 0x01, 0xf0, 0x00, 0, 0, 0, 0];
+        let mut pat = vec![0];
+        pat.extend_from_slice(&pat_section);
+        let pmt_section = [
+            0x02, 0xb0, 0x17, 0x00, 0x01, 0xc1, 0x00, 0x00, 0xe1, 0x00, 0xf0, 0x00, 0x1b, 0xe1, 0x00, 0xf0, 0x00,
+            0x0f, 0xe1, 0x01, 0xf0, 0x00, 0, 0, 0, 0,
+        ];
+        let mut pmt = vec![0];
+        pmt.extend_from_slice(&pmt_section);
+        (packet(0, true, false, &pat), packet(0x1000, true, false, &pmt))
+    }
+
+    #[test]
+    fn learns_psi_and_splits_at_video_keyframes_only() {
+        let (pat, pmt) = psi();
+        let mut ins = Inspector::default();
+        let mut data = Vec::new();
+        data.extend(&pat);
+        data.extend(&pmt);
+        data.extend(packet(0x101, true, true, b"audio")); // audio RAI: not a video keyframe
+        data.extend(packet(0x100, true, true, b"key"));
+        data.extend(packet(0x100, false, false, b"more"));
+        data.extend(packet(0x100, true, false, b"delta"));
+        data.extend(packet(0x100, true, true, b"key2"));
+        let pieces = ins.feed(&data);
+        assert_eq!(pieces.len(), 3);
+        assert_eq!((pieces[0].key, pieces[0].data.len()), (false, 3 * PACKET));
+        assert_eq!((pieces[1].key, pieces[1].data.len()), (true, 3 * PACKET));
+        assert_eq!((pieces[2].key, pieces[2].data.len()), (true, PACKET));
+        let h = ins.header().unwrap();
+        assert_eq!(&h[..PACKET], &pat[..]);
+        assert_eq!(&h[PACKET..], &pmt[..]);
+    }
+
+    #[test]
+    fn keeps_partial_packets_and_resyncs_after_garbage() {
+        let (pat, pmt) = psi();
+        let mut ins = Inspector::default();
+        let mut data = Vec::new();
+        data.extend(&pat);
+        data.extend(&pmt);
+        data.extend(packet(0x100, true, true, b"key"));
+        let (a, b) = data.split_at(200);
+        assert_eq!(ins.feed(a).iter().map(|p| p.data.len()).sum::<usize>(), PACKET);
+        let pieces = ins.feed(b);
+        assert_eq!(pieces.iter().map(|p| p.data.len()).sum::<usize>(), 2 * PACKET);
+        assert!(pieces.last().unwrap().key);
+        let mut junk = b"garbage!".to_vec();
+        junk.extend(packet(0x100, true, true, b"k"));
+        let pieces = ins.feed(&junk);
+        assert_eq!(ins.dropped, 8);
+        assert_eq!(pieces, vec![Piece { data: Bytes::from(packet(0x100, true, true, b"k")), key: true }]);
+    }
+}
