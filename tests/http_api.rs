@@ -374,7 +374,7 @@ fn bad_requests_get_json_errors_with_the_right_status() {
         invalid["errors"],
         serde_json::json!([
             "name: must not be empty",
-            "ffmpeg_profile: unknown profile \"hd\" (known: relay, x264)"
+            "ffmpeg_profile: unknown profile \"hd\" (known: light, relay, x264)"
         ])
     );
     // Nothing above changed anything.

@@ -11,7 +11,9 @@ pub mod units;
 pub mod validate;
 pub mod yaml_index;
 
-pub use model::{Config, CustomFfmpeg, EngineConfig, Profile, Program, Schedule, ServerConfig, StreamConfig};
+pub use model::{
+    Config, CustomFfmpeg, EngineConfig, Profile, Program, Schedule, ServerConfig, StreamConfig,
+};
 pub use time::Timestamp;
 
 use crate::error::{Error, ErrorKind, Result};

@@ -47,7 +47,9 @@ pub struct Report {
 }
 
 fn join(prefix: &str, key: &str) -> String {
-    if prefix.is_empty() {
+    if key.is_empty() {
+        prefix.to_owned()
+    } else if prefix.is_empty() {
         key.to_owned()
     } else if key.starts_with('[') {
         format!("{prefix}{key}")
@@ -171,7 +173,10 @@ fn validate_server(cfg: &Config, out: &mut Vec<Issue>) {
         sink.push("header_timeout_secs", "must be at least 1");
     }
     let e = &cfg.engine;
-    let mut sink = Sink { prefix: "engine", out: sink.out };
+    let mut sink = Sink {
+        prefix: "engine",
+        out: sink.out,
+    };
     if e.start_timeout_secs == 0 {
         sink.push("start_timeout_secs", "must be at least 1");
     }

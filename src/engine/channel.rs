@@ -51,7 +51,12 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Channel {
-    pub fn new(stream: Arc<StreamConfig>, profile: Profile, settings: EngineConfig, shutdown: Arc<AtomicBool>) -> Arc<Channel> {
+    pub fn new(
+        stream: Arc<StreamConfig>,
+        profile: Profile,
+        settings: EngineConfig,
+        shutdown: Arc<AtomicBool>,
+    ) -> Arc<Channel> {
         let (state, _) = watch::channel(State::Idle);
         Arc::new(Channel {
             id: stream.id,
@@ -89,7 +94,8 @@ impl Channel {
 
     pub fn client_left(&self) {
         if self.clients.fetch_sub(1, Ordering::SeqCst) == 1 {
-            self.idle_since.store(self.epoch.elapsed().as_millis() as u64, Ordering::SeqCst);
+            self.idle_since
+                .store(self.epoch.elapsed().as_millis() as u64, Ordering::SeqCst);
         }
     }
 
@@ -131,7 +137,9 @@ impl Channel {
 
     /// Whether a worker thread is alive.
     pub fn is_running(&self) -> bool {
-        lock(&self.worker).as_ref().is_some_and(|w| !w.handle.is_finished())
+        lock(&self.worker)
+            .as_ref()
+            .is_some_and(|w| !w.handle.is_finished())
     }
 
     /// Starts the worker unless it is running. Called for every new client.
@@ -176,13 +184,21 @@ impl Channel {
         let keep_going: Arc<dyn Fn() -> bool + Send + Sync> = {
             let ch = self.clone();
             let stop = stop.clone();
-            Arc::new(move || !stop.load(Ordering::SeqCst) && !ch.shutdown.load(Ordering::SeqCst) && !ch.idle_expired())
+            Arc::new(move || {
+                !stop.load(Ordering::SeqCst)
+                    && !ch.shutdown.load(Ordering::SeqCst)
+                    && !ch.idle_expired()
+            })
         };
         let mut timeline = Timeline::default();
         let mut failures: u32 = 0;
         let stream = self.stream();
         let profile = lock(&self.profile).clone();
-        let producer = if stream.custom_ffmpeg.is_some() { "process" } else { "libav" };
+        let producer = if stream.custom_ffmpeg.is_some() {
+            "process"
+        } else {
+            "libav"
+        };
         lock(&self.status).producer = producer;
         let on_running = {
             let ch = self.clone();
@@ -207,6 +223,7 @@ impl Channel {
                 stall_timeout: Duration::from_secs(self.settings.stall_timeout_secs),
                 open_timeout: Duration::from_secs(self.settings.start_timeout_secs),
             };
+            let produced_before = self.hub.stats.bytes_in.load(Ordering::Relaxed);
             let result = match &stream.custom_ffmpeg {
                 Some(cmd) => super::process::run(&ctx, cmd),
                 None => pipeline::run(&ctx, &mut timeline),
@@ -223,6 +240,10 @@ impl Channel {
             if !keep_going() {
                 break;
             }
+            // A session that produced output was healthy: start the backoff over.
+            if self.hub.stats.bytes_in.load(Ordering::Relaxed) > produced_before {
+                failures = 0;
+            }
             failures += 1;
             tracing::warn!(channel = self.id, error = %error, failures, "channel producer stopped");
             {
@@ -236,7 +257,9 @@ impl Channel {
                 return;
             }
             self.set_state(State::Retrying);
-            let backoff = Duration::from_millis(500u64.saturating_mul(1 << failures.min(5))).min(Duration::from_secs(10));
+            // 0.5 s, 1 s, 2 s, ... up to 10 s between attempts.
+            let backoff =
+                Duration::from_millis(500u64 << (failures - 1).min(5)).min(Duration::from_secs(10));
             let until = Instant::now() + backoff;
             while Instant::now() < until && keep_going() {
                 std::thread::sleep(Duration::from_millis(50));

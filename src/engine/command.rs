@@ -9,7 +9,13 @@
 use crate::config::{CustomFfmpeg, StreamConfig};
 
 fn substitute(word: &str, stream: &StreamConfig, quote: bool) -> String {
-    let q = |v: &str| if quote { shell_words::quote(v).into_owned() } else { v.to_owned() };
+    let q = |v: &str| {
+        if quote {
+            shell_words::quote(v).into_owned()
+        } else {
+            v.to_owned()
+        }
+    };
     word.replace("{source}", &q(&stream.source))
         .replace("{id}", &q(&stream.id.to_string()))
         .replace("{name}", &q(&stream.name))
@@ -18,9 +24,14 @@ fn substitute(word: &str, stream: &StreamConfig, quote: bool) -> String {
 /// The program and its arguments.
 pub fn argv(cmd: &CustomFfmpeg, stream: &StreamConfig) -> Result<Vec<String>, String> {
     if cmd.shell {
-        return Ok(vec!["/bin/sh".into(), "-c".into(), substitute(&cmd.command, stream, true)]);
+        return Ok(vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            substitute(&cmd.command, stream, true),
+        ]);
     }
-    let words = shell_words::split(&cmd.command).map_err(|e| format!("custom_ffmpeg.command: {e}"))?;
+    let words =
+        shell_words::split(&cmd.command).map_err(|e| format!("custom_ffmpeg.command: {e}"))?;
     if words.is_empty() {
         return Err("custom_ffmpeg.command is empty".into());
     }
@@ -33,20 +44,33 @@ mod tests {
     use proptest::prelude::*;
 
     fn stream(name: &str, source: &str) -> StreamConfig {
-        let mut s: StreamConfig = serde_yaml::from_str("{id: 7, name: x, source: y, custom_ffmpeg: z}").unwrap();
+        let mut s: StreamConfig =
+            serde_yaml::from_str("{id: 7, name: x, source: y, custom_ffmpeg: z}").unwrap();
         s.name = name.into();
         s.source = source.into();
         s
     }
 
     fn cmd(c: &str, shell: bool) -> CustomFfmpeg {
-        CustomFfmpeg { command: c.into(), shell, cwd: None, env: Default::default() }
+        CustomFfmpeg {
+            command: c.into(),
+            shell,
+            cwd: None,
+            env: Default::default(),
+        }
     }
 
     #[test]
     fn words_are_split_before_substitution() {
         let s = stream("My \"Chan\"; rm -rf / $(id)", "http://h/a b.ts");
-        let a = argv(&cmd("ffmpeg -i {source} -metadata 'title={name} ({id})' -f mpegts pipe:1", false), &s).unwrap();
+        let a = argv(
+            &cmd(
+                "ffmpeg -i {source} -metadata 'title={name} ({id})' -f mpegts pipe:1",
+                false,
+            ),
+            &s,
+        )
+        .unwrap();
         assert_eq!(
             a,
             vec![
@@ -72,7 +96,9 @@ mod tests {
 
     #[test]
     fn unbalanced_quotes_are_an_error() {
-        assert!(argv(&cmd("ffmpeg -i 'x", false), &stream("n", "s")).unwrap_err().contains("custom_ffmpeg.command"));
+        assert!(argv(&cmd("ffmpeg -i 'x", false), &stream("n", "s"))
+            .unwrap_err()
+            .contains("custom_ffmpeg.command"));
     }
 
     proptest! {

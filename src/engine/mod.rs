@@ -106,7 +106,12 @@ impl Engine {
             return ch.clone();
         }
         let profile = self.profile_for(&stream);
-        let ch = Channel::new(stream.clone(), profile, self.settings.clone(), self.shutdown.clone());
+        let ch = Channel::new(
+            stream.clone(),
+            profile,
+            self.settings.clone(),
+            self.shutdown.clone(),
+        );
         map.insert(stream.id, ch.clone());
         ch
     }
@@ -115,7 +120,10 @@ impl Engine {
     /// a picture. 404 for an unknown channel, 503 if it cannot start.
     pub async fn subscribe(&self, id: u32) -> Result<Subscription, Error> {
         if self.shutdown.load(Ordering::SeqCst) {
-            return Err(Error::new(ErrorKind::Unavailable, "the server is shutting down"));
+            return Err(Error::new(
+                ErrorKind::Unavailable,
+                "the server is shutting down",
+            ));
         }
         let stream = self
             .registry
@@ -129,16 +137,29 @@ impl Engine {
         }
         ch.ensure_running();
         let limit = Duration::from_secs(self.settings.start_timeout_secs);
-        let waited = tokio::time::timeout(limit, state.wait_for(|s| matches!(s, State::Running | State::Failed))).await;
+        let waited = tokio::time::timeout(
+            limit,
+            state.wait_for(|s| matches!(s, State::Running | State::Failed)),
+        )
+        .await;
         match waited {
             Ok(Ok(s)) if *s == State::Running => Ok(sub),
             Ok(_) => {
-                let why = ch.status().last_error.unwrap_or_else(|| "the channel could not start".into());
-                Err(Error::new(ErrorKind::Unavailable, format!("stream {id} is unavailable: {why}")))
+                let why = ch
+                    .status()
+                    .last_error
+                    .unwrap_or_else(|| "the channel could not start".into());
+                Err(Error::new(
+                    ErrorKind::Unavailable,
+                    format!("stream {id} is unavailable: {why}"),
+                ))
             }
             Err(_) => Err(Error::new(
                 ErrorKind::Unavailable,
-                format!("stream {id} produced no picture within {} s", limit.as_secs()),
+                format!(
+                    "stream {id} produced no picture within {} s",
+                    limit.as_secs()
+                ),
             )),
         }
     }
@@ -164,7 +185,10 @@ impl Engine {
 
     /// Number of producer threads alive.
     pub fn running(&self) -> usize {
-        lock(&self.channels).values().filter(|c| c.is_running()).count()
+        lock(&self.channels)
+            .values()
+            .filter(|c| c.is_running())
+            .count()
     }
 
     /// Applies a registry change: a changed stream restarts its producer (clients stay);
@@ -173,7 +197,9 @@ impl Engine {
         match change {
             Change::Added(_) => {}
             Change::Updated { new, .. } => {
-                let Some(ch) = lock(&self.channels).get(&new.id).cloned() else { return };
+                let Some(ch) = lock(&self.channels).get(&new.id).cloned() else {
+                    return;
+                };
                 let profile = self.profile_for(&new);
                 ch.reconfigure(new, profile);
                 let handle = ch.stop();
@@ -184,7 +210,9 @@ impl Engine {
                 }
             }
             Change::Removed(old) => {
-                let Some(ch) = lock(&self.channels).remove(&old.id) else { return };
+                let Some(ch) = lock(&self.channels).remove(&old.id) else {
+                    return;
+                };
                 let handle = ch.stop();
                 ch.hub.close();
                 join(handle).await;
@@ -201,7 +229,10 @@ impl Engine {
                 match rx.recv().await {
                     Ok(change) => engine.apply(change).await,
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                        tracing::warn!(missed = n, "engine missed registry changes; restarting changed channels");
+                        tracing::warn!(
+                            missed = n,
+                            "engine missed registry changes; restarting changed channels"
+                        );
                         engine.resync().await;
                     }
                     Err(_) => break,
@@ -219,7 +250,11 @@ impl Engine {
                     self.apply(Change::Removed(ch.stream())).await;
                 }
                 Some(s) if *s != *ch.stream() => {
-                    self.apply(Change::Updated { old: ch.stream(), new: s }).await;
+                    self.apply(Change::Updated {
+                        old: ch.stream(),
+                        new: s,
+                    })
+                    .await;
                 }
                 Some(_) => {}
             }

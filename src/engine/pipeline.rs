@@ -12,7 +12,7 @@ use super::status::Status;
 use super::transcode::Transcoder;
 use crate::config::{Profile, StreamConfig};
 use ff::format::context::StreamIo;
-use ff::{media, Dictionary, Packet, Rational};
+use ff::{media, Dictionary, Packet, Rational, Rescale};
 use ffmpeg_next as ff;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -50,6 +50,42 @@ pub struct Ctx<'a> {
 #[derive(Debug, Default)]
 pub struct Timeline {
     pub next_start: i64,
+    /// Per output stream index: the last DTS written (output never goes back)...
+    last_dts: Vec<Option<i64>>,
+    /// ...and where earlier sessions' presentation ended, so a new session's first
+    /// packets that overlap it (an encoder's priming frame) are dropped.
+    prev_end: Vec<Option<i64>>,
+    end: Vec<Option<i64>>,
+}
+
+impl Timeline {
+    fn begin_session(&mut self) {
+        self.prev_end = self.end.clone();
+        if self.end.iter().any(Option::is_some) {
+            // A one-frame gap between sessions: the MPEG-TS muxer's trailer can emit one
+            // more audio frame than was written (seen with libavformat 59 and AAC), and
+            // it must not collide with the next session's first frame.
+            self.next_start += 3_600;
+        }
+    }
+
+    /// Whether a packet (output timestamps) may be written; records it if so.
+    fn admit(&mut self, ost: usize, dts: i64, pts: i64, dur: i64) -> bool {
+        if self.last_dts.len() <= ost {
+            self.last_dts.resize(ost + 1, None);
+            self.prev_end.resize(ost + 1, None);
+            self.end.resize(ost + 1, None);
+        }
+        if self.last_dts[ost].is_some_and(|l| dts <= l)
+            || self.prev_end[ost].is_some_and(|e| pts < e - dur / 2)
+        {
+            return false;
+        }
+        self.last_dts[ost] = Some(dts);
+        self.end[ost] = Some(self.end[ost].map_or(pts + dur, |e| e.max(pts + dur)));
+        self.next_start = self.next_start.max(pts + dur);
+        true
+    }
 }
 
 enum Route {
@@ -74,10 +110,21 @@ pub fn run(ctx: &Ctx, timeline: &mut Timeline) -> Result<End, String> {
     let base = Instant::now();
     let last_activity = Arc::new(AtomicU64::new(0));
     let opening = Arc::new(AtomicBool::new(true));
-    let (la, op, keep) = (last_activity.clone(), opening.clone(), ctx.keep_going.clone());
-    let (stall, open_limit) = (ctx.stall_timeout.as_millis() as u64, ctx.open_timeout.as_millis() as u64);
+    let (la, op, keep) = (
+        last_activity.clone(),
+        opening.clone(),
+        ctx.keep_going.clone(),
+    );
+    let (stall, open_limit) = (
+        ctx.stall_timeout.as_millis() as u64,
+        ctx.open_timeout.as_millis() as u64,
+    );
     let interrupt = move || {
-        let limit = if op.load(Ordering::Relaxed) { open_limit } else { stall };
+        let limit = if op.load(Ordering::Relaxed) {
+            open_limit
+        } else {
+            stall
+        };
         !keep() || now_ms(base).saturating_sub(la.load(Ordering::Relaxed)) > limit
     };
     let mut ictx = source::open(&ctx.stream.source, &options, interrupt).map_err(|e| {
@@ -94,14 +141,18 @@ pub fn run(ctx: &Ctx, timeline: &mut Timeline) -> Result<End, String> {
     last_activity.store(now_ms(base), Ordering::Relaxed);
 
     let writer = HubWriter::new(ctx.hub.clone());
-    let io = StreamIo::from_write_with_capacity(writer, 188 * 64).map_err(|e| format!("output buffer: {e}"))?;
-    let mut octx = ff::format::output_to_stream(io, None, Some("mpegts")).map_err(|e| format!("MPEG-TS muxer: {e}"))?;
+    let io = StreamIo::from_write_with_capacity(writer, 188 * 64)
+        .map_err(|e| format!("output buffer: {e}"))?;
+    let mut octx = ff::format::output_to_stream(io, None, Some("mpegts"))
+        .map_err(|e| format!("MPEG-TS muxer: {e}"))?;
 
     let mut routes: Vec<Option<Route>> = (0..ictx.nb_streams()).map(|_| None).collect();
     let mut desc_in = Vec::new();
     let mut desc_out = Vec::new();
     for medium in [media::Type::Video, media::Type::Audio] {
-        let Some(ist) = ictx.streams().best(medium) else { continue };
+        let Some(ist) = ictx.streams().best(medium) else {
+            continue;
+        };
         let params = ist.parameters();
         let codec = if medium == media::Type::Video {
             ctx.profile.video_codec.as_deref()
@@ -112,14 +163,22 @@ pub fn run(ctx: &Ctx, timeline: &mut Timeline) -> Result<End, String> {
         desc_in.push(codec_name(&params));
         let ost_index = octx.nb_streams() as usize;
         let route = if codec == "copy" {
-            if matches!(params.id(), ff::codec::Id::RAWVIDEO | ff::codec::Id::PCM_S16LE | ff::codec::Id::PCM_F32LE | ff::codec::Id::PCM_S16BE) {
+            if matches!(
+                params.id(),
+                ff::codec::Id::RAWVIDEO
+                    | ff::codec::Id::PCM_S16LE
+                    | ff::codec::Id::PCM_F32LE
+                    | ff::codec::Id::PCM_S16BE
+            ) {
                 return Err(format!(
                     "the source's {} is raw ({}): MPEG-TS cannot carry it; use a profile that encodes (e.g. video_codec: libx264)",
                     if medium == media::Type::Video { "video" } else { "audio" },
                     codec_name(&params)
                 ));
             }
-            let mut ost = octx.add_stream(ff::encoder::find(ff::codec::Id::None)).map_err(|e| format!("output stream: {e}"))?;
+            let mut ost = octx
+                .add_stream(ff::encoder::find(ff::codec::Id::None))
+                .map_err(|e| format!("output stream: {e}"))?;
             ost.set_parameters(params.clone());
             // SAFETY: clearing the container tag of the copied parameters for MPEG-TS.
             unsafe { (*ost.parameters().as_mut_ptr()).codec_tag = 0 };
@@ -150,7 +209,9 @@ pub fn run(ctx: &Ctx, timeline: &mut Timeline) -> Result<End, String> {
         st.input_codecs = desc_in;
         st.output_codecs = desc_out;
         if let Some(v) = ictx.streams().best(media::Type::Video) {
-            if let Ok(d) = ff::codec::context::Context::from_parameters(v.parameters()).and_then(|c| c.decoder().video()) {
+            if let Ok(d) = ff::codec::context::Context::from_parameters(v.parameters())
+                .and_then(|c| c.decoder().video())
+            {
                 st.input_resolution = Some(format!("{}x{}", d.width(), d.height()));
             }
             let r = v.avg_frame_rate();
@@ -161,26 +222,58 @@ pub fn run(ctx: &Ctx, timeline: &mut Timeline) -> Result<End, String> {
     let mut opts = Dictionary::new();
     opts.set("flush_packets", "1");
     opts.set("mpegts_flags", "+initial_discontinuity");
-    octx.write_header_with(opts).map_err(|e| format!("MPEG-TS header: {e}"))?;
+    octx.write_header_with(opts)
+        .map_err(|e| format!("MPEG-TS header: {e}"))?;
     let ost_tbs: Vec<Rational> = octx.streams().map(|s| s.time_base()).collect();
     debug_assert!(ost_tbs.iter().all(|tb| *tb == TS_TB));
 
-    let mut pacer = Pacer::new(kind.is_live());
+    // SAFETY: reading a plain field of the open input context.
+    let input_start = match unsafe { (*ictx.as_ptr()).start_time } {
+        t if t == ff::ffi::AV_NOPTS_VALUE => None,
+        t => Some(t.rescale(Rational(1, 1_000_000), TS_TB)),
+    };
+    let mut pacer = Pacer::new();
     let mut offset: Option<i64> = None;
-    let mut session_end = timeline.next_start;
+    timeline.begin_session();
+    let frames_before = ctx
+        .status
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .frames_encoded;
+    let session_start = timeline.next_start;
     let started = Instant::now();
     let mut media_start: Option<i64> = None;
 
-    let mut write = |octx: &mut ff::format::context::Output, mut pkt: Packet, ost: usize, tb: Rational| -> Result<(), String> {
+    let mut write = |octx: &mut ff::format::context::Output,
+                     mut pkt: Packet,
+                     ost: usize,
+                     tb: Rational|
+     -> Result<(), String> {
         pkt.set_stream(ost);
         pkt.rescale_ts(tb, ost_tbs[ost]);
-        let anchor = pkt.dts().or(pkt.pts());
-        let off = *offset.get_or_insert_with(|| timeline.next_start - anchor.unwrap_or(0));
+        // One offset for all streams, from the input's start (the earliest stream start),
+        // so no stream of this session goes below where the last session ended.
+        let anchor = input_start.or(pkt.dts()).or(pkt.pts()).unwrap_or(0);
+        let off = *offset.get_or_insert_with(|| session_start - anchor);
         pkt.set_pts(pkt.pts().map(|t| t + off));
         pkt.set_dts(pkt.dts().map(|t| t + off));
         pkt.set_position(-1);
+        if pkt.dts().is_none() {
+            pkt.set_dts(pkt.pts());
+        }
+        if let (Some(d), Some(p)) = (pkt.dts(), pkt.pts()) {
+            // Unknown durations count as one 25 fps frame, so the next session never
+            // repeats this one's last timestamp.
+            let dur = if pkt.duration() > 0 {
+                pkt.duration()
+            } else {
+                3_600
+            };
+            if !timeline.admit(ost, d, p, dur) {
+                return Ok(());
+            }
+        }
         if let Some(t) = pkt.dts().or(pkt.pts()) {
-            session_end = session_end.max(t + pkt.duration().max(0));
             media_start.get_or_insert(t);
             pacer.wait(t, &*ctx.keep_going);
             if let Some(m0) = media_start {
@@ -192,7 +285,8 @@ pub fn run(ctx: &Ctx, timeline: &mut Timeline) -> Result<End, String> {
                 }
             }
         }
-        pkt.write_interleaved(octx).map_err(|e| format!("muxing: {e}"))
+        pkt.write_interleaved(octx)
+            .map_err(|e| format!("muxing: {e}"))
     };
 
     let end = loop {
@@ -207,16 +301,22 @@ pub fn run(ctx: &Ctx, timeline: &mut Timeline) -> Result<End, String> {
                 if !(ctx.keep_going)() {
                     break End::Stopped;
                 }
-                let stalled = now_ms(base).saturating_sub(last_activity.load(Ordering::Relaxed)) > stall;
+                let stalled =
+                    now_ms(base).saturating_sub(last_activity.load(Ordering::Relaxed)) > stall;
                 return Err(if stalled {
-                    format!("no data from the source for {} s", ctx.stall_timeout.as_secs())
+                    format!(
+                        "no data from the source for {} s",
+                        ctx.stall_timeout.as_secs()
+                    )
                 } else {
                     format!("reading the source: {e}")
                 });
             }
         }
         last_activity.store(now_ms(base), Ordering::Relaxed);
-        let Some(route) = routes.get_mut(pkt.stream()).and_then(Option::as_mut) else { continue };
+        let Some(route) = routes.get_mut(pkt.stream()).and_then(Option::as_mut) else {
+            continue;
+        };
         match route {
             Route::Copy { ost, in_tb } => write(&mut octx, pkt, *ost, *in_tb)?,
             Route::Transcode { ost, tx } => {
@@ -230,11 +330,18 @@ pub fn run(ctx: &Ctx, timeline: &mut Timeline) -> Result<End, String> {
         }
         (ctx.on_running)();
         let mut st = ctx.status.lock().unwrap_or_else(|p| p.into_inner());
-        st.frames_encoded = routes
-            .iter()
-            .flatten()
-            .map(|r| if let Route::Transcode { tx, .. } = r { tx.frames } else { 0 })
-            .sum();
+        st.frames_encoded = frames_before
+            + routes
+                .iter()
+                .flatten()
+                .map(|r| {
+                    if let Route::Transcode { tx, .. } = r {
+                        tx.frames
+                    } else {
+                        0
+                    }
+                })
+                .sum::<u64>();
     };
 
     if end == End::Eof {
@@ -247,20 +354,19 @@ pub fn run(ctx: &Ctx, timeline: &mut Timeline) -> Result<End, String> {
         }
     }
     let _ = octx.write_trailer();
-    // The next session starts a little after this one's end, so timestamps keep rising.
-    timeline.next_start = session_end + 9_000;
     Ok(end)
 }
 
-/// Paces output to real time for sources that are not live.
+/// Paces output to real time. Files and generated sources would otherwise run as fast as
+/// the CPU allows; for live sources it is a no-op (they are never ahead), and it smooths
+/// the bursts HLS sources deliver. Output behind schedule is sent at once (catching up).
 struct Pacer {
-    live: bool,
     origin: Option<(Instant, i64)>,
 }
 
 impl Pacer {
-    fn new(live: bool) -> Pacer {
-        Pacer { live, origin: None }
+    fn new() -> Pacer {
+        Pacer { origin: None }
     }
 
     fn wait(&mut self, ts: i64, keep_going: &dyn Fn() -> bool) {
@@ -269,15 +375,8 @@ impl Pacer {
         if ahead_ticks <= 0 {
             return;
         }
-        let due = t0 + Duration::from_micros((ahead_ticks as u64).saturating_mul(1_000_000) / 90_000);
-        let now = Instant::now();
-        if self.live {
-            // A live source is paced by its sender; only re-anchor if it bursts far ahead.
-            if due > now + 10 * LEAD {
-                self.origin = Some((now, ts));
-            }
-            return;
-        }
+        let due =
+            t0 + Duration::from_micros((ahead_ticks as u64).saturating_mul(1_000_000) / 90_000);
         while let Some(left) = due.checked_duration_since(Instant::now() + LEAD) {
             if !keep_going() {
                 return;
@@ -309,19 +408,25 @@ mod tests {
 
     #[test]
     fn source_redaction_hides_credentials_and_queries() {
-        assert_eq!(redact_source("http://user:pw@host/x.ts?token=1"), "http://***@host/x.ts?…");
+        assert_eq!(
+            redact_source("http://user:pw@host/x.ts?token=1"),
+            "http://***@host/x.ts?…"
+        );
         assert_eq!(redact_source("/media/a.ts"), "/media/a.ts");
     }
 
     #[test]
     fn pacer_lets_output_run_ahead_by_the_lead_only() {
-        let mut p = Pacer::new(false);
+        let mut p = Pacer::new();
         let t0 = Instant::now();
         p.wait(0, &|| true);
         p.wait(90_000 / 2, &|| true); // 0.5 s of media: inside the lead, no wait
         assert!(t0.elapsed() < Duration::from_millis(100));
         p.wait(90_000 * 13 / 10, &|| true); // 1.3 s: waits about 0.3 s
         let waited = t0.elapsed();
-        assert!(waited >= Duration::from_millis(280) && waited < Duration::from_millis(600), "{waited:?}");
+        assert!(
+            waited >= Duration::from_millis(280) && waited < Duration::from_millis(600),
+            "{waited:?}"
+        );
     }
 }

@@ -41,7 +41,9 @@ pub fn run(ctx: &Ctx, cmd: &CustomFfmpeg) -> Result<End, String> {
             Ok(())
         });
     }
-    let mut child = command.spawn().map_err(|e| format!("cannot start {:?}: {e}", args[0]))?;
+    let mut child = command
+        .spawn()
+        .map_err(|e| format!("cannot start {:?}: {e}", args[0]))?;
     let pid = child.id();
     tracing::info!(channel = ctx.stream.id, pid, program = %args[0], "custom command started");
 
@@ -90,7 +92,10 @@ pub fn run(ctx: &Ctx, cmd: &CustomFfmpeg) -> Result<End, String> {
         let ready = unsafe { libc::poll(&mut pfd, 1, 100) };
         if ready == 0 {
             if last_data.elapsed() > ctx.stall_timeout {
-                break Err(format!("the command wrote nothing for {} s", ctx.stall_timeout.as_secs()));
+                break Err(format!(
+                    "the command wrote nothing for {} s",
+                    ctx.stall_timeout.as_secs()
+                ));
             }
             continue;
         }

@@ -63,8 +63,14 @@ pub fn target_size(res: Option<&str>, src: (u32, u32)) -> (u32, u32) {
     match res.and_then(|r| parse_resolution(r).ok()) {
         Some(r) => match (r.width, r.height) {
             (Some(w), Some(h)) => (w, h),
-            (None, Some(h)) => (even(f64::from(src.0) * f64::from(h) / f64::from(src.1.max(1))), h),
-            (Some(w), None) => (w, even(f64::from(src.1) * f64::from(w) / f64::from(src.0.max(1)))),
+            (None, Some(h)) => (
+                even(f64::from(src.0) * f64::from(h) / f64::from(src.1.max(1))),
+                h,
+            ),
+            (Some(w), None) => (
+                w,
+                even(f64::from(src.1) * f64::from(w) / f64::from(src.0.max(1))),
+            ),
             (None, None) => src,
         },
         None => (src.0 & !1, src.1 & !1),
@@ -73,13 +79,19 @@ pub fn target_size(res: Option<&str>, src: (u32, u32)) -> (u32, u32) {
 
 impl Transcoder {
     /// A video transcoder for input stream `ist`, adding its output stream to `octx`.
-    pub fn video(ist: &ff::format::stream::Stream, p: &Profile, name: &str, octx: &mut Output) -> Result<Transcoder, String> {
+    pub fn video(
+        ist: &ff::format::stream::Stream,
+        p: &Profile,
+        name: &str,
+        octx: &mut Output,
+    ) -> Result<Transcoder, String> {
         let in_tb = ist.time_base();
         let mut dec = codec::context::Context::from_parameters(ist.parameters())
             .and_then(|c| c.decoder().video())
             .map_err(|e| err("video decoder", e))?;
         dec.set_packet_time_base(in_tb);
-        let codec = ff::encoder::find_by_name(name).ok_or_else(|| format!("no video encoder {name:?}"))?;
+        let codec =
+            ff::encoder::find_by_name(name).ok_or_else(|| format!("no video encoder {name:?}"))?;
         let (w, h) = target_size(p.resolution.as_deref(), (dec.width(), dec.height()));
         let fps = match p.framerate.as_deref().and_then(|f| parse_framerate(f).ok()) {
             Some((n, d)) => Rational::new(n, d),
@@ -119,10 +131,18 @@ impl Transcoder {
             sar.denominator().max(1),
         );
         graph
-            .add(&filter::find("buffer").ok_or("no buffer filter")?, "in", &args)
+            .add(
+                &filter::find("buffer").ok_or("no buffer filter")?,
+                "in",
+                &args,
+            )
             .map_err(|e| err("video filter source", e))?;
         graph
-            .add(&filter::find("buffersink").ok_or("no buffersink filter")?, "out", "")
+            .add(
+                &filter::find("buffersink").ok_or("no buffersink filter")?,
+                "out",
+                "",
+            )
             .map_err(|e| err("video filter sink", e))?;
         let pix_name = pix.descriptor().map(|d| d.name()).unwrap_or("yuv420p");
         let spec = format!(
@@ -138,7 +158,9 @@ impl Transcoder {
         graph.validate().map_err(|e| err("video filter graph", e))?;
         let sink_tb = sink_time_base(&mut graph);
 
-        let mut ost = octx.add_stream(codec).map_err(|e| err("output stream", e))?;
+        let mut ost = octx
+            .add_stream(codec)
+            .map_err(|e| err("output stream", e))?;
         let mut enc = codec::context::Context::new_with_codec(codec)
             .encoder()
             .video()
@@ -149,7 +171,11 @@ impl Transcoder {
         enc.set_time_base(sink_tb);
         enc.set_frame_rate(Some(fps));
         enc.set_aspect_ratio(Rational::new(1, 1));
-        if let Some(b) = p.video_bitrate.as_deref().and_then(|b| parse_bitrate(b).ok()) {
+        if let Some(b) = p
+            .video_bitrate
+            .as_deref()
+            .and_then(|b| parse_bitrate(b).ok())
+        {
             enc.set_bit_rate(b as usize);
         }
         if let Some(m) = p.maxrate.as_deref().and_then(|b| parse_bitrate(b).ok()) {
@@ -159,7 +185,9 @@ impl Transcoder {
             // SAFETY: plain field write on an encoder context that is not open yet.
             unsafe { (*enc.as_mut_ptr()).rc_buffer_size = s.min(i32::MAX as u64) as i32 };
         }
-        let gop = p.gop.unwrap_or_else(|| (f64::from(fps) * 2.0).round().max(1.0) as u32);
+        let gop = p
+            .gop
+            .unwrap_or_else(|| (f64::from(fps) * 2.0).round().max(1.0) as u32);
         enc.set_gop(gop);
         let mut extra = vec![("threads", p.threads.unwrap_or(0).to_string())];
         if let Some(preset) = &p.preset {
@@ -168,7 +196,9 @@ impl Transcoder {
         if let Some(tune) = &p.tune {
             extra.push(("tune", tune.clone()));
         }
-        let enc = enc.open_as_with(codec, options(p, &extra)).map_err(|e| err(&format!("opening {name}"), e))?;
+        let enc = enc
+            .open_as_with(codec, options(p, &extra))
+            .map_err(|e| err(&format!("opening {name}"), e))?;
         ost.set_parameters(&enc);
         // SAFETY: clearing the tag lets the muxer choose the right one for MPEG-TS.
         unsafe { (*ost.parameters().as_mut_ptr()).codec_tag = 0 };
@@ -183,13 +213,19 @@ impl Transcoder {
     }
 
     /// An audio transcoder for input stream `ist`, adding its output stream to `octx`.
-    pub fn audio(ist: &ff::format::stream::Stream, p: &Profile, name: &str, octx: &mut Output) -> Result<Transcoder, String> {
+    pub fn audio(
+        ist: &ff::format::stream::Stream,
+        p: &Profile,
+        name: &str,
+        octx: &mut Output,
+    ) -> Result<Transcoder, String> {
         let in_tb = ist.time_base();
         let mut dec = codec::context::Context::from_parameters(ist.parameters())
             .and_then(|c| c.decoder().audio())
             .map_err(|e| err("audio decoder", e))?;
         dec.set_packet_time_base(in_tb);
-        let codec = ff::encoder::find_by_name(name).ok_or_else(|| format!("no audio encoder {name:?}"))?;
+        let codec =
+            ff::encoder::find_by_name(name).ok_or_else(|| format!("no audio encoder {name:?}"))?;
         let acodec = codec.audio().map_err(|e| err("audio encoder", e))?;
         let want_rate = p.audio_sample_rate.unwrap_or(dec.rate()).max(8000) as i32;
         let rate = match acodec.rates() {
@@ -205,7 +241,10 @@ impl Transcoder {
             }
             None => want_rate,
         };
-        let channels = p.audio_channels.map(i32::from).unwrap_or_else(|| i32::from(dec.channels()).clamp(1, 2));
+        let channels = p
+            .audio_channels
+            .map(i32::from)
+            .unwrap_or_else(|| i32::from(dec.channels()).clamp(1, 2));
         let layout = ChannelLayout::default(channels);
         let sample_fmt = acodec
             .formats()
@@ -227,10 +266,18 @@ impl Transcoder {
             in_layout.bits()
         );
         graph
-            .add(&filter::find("abuffer").ok_or("no abuffer filter")?, "in", &args)
+            .add(
+                &filter::find("abuffer").ok_or("no abuffer filter")?,
+                "in",
+                &args,
+            )
             .map_err(|e| err("audio filter source", e))?;
         graph
-            .add(&filter::find("abuffersink").ok_or("no abuffersink filter")?, "out", "")
+            .add(
+                &filter::find("abuffersink").ok_or("no abuffersink filter")?,
+                "out",
+                "",
+            )
             .map_err(|e| err("audio filter sink", e))?;
         {
             let mut out = graph.get("out").expect("sink added");
@@ -245,7 +292,9 @@ impl Transcoder {
             .map_err(|e| err("audio filter graph", e))?;
         graph.validate().map_err(|e| err("audio filter graph", e))?;
 
-        let mut ost = octx.add_stream(codec).map_err(|e| err("output stream", e))?;
+        let mut ost = octx
+            .add_stream(codec)
+            .map_err(|e| err("output stream", e))?;
         let mut enc = codec::context::Context::new_with_codec(codec)
             .encoder()
             .audio()
@@ -256,12 +305,26 @@ impl Transcoder {
         enc.set_format(sample_fmt);
         let enc_tb = Rational::new(1, rate);
         enc.set_time_base(enc_tb);
-        if let Some(b) = p.audio_bitrate.as_deref().and_then(|b| parse_bitrate(b).ok()) {
+        if let Some(b) = p
+            .audio_bitrate
+            .as_deref()
+            .and_then(|b| parse_bitrate(b).ok())
+        {
             enc.set_bit_rate(b as usize);
         }
-        let enc = enc.open_as_with(codec, options(p, &[])).map_err(|e| err(&format!("opening {name}"), e))?;
-        if !codec.capabilities().contains(codec::capabilities::Capabilities::VARIABLE_FRAME_SIZE) && enc.frame_size() > 0 {
-            graph.get("out").expect("sink added").sink().set_frame_size(enc.frame_size());
+        let enc = enc
+            .open_as_with(codec, options(p, &[]))
+            .map_err(|e| err(&format!("opening {name}"), e))?;
+        if !codec
+            .capabilities()
+            .contains(codec::capabilities::Capabilities::VARIABLE_FRAME_SIZE)
+            && enc.frame_size() > 0
+        {
+            graph
+                .get("out")
+                .expect("sink added")
+                .sink()
+                .set_frame_size(enc.frame_size());
         }
         let sink_tb = sink_time_base(&mut graph);
         ost.set_parameters(&enc);
@@ -327,7 +390,14 @@ impl Transcoder {
     fn drain_filter(&mut self, out: &mut Vec<Encoded>) -> Result<(), String> {
         // SAFETY: as above.
         let mut filtered = unsafe { frame::Frame::empty() };
-        while self.graph.get("out").expect("sink added").sink().frame(&mut filtered).is_ok() {
+        while self
+            .graph
+            .get("out")
+            .expect("sink added")
+            .sink()
+            .frame(&mut filtered)
+            .is_ok()
+        {
             if self.sink_tb != self.enc_tb {
                 let pts = filtered.pts().map(|p| p.rescale(self.sink_tb, self.enc_tb));
                 filtered.set_pts(pts);
@@ -335,7 +405,10 @@ impl Transcoder {
             let sent = match &mut self.kind {
                 Kind::Video { enc, .. } => {
                     // SAFETY: clearing the picture type so the encoder decides keyframes.
-                    unsafe { (*filtered.as_mut_ptr()).pict_type = ff::ffi::AVPictureType::AV_PICTURE_TYPE_NONE };
+                    unsafe {
+                        (*filtered.as_mut_ptr()).pict_type =
+                            ff::ffi::AVPictureType::AV_PICTURE_TYPE_NONE
+                    };
                     enc.send_frame(&filtered)
                 }
                 Kind::Audio { enc, .. } => enc.send_frame(&filtered),

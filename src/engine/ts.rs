@@ -192,7 +192,11 @@ pub(crate) mod tests {
 
     /// A TS packet with the given PID, flags and payload (padded with 0xff).
     pub fn packet(pid: u16, pusi: bool, rai: bool, payload: &[u8]) -> Vec<u8> {
-        let mut p = vec![SYNC, ((pid >> 8) as u8 & 0x1f) | if pusi { 0x40 } else { 0 }, pid as u8];
+        let mut p = vec![
+            SYNC,
+            ((pid >> 8) as u8 & 0x1f) | if pusi { 0x40 } else { 0 },
+            pid as u8,
+        ];
         if rai {
             p.push(0x30);
             p.push(1);
@@ -207,16 +211,21 @@ pub(crate) mod tests {
 
     /// PAT pointing at PMT PID 0x1000, and a PMT with H.264 on 0x100 and AAC on 0x101.
     pub fn psi() -> (Vec<u8>, Vec<u8>) {
-        let pat_section = [0x00, 0xb0, 0x0d, 0x00, 0x01, 0xc1, 0x00, 0x00, 0x00, 0x01, 0xf0, 0x00, 0, 0, 0, 0];
+        let pat_section = [
+            0x00, 0xb0, 0x0d, 0x00, 0x01, 0xc1, 0x00, 0x00, 0x00, 0x01, 0xf0, 0x00, 0, 0, 0, 0,
+        ];
         let mut pat = vec![0];
         pat.extend_from_slice(&pat_section);
         let pmt_section = [
-            0x02, 0xb0, 0x17, 0x00, 0x01, 0xc1, 0x00, 0x00, 0xe1, 0x00, 0xf0, 0x00, 0x1b, 0xe1, 0x00, 0xf0, 0x00,
-            0x0f, 0xe1, 0x01, 0xf0, 0x00, 0, 0, 0, 0,
+            0x02, 0xb0, 0x17, 0x00, 0x01, 0xc1, 0x00, 0x00, 0xe1, 0x00, 0xf0, 0x00, 0x1b, 0xe1,
+            0x00, 0xf0, 0x00, 0x0f, 0xe1, 0x01, 0xf0, 0x00, 0, 0, 0, 0,
         ];
         let mut pmt = vec![0];
         pmt.extend_from_slice(&pmt_section);
-        (packet(0, true, false, &pat), packet(0x1000, true, false, &pmt))
+        (
+            packet(0, true, false, &pat),
+            packet(0x1000, true, false, &pmt),
+        )
     }
 
     #[test]
@@ -250,14 +259,26 @@ pub(crate) mod tests {
         data.extend(&pmt);
         data.extend(packet(0x100, true, true, b"key"));
         let (a, b) = data.split_at(200);
-        assert_eq!(ins.feed(a).iter().map(|p| p.data.len()).sum::<usize>(), PACKET);
+        assert_eq!(
+            ins.feed(a).iter().map(|p| p.data.len()).sum::<usize>(),
+            PACKET
+        );
         let pieces = ins.feed(b);
-        assert_eq!(pieces.iter().map(|p| p.data.len()).sum::<usize>(), 2 * PACKET);
+        assert_eq!(
+            pieces.iter().map(|p| p.data.len()).sum::<usize>(),
+            2 * PACKET
+        );
         assert!(pieces.last().unwrap().key);
         let mut junk = b"garbage!".to_vec();
         junk.extend(packet(0x100, true, true, b"k"));
         let pieces = ins.feed(&junk);
         assert_eq!(ins.dropped, 8);
-        assert_eq!(pieces, vec![Piece { data: Bytes::from(packet(0x100, true, true, b"k")), key: true }]);
+        assert_eq!(
+            pieces,
+            vec![Piece {
+                data: Bytes::from(packet(0x100, true, true, b"k")),
+                key: true
+            }]
+        );
     }
 }

@@ -2,6 +2,9 @@
 //! by the test, and talks to it over real HTTP.
 #![allow(dead_code)]
 
+pub mod media;
+pub mod upstream;
+
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -9,10 +12,11 @@ use std::time::{Duration, Instant};
 
 pub const TOKEN: &str = "test-token-0123456789";
 
-/// A config with two profiles and two channels, token [`TOKEN`].
+/// A config with three profiles and three channels (a generated one, an unreachable one,
+/// a custom command), token [`TOKEN`].
 pub fn basic_config() -> String {
     format!(
-        "server:\n  auth_token: {TOKEN}\nffmpeg_profiles:\n  relay: {{video_codec: copy, audio_codec: copy}}\n  x264: {{video_codec: libx264, video_bitrate: 1000k, audio_codec: aac}}\nstreams:\n  - {{id: 1, name: One, source: 'http://127.0.0.1:9/one.ts', ffmpeg_profile: relay, channel_number: 2}}\n  - {{id: 2, name: Two, source: 'http://127.0.0.1:9/two.ts', ffmpeg_profile: x264, channel_number: 1}}\n  - {{id: 3, name: Cmd, source: 'x', custom_ffmpeg: 'ffmpeg -i {{source}} -f mpegts pipe:1'}}\n"
+        "server:\n  auth_token: {TOKEN}\nffmpeg_profiles:\n  relay: {{video_codec: copy, audio_codec: copy}}\n  x264: {{video_codec: libx264, video_bitrate: 1000k, audio_codec: aac}}\n  light: {{video_codec: mpeg2video, audio_codec: mp2}}\nstreams:\n  - {{id: 1, name: One, source: 'lavfi:testsrc2=size=320x240:rate=25[out0];sine[out1]', ffmpeg_profile: light, channel_number: 2}}\n  - {{id: 2, name: Two, source: 'http://127.0.0.1:9/two.ts', ffmpeg_profile: x264, channel_number: 1}}\n  - {{id: 3, name: Cmd, source: 'x', custom_ffmpeg: 'ffmpeg -i {{source}} -f mpegts pipe:1'}}\n"
     )
 }
 
@@ -197,6 +201,142 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A client of `/stream/<id>` that reads for a while.
+pub struct Viewer {
+    reader: Box<dyn Read + Send>,
+    pub status: u16,
+}
+
+impl Viewer {
+    pub fn open(server: &Server, id: u32) -> Viewer {
+        let url = server.url(&format!("/stream/{id}?token={TOKEN}"));
+        let agent = ureq::AgentBuilder::new()
+            .timeout_read(Duration::from_secs(3))
+            .build();
+        let resp = agent
+            .get(&url)
+            .call()
+            .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+        let status = resp.status();
+        assert_eq!(resp.content_type(), "video/mp2t");
+        Viewer {
+            reader: Box::new(resp.into_reader()),
+            status,
+        }
+    }
+
+    /// Reads for `dur` (or until the stream ends); returns the bytes.
+    pub fn read_for(&mut self, dur: Duration) -> Vec<u8> {
+        let t0 = Instant::now();
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        while t0.elapsed() < dur {
+            match self.reader.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::TimedOut
+                        || e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => break,
+            }
+        }
+        out
+    }
+
+    /// Whether the stream has ended within `dur` (reads and discards until then).
+    pub fn ends_within(&mut self, dur: Duration) -> bool {
+        let t0 = Instant::now();
+        let mut buf = vec![0u8; 64 * 1024];
+        while t0.elapsed() < dur {
+            match self.reader.read(&mut buf) {
+                Ok(0) => return true,
+                Ok(_) => {}
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::TimedOut
+                        || e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => return true,
+            }
+        }
+        false
+    }
+}
+
+/// Writes bytes to a file in a fresh temp dir and returns its path (the dir is leaked).
+pub fn save(bytes: &[u8], name: &str) -> std::path::PathBuf {
+    let dir = tempfile::tempdir().unwrap().keep();
+    let p = dir.join(name);
+    std::fs::write(&p, bytes).unwrap();
+    p
+}
+
+/// Threads of process `pid` whose name starts with `prefix`.
+pub fn threads_named(pid: u32, prefix: &str) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| {
+            d.flatten()
+                .filter(|t| {
+                    std::fs::read_to_string(t.path().join("comm"))
+                        .is_ok_and(|c| c.starts_with(prefix))
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// Number of threads and open file descriptors of `pid`.
+pub fn threads_and_fds(pid: u32) -> (usize, usize) {
+    let count = |p: String| std::fs::read_dir(p).map(|d| d.count()).unwrap_or(0);
+    (
+        count(format!("/proc/{pid}/task")),
+        count(format!("/proc/{pid}/fd")),
+    )
+}
+
+/// PIDs of live (non-zombie) processes whose parent is `ppid` and whose name is `name`.
+pub fn children_named(ppid: u32, name: &str) -> Vec<u32> {
+    let mut v = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some(close) = stat.rfind(')') else {
+            continue;
+        };
+        let comm = &stat[stat.find('(').unwrap() + 1..close];
+        let fields: Vec<&str> = stat[close + 2..].split(' ').collect();
+        if comm == name && fields[0] != "Z" && fields[1].parse::<u32>().ok() == Some(ppid) {
+            v.push(pid);
+        }
+    }
+    v
+}
+
+/// Whether process `pid` is alive (and not a zombie).
+pub fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            s.rfind(')')
+                .map(|c| &s[c + 2..c + 3] != "Z")
+                .unwrap_or(false)
+        })
+        .unwrap_or(false)
+}
+
+/// Polls `f` every 50 ms until it is true or `limit` passes.
+pub fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let t0 = Instant::now();
+    while t0.elapsed() < limit {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    f()
 }
 
 /// Runs `amps <args>` to completion: (exit code, stdout, stderr).

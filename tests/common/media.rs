@@ -1,0 +1,262 @@
+//! Test media made by the real ffmpeg CLI, checked by the real ffprobe.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+fn run(cmd: &mut Command) {
+    let out = cmd.output().expect("ffmpeg is installed (./scripts/setup)");
+    assert!(
+        out.status.success(),
+        "{:?} failed: {}",
+        cmd,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A folder, made once per test binary, holding:
+/// - `hd.ts`: 4 s of 1920x1080 25 fps H.264 (6 Mbit/s, GOP 25) + AAC, MPEG-TS;
+/// - `hd.m3u8` + segments: the same as a VOD HLS playlist (1 s segments);
+/// - `long.ts`: 30 s of 320x240 H.264 + AAC (for reconnect and lifecycle tests).
+pub fn dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let d = tempfile::tempdir().unwrap().keep();
+        run(Command::new("ffmpeg")
+            .args([
+                "-hide_banner",
+                "-v",
+                "error",
+                "-f",
+                "lavfi",
+                "-i",
+                "testsrc2=size=1920x1080:rate=25",
+                "-f",
+                "lavfi",
+                "-i",
+                "sine=frequency=440:sample_rate=48000",
+                "-t",
+                "4",
+                "-c:v",
+                "libx264",
+                "-preset",
+                "ultrafast",
+                "-g",
+                "25",
+                "-b:v",
+                "6M",
+                "-pix_fmt",
+                "yuv420p",
+                "-c:a",
+                "aac",
+                "-b:a",
+                "128k",
+                "-f",
+                "mpegts",
+            ])
+            .arg(d.join("hd.ts")));
+        run(Command::new("ffmpeg")
+            .args(["-hide_banner", "-v", "error", "-i"])
+            .arg(d.join("hd.ts"))
+            .args([
+                "-c",
+                "copy",
+                "-f",
+                "hls",
+                "-hls_time",
+                "1",
+                "-hls_list_size",
+                "0",
+                "-hls_playlist_type",
+                "vod",
+                "-hls_segment_filename",
+            ])
+            .arg(d.join("hd%03d.ts"))
+            .arg(d.join("hd.m3u8")));
+        run(Command::new("ffmpeg")
+            .args([
+                "-hide_banner",
+                "-v",
+                "error",
+                "-f",
+                "lavfi",
+                "-i",
+                "testsrc2=size=320x240:rate=25",
+                "-f",
+                "lavfi",
+                "-i",
+                "sine=frequency=660:sample_rate=48000",
+                "-t",
+                "30",
+                "-c:v",
+                "libx264",
+                "-preset",
+                "ultrafast",
+                "-g",
+                "25",
+                "-b:v",
+                "500k",
+                "-pix_fmt",
+                "yuv420p",
+                "-c:a",
+                "aac",
+                "-b:a",
+                "64k",
+                "-f",
+                "mpegts",
+            ])
+            .arg(d.join("long.ts")));
+        d
+    })
+}
+
+/// `ffprobe -show_streams -show_format` as JSON.
+pub fn probe(path: &Path) -> serde_json::Value {
+    let out = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-print_format",
+            "json",
+            "-show_streams",
+            "-show_format",
+        ])
+        .arg(path)
+        .output()
+        .unwrap();
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|_| panic!("ffprobe: {}", String::from_utf8_lossy(&out.stderr)))
+}
+
+/// The codec names of the streams of `path`, video first.
+pub fn codecs(path: &Path) -> Vec<String> {
+    let p = probe(path);
+    let mut v: Vec<(String, String)> = p["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["codec_type"].as_str().unwrap_or("").to_owned(),
+                s["codec_name"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    v.sort_by_key(|(t, _)| if t == "video" { 0 } else { 1 });
+    v.into_iter().map(|(_, c)| c).collect()
+}
+
+/// (width, height) of the first video stream.
+pub fn resolution(path: &Path) -> (u64, u64) {
+    let p = probe(path);
+    let v = p["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["codec_type"] == "video")
+        .expect("a video stream");
+    (v["width"].as_u64().unwrap(), v["height"].as_u64().unwrap())
+}
+
+/// Everything `ffmpeg -v error` says while decoding the whole file (empty: clean).
+pub fn decode_errors(path: &Path) -> String {
+    let out = Command::new("ffmpeg")
+        .args(["-hide_banner", "-v", "error", "-i"])
+        .arg(path)
+        .args(["-f", "null", "-"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// (video bits per second, media seconds) from the video packets' sizes and timestamps.
+pub fn video_bitrate(path: &Path) -> (f64, f64) {
+    let out = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "packet=size,dts_time",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(path)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let rows: Vec<(f64, f64)> = text
+        .lines()
+        .filter_map(|l| {
+            let mut it = l.split(',');
+            let a = it.next()?.parse::<f64>().ok()?;
+            let b = it.next()?.parse::<f64>().ok()?;
+            Some((a, b))
+        })
+        .collect();
+    // Whichever column order ffprobe uses, size is the integer column in the thousands.
+    let (sizes, times): (Vec<f64>, Vec<f64>) = if rows.iter().all(|(a, _)| a.fract() == 0.0)
+        && rows.iter().any(|(_, b)| b.fract() != 0.0)
+    {
+        rows.iter().map(|(a, b)| (*a, *b)).unzip()
+    } else {
+        rows.iter().map(|(a, b)| (*b, *a)).unzip()
+    };
+    let dur = times.iter().cloned().fold(f64::MIN, f64::max)
+        - times.iter().cloned().fold(f64::MAX, f64::min);
+    let bits: f64 = sizes.iter().sum::<f64>() * 8.0;
+    (bits / dur.max(0.001), dur)
+}
+
+/// Whether the first video frame of `path` is a keyframe.
+pub fn starts_with_keyframe(path: &Path) -> bool {
+    let out = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "frame=key_frame",
+            "-read_intervals",
+            "%+#1",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(path)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().starts_with('1')
+}
+
+/// Media duration of `path` in seconds, from the container.
+pub fn duration(path: &Path) -> f64 {
+    probe(path)["format"]["duration"]
+        .as_str()
+        .and_then(|d| d.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// The width of every decoded video frame, in order.
+pub fn frame_widths(path: &Path) -> Vec<u64> {
+    let out = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "frame=width",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(path)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}

@@ -1,0 +1,299 @@
+//! End-to-end tests of the media engine: the real binary, real libav, media made by the
+//! real ffmpeg CLI, served over loopback HTTP, checked with ffprobe.
+
+mod common;
+
+use common::media;
+use common::upstream::Upstream;
+use common::{eventually, save, threads_and_fds, threads_named, Server, Viewer, TOKEN};
+use std::time::Duration;
+
+fn config(streams: &str, engine: &str) -> String {
+    format!(
+        "server:\n  auth_token: {TOKEN}\nengine:\n  start_timeout_secs: 10\n{engine}ffmpeg_profiles:\n  relay: {{video_codec: copy, audio_codec: copy}}\n  x720: {{video_codec: libx264, video_bitrate: 2000k, maxrate: 2000k, bufsize: 2000k, resolution: x720, preset: ultrafast, gop: 50, audio_codec: aac, audio_bitrate: 128k}}\nstreams:\n{streams}"
+    )
+}
+
+fn stream(id: u32, source: &str, profile: &str, extra: &str) -> String {
+    format!(
+        "  - {{id: {id}, name: Ch{id}, source: '{source}', ffmpeg_profile: {profile}{extra}}}\n"
+    )
+}
+
+fn upstream() -> Upstream {
+    Upstream::start(media::dir().to_path_buf(), 0)
+}
+
+#[test]
+fn copy_channel_relays_the_source_codecs_and_decodes_cleanly() {
+    let up = upstream();
+    let s = Server::start(&config(&stream(1, &up.url("hd.ts"), "relay", ""), ""));
+    let mut v = Viewer::open(&s, 1);
+    let bytes = v.read_for(Duration::from_secs(3));
+    let f = save(&bytes, "copy.ts");
+    assert_eq!(media::codecs(&f), vec!["h264", "aac"]);
+    assert_eq!(media::resolution(&f), (1920, 1080));
+    assert!(media::starts_with_keyframe(&f));
+    assert_eq!(media::decode_errors(&f), "");
+    let st = s.get("/api/streams/1/status").json();
+    assert_eq!(st["state"], "running");
+    assert_eq!(st["input_codecs"], serde_json::json!(["h264", "aac"]));
+    assert_eq!(
+        st["output_codecs"],
+        serde_json::json!(["h264 (copy)", "aac (copy)"])
+    );
+}
+
+#[test]
+fn transcode_channel_has_the_profile_codec_resolution_and_bitrate() {
+    let up = upstream();
+    let s = Server::start(&config(
+        &stream(2, &up.url("hd.ts"), "x720", ", loop: true"),
+        "",
+    ));
+    let mut v = Viewer::open(&s, 2);
+    let bytes = v.read_for(Duration::from_secs(9));
+    let f = save(&bytes, "x720.ts");
+    assert_eq!(media::codecs(&f), vec!["h264", "aac"]);
+    assert_eq!(media::resolution(&f), (1280, 720));
+    assert_eq!(media::decode_errors(&f), "");
+    let (bps, secs) = media::video_bitrate(&f);
+    assert!(secs > 6.0, "only {secs} s of video in 9 s");
+    assert!(
+        (1_600_000.0..=2_400_000.0).contains(&bps),
+        "video bitrate {bps} is not within 20% of 2000k"
+    );
+    let st = s.get("/api/streams/2/status").json();
+    assert!(st["frames_encoded"].as_u64().unwrap() > 100, "{st}");
+    assert!(st["speed"].as_f64().unwrap() > 0.8, "{st}");
+}
+
+#[test]
+fn hls_and_looped_file_sources_play_past_their_end() {
+    let up = upstream();
+    let file = media::dir().join("hd.ts");
+    let streams = stream(3, &up.url("hd.m3u8"), "relay", ", loop: true")
+        + &stream(4, &file.display().to_string(), "relay", ", loop: true");
+    let s = Server::start(&config(&streams, ""));
+    for id in [3, 4] {
+        let mut v = Viewer::open(&s, id);
+        let bytes = v.read_for(Duration::from_secs(7));
+        let f = save(&bytes, &format!("loop{id}.ts"));
+        let secs = media::video_bitrate(&f).1;
+        assert!(
+            secs > 5.5,
+            "channel {id}: only {secs} s of a looped 4 s source after 7 s"
+        );
+        assert_eq!(media::decode_errors(&f), "", "channel {id}");
+    }
+}
+
+#[test]
+fn clients_share_one_pipeline_and_late_joiners_start_on_a_keyframe() {
+    let up = upstream();
+    let s = Server::start(&config(&stream(5, &up.url("long.ts"), "relay", ""), ""));
+    let mut a = Viewer::open(&s, 5);
+    let mut b = Viewer::open(&s, 5);
+    let ta = std::thread::spawn(move || a.read_for(Duration::from_secs(4)));
+    std::thread::sleep(Duration::from_millis(1500));
+    let mut c = Viewer::open(&s, 5);
+    let late = c.read_for(Duration::from_secs(2));
+    let bb = b.read_for(Duration::from_secs(2));
+    let aa = ta.join().unwrap();
+    assert_eq!(
+        threads_named(s.pid(), "amps-ch-"),
+        1,
+        "one pipeline for three clients"
+    );
+    assert_eq!(
+        up.requests.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "one upstream connection"
+    );
+    // Every client gets the same bytes: b's and the late joiner's streams (after the
+    // PAT+PMT they start with) appear verbatim in a's.
+    for (name, got) in [("second", &bb), ("late", &late)] {
+        assert!(got.len() > 10_000, "{name} got {} bytes", got.len());
+        let probe = &got[376..376 + 4096];
+        assert!(
+            aa.windows(probe.len()).any(|w| w == probe),
+            "{name} client's bytes differ from the first client's"
+        );
+    }
+    // The late joiner starts with PAT, PMT, then a keyframe.
+    assert_eq!(late[0], 0x47);
+    assert_eq!(
+        ((late[1] & 0x1f) as u16) << 8 | late[2] as u16,
+        0,
+        "PAT first"
+    );
+    let f = save(&late, "late.ts");
+    assert!(media::starts_with_keyframe(&f));
+    assert_eq!(media::decode_errors(&f), "");
+}
+
+#[test]
+fn a_client_that_stops_reading_does_not_delay_the_others() {
+    let up = upstream();
+    let s = Server::start(&config(
+        &stream(6, &up.url("long.ts"), "relay", ""),
+        "  buffer_bytes: 262144\n  max_client_skips: 2\n",
+    ));
+    let _stalled = Viewer::open(&s, 6); // never read: its socket buffers fill up
+    let mut reader = Viewer::open(&s, 6);
+    let bytes = reader.read_for(Duration::from_secs(6));
+    let f = save(&bytes, "unstalled.ts");
+    let secs = media::video_bitrate(&f).1;
+    assert!(
+        secs > 4.5,
+        "the reading client got only {secs} s of media in 6 s"
+    );
+    assert_eq!(media::decode_errors(&f), "");
+}
+
+#[test]
+fn a_broken_upstream_is_reconnected_while_clients_stay() {
+    let up = upstream();
+    let port = up.port;
+    let s = Server::start(&config(
+        &stream(7, &up.url("long.ts?live=30"), "relay", ""),
+        "  stall_timeout_secs: 2\n",
+    ));
+    let mut v = Viewer::open(&s, 7);
+    assert!(v.read_for(Duration::from_secs(2)).len() > 50_000);
+    up.kill();
+    let during = v.read_for(Duration::from_millis(1500));
+    let up2 = Upstream::start(media::dir().to_path_buf(), port);
+    let after = v.read_for(Duration::from_secs(5));
+    assert!(
+        after.len() > 100_000,
+        "only {} bytes after the upstream came back ({} during)\n{}",
+        after.len(),
+        during.len(),
+        s.logs()
+    );
+    assert!(up2.requests.load(std::sync::atomic::Ordering::SeqCst) >= 1);
+    let f = save(&after, "after.ts");
+    assert_eq!(media::codecs(&f), vec!["h264", "aac"]);
+    let st = s.get("/api/streams/7/status").json();
+    assert!(st["restarts"].as_u64().unwrap() >= 1, "{st}");
+    assert!(st["last_error"].as_str().is_some(), "{st}");
+}
+
+#[test]
+fn the_last_client_leaving_stops_the_pipeline_after_the_grace_period_without_leaks() {
+    let s = Server::start(&config(
+        &stream(
+            8,
+            "lavfi:testsrc2=size=320x240:rate=25[out0];sine[out1]",
+            "x720",
+            "",
+        ),
+        "  idle_grace_secs: 1\n",
+    ));
+    // Warm up once so lazily created runtime threads exist before the baseline.
+    let mut v = Viewer::open(&s, 8);
+    v.read_for(Duration::from_millis(500));
+    drop(v);
+    assert!(
+        eventually(Duration::from_secs(5), || threads_named(
+            s.pid(),
+            "amps-ch-"
+        ) == 0),
+        "pipeline still running after the grace period"
+    );
+    assert_eq!(s.get("/api/streams/8/status").json()["state"], "idle");
+    let (threads0, fds0) = threads_and_fds(s.pid());
+    for _ in 0..15 {
+        let mut v = Viewer::open(&s, 8);
+        assert!(!v.read_for(Duration::from_millis(200)).is_empty());
+        drop(v);
+        assert!(eventually(Duration::from_secs(5), || threads_named(
+            s.pid(),
+            "amps-ch-"
+        ) == 0));
+    }
+    // Give the runtime a moment to drop closed sockets.
+    assert!(
+        eventually(Duration::from_secs(3), || {
+            let (t, f) = threads_and_fds(s.pid());
+            t <= threads0 + 2 && f <= fds0 + 2
+        }),
+        "leak: threads/fds {:?} -> {:?}",
+        (threads0, fds0),
+        threads_and_fds(s.pid())
+    );
+}
+
+#[test]
+fn deleting_a_stream_ends_its_clients_and_changing_it_moves_them() {
+    let s = Server::start(&config(
+        &(stream(
+            9,
+            "lavfi:testsrc2=size=320x240:rate=25[out0];sine[out1]",
+            "x720",
+            "",
+        ) + &stream(
+            10,
+            "lavfi:testsrc2=size=320x240:rate=25[out0];sine[out1]",
+            "x720",
+            "",
+        )),
+        "",
+    ));
+    // Change: the client stays and continues with the new output.
+    let mut v = Viewer::open(&s, 10);
+    assert!(!v.read_for(Duration::from_millis(800)).is_empty());
+    let r = s.send_json(
+        "PATCH",
+        "/api/streams/10",
+        r#"{"source": "lavfi:testsrc2=size=640x360:rate=25[out0];sine[out1]"}"#,
+    );
+    assert_eq!(r.status, 200);
+    std::thread::sleep(Duration::from_millis(300));
+    let after = v.read_for(Duration::from_secs(3));
+    let f = save(&after, "changed.ts");
+    // x720 keeps the aspect ratio: the old 4:3 source gives 960x720, the new 16:9 one 1280x720.
+    let widths = media::frame_widths(&f);
+    assert_eq!(
+        widths.last(),
+        Some(&1280),
+        "the new source is being served: {widths:?}"
+    );
+
+    // Delete: the client's stream ends.
+    let mut d = Viewer::open(&s, 9);
+    assert!(!d.read_for(Duration::from_millis(500)).is_empty());
+    assert_eq!(
+        s.request("DELETE", "/api/streams/9", &[("X-Amps-Token", TOKEN)], None)
+            .status,
+        204
+    );
+    assert!(
+        d.ends_within(Duration::from_secs(3)),
+        "client of a deleted stream still connected"
+    );
+    assert_eq!(s.get("/stream/9").status, 404);
+}
+
+#[test]
+fn a_source_that_cannot_be_opened_is_a_503_not_a_hang() {
+    let s = Server::start(&config(
+        &stream(11, "http://127.0.0.1:9/nothing.ts", "relay", ""),
+        "",
+    ));
+    let t0 = std::time::Instant::now();
+    let r = s.get("/stream/11");
+    assert_eq!(r.status, 503);
+    assert!(
+        t0.elapsed() < Duration::from_secs(8),
+        "took {:?}",
+        t0.elapsed()
+    );
+    let j = r.json();
+    assert_eq!(j["error"], "unavailable");
+    assert!(j["detail"].as_str().unwrap().contains("cannot open"), "{j}");
+    assert_eq!(s.get("/api/streams/11/status").json()["state"], "failed");
+    // Other channels are unaffected and the server still answers.
+    assert_eq!(s.request("GET", "/health", &[], None).status, 200);
+}
