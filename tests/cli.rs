@@ -139,3 +139,16 @@ fn environment_overrides_the_token() {
         200
     );
 }
+
+#[test]
+fn check_names_missing_programs_and_the_channels_that_need_them() {
+    let (_d, path) = write(
+        "streams:\n  - {id: 4, name: Cam, source: x, custom_ffmpeg: 'no-such-ffmpeg-amps -i {source} -f mpegts pipe:1'}\n",
+    );
+    let (code, _, err) = run_cli(&["check", "--config", &path]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("\"no-such-ffmpeg-amps\" is not installed or not in PATH; needed by channel 4 (\"Cam\")"),
+        "{err}"
+    );
+}

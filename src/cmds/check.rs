@@ -20,6 +20,13 @@ pub fn run(args: Args) -> i32 {
                 eprintln!("warning: {w}");
             }
             let c = &l.config;
+            let missing = super::missing_programs(c);
+            for m in &missing {
+                eprintln!("{}: {m}", l.origin);
+            }
+            if !missing.is_empty() {
+                return 1;
+            }
             println!(
                 "{}: OK ({} streams, {} scheduled streams, {} profiles)",
                 l.origin,

@@ -44,3 +44,13 @@ pub fn load_config(flag: Option<&Path>) -> Result<crate::config::Loaded, crate::
         &crate::libav::Catalog::new(),
     )
 }
+
+/// Programs that `custom_ffmpeg` channels need but this machine lacks, one line each.
+pub fn missing_programs(c: &crate::config::Config) -> Vec<String> {
+    let path = std::env::var("PATH").unwrap_or_default();
+    crate::engine::command::missing_programs(
+        c.streams.iter().chain(&c.scheduled_streams),
+        c.engine.ffmpeg_path.as_deref(),
+        &path,
+    )
+}

@@ -109,6 +109,9 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
     for w in &loaded.warnings {
         tracing::warn!("{w}");
     }
+    for m in super::missing_programs(&config) {
+        tracing::warn!("{m}");
+    }
     let server = config.server.clone();
     if let Err(e) = check_exposure(&server.host, server.auth_token.as_deref()) {
         eprintln!("{e}");

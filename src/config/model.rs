@@ -86,6 +86,9 @@ pub struct EngineConfig {
     /// How many times a client may fall behind the backlog (and skip ahead) before it is
     /// disconnected.
     pub max_client_skips: u32,
+    /// The ffmpeg executable for `custom_ffmpeg` commands that start with `ffmpeg`
+    /// (default: `ffmpeg` from PATH).
+    pub ffmpeg_path: Option<String>,
 }
 
 impl Default for EngineConfig {
@@ -96,6 +99,7 @@ impl Default for EngineConfig {
             stall_timeout_secs: 10,
             buffer_bytes: 16 * 1024 * 1024,
             max_client_skips: 10,
+            ffmpeg_path: None,
         }
     }
 }

@@ -128,9 +128,7 @@ impl Channel {
         if let Some(t) = s.started_at {
             let secs = (Utc::now() - t).num_seconds().max(0) as u64;
             s.uptime_secs = Some(secs);
-            if secs > 0 {
-                s.output_kbps = Some(s.bytes_in * 8 / 1000 / secs);
-            }
+            s.output_kbps = (s.bytes_in * 8 / 1000).checked_div(secs);
         }
         s
     }
@@ -225,7 +223,7 @@ impl Channel {
             };
             let produced_before = self.hub.stats.bytes_in.load(Ordering::Relaxed);
             let result = match &stream.custom_ffmpeg {
-                Some(cmd) => super::process::run(&ctx, cmd),
+                Some(cmd) => super::process::run(&ctx, cmd, self.settings.ffmpeg_path.as_deref()),
                 None => pipeline::run(&ctx, &mut timeline),
             };
             let error = match result {

@@ -21,8 +21,8 @@ const STDERR_LINES: usize = 20;
 const TERM_GRACE: Duration = Duration::from_secs(2);
 
 /// Runs the command until its output ends, it stalls, or the channel stops.
-pub fn run(ctx: &Ctx, cmd: &CustomFfmpeg) -> Result<End, String> {
-    let args = argv(cmd, ctx.stream)?;
+pub fn run(ctx: &Ctx, cmd: &CustomFfmpeg, ffmpeg_path: Option<&str>) -> Result<End, String> {
+    let args = argv(cmd, ctx.stream, ffmpeg_path)?;
     let mut command = Command::new(&args[0]);
     command
         .args(&args[1..])
@@ -112,7 +112,7 @@ pub fn run(ctx: &Ctx, cmd: &CustomFfmpeg) -> Result<End, String> {
             Err(e) => break Err(format!("reading the command's output: {e}")),
         }
     };
-    let exit = terminate(&mut child);
+    let exit = terminate(&mut child, matches!(outcome, Ok(End::Eof)));
     let _ = reader.join();
     let lines = std::mem::take(&mut *tail.lock().unwrap_or_else(|p| p.into_inner()));
     let last = lines.last().cloned();
@@ -133,10 +133,23 @@ pub fn run(ctx: &Ctx, cmd: &CustomFfmpeg) -> Result<End, String> {
 }
 
 /// Stops the child's whole process group: SIGTERM, then SIGKILL after a grace period.
-/// Returns how it exited, if it did on its own.
-fn terminate(child: &mut Child) -> Option<String> {
-    if let Ok(Some(status)) = child.try_wait() {
-        return Some(status.to_string());
+/// Returns how it exited, if it did on its own. `exiting`: its output just ended, so give
+/// it a moment to exit by itself (its exit status is what the user needs to see).
+fn terminate(child: &mut Child, exiting: bool) -> Option<String> {
+    let patience = Instant::now()
+        + if exiting {
+            Duration::from_millis(500)
+        } else {
+            Duration::ZERO
+        };
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status.to_string());
+        }
+        if Instant::now() >= patience {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
     }
     let pgid = child.id() as i32;
     // SAFETY: signalling the process group we created for this child.
