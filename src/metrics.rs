@@ -1,15 +1,22 @@
 //! Process metrics in the Prometheus text format, kept by `prometheus-client`.
 //!
 //! Labels are bounded: HTTP requests are counted by route pattern (never the raw path) and
-//! status. The media engine adds its own families here as it grows.
+//! status; channel metrics by channel id. Channel figures are read from the engine at
+//! scrape time (a collector), so the media threads never touch the metrics registry.
 
-use prometheus_client::encoding::EncodeLabelSet;
+use crate::engine::status::State;
+use crate::engine::Engine;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::info::Info;
+use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
 use std::time::Instant;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -35,20 +42,154 @@ pub struct Metrics {
     pub auth_failures: Counter,
 }
 
+/// Reads every channel's status at scrape time.
+#[derive(Debug)]
+struct EngineCollector(Arc<Engine>);
+
+impl Collector for EngineCollector {
+    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let statuses = self.0.statuses();
+        let states = [
+            State::Idle,
+            State::Starting,
+            State::Running,
+            State::Retrying,
+            State::Failed,
+        ];
+        {
+            let mut m = enc.encode_descriptor(
+                "channels_by_state",
+                "Channel runtimes by state",
+                None,
+                MetricType::Gauge,
+            )?;
+            for st in states {
+                let n = statuses.iter().filter(|s| s.state == st).count() as i64;
+                let name = serde_json::to_value(&st)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default();
+                ConstGauge::new(n).encode(m.encode_family(&[("state", name)])?)?;
+            }
+        }
+        {
+            let total: i64 = statuses.iter().map(|s| s.clients as i64).sum();
+            let m = enc.encode_descriptor(
+                "clients",
+                "Stream clients connected, all channels",
+                None,
+                MetricType::Gauge,
+            )?;
+            ConstGauge::new(total).encode(m)?;
+        }
+        type Field = fn(&crate::engine::status::Status) -> u64;
+        let per_channel: [(&str, &str, MetricType, Field); 8] = [
+            (
+                "channel_clients",
+                "Stream clients of the channel",
+                MetricType::Gauge,
+                |s| s.clients as u64,
+            ),
+            (
+                "channel_bytes_sent",
+                "Bytes sent to the channel's clients",
+                MetricType::Counter,
+                |s| s.bytes_out,
+            ),
+            (
+                "channel_bytes_produced",
+                "Bytes of MPEG-TS the channel's producer made",
+                MetricType::Counter,
+                |s| s.bytes_in,
+            ),
+            (
+                "channel_client_skips",
+                "Times a lagging client skipped ahead to the newest keyframe",
+                MetricType::Counter,
+                |s| s.client_skips,
+            ),
+            (
+                "channel_client_drops",
+                "Clients disconnected for lagging too far behind",
+                MetricType::Counter,
+                |s| s.client_drops,
+            ),
+            (
+                "channel_restarts",
+                "Producer restarts after a failure (pipeline or custom process)",
+                MetricType::Counter,
+                |s| s.restarts,
+            ),
+            (
+                "channel_frames_encoded",
+                "Frames encoded by the channel's in-process pipeline",
+                MetricType::Counter,
+                |s| s.frames_encoded,
+            ),
+            (
+                "channel_buffered_bytes",
+                "Bytes held in the channel's backlog",
+                MetricType::Gauge,
+                |s| s.buffered_bytes as u64,
+            ),
+        ];
+        for (name, help, kind, field) in per_channel {
+            let mut m = enc.encode_descriptor(name, help, None, kind)?;
+            for s in &statuses {
+                let labels = [("channel", s.id.to_string())];
+                let v = field(s);
+                match kind {
+                    MetricType::Counter => {
+                        ConstCounter::new(v).encode(m.encode_family(&labels)?)?
+                    }
+                    _ => ConstGauge::new(v as i64).encode(m.encode_family(&labels)?)?,
+                }
+            }
+        }
+        let mut m = enc.encode_descriptor(
+            "channel_speed",
+            "Media seconds produced per wall second",
+            None,
+            MetricType::Gauge,
+        )?;
+        for s in &statuses {
+            if let Some(speed) = s.speed {
+                ConstGauge::new(speed)
+                    .encode(m.encode_family(&[("channel", s.id.to_string())])?)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Metrics {
+    /// Metrics of the HTTP layer, plus the engine's channels when given one.
+    pub fn with_engine(engine: Arc<Engine>) -> Metrics {
+        let mut m = Metrics::new();
+        m.registry
+            .register_collector(Box::new(EngineCollector(engine)));
+        m
+    }
+
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("amps");
         let uptime = Gauge::<f64, AtomicU64>::default();
         let channels = Gauge::default();
         let http_requests = Family::<HttpLabels, Counter>::default();
         let auth_failures = Counter::default();
-        registry.register(
-            "build",
-            "Amps version and the libav it runs on",
-            Info::new(BuildLabels {
+        // An info-style gauge (always 1): `promtool` and Prometheus' text parser do not
+        // accept the OpenMetrics `info` type.
+        let build = Family::<BuildLabels, Gauge>::default();
+        build
+            .get_or_create(&BuildLabels {
                 version: env!("CARGO_PKG_VERSION").into(),
                 libav: crate::libav::BUILT_AGAINST.into(),
-            }),
+            })
+            .set(1);
+        registry.register(
+            "build_info",
+            "Amps version and the libav it runs on (always 1)",
+            build,
         );
         registry.register(
             "uptime_seconds",
@@ -113,6 +254,7 @@ mod tests {
         assert!(text.contains("amps_auth_failures_total 1\n"), "{text}");
         assert!(text.contains("amps_http_requests_total{route=\"/stream/{id}\",method=\"GET\",status=\"200\"} 1\n"), "{text}");
         assert!(text.contains("amps_build_info{version=\""), "{text}");
+        assert!(text.contains("# TYPE amps_build_info gauge"), "{text}");
         assert!(text.ends_with("# EOF\n"));
     }
 }

@@ -132,14 +132,57 @@ fn clients_share_one_pipeline_and_late_joiners_start_on_a_keyframe() {
     assert_eq!(media::decode_errors(&f), "");
 }
 
+/// A client that connects, asks for a stream and never reads, with a tiny receive buffer.
+fn stalled_client(s: &Server, id: u32) -> std::net::TcpStream {
+    use std::io::Write;
+    use std::os::fd::FromRawFd;
+    let addr: std::net::SocketAddrV4 = s.addr.parse().unwrap();
+    // SAFETY: plain socket calls on a descriptor we own; the stream takes ownership.
+    let stream = unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+        let size: libc::c_int = 4096;
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            &size as *const _ as *const libc::c_void,
+            4,
+        );
+        let sa = libc::sockaddr_in {
+            sin_family: libc::AF_INET as u16,
+            sin_port: addr.port().to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from(*addr.ip()).to_be(),
+            },
+            sin_zero: [0; 8],
+        };
+        assert_eq!(
+            libc::connect(
+                fd,
+                &sa as *const _ as *const libc::sockaddr,
+                std::mem::size_of_val(&sa) as u32
+            ),
+            0
+        );
+        std::net::TcpStream::from_raw_fd(fd)
+    };
+    let mut w = &stream;
+    write!(
+        w,
+        "GET /stream/{id}?token={TOKEN} HTTP/1.1\r\nHost: x\r\n\r\n"
+    )
+    .unwrap();
+    stream
+}
+
 #[test]
-fn a_client_that_stops_reading_does_not_delay_the_others() {
+fn a_client_that_stops_reading_does_not_delay_the_others_and_is_dropped() {
     let up = upstream();
-    let s = Server::start(&config(
-        &stream(6, &up.url("long.ts"), "relay", ""),
-        "  buffer_bytes: 262144\n  max_client_skips: 2\n",
-    ));
-    let _stalled = Viewer::open(&s, 6); // never read: its socket buffers fill up
+    let s = Server::start(
+        &config(&stream(6, &up.url("hd.ts"), "relay", ", loop: true"), "")
+            .replace("server:\n", "server:\n  write_timeout_secs: 2\n"),
+    );
+    let _stalled = stalled_client(&s, 6);
     let mut reader = Viewer::open(&s, 6);
     let bytes = reader.read_for(Duration::from_secs(6));
     let f = save(&bytes, "unstalled.ts");
@@ -149,6 +192,55 @@ fn a_client_that_stops_reading_does_not_delay_the_others() {
         "the reading client got only {secs} s of media in 6 s"
     );
     assert_eq!(media::decode_errors(&f), "");
+    // The stalled client's writes block, time out, and its connection is closed.
+    let mut clients = 0;
+    let gone = eventually(Duration::from_secs(20), || {
+        reader.read_for(Duration::from_millis(100));
+        clients = s.get("/api/streams/6/status").json()["clients"]
+            .as_u64()
+            .unwrap();
+        clients == 1
+    });
+    assert!(
+        gone,
+        "the stalled client is still attached ({clients} clients)"
+    );
+}
+
+#[test]
+fn a_silent_upstream_is_detected_and_reopened() {
+    let up = upstream();
+    let s = Server::start(&config(
+        &stream(
+            12,
+            &up.url("long.ts?live=30&stall_after=300000"),
+            "relay",
+            "",
+        ),
+        "  stall_timeout_secs: 2\n",
+    ));
+    let mut v = Viewer::open(&s, 12);
+    let first = v.read_for(Duration::from_secs(7));
+    assert!(first.len() > 100_000);
+    assert!(
+        eventually(Duration::from_secs(5), || up
+            .requests
+            .load(std::sync::atomic::Ordering::SeqCst)
+            >= 2),
+        "amps did not reconnect to a silent upstream"
+    );
+    let st = s.get("/api/streams/12/status").json();
+    assert!(
+        st["last_error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("no data from the source"),
+        "{st}"
+    );
+    assert!(
+        v.read_for(Duration::from_secs(3)).len() > 20_000,
+        "the client stopped receiving after the reconnect"
+    );
 }
 
 #[test]

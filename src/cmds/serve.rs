@@ -138,7 +138,7 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         let state = Arc::new(AppState {
             registry,
             engine: engine.clone(),
-            metrics: Arc::new(Metrics::new()),
+            metrics: Arc::new(Metrics::with_engine(engine.clone())),
             token: TokenCheck::new(server.auth_token.as_deref()),
             clock: Arc::new(SystemClock),
             local_addr,

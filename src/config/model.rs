@@ -53,6 +53,9 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// Seconds a client may take to send its request headers. Default 10.
     pub header_timeout_secs: u64,
+    /// Seconds a write to a client may stay blocked (a client that stopped reading)
+    /// before the connection is closed. Default 30.
+    pub write_timeout_secs: u64,
 }
 
 impl Default for ServerConfig {
@@ -67,6 +70,7 @@ impl Default for ServerConfig {
             max_body_bytes: 1024 * 1024,
             max_connections: 1024,
             header_timeout_secs: 10,
+            write_timeout_secs: 30,
         }
     }
 }

@@ -172,6 +172,9 @@ fn validate_server(cfg: &Config, out: &mut Vec<Issue>) {
     if s.header_timeout_secs == 0 {
         sink.push("header_timeout_secs", "must be at least 1");
     }
+    if s.write_timeout_secs == 0 {
+        sink.push("write_timeout_secs", "must be at least 1");
+    }
     let e = &cfg.engine;
     let mut sink = Sink {
         prefix: "engine",

@@ -301,8 +301,10 @@ pub fn run(ctx: &Ctx, timeline: &mut Timeline) -> Result<End, String> {
                 if !(ctx.keep_going)() {
                     break End::Stopped;
                 }
-                let stalled =
-                    now_ms(base).saturating_sub(last_activity.load(Ordering::Relaxed)) > stall;
+                // Our interrupt callback is the only source of AVERROR_EXIT, and with
+                // keep_going still true it fired for a stall.
+                let stalled = matches!(e, ff::Error::Exit)
+                    || now_ms(base).saturating_sub(last_activity.load(Ordering::Relaxed)) > stall;
                 return Err(if stalled {
                     format!(
                         "no data from the source for {} s",
@@ -325,6 +327,8 @@ pub fn run(ctx: &Ctx, timeline: &mut Timeline) -> Result<End, String> {
                 }
             }
         }
+        // Time spent pacing is not a stall of the source.
+        last_activity.store(now_ms(base), Ordering::Relaxed);
         if !ctx.hub.has_keyframe() {
             continue;
         }

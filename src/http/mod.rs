@@ -7,6 +7,7 @@
 //! metrics and graceful shutdown are all explicit. This layer never touches libav.
 
 pub mod api;
+pub mod io;
 pub mod media;
 pub mod reply;
 
@@ -89,6 +90,9 @@ pub const ROUTES: &[RouteSpec] = &[
         "/api/streams/{id}/programs",
         "/api/streams/1/programs",
     ),
+    route("GET", "/api/streams/{id}/status", "/api/streams/1/status"),
+    route("GET", "/stream/{id}", "/stream/1"),
+    route("HEAD", "/stream/{id}", "/stream/1"),
 ];
 
 /// The route pattern a path belongs to, for bounded metric labels.
@@ -353,6 +357,7 @@ pub async fn serve(
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(state.server.max_connections));
     let header_timeout = Duration::from_secs(state.server.header_timeout_secs);
+    let write_timeout = Duration::from_secs(state.server.write_timeout_secs);
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let (stream, addr) = tokio::select! {
@@ -391,7 +396,10 @@ pub async fn serve(
         let conn = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(header_timeout)
-            .serve_connection(TokioIo::new(stream), svc);
+            .serve_connection(
+                TokioIo::new(io::WriteTimeout::new(stream, write_timeout)),
+                svc,
+            );
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
             let _permit = permit;
@@ -452,5 +460,7 @@ mod tests {
         );
         assert_eq!(pattern_of("GET", "/etc/passwd"), "other");
         assert_eq!(pattern_of("GET", "/health"), "/health");
+        assert_eq!(pattern_of("GET", "/stream/1"), "/stream/{id}");
+        assert_eq!(pattern_of("HEAD", "/stream/12"), "/stream/{id}");
     }
 }

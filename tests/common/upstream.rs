@@ -103,6 +103,11 @@ fn serve(mut stream: TcpStream, dir: PathBuf, stop: Arc<AtomicBool>) {
         .split('&')
         .find_map(|kv| kv.strip_prefix("live="))
         .and_then(|v| v.parse().ok());
+    // `?stall_after=BYTES`: after that many bytes, go silent but keep the connection open.
+    let stall_after: Option<u64> = query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("stall_after="))
+        .and_then(|v| v.parse().ok());
     let file = dir.join(&path);
     let Ok(mut f) = std::fs::File::open(&file).map_err(|_| ()).and_then(|f| {
         if path.contains("..") {
@@ -126,6 +131,10 @@ fn serve(mut stream: TcpStream, dir: PathBuf, stop: Arc<AtomicBool>) {
     let t0 = std::time::Instant::now();
     let mut sent = 0u64;
     while !stop.load(Ordering::SeqCst) {
+        if stall_after.is_some_and(|n| sent >= n) {
+            std::thread::sleep(Duration::from_millis(50));
+            continue;
+        }
         if let Some(secs) = live {
             let due = Duration::from_secs_f64(sent as f64 / len as f64 * secs);
             if let Some(wait) = due.checked_sub(t0.elapsed()) {
