@@ -36,6 +36,7 @@ pub struct Registry {
     channels: RwLock<BTreeMap<u32, Arc<StreamConfig>>>,
     profiles: BTreeMap<String, Profile>,
     allow_api_commands: bool,
+    allow_api_local_sources: bool,
     events: broadcast::Sender<Change>,
 }
 
@@ -59,6 +60,7 @@ impl Registry {
             channels: RwLock::new(channels),
             profiles: config.ffmpeg_profiles.clone(),
             allow_api_commands: config.server.allow_api_commands,
+            allow_api_local_sources: config.server.allow_api_local_sources,
             events,
         }
     }
@@ -108,6 +110,23 @@ impl Registry {
                 ErrorKind::Forbidden,
                 "custom_ffmpeg cannot be set through the API; set server.allow_api_commands: true in the config file to allow it",
             ));
+        }
+        let source_changed = old.is_none_or(|o| o.source != new.source);
+        if origin == Origin::Api
+            && !self.allow_api_local_sources
+            && source_changed
+            && new.custom_ffmpeg.is_none()
+        {
+            use crate::engine::source::SourceKind;
+            if matches!(
+                SourceKind::classify(&new.source),
+                SourceKind::File | SourceKind::Lavfi(_)
+            ) {
+                return Err(Error::new(
+                    ErrorKind::Forbidden,
+                    "source: only network sources (http, https, rtmp, rtsp, udp, rtp, srt) can be set through the API; set server.allow_api_local_sources: true in the config file to allow local files and lavfi graphs",
+                ));
+            }
         }
         let issues = validate_stream(new, &self.profiles, "");
         if issues.is_empty() {
@@ -192,7 +211,8 @@ impl Registry {
     }
 }
 
-fn no_such(id: u32) -> Error {
+/// The 404 for an unknown stream id, worded the same everywhere.
+pub fn no_such(id: u32) -> Error {
     Error::not_found(format!("no stream with id {id}"))
 }
 
@@ -210,7 +230,7 @@ mod tests {
 
     fn stream(id: u32) -> StreamConfig {
         serde_yaml::from_str(&format!(
-            "{{id: {id}, name: N, source: s, ffmpeg_profile: copy}}"
+            "{{id: {id}, name: N, source: 'http://h/{id}.ts', ffmpeg_profile: copy}}"
         ))
         .unwrap()
     }
@@ -294,6 +314,49 @@ mod tests {
             })
             .unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Forbidden);
+    }
+
+    #[test]
+    fn api_sources_are_network_only_unless_allowed() {
+        let r = Registry::from_config(&config());
+        for bad in [
+            "/etc/passwd",
+            "file:/etc/passwd",
+            "concat:/a|/b",
+            "subfile:,,start,0,end,0,:/etc/passwd",
+            "data:,x",
+            "lavfi:movie=/etc/passwd",
+        ] {
+            let mut s = stream(30);
+            s.source = bad.into();
+            assert_eq!(
+                r.create(s.clone(), Origin::Api).unwrap_err().kind(),
+                ErrorKind::Forbidden,
+                "{bad}"
+            );
+            assert!(r
+                .update(5, Origin::Api, |_| Ok(StreamConfig { id: 5, ..s.clone() }))
+                .is_err());
+        }
+        for good in [
+            "http://h/a.ts",
+            "https://h/a.m3u8",
+            "rtsp://cam/1",
+            "udp://239.0.0.1:1234",
+        ] {
+            let mut s = stream(31);
+            s.source = good.into();
+            r.create(s, Origin::Api).unwrap();
+            r.remove(31).unwrap();
+        }
+        // A config-file channel keeps its local source through API edits of other fields.
+        r.update(5, Origin::Api, |s| {
+            Ok(StreamConfig {
+                name: "Renamed".into(),
+                ..s.clone()
+            })
+        })
+        .unwrap();
     }
 
     #[test]

@@ -319,23 +319,45 @@ fn the_last_client_leaving_stops_the_pipeline_after_the_grace_period_without_lea
 
 #[test]
 fn deleting_a_stream_ends_its_clients_and_changing_it_moves_them() {
-    let s = Server::start(&config(
-        &(stream(
-            9,
-            "lavfi:testsrc2=size=320x240:rate=25[out0];sine[out1]",
-            "x720",
+    let s = Server::start(
+        &config(
+            &(stream(
+                9,
+                "lavfi:testsrc2=size=320x240:rate=25[out0];sine[out1]",
+                "x720",
+                "",
+            ) + &stream(
+                10,
+                "lavfi:testsrc2=size=320x240:rate=25[out0];sine[out1]",
+                "x720",
+                "",
+            )),
             "",
-        ) + &stream(
-            10,
-            "lavfi:testsrc2=size=320x240:rate=25[out0];sine[out1]",
-            "x720",
-            "",
-        )),
-        "",
-    ));
+        )
+        .replace("server:\n", "server:\n  allow_api_local_sources: true\n"),
+    );
     // Change: the client stays and continues with the new output.
     let mut v = Viewer::open(&s, 10);
     assert!(!v.read_for(Duration::from_millis(800)).is_empty());
+    // A change that does not touch the media (name, programs) does not restart anything.
+    let started = s.get("/api/streams/10/status").json()["started_at"].clone();
+    assert_eq!(
+        s.send_json("PATCH", "/api/streams/10", r#"{"name": "Renamed"}"#)
+            .status,
+        200
+    );
+    assert_eq!(
+        s.send_json("PUT", "/api/streams/10/programs", r#"[{"title": "News"}]"#)
+            .status,
+        200
+    );
+    assert!(!v.read_for(Duration::from_millis(500)).is_empty());
+    let st = s.get("/api/streams/10/status").json();
+    assert_eq!(
+        st["started_at"], started,
+        "renaming restarted the pipeline: {st}"
+    );
+    assert_eq!(st["restarts"], 0);
     let r = s.send_json(
         "PATCH",
         "/api/streams/10",
@@ -388,4 +410,27 @@ fn a_source_that_cannot_be_opened_is_a_503_not_a_hang() {
     assert_eq!(s.get("/api/streams/11/status").json()["state"], "failed");
     // Other channels are unaffected and the server still answers.
     assert_eq!(s.request("GET", "/health", &[], None).status, 200);
+}
+
+#[test]
+fn a_file_without_loop_plays_once_and_its_clients_get_a_clean_end() {
+    let file = media::dir().join("hd.ts");
+    let s = Server::start(&config(
+        &stream(13, &file.display().to_string(), "relay", ""),
+        "",
+    ));
+    let mut v = Viewer::open(&s, 13);
+    let t0 = std::time::Instant::now();
+    assert!(
+        v.ends_within(Duration::from_secs(10)),
+        "the stream of a 4 s file did not end"
+    );
+    assert!(
+        t0.elapsed() >= Duration::from_secs(2),
+        "ended after {:?}: not paced",
+        t0.elapsed()
+    );
+    let st = s.get("/api/streams/13/status").json();
+    assert_eq!(st["state"], "idle", "{st}");
+    assert_eq!(st["restarts"], 0, "{st}");
 }

@@ -176,7 +176,7 @@ fn stream_crud_round_trip_applies_at_once() {
     let dup = s.send_json(
         "POST",
         "/api/streams",
-        r#"{"id": 10, "name": "X", "source": "s", "ffmpeg_profile": "relay"}"#,
+        r#"{"id": 10, "name": "X", "source": "http://h/s.ts", "ffmpeg_profile": "relay"}"#,
     );
     assert_eq!(dup.status, 409);
     assert_eq!(dup.json()["error"], "conflict");
@@ -285,7 +285,7 @@ fn bad_requests_get_json_errors_with_the_right_status() {
             "POST",
             "/api/streams",
             &[("Content-Type", "application/json")],
-            r#"{"id": 5, "name": "A", "source": "s", "ffmpeg_profile": "relay", "colour": 1}"#,
+            r#"{"id": 5, "name": "A", "source": "http://h/s.ts", "ffmpeg_profile": "relay", "colour": 1}"#,
             422,
             "invalid",
         ),
@@ -293,7 +293,7 @@ fn bad_requests_get_json_errors_with_the_right_status() {
             "POST",
             "/api/streams",
             &[("Content-Type", "application/json")],
-            r#"{"id": 5, "name": "", "source": "s", "ffmpeg_profile": "hd"}"#,
+            r#"{"id": 5, "name": "", "source": "http://h/s.ts", "ffmpeg_profile": "hd"}"#,
             422,
             "invalid",
         ),
@@ -309,7 +309,7 @@ fn bad_requests_get_json_errors_with_the_right_status() {
             "PUT",
             "/api/streams/1",
             &[("Content-Type", "application/json")],
-            r#"{"id": 2, "name": "A", "source": "s", "ffmpeg_profile": "relay"}"#,
+            r#"{"id": 2, "name": "A", "source": "http://h/s.ts", "ffmpeg_profile": "relay"}"#,
             422,
             "invalid",
         ),
@@ -369,7 +369,7 @@ fn bad_requests_get_json_errors_with_the_right_status() {
         .send_json(
             "POST",
             "/api/streams",
-            r#"{"id": 5, "name": "", "source": "s", "ffmpeg_profile": "hd"}"#,
+            r#"{"id": 5, "name": "", "source": "http://h/s.ts", "ffmpeg_profile": "hd"}"#,
         )
         .json();
     assert_eq!(

@@ -47,6 +47,10 @@ pub struct ServerConfig {
     /// Allow REST API clients to set `custom_ffmpeg` commands. Default false: config-file
     /// commands are trusted, API input is not.
     pub allow_api_commands: bool,
+    /// Allow REST API clients to point channels at local files and `lavfi:` graphs.
+    /// Default false: through the API only network sources (http, https, rtmp, rtsp, udp,
+    /// rtp, srt) may be set; local paths and generators come from the config file.
+    pub allow_api_local_sources: bool,
     /// Largest accepted request body, in bytes. Default 1 MiB.
     pub max_body_bytes: u64,
     /// Most simultaneous HTTP connections; more are answered 503. Default 1024.
@@ -67,6 +71,7 @@ impl Default for ServerConfig {
             auth_token: None,
             public_url: None,
             allow_api_commands: false,
+            allow_api_local_sources: false,
             max_body_bytes: 1024 * 1024,
             max_connections: 1024,
             header_timeout_secs: 10,
@@ -207,6 +212,15 @@ impl StreamConfig {
             Some(t) => t.clone(),
             None => format!("{}.amps", self.id),
         }
+    }
+
+    /// Whether `other` produces the same media (same source, profile, command, looping):
+    /// a change of anything else (name, logo, programs, ...) needs no producer restart.
+    pub fn same_media(&self, other: &StreamConfig) -> bool {
+        self.source == other.source
+            && self.ffmpeg_profile == other.ffmpeg_profile
+            && self.custom_ffmpeg == other.custom_ffmpeg
+            && self.loop_source == other.loop_source
     }
 
     /// The ordering key of the registry and playlist: channel number, then id.

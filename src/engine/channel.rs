@@ -10,6 +10,7 @@
 
 use super::hub::Hub;
 use super::pipeline::{self, End, Timeline};
+use super::source::SourceKind;
 use super::status::{State, Status};
 use crate::config::{EngineConfig, Profile, StreamConfig};
 use chrono::Utc;
@@ -34,6 +35,8 @@ pub struct Channel {
     idle_since: AtomicU64,
     epoch: Instant,
     status: Arc<Mutex<Status>>,
+    /// Producer output before the current run started (for the run's bitrate).
+    bytes_at_start: AtomicU64,
     state: watch::Sender<State>,
     worker: Mutex<Option<Worker>>,
     settings: EngineConfig,
@@ -43,6 +46,14 @@ pub struct Channel {
 impl std::fmt::Debug for Channel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Channel").field("id", &self.id).finish()
+    }
+}
+
+fn producer_of(stream: &StreamConfig) -> &'static str {
+    if stream.custom_ffmpeg.is_some() {
+        "process"
+    } else {
+        "libav"
     }
 }
 
@@ -61,12 +72,16 @@ impl Channel {
         Arc::new(Channel {
             id: stream.id,
             hub: Arc::new(Hub::new(settings.buffer_bytes, settings.max_client_skips)),
-            stream: Mutex::new(stream),
+            stream: Mutex::new(stream.clone()),
             profile: Mutex::new(profile),
             clients: AtomicUsize::new(0),
             idle_since: AtomicU64::new(0),
             epoch: Instant::now(),
-            status: Arc::new(Mutex::new(Status::default())),
+            status: Arc::new(Mutex::new(Status {
+                producer: producer_of(&stream),
+                ..Status::default()
+            })),
+            bytes_at_start: AtomicU64::new(0),
             state,
             worker: Mutex::new(None),
             settings,
@@ -80,6 +95,7 @@ impl Channel {
 
     /// Replaces the channel's configuration (the caller restarts the worker).
     pub fn reconfigure(&self, stream: Arc<StreamConfig>, profile: Profile) {
+        lock(&self.status).producer = producer_of(&stream);
         *lock(&self.stream) = stream;
         *lock(&self.profile) = profile;
     }
@@ -125,10 +141,14 @@ impl Channel {
         s.client_skips = st.skips.load(Ordering::Relaxed);
         s.client_drops = st.drops.load(Ordering::Relaxed);
         s.buffered_bytes = self.hub.buffered_bytes();
-        if let Some(t) = s.started_at {
+        let active = matches!(s.state, State::Starting | State::Running | State::Retrying);
+        if let (Some(t), true) = (s.started_at, active) {
             let secs = (Utc::now() - t).num_seconds().max(0) as u64;
             s.uptime_secs = Some(secs);
-            s.output_kbps = (s.bytes_in * 8 / 1000).checked_div(secs);
+            let run_bytes = s
+                .bytes_in
+                .saturating_sub(self.bytes_at_start.load(Ordering::Relaxed));
+            s.output_kbps = (run_bytes * 8 / 1000).checked_div(secs);
         }
         s
     }
@@ -149,6 +169,13 @@ impl Channel {
         if let Some(old) = w.take() {
             let _ = old.handle.join();
         }
+        // A new run starts from an empty backlog: nothing stale for the first client, and
+        // "running" means this run produced a keyframe.
+        self.hub.reset();
+        self.bytes_at_start.store(
+            self.hub.stats.bytes_in.load(Ordering::Relaxed),
+            Ordering::Relaxed,
+        );
         let stop = Arc::new(AtomicBool::new(false));
         let ch = self.clone();
         let flag = stop.clone();
@@ -231,6 +258,12 @@ impl Channel {
                 Ok(End::Eof) if stream.loop_source => {
                     failures = 0;
                     continue;
+                }
+                Ok(End::Eof) if SourceKind::classify(&stream.source) == SourceKind::File => {
+                    // A file without `loop` plays once: its clients get a clean end.
+                    tracing::info!(channel = self.id, "the file ended");
+                    self.hub.close();
+                    break;
                 }
                 Ok(End::Eof) => "the source ended".to_owned(),
                 Err(e) => e,

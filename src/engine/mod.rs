@@ -128,7 +128,7 @@ impl Engine {
         let stream = self
             .registry
             .get(id)
-            .ok_or_else(|| Error::not_found(format!("no stream with id {id}")))?;
+            .ok_or_else(|| crate::registry::no_such(id))?;
         let ch = self.channel(stream);
         let sub = Subscription::new(ch.clone());
         let mut state = ch.subscribe_state();
@@ -196,12 +196,17 @@ impl Engine {
     pub async fn apply(&self, change: Change) {
         match change {
             Change::Added(_) => {}
-            Change::Updated { new, .. } => {
+            Change::Updated { old, new } => {
                 let Some(ch) = lock(&self.channels).get(&new.id).cloned() else {
                     return;
                 };
                 let profile = self.profile_for(&new);
+                let restart = !old.same_media(&new);
                 ch.reconfigure(new, profile);
+                if !restart {
+                    // Name, logo, programs...: viewers keep watching undisturbed.
+                    return;
+                }
                 let handle = ch.stop();
                 join(handle).await;
                 ch.hub.reset();

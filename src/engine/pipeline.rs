@@ -22,6 +22,8 @@ use std::time::{Duration, Instant};
 const TS_TB: Rational = Rational(1, 90_000);
 /// How far ahead of real time output may run (fast start for new clients, smoothing).
 const LEAD: Duration = Duration::from_millis(1000);
+/// How far behind real time output may fall before pacing starts over.
+const REANCHOR: Duration = Duration::from_secs(3);
 
 /// How a session ended without error.
 #[derive(Debug, PartialEq, Eq)]
@@ -37,7 +39,7 @@ pub struct Ctx<'a> {
     pub stream: &'a StreamConfig,
     pub profile: &'a Profile,
     pub hub: Arc<Hub>,
-    pub status: &'a Mutex<Status>,
+    pub status: &'a Arc<Mutex<Status>>,
     /// Checked between packets and by libav's interrupt callback.
     pub keep_going: Arc<dyn Fn() -> bool + Send + Sync>,
     /// Called after output reaches the hub once it holds a keyframe (clients can start).
@@ -56,6 +58,8 @@ pub struct Timeline {
     /// packets that overlap it (an encoder's priming frame) are dropped.
     prev_end: Vec<Option<i64>>,
     end: Vec<Option<i64>>,
+    /// Real-time pacing continues across sessions (a loop must not run ahead).
+    pacer: Pacer,
 }
 
 impl Timeline {
@@ -232,7 +236,6 @@ pub fn run(ctx: &Ctx, timeline: &mut Timeline) -> Result<End, String> {
         t if t == ff::ffi::AV_NOPTS_VALUE => None,
         t => Some(t.rescale(Rational(1, 1_000_000), TS_TB)),
     };
-    let mut pacer = Pacer::new();
     let mut offset: Option<i64> = None;
     timeline.begin_session();
     let frames_before = ctx
@@ -275,7 +278,7 @@ pub fn run(ctx: &Ctx, timeline: &mut Timeline) -> Result<End, String> {
         }
         if let Some(t) = pkt.dts().or(pkt.pts()) {
             media_start.get_or_insert(t);
-            pacer.wait(t, &*ctx.keep_going);
+            timeline.pacer.wait(t, &*ctx.keep_going);
             if let Some(m0) = media_start {
                 let media = (t - m0) as f64 / 90_000.0;
                 let wall = started.elapsed().as_secs_f64();
@@ -364,15 +367,12 @@ pub fn run(ctx: &Ctx, timeline: &mut Timeline) -> Result<End, String> {
 /// Paces output to real time. Files and generated sources would otherwise run as fast as
 /// the CPU allows; for live sources it is a no-op (they are never ahead), and it smooths
 /// the bursts HLS sources deliver. Output behind schedule is sent at once (catching up).
+#[derive(Debug, Default)]
 struct Pacer {
     origin: Option<(Instant, i64)>,
 }
 
 impl Pacer {
-    fn new() -> Pacer {
-        Pacer { origin: None }
-    }
-
     fn wait(&mut self, ts: i64, keep_going: &dyn Fn() -> bool) {
         let (t0, ts0) = *self.origin.get_or_insert((Instant::now(), ts));
         let ahead_ticks = ts - ts0;
@@ -381,6 +381,12 @@ impl Pacer {
         }
         let due =
             t0 + Duration::from_micros((ahead_ticks as u64).saturating_mul(1_000_000) / 90_000);
+        if due + REANCHOR < Instant::now() {
+            // Far behind (the source was down for a while): start pacing afresh from here
+            // rather than bursting everything "missed".
+            self.origin = Some((Instant::now(), ts));
+            return;
+        }
         while let Some(left) = due.checked_duration_since(Instant::now() + LEAD) {
             if !keep_going() {
                 return;
@@ -421,7 +427,7 @@ mod tests {
 
     #[test]
     fn pacer_lets_output_run_ahead_by_the_lead_only() {
-        let mut p = Pacer::new();
+        let mut p = Pacer::default();
         let t0 = Instant::now();
         p.wait(0, &|| true);
         p.wait(90_000 / 2, &|| true); // 0.5 s of media: inside the lead, no wait

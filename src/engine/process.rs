@@ -32,7 +32,8 @@ pub fn run(ctx: &Ctx, cmd: &CustomFfmpeg, ffmpeg_path: Option<&str>) -> Result<E
     if let Some(dir) = &cmd.cwd {
         command.current_dir(dir);
     }
-    command.envs(&cmd.env);
+    // The child gets amps' environment minus the token, plus the channel's `env`.
+    command.env_remove("AMPS_TOKEN").envs(&cmd.env);
     // SAFETY: only async-signal-safe calls between fork and exec.
     unsafe {
         command.pre_exec(|| {
@@ -47,11 +48,14 @@ pub fn run(ctx: &Ctx, cmd: &CustomFfmpeg, ffmpeg_path: Option<&str>) -> Result<E
     let pid = child.id();
     tracing::info!(channel = ctx.stream.id, pid, program = %args[0], "custom command started");
 
-    let status = ctx.status;
+    let status = ctx.status.clone();
+    status
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .stderr_tail
+        .clear();
     let stderr = child.stderr.take().expect("piped");
     let channel = ctx.stream.id;
-    let tail = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-    let tail_w = tail.clone();
     let reader = std::thread::Builder::new()
         .name(format!("amps-ch-{channel}-err"))
         .spawn(move || {
@@ -66,10 +70,10 @@ pub fn run(ctx: &Ctx, cmd: &CustomFfmpeg, ffmpeg_path: Option<&str>) -> Result<E
                     tracing::warn!(channel, "custom command: {line}");
                 }
                 logged += 1;
-                let mut t = tail_w.lock().unwrap_or_else(|p| p.into_inner());
-                t.push(line);
-                let excess = t.len().saturating_sub(STDERR_LINES);
-                t.drain(..excess);
+                let mut st = status.lock().unwrap_or_else(|p| p.into_inner());
+                st.stderr_tail.push(line);
+                let excess = st.stderr_tail.len().saturating_sub(STDERR_LINES);
+                st.stderr_tail.drain(..excess);
             }
         })
         .map_err(|e| format!("cannot start a thread: {e}"))?;
@@ -114,9 +118,13 @@ pub fn run(ctx: &Ctx, cmd: &CustomFfmpeg, ffmpeg_path: Option<&str>) -> Result<E
     };
     let exit = terminate(&mut child, matches!(outcome, Ok(End::Eof)));
     let _ = reader.join();
-    let lines = std::mem::take(&mut *tail.lock().unwrap_or_else(|p| p.into_inner()));
-    let last = lines.last().cloned();
-    status.lock().unwrap_or_else(|p| p.into_inner()).stderr_tail = lines;
+    let last = ctx
+        .status
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .stderr_tail
+        .last()
+        .cloned();
     match outcome {
         Ok(End::Eof) => {
             let why = match exit {

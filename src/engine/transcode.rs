@@ -40,6 +40,24 @@ fn err(what: &str, e: ff::Error) -> String {
     format!("{what}: {e}")
 }
 
+/// Adds the graph's source ("in", with `args`) and sink ("out") filters.
+fn endpoints(
+    graph: &mut filter::Graph,
+    source: &str,
+    sink: &str,
+    args: &str,
+) -> Result<(), String> {
+    let find =
+        |name: &str| filter::find(name).ok_or_else(|| format!("this libav has no {name} filter"));
+    graph
+        .add(&find(source)?, "in", args)
+        .map_err(|e| err(&format!("{source} filter"), e))?;
+    graph
+        .add(&find(sink)?, "out", "")
+        .map_err(|e| err(&format!("{sink} filter"), e))?;
+    Ok(())
+}
+
 fn sink_time_base(graph: &mut filter::Graph) -> Rational {
     let ctx = graph.get("out").expect("sink added");
     // SAFETY: `ctx` is the validated buffersink of `graph`.
@@ -130,20 +148,7 @@ impl Transcoder {
             sar.numerator().max(1),
             sar.denominator().max(1),
         );
-        graph
-            .add(
-                &filter::find("buffer").ok_or("no buffer filter")?,
-                "in",
-                &args,
-            )
-            .map_err(|e| err("video filter source", e))?;
-        graph
-            .add(
-                &filter::find("buffersink").ok_or("no buffersink filter")?,
-                "out",
-                "",
-            )
-            .map_err(|e| err("video filter sink", e))?;
+        endpoints(&mut graph, "buffer", "buffersink", &args)?;
         let pix_name = pix.descriptor().map(|d| d.name()).unwrap_or("yuv420p");
         let spec = format!(
             "scale={w}:{h},format={pix_name},fps={}/{}",
@@ -265,20 +270,7 @@ impl Transcoder {
             dec.format().name(),
             in_layout.bits()
         );
-        graph
-            .add(
-                &filter::find("abuffer").ok_or("no abuffer filter")?,
-                "in",
-                &args,
-            )
-            .map_err(|e| err("audio filter source", e))?;
-        graph
-            .add(
-                &filter::find("abuffersink").ok_or("no abuffersink filter")?,
-                "out",
-                "",
-            )
-            .map_err(|e| err("audio filter sink", e))?;
+        endpoints(&mut graph, "abuffer", "abuffersink", &args)?;
         {
             let mut out = graph.get("out").expect("sink added");
             out.set_sample_format(sample_fmt);

@@ -26,7 +26,7 @@ pub fn get(state: &AppState, id: u32) -> Result<Response, Error> {
     let s = state
         .registry
         .get(id)
-        .ok_or_else(|| Error::not_found(format!("no stream with id {id}")))?;
+        .ok_or_else(|| crate::registry::no_such(id))?;
     Ok(json(StatusCode::OK, &s))
 }
 
@@ -92,7 +92,7 @@ pub fn get_programs(state: &AppState, id: u32) -> Result<Response, Error> {
     let s = state
         .registry
         .get(id)
-        .ok_or_else(|| Error::not_found(format!("no stream with id {id}")))?;
+        .ok_or_else(|| crate::registry::no_such(id))?;
     Ok(json(StatusCode::OK, &s.next_programs))
 }
 
@@ -112,7 +112,7 @@ pub fn status(state: &AppState, id: u32) -> Result<Response, Error> {
     let s = state
         .engine
         .status(id)
-        .ok_or_else(|| Error::not_found(format!("no stream with id {id}")))?;
+        .ok_or_else(|| crate::registry::no_such(id))?;
     Ok(json(StatusCode::OK, &s))
 }
 

@@ -6,7 +6,6 @@
 
 use super::reply;
 use super::AppState;
-use crate::error::Error;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use std::convert::Infallible;
@@ -48,7 +47,7 @@ pub async fn watch(state: &AppState, id: u32) -> Response {
 /// HEAD: the same headers, no body, no pipeline start (players probe with it).
 pub fn head(state: &AppState, id: u32) -> Response {
     if state.registry.get(id).is_none() {
-        return reply::error(&Error::not_found(format!("no stream with id {id}")));
+        return reply::error(&crate::registry::no_such(id));
     }
     let mut resp = StatusCode::OK.into_response();
     ts_headers(&mut resp);
