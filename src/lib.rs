@@ -8,6 +8,8 @@
 //!   changes; writers validate and notify subscribers.
 //! - [`engine`]: the media engine: per-channel producers (in-process libav pipelines or
 //!   `custom_ffmpeg` processes) on named OS threads, and the fan-out hub.
+//! - [`epg`]: pure XMLTV guide rendering.
+//! - [`schedule`]: scheduled channels: window logic and the task that adds and retires them.
 //! - [`playlist`]: pure M3U rendering (no I/O), hardened against injection.
 //! - [`auth`]: the shared token: extraction, constant-time comparison, log redaction.
 //! - [`http`]: the HTTP surface (route table, REST API, error mapping, the server loop).
@@ -21,11 +23,13 @@ pub mod clock;
 pub mod cmds;
 pub mod config;
 pub mod engine;
+pub mod epg;
 pub mod error;
 pub mod http;
 pub mod libav;
 pub mod metrics;
 pub mod playlist;
 pub mod registry;
+pub mod schedule;
 
 pub use error::{Error, ErrorKind};

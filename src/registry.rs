@@ -101,9 +101,10 @@ impl Registry {
         self.read().get(&id).cloned()
     }
 
-    fn check(&self, new: &StreamConfig, old: Option<&StreamConfig>, origin: Origin) -> Result<()> {
-        if origin == Origin::Api
-            && !self.allow_api_commands
+    /// What API clients may not do unless the config allows it: set or change a command,
+    /// or point a channel at a local file or lavfi graph. (Config content is trusted.)
+    pub fn check_api_change(&self, new: &StreamConfig, old: Option<&StreamConfig>) -> Result<()> {
+        if !self.allow_api_commands
             && new.custom_ffmpeg.as_ref() != old.and_then(|o| o.custom_ffmpeg.as_ref())
         {
             return Err(Error::new(
@@ -112,11 +113,7 @@ impl Registry {
             ));
         }
         let source_changed = old.is_none_or(|o| o.source != new.source);
-        if origin == Origin::Api
-            && !self.allow_api_local_sources
-            && source_changed
-            && new.custom_ffmpeg.is_none()
-        {
+        if !self.allow_api_local_sources && source_changed && new.custom_ffmpeg.is_none() {
             use crate::engine::source::SourceKind;
             if matches!(
                 SourceKind::classify(&new.source),
@@ -125,6 +122,19 @@ impl Registry {
                 return Err(Error::new(
                     ErrorKind::Forbidden,
                     "source: only network sources (http, https, rtmp, rtsp, udp, rtp, srt) can be set through the API; set server.allow_api_local_sources: true in the config file to allow local files and lavfi graphs",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn check(&self, new: &StreamConfig, old: Option<&StreamConfig>, origin: Origin) -> Result<()> {
+        if origin == Origin::Api {
+            self.check_api_change(new, old)?;
+            if new.schedule.is_some() || old.is_some_and(|o| o.schedule.is_some()) {
+                return Err(Error::new(
+                    ErrorKind::Conflict,
+                    "scheduled streams are managed through /api/schedule",
                 ));
             }
         }
@@ -201,6 +211,17 @@ impl Registry {
             s.next_programs = programs;
             Ok(s)
         })
+    }
+
+    /// Removes channel `id` for an API client: scheduled channels belong to the scheduler.
+    pub fn remove_api(&self, id: u32) -> Result<Arc<StreamConfig>> {
+        if self.get(id).is_some_and(|s| s.schedule.is_some()) {
+            return Err(Error::new(
+                ErrorKind::Conflict,
+                "scheduled streams are managed through /api/schedule",
+            ));
+        }
+        self.remove(id)
     }
 
     /// Removes channel `id`.

@@ -10,6 +10,12 @@ use std::time::{Duration, Instant};
 
 fn body_for(method: &str, pattern: &str) -> Option<&'static str> {
     match (method, pattern) {
+        ("POST", "/api/schedule") => Some(
+            r#"{"id": 900, "name": "Later", "source": "http://h/x.ts", "ffmpeg_profile": "relay", "schedule": {"start": "2099-01-01T00:00:00Z"}}"#,
+        ),
+        ("PUT", "/api/schedule/{id}") => Some(
+            r#"{"name": "Later", "source": "http://h/y.ts", "ffmpeg_profile": "relay", "schedule": {"start": "2099-01-01T00:00:00Z"}}"#,
+        ),
         ("POST", _) => Some(
             r#"{"id": 50, "name": "New", "source": "http://h/x.ts", "ffmpeg_profile": "relay"}"#,
         ),
@@ -65,7 +71,13 @@ fn every_route_in_the_table_is_served_with_the_token() {
     let s = Server::start(&basic_config());
     // Streaming first (PUT changes stream 1's source), DELETE last.
     let mut routes: Vec<_> = ROUTES.iter().collect();
-    routes.sort_by_key(|r| (r.method == "DELETE", !r.pattern.starts_with("/stream/")));
+    routes.sort_by_key(|r| {
+        (
+            r.method == "DELETE",
+            !r.pattern.starts_with("/stream/"),
+            r.method != "POST",
+        )
+    });
     for r in routes {
         let resp = s.request(
             r.method,

@@ -37,7 +37,7 @@ pub fn run(args: Args) -> i32 {
                     }
                 }
             } else {
-                print!("{}", table(&l.config));
+                print!("{}", table(&l.config, chrono::Utc::now()));
             }
             0
         }
@@ -63,7 +63,7 @@ fn cut(s: &str, max: usize) -> String {
 }
 
 /// The channel table: always-on channels in registry order, then scheduled ones.
-pub fn table(c: &Config) -> String {
+pub fn table(c: &Config, now: chrono::DateTime<chrono::Utc>) -> String {
     let mut streams: Vec<&StreamConfig> = c.streams.iter().collect();
     streams.sort_by_key(|s| s.order_key());
     let mut rows =
@@ -76,15 +76,20 @@ pub fn table(c: &Config) -> String {
         };
         let schedule = match &s.schedule {
             None => "always".to_owned(),
-            Some(w) => format!(
-                "{} .. {}",
-                w.start
-                    .map(|t| t.to_string())
-                    .unwrap_or_else(|| "now".into()),
-                w.end
-                    .map(|t| t.to_string())
-                    .unwrap_or_else(|| "forever".into())
-            ),
+            Some(w) => {
+                let state = crate::schedule::window_state(Some(w), now);
+                let state = serde_json::to_value(state).ok();
+                format!(
+                    "{} .. {} ({})",
+                    w.start
+                        .map(|t| t.to_string())
+                        .unwrap_or_else(|| "now".into()),
+                    w.end
+                        .map(|t| t.to_string())
+                        .unwrap_or_else(|| "forever".into()),
+                    state.as_ref().and_then(|v| v.as_str()).unwrap_or("?")
+                )
+            }
         };
         rows.push([
             s.id.to_string(),
@@ -124,7 +129,12 @@ mod tests {
             "ffmpeg_profiles: {copy: {}}\nstreams:\n- {id: 9, name: Late, source: lavfi:x, ffmpeg_profile: copy}\n- {id: 2, name: \"Two\\nLines\", source: s, custom_ffmpeg: x, channel_number: 1, group: G}\nscheduled_streams:\n- {id: 900, name: Spot, source: s, ffmpeg_profile: copy, schedule: {start: '2024-05-04T18:00:00Z'}}\n",
         )
         .unwrap();
-        let t = table(&c);
+        let t = table(
+            &c,
+            crate::config::Timestamp::parse("2024-05-04T12:00:00Z")
+                .unwrap()
+                .utc(),
+        );
         let lines: Vec<&str> = t.lines().collect();
         assert_eq!(lines.len(), 4, "{t}");
         assert!(lines[0].starts_with("ID   NO  NAME"), "{t}");
@@ -133,6 +143,9 @@ mod tests {
             "{t}"
         );
         assert!(lines[2].starts_with("9    -   Late"), "{t}");
-        assert!(lines[3].ends_with("2024-05-04T18:00:00Z .. forever"), "{t}");
+        assert!(
+            lines[3].ends_with("2024-05-04T18:00:00Z .. forever (pending)"),
+            "{t}"
+        );
     }
 }

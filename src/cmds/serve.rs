@@ -135,12 +135,20 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         let registry = Arc::new(Registry::from_config(&config));
         let engine = Engine::new(registry.clone(), config.engine.clone());
         let watcher = engine.watch();
+        let clock: crate::clock::SharedClock = Arc::new(SystemClock);
+        let scheduler = crate::schedule::Scheduler::new(
+            &config.scheduled_streams,
+            registry.clone(),
+            clock.clone(),
+        );
+        let schedule_task = tokio::spawn(scheduler.clone().run());
         let state = Arc::new(AppState {
             registry,
             engine: engine.clone(),
+            scheduler,
             metrics: Arc::new(Metrics::with_engine(engine.clone())),
             token: TokenCheck::new(server.auth_token.as_deref()),
-            clock: Arc::new(SystemClock),
+            clock,
             local_addr,
             server: server.clone(),
         });
@@ -153,6 +161,7 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         };
         http::serve(listener, state, shutdown, Duration::from_secs(3)).await;
         watcher.abort();
+        schedule_task.abort();
         tracing::info!("stopped");
         Ok::<_, anyhow::Error>(0)
     })

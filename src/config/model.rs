@@ -57,6 +57,8 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// Seconds a client may take to send its request headers. Default 10.
     pub header_timeout_secs: u64,
+    /// Length in minutes of a guide programme that no later programme ends. Default 60.
+    pub guide_program_minutes: u32,
     /// Seconds a write to a client may stay blocked (a client that stopped reading)
     /// before the connection is closed. Default 30.
     pub write_timeout_secs: u64,
@@ -76,6 +78,7 @@ impl Default for ServerConfig {
             max_connections: 1024,
             header_timeout_secs: 10,
             write_timeout_secs: 30,
+            guide_program_minutes: 60,
         }
     }
 }

@@ -83,7 +83,7 @@ pub fn patch(state: &AppState, id: u32, ct: Option<String>, body: Body) -> Resul
 }
 
 pub fn delete(state: &AppState, id: u32) -> Result<Response, Error> {
-    let old = state.registry.remove(id)?;
+    let old = state.registry.remove_api(id)?;
     tracing::info!(id, name = %old.name, "stream deleted through the API");
     Ok(StatusCode::NO_CONTENT.into_response())
 }

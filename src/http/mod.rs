@@ -7,6 +7,7 @@
 //! metrics and graceful shutdown are all explicit. This layer never touches libav.
 
 pub mod api;
+pub mod guide;
 pub mod io;
 pub mod media;
 pub mod reply;
@@ -37,6 +38,7 @@ use warp::{Filter, Rejection, Reply};
 pub struct AppState {
     pub registry: Arc<Registry>,
     pub engine: Arc<crate::engine::Engine>,
+    pub scheduler: Arc<crate::schedule::Scheduler>,
     pub metrics: Arc<Metrics>,
     pub server: ServerConfig,
     pub token: TokenCheck,
@@ -93,6 +95,12 @@ pub const ROUTES: &[RouteSpec] = &[
     route("GET", "/api/streams/{id}/status", "/api/streams/1/status"),
     route("GET", "/stream/{id}", "/stream/1"),
     route("HEAD", "/stream/{id}", "/stream/1"),
+    route("GET", "/epg.xml", "/epg.xml"),
+    route("GET", "/api/schedule", "/api/schedule"),
+    route("POST", "/api/schedule", "/api/schedule"),
+    route("GET", "/api/schedule/{id}", "/api/schedule/900"),
+    route("PUT", "/api/schedule/{id}", "/api/schedule/900"),
+    route("DELETE", "/api/schedule/{id}", "/api/schedule/900"),
 ];
 
 /// The route pattern a path belongs to, for bounded metric labels.
@@ -167,12 +175,16 @@ pub fn base_url(state: &AppState, host: Option<&str>) -> String {
 fn playlist(state: &AppState, host: Option<String>) -> Response {
     let base = base_url(state, host.as_deref());
     let token = state.server.auth_token.as_deref();
+    let epg_url = match token {
+        Some(t) => format!("{base}/epg.xml?token={}", crate::auth::encode_for_query(t)),
+        None => format!("{base}/epg.xml"),
+    };
     let text = crate::playlist::render(
         &state.registry.list(),
         &crate::playlist::Options {
             base_url: &base,
             token,
-            epg_url: None,
+            epg_url: Some(&epg_url),
             now: state.clock.now(),
         },
     );
@@ -198,6 +210,15 @@ fn metrics(state: &AppState) -> Response {
         ),
     );
     resp
+}
+
+type Route = warp::filters::BoxedFilter<(Response,)>;
+
+/// The first of `routes` that matches.
+fn one_of(routes: Vec<Route>) -> Route {
+    let mut it = routes.into_iter();
+    let first = it.next().expect("at least one route");
+    it.fold(first, |acc, r| acc.or(r).unify().boxed())
 }
 
 /// The whole routing tree.
@@ -303,31 +324,61 @@ pub fn routes(
         .and(s())
         .map(|id, st: Arc<AppState>| media::head(&st, id));
 
-    let protected = watch
-        .or(probe)
-        .unify()
-        .or(status)
-        .unify()
-        .or(playlist)
-        .unify()
-        .or(metrics)
-        .unify()
-        .or(list)
-        .unify()
-        .or(create)
-        .unify()
-        .or(get)
-        .unify()
-        .or(put)
-        .unify()
-        .or(patch)
-        .unify()
-        .or(delete)
-        .unify()
-        .or(get_programs)
-        .unify()
-        .or(put_programs)
-        .unify();
+    let epg = warp::path!("epg.xml")
+        .and(warp::get())
+        .and(s())
+        .and(warp::header::optional::<String>("accept-encoding"))
+        .map(|st: Arc<AppState>, ae| reply::respond(guide::epg(&st, ae)));
+    let schedule = warp::path("api").and(warp::path("schedule"));
+    let sched_list = schedule
+        .and(end())
+        .and(warp::get())
+        .and(s())
+        .map(|st: Arc<AppState>| reply::respond(guide::list(&st)));
+    let sched_create = schedule
+        .and(end())
+        .and(warp::post())
+        .and(s())
+        .and(body())
+        .map(|st: Arc<AppState>, ct, b| reply::respond(guide::create(&st, ct, b)));
+    let sched_one = || schedule.and(warp::path::param::<u32>()).and(end());
+    let sched_get = sched_one()
+        .and(warp::get())
+        .and(s())
+        .map(|id, st: Arc<AppState>| reply::respond(guide::get(&st, id)));
+    let sched_put = sched_one()
+        .and(warp::put())
+        .and(s())
+        .and(body())
+        .map(|id, st: Arc<AppState>, ct, b| reply::respond(guide::replace(&st, id, ct, b)));
+    let sched_delete = sched_one()
+        .and(warp::delete())
+        .and(s())
+        .map(|id, st: Arc<AppState>| reply::respond(guide::delete(&st, id)));
+
+    // Each route is boxed and the list folded, so the filter type stays flat (a long
+    // chain of `or` makes rustc's type checking explode).
+    let protected = one_of(vec![
+        epg.boxed(),
+        sched_list.boxed(),
+        sched_create.boxed(),
+        sched_get.boxed(),
+        sched_put.boxed(),
+        sched_delete.boxed(),
+        watch.boxed(),
+        probe.boxed(),
+        status.boxed(),
+        playlist.boxed(),
+        metrics.boxed(),
+        list.boxed(),
+        create.boxed(),
+        get.boxed(),
+        put.boxed(),
+        patch.boxed(),
+        delete.boxed(),
+        get_programs.boxed(),
+        put_programs.boxed(),
+    ]);
 
     health
         .or(authorized(state.clone()).and(protected))

@@ -1,0 +1,103 @@
+//! The guide and the schedule: `GET /epg.xml` (XMLTV, gzip when asked) and the
+//! `/api/schedule` resource for scheduled streams.
+
+use super::api::Body;
+use super::reply::{json, parse_json};
+use super::AppState;
+use crate::config::StreamConfig;
+use crate::error::{Error, ErrorKind};
+use crate::registry::Origin;
+use std::io::Write;
+use warp::http::{header, HeaderValue, StatusCode};
+use warp::reply::Response;
+use warp::Reply;
+
+/// XMLTV of every channel; gzip-compressed when the client accepts it.
+pub fn epg(state: &AppState, accept_encoding: Option<String>) -> Result<Response, Error> {
+    let minutes = i64::from(state.server.guide_program_minutes);
+    let xml = crate::epg::render(&state.registry.list(), chrono::Duration::minutes(minutes));
+    let gzip = accept_encoding.is_some_and(|a| {
+        a.split(',').any(|e| {
+            e.trim()
+                .split(';')
+                .next()
+                .is_some_and(|n| n.trim().eq_ignore_ascii_case("gzip"))
+        })
+    });
+    let mut resp = if gzip {
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        enc.write_all(xml.as_bytes())
+            .and_then(|_| enc.finish())
+            .map(|bytes| {
+                let mut r = bytes.into_response();
+                r.headers_mut()
+                    .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+                r
+            })
+            .map_err(|e| Error::new(ErrorKind::Internal, format!("gzip: {e}")))?
+    } else {
+        xml.into_response()
+    };
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/xml; charset=utf-8"),
+    );
+    h.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    Ok(resp)
+}
+
+pub fn list(state: &AppState) -> Result<Response, Error> {
+    Ok(json(StatusCode::OK, &state.scheduler.list()))
+}
+
+pub fn get(state: &AppState, id: u32) -> Result<Response, Error> {
+    let l = state
+        .scheduler
+        .get(id)
+        .ok_or_else(|| crate::registry::no_such(id))?;
+    Ok(json(StatusCode::OK, &l))
+}
+
+pub fn create(state: &AppState, ct: Option<String>, body: Body) -> Result<Response, Error> {
+    let stream: StreamConfig = parse_json(ct.as_deref(), &body?)?;
+    let listed = state.scheduler.upsert(stream, Origin::Api, false)?;
+    let mut resp = json(StatusCode::CREATED, &listed);
+    let location = format!("/api/schedule/{}", listed.stream.id);
+    resp.headers_mut().insert(
+        header::LOCATION,
+        HeaderValue::from_str(&location)
+            .map_err(|e| Error::new(ErrorKind::Internal, e.to_string()))?,
+    );
+    Ok(resp)
+}
+
+pub fn replace(
+    state: &AppState,
+    id: u32,
+    ct: Option<String>,
+    body: Body,
+) -> Result<Response, Error> {
+    let mut value: serde_json::Value = parse_json(ct.as_deref(), &body?)?;
+    if let serde_json::Value::Object(m) = &mut value {
+        m.entry("id").or_insert(serde_json::Value::from(id));
+    }
+    let stream: StreamConfig = serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        Error::invalid(format!("{path}: {}", e.into_inner()))
+    })?;
+    if stream.id != id {
+        return Err(Error::invalid(format!(
+            "id: {} does not match the stream in the URL ({id}); ids cannot change",
+            stream.id
+        )));
+    }
+    let listed = state.scheduler.upsert(stream, Origin::Api, true)?;
+    Ok(json(StatusCode::OK, &listed))
+}
+
+pub fn delete(state: &AppState, id: u32) -> Result<Response, Error> {
+    state.scheduler.remove(id)?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
