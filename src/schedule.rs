@@ -75,6 +75,12 @@ impl Scheduler {
         registry: Arc<Registry>,
         clock: SharedClock,
     ) -> Arc<Scheduler> {
+        let now = clock.now();
+        for s in streams {
+            if window_state(s.schedule.as_ref(), now) == WindowState::Ended {
+                tracing::info!(id = s.id, name = %s.name, "scheduled stream's window has already ended; it will not be activated");
+            }
+        }
         let entries = streams.to_vec();
         Arc::new(Scheduler {
             entries: Mutex::new(entries),
