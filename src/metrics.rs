@@ -188,7 +188,7 @@ impl Metrics {
             .set(1);
         registry.register(
             "build_info",
-            "Amps version and the libav it runs on (always 1)",
+            "Amps version and the libav versions it was built against (always 1)",
             build,
         );
         registry.register(

@@ -113,7 +113,8 @@ impl Registry {
             ));
         }
         let source_changed = old.is_none_or(|o| o.source != new.source);
-        if !self.allow_api_local_sources && source_changed && new.custom_ffmpeg.is_none() {
+        // Also for command channels: `{source}` reaches a trusted command.
+        if !self.allow_api_local_sources && source_changed {
             use crate::engine::source::SourceKind;
             if matches!(
                 SourceKind::classify(&new.source),
@@ -121,7 +122,7 @@ impl Registry {
             ) {
                 return Err(Error::new(
                     ErrorKind::Forbidden,
-                    "source: only network sources (http, https, rtmp, rtsp, udp, rtp, srt) can be set through the API; set server.allow_api_local_sources: true in the config file to allow local files and lavfi graphs",
+                    "source: only network sources (http, https, rtmp, rtmps, rtsp, udp, rtp, srt) can be set through the API; set server.allow_api_local_sources: true in the config file to allow local files and lavfi graphs",
                 ));
             }
         }

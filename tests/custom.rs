@@ -199,7 +199,9 @@ fn sigkill_of_amps_takes_its_children_along() {
 
 #[test]
 fn the_api_cannot_add_commands_unless_the_config_allows_it() {
-    let body = format!(r#"{{"id": 20, "name": "x", "source": "s", "custom_ffmpeg": {FFMPEG:?}}}"#);
+    let body = format!(
+        r#"{{"id": 20, "name": "x", "source": "http://h/s.ts", "custom_ffmpeg": {FFMPEG:?}}}"#
+    );
     let s = Server::start(&config("  []\n", ""));
     assert_eq!(s.send_json("POST", "/api/streams", &body).status, 403);
     let s = Server::start(&config("  []\n", "  allow_api_commands: true\n"));

@@ -139,6 +139,9 @@ fn the_api_manages_scheduled_streams() {
     assert_eq!(r.header("location"), Some("/api/schedule/950"));
     assert_eq!(r.json()["state"], "pending");
     assert_eq!(s.send_json("POST", "/api/schedule", &body).status, 409);
+    // A pending scheduled entry's id is taken for /api/streams too.
+    let plain = r#"{"id": 950, "name": "X", "source": "http://h/x.ts", "ffmpeg_profile": "relay"}"#;
+    assert_eq!(s.send_json("POST", "/api/streams", plain).status, 409);
     // Static ids and unscheduled bodies are refused; scheduled streams are not edited
     // through /api/streams.
     let clash = body.replace("950", "1");

@@ -175,6 +175,9 @@ fn validate_server(cfg: &Config, out: &mut Vec<Issue>) {
     if s.write_timeout_secs == 0 {
         sink.push("write_timeout_secs", "must be at least 1");
     }
+    if s.guide_program_minutes == 0 {
+        sink.push("guide_program_minutes", "must be at least 1");
+    }
     let e = &cfg.engine;
     let mut sink = Sink {
         prefix: "engine",

@@ -49,7 +49,8 @@ impl std::fmt::Debug for Channel {
     }
 }
 
-fn producer_of(stream: &StreamConfig) -> &'static str {
+/// "process" for a `custom_ffmpeg` channel, "libav" otherwise.
+pub fn producer_of(stream: &StreamConfig) -> &'static str {
     if stream.custom_ffmpeg.is_some() {
         "process"
     } else {

@@ -166,11 +166,12 @@ impl Engine {
 
     /// Status of channel `id` (idle if it never ran). None for an unknown channel.
     pub fn status(&self, id: u32) -> Option<Status> {
-        self.registry.get(id)?;
+        let stream = self.registry.get(id)?;
         Some(match lock(&self.channels).get(&id) {
             Some(ch) => ch.status(),
             None => Status {
                 id,
+                producer: channel::producer_of(&stream),
                 ..Status::default()
             },
         })

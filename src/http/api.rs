@@ -33,6 +33,15 @@ pub fn get(state: &AppState, id: u32) -> Result<Response, Error> {
 pub fn create(state: &AppState, ct: Option<String>, body: Body) -> Result<Response, Error> {
     let body = body?;
     let stream: StreamConfig = parse_json(ct.as_deref(), &body)?;
+    if state.scheduler.get(stream.id).is_some() {
+        return Err(Error::new(
+            ErrorKind::Conflict,
+            format!(
+                "id {} belongs to a scheduled stream (see /api/schedule)",
+                stream.id
+            ),
+        ));
+    }
     let created = state.registry.create(stream, Origin::Api)?;
     tracing::info!(id = created.id, name = %created.name, "stream created through the API");
     let mut resp = json(StatusCode::CREATED, &created);
