@@ -54,6 +54,16 @@ pub fn create(state: &AppState, ct: Option<String>, body: Body) -> Result<Respon
     Ok(resp)
 }
 
+/// A PUT body as the stream at `id`: `id` may be omitted (taken from the URL). A
+/// different `id` is refused by the writer (ids cannot change).
+pub fn stream_for(id: u32, ct: Option<String>, body: Body) -> Result<StreamConfig, Error> {
+    let mut value: Value = parse_json(ct.as_deref(), &body?)?;
+    if let Value::Object(m) = &mut value {
+        m.entry("id").or_insert(Value::from(id));
+    }
+    from_value(value)
+}
+
 /// PUT: the body replaces the stream. Its `id` may be omitted; if present it must match.
 pub fn replace(
     state: &AppState,
@@ -61,12 +71,7 @@ pub fn replace(
     ct: Option<String>,
     body: Body,
 ) -> Result<Response, Error> {
-    let body = body?;
-    let mut value: Value = parse_json(ct.as_deref(), &body)?;
-    if let Value::Object(m) = &mut value {
-        m.entry("id").or_insert(Value::from(id));
-    }
-    let new: StreamConfig = from_value(value)?;
+    let new = stream_for(id, ct, body)?;
     let updated = state.registry.update(id, Origin::Api, move |_| Ok(new))?;
     tracing::info!(id, "stream replaced through the API");
     Ok(json(StatusCode::OK, &updated))

@@ -79,14 +79,7 @@ pub fn replace(
     ct: Option<String>,
     body: Body,
 ) -> Result<Response, Error> {
-    let mut value: serde_json::Value = parse_json(ct.as_deref(), &body?)?;
-    if let serde_json::Value::Object(m) = &mut value {
-        m.entry("id").or_insert(serde_json::Value::from(id));
-    }
-    let stream: StreamConfig = serde_path_to_error::deserialize(value).map_err(|e| {
-        let path = e.path().to_string();
-        Error::invalid(format!("{path}: {}", e.into_inner()))
-    })?;
+    let stream = super::api::stream_for(id, ct, body)?;
     if stream.id != id {
         return Err(Error::invalid(format!(
             "id: {} does not match the stream in the URL ({id}); ids cannot change",
