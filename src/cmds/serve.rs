@@ -125,7 +125,7 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         .enable_all()
         .thread_name("amps-http")
         .build()?;
-    rt.block_on(async move {
+    let result = rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind((server.host.as_str(), server.port))
             .await
             .map_err(|e| {
@@ -164,7 +164,11 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         schedule_task.abort();
         tracing::info!("stopped");
         Ok::<_, anyhow::Error>(0)
-    })
+    });
+    // A channel thread stuck in a call libav cannot interrupt (a DNS lookup) must not keep
+    // the process alive: give blocking work a moment, then exit anyway.
+    rt.shutdown_timeout(Duration::from_secs(1));
+    result
 }
 
 /// Tells the operator where to point a player. The token is shown only on a terminal;

@@ -118,7 +118,8 @@ impl Channel {
 
     fn idle_expired(&self) -> bool {
         self.clients() == 0
-            && self.epoch.elapsed().as_millis() as u64 - self.idle_since.load(Ordering::SeqCst)
+            && (self.epoch.elapsed().as_millis() as u64)
+                .saturating_sub(self.idle_since.load(Ordering::SeqCst))
                 > self.settings.idle_grace_secs * 1000
     }
 
@@ -256,7 +257,10 @@ impl Channel {
             };
             let error = match result {
                 Ok(End::Stopped) => break,
-                Ok(End::Eof) if stream.loop_source => {
+                Ok(End::Eof)
+                    if stream.loop_source
+                        && self.hub.stats.bytes_in.load(Ordering::Relaxed) > produced_before =>
+                {
                     failures = 0;
                     continue;
                 }
@@ -286,6 +290,8 @@ impl Channel {
             if !self.hub.has_keyframe() && failures >= 2 {
                 self.set_state(State::Failed);
                 tracing::warn!(channel = self.id, "channel failed to start");
+                // Clients still attached (e.g. after a change to a bad source) get an end.
+                self.hub.close();
                 return;
             }
             self.set_state(State::Retrying);

@@ -16,9 +16,30 @@ fn substitute(word: &str, stream: &StreamConfig, quote: bool) -> String {
             v.to_owned()
         }
     };
-    word.replace("{source}", &q(&stream.source))
-        .replace("{id}", &q(&stream.id.to_string()))
-        .replace("{name}", &q(&stream.name))
+    // One pass over the template: inserted values are never searched again, so a value
+    // containing `{name}` cannot pull another value into its own quotes.
+    let mut out = String::with_capacity(word.len());
+    let mut rest = word;
+    while let Some(i) = rest.find('{') {
+        out.push_str(&rest[..i]);
+        let tail = &rest[i..];
+        let (value, len) = if tail.starts_with("{source}") {
+            (Some(q(&stream.source)), "{source}".len())
+        } else if tail.starts_with("{id}") {
+            (Some(q(&stream.id.to_string())), "{id}".len())
+        } else if tail.starts_with("{name}") {
+            (Some(q(&stream.name)), "{name}".len())
+        } else {
+            (None, 1)
+        };
+        match value {
+            Some(v) => out.push_str(&v),
+            None => out.push('{'),
+        }
+        rest = &tail[len..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// The program and its arguments. `ffmpeg_path` replaces a leading `ffmpeg` word (not in
@@ -177,6 +198,23 @@ mod tests {
         s2.custom_ffmpeg = Some(cmd("no-such-program-amps -x", false));
         let m = missing_programs([&s, &s2].into_iter(), None, "/usr/bin:/bin");
         assert_eq!(m, vec!["\"no-such-program-amps\" is not installed or not in PATH; needed by channel 7 (\"n\")"]);
+    }
+
+    #[test]
+    fn inserted_values_are_never_substituted_again() {
+        let s = stream("x;echo INJECTED >&2;y", "http://h/a?x=1&n={name}");
+        let a = argv(&cmd("ffmpeg -i {source} -t {name}", true), &s, None).unwrap();
+        assert_eq!(
+            a[2],
+            "ffmpeg -i 'http://h/a?x=1&n={name}' -t 'x;echo INJECTED >&2;y'"
+        );
+        let out = std::process::Command::new("/bin/sh")
+            .args(["-c", &a[2].replacen("ffmpeg", "printf %s\\\\n", 1)])
+            .output()
+            .unwrap();
+        assert!(!String::from_utf8_lossy(&out.stderr).contains("INJECTED"));
+        let b = argv(&cmd("p {source}", false), &s, None).unwrap();
+        assert_eq!(b, vec!["p", "http://h/a?x=1&n={name}"]);
     }
 
     #[test]

@@ -121,6 +121,11 @@ impl Hub {
             st.chunks.pop_front();
             st.bytes -= len;
         }
+        // A keyframe trimmed away (a GOP longer than the hard bound) is no start point.
+        let front = st.chunks.front().map(|c| c.seq).unwrap_or(st.next_seq);
+        if st.last_key.is_some_and(|k| k < front) {
+            st.last_key = None;
+        }
         drop(st);
         self.notify.notify_waiters();
     }

@@ -139,7 +139,7 @@ impl Engine {
         let limit = Duration::from_secs(self.settings.start_timeout_secs);
         let waited = tokio::time::timeout(
             limit,
-            state.wait_for(|s| matches!(s, State::Running | State::Failed)),
+            state.wait_for(|s| matches!(s, State::Running | State::Failed | State::Idle)),
         )
         .await;
         match waited {

@@ -11,7 +11,7 @@ use super::command::argv;
 use super::hub::HubWriter;
 use super::pipeline::{Ctx, End};
 use crate::config::CustomFfmpeg;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
@@ -61,7 +61,7 @@ pub fn run(ctx: &Ctx, cmd: &CustomFfmpeg, ffmpeg_path: Option<&str>) -> Result<E
         .spawn(move || {
             let mut logged = 0u32;
             let mut window = Instant::now();
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            for line in Lines::new(stderr) {
                 if window.elapsed() > Duration::from_secs(10) {
                     window = Instant::now();
                     logged = 0;
@@ -94,6 +94,10 @@ pub fn run(ctx: &Ctx, cmd: &CustomFfmpeg, ffmpeg_path: Option<&str>) -> Result<E
         };
         // SAFETY: one valid pollfd, 100 ms timeout.
         let ready = unsafe { libc::poll(&mut pfd, 1, 100) };
+        if ready < 0 {
+            // EINTR and friends: poll again (never fall through to a blocking read).
+            continue;
+        }
         if ready == 0 {
             if last_data.elapsed() > ctx.stall_timeout {
                 break Err(format!(
@@ -140,6 +144,62 @@ pub fn run(ctx: &Ctx, cmd: &CustomFfmpeg, ffmpeg_path: Option<&str>) -> Result<E
     }
 }
 
+/// Lines of a child's stderr, split at `\n` or `\r` (ffmpeg's progress lines end with
+/// `\r` alone) and cut to [`MAX_LINE`] bytes, so a chatty child cannot grow a line forever.
+struct Lines<R> {
+    inner: R,
+    buf: Vec<u8>,
+    pending: std::collections::VecDeque<String>,
+    eof: bool,
+}
+
+const MAX_LINE: usize = 1024;
+
+impl<R: Read> Lines<R> {
+    fn new(inner: R) -> Self {
+        Lines {
+            inner,
+            buf: Vec::new(),
+            pending: Default::default(),
+            eof: false,
+        }
+    }
+}
+
+impl<R: Read> Iterator for Lines<R> {
+    type Item = String;
+
+    fn next(&mut self) -> Option<String> {
+        let mut chunk = [0u8; 4096];
+        while self.pending.is_empty() && !self.eof {
+            match self.inner.read(&mut chunk) {
+                Ok(0) | Err(_) => {
+                    self.eof = true;
+                    if !self.buf.is_empty() {
+                        let line = String::from_utf8_lossy(&self.buf).into_owned();
+                        self.pending.push_back(line);
+                        self.buf.clear();
+                    }
+                }
+                Ok(n) => {
+                    for &b in &chunk[..n] {
+                        if b == b'\n' || b == b'\r' {
+                            if !self.buf.is_empty() {
+                                let line = String::from_utf8_lossy(&self.buf).into_owned();
+                                self.pending.push_back(line);
+                                self.buf.clear();
+                            }
+                        } else if self.buf.len() < MAX_LINE {
+                            self.buf.push(b);
+                        }
+                    }
+                }
+            }
+        }
+        self.pending.pop_front()
+    }
+}
+
 /// Stops the child's whole process group: SIGTERM, then SIGKILL after a grace period.
 /// Returns how it exited, if it did on its own. `exiting`: its output just ended, so give
 /// it a moment to exit by itself (its exit status is what the user needs to see).
@@ -175,4 +235,20 @@ fn terminate(child: &mut Child, exiting: bool) -> Option<String> {
     unsafe { libc::kill(-pgid, libc::SIGKILL) };
     let _ = child.wait();
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stderr_lines_split_on_cr_and_are_bounded() {
+        let mut data = b"frame=1\rframe=2\rerror: boom\n".to_vec();
+        data.extend(std::iter::repeat_n(b'x', 10_000));
+        data.extend(b"\nlast");
+        let lines: Vec<String> = Lines::new(&data[..]).collect();
+        assert_eq!(lines[..3], ["frame=1", "frame=2", "error: boom"]);
+        assert_eq!(lines[3].len(), MAX_LINE);
+        assert_eq!(lines[4], "last");
+    }
 }
