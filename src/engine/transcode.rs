@@ -256,6 +256,9 @@ impl Transcoder {
             .and_then(|mut f| f.next())
             .unwrap_or(ff::format::Sample::F32(ff::format::sample::Type::Planar));
 
+        if dec.format() == ff::format::Sample::None {
+            return Err("audio decoder: the source's sample format is unknown".into());
+        }
         let in_layout = if dec.channel_layout().bits() == 0 {
             ChannelLayout::default(i32::from(dec.channels()))
         } else {

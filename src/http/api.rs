@@ -14,7 +14,7 @@ use bytes::Bytes;
 /// A request body as the router hands it over: the bytes, or why they were refused.
 pub type Body = Result<Bytes, Error>;
 use serde_json::Value;
-use warp::http::{header, HeaderValue, StatusCode};
+use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::Reply;
 
@@ -44,14 +44,7 @@ pub fn create(state: &AppState, ct: Option<String>, body: Body) -> Result<Respon
     }
     let created = state.registry.create(stream, Origin::Api)?;
     tracing::info!(id = created.id, name = %created.name, "stream created through the API");
-    let mut resp = json(StatusCode::CREATED, &created);
-    let location = format!("/api/streams/{}", created.id);
-    resp.headers_mut().insert(
-        header::LOCATION,
-        HeaderValue::from_str(&location)
-            .map_err(|e| Error::new(ErrorKind::Internal, e.to_string()))?,
-    );
-    Ok(resp)
+    super::reply::created(&created, &format!("/api/streams/{}", created.id))
 }
 
 /// A PUT body as the stream at `id`: `id` may be omitted (taken from the URL). A

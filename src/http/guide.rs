@@ -63,14 +63,7 @@ pub fn get(state: &AppState, id: u32) -> Result<Response, Error> {
 pub fn create(state: &AppState, ct: Option<String>, body: Body) -> Result<Response, Error> {
     let stream: StreamConfig = parse_json(ct.as_deref(), &body?)?;
     let listed = state.scheduler.upsert(stream, Origin::Api, false)?;
-    let mut resp = json(StatusCode::CREATED, &listed);
-    let location = format!("/api/schedule/{}", listed.stream.id);
-    resp.headers_mut().insert(
-        header::LOCATION,
-        HeaderValue::from_str(&location)
-            .map_err(|e| Error::new(ErrorKind::Internal, e.to_string()))?,
-    );
-    Ok(resp)
+    super::reply::created(&listed, &format!("/api/schedule/{}", listed.stream.id))
 }
 
 pub fn replace(

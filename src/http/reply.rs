@@ -14,6 +14,15 @@ pub fn json<T: Serialize>(status: StatusCode, value: &T) -> Response {
     warp::reply::with_status(warp::reply::json(value), status).into_response()
 }
 
+/// 201 Created with the new resource as JSON and its `Location`.
+pub fn created<T: Serialize>(value: &T, location: &str) -> Result<Response, Error> {
+    let mut resp = json(StatusCode::CREATED, value);
+    let loc = HeaderValue::from_str(location)
+        .map_err(|e| Error::new(ErrorKind::Internal, e.to_string()))?;
+    resp.headers_mut().insert(header::LOCATION, loc);
+    Ok(resp)
+}
+
 /// The JSON error body: `{"error": kind, "detail": message, "errors": [..]}`.
 pub fn error(e: &Error) -> Response {
     let status =

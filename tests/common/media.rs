@@ -170,8 +170,8 @@ pub fn decode_errors(path: &Path) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-/// (video bits per second, media seconds) from the video packets' sizes and timestamps.
-pub fn video_bitrate(path: &Path) -> (f64, f64) {
+/// `ffprobe` CSV rows of `entries` for the first video stream (extra args before `-of`).
+fn video_csv(path: &Path, entries: &str, extra: &[&str]) -> String {
     let out = Command::new("ffprobe")
         .args([
             "-v",
@@ -179,14 +179,19 @@ pub fn video_bitrate(path: &Path) -> (f64, f64) {
             "-select_streams",
             "v:0",
             "-show_entries",
-            "packet=size,dts_time",
-            "-of",
-            "csv=p=0",
+            entries,
         ])
+        .args(extra)
+        .args(["-of", "csv=p=0"])
         .arg(path)
         .output()
         .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// (video bits per second, media seconds) from the video packets' sizes and timestamps.
+pub fn video_bitrate(path: &Path) -> (f64, f64) {
+    let text = video_csv(path, "packet=size,dts_time", &[]);
     let rows: Vec<(f64, f64)> = text
         .lines()
         .filter_map(|l| {
@@ -212,50 +217,14 @@ pub fn video_bitrate(path: &Path) -> (f64, f64) {
 
 /// Whether the first video frame of `path` is a keyframe.
 pub fn starts_with_keyframe(path: &Path) -> bool {
-    let out = Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-select_streams",
-            "v:0",
-            "-show_entries",
-            "frame=key_frame",
-            "-read_intervals",
-            "%+#1",
-            "-of",
-            "csv=p=0",
-        ])
-        .arg(path)
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).trim().starts_with('1')
-}
-
-/// Media duration of `path` in seconds, from the container.
-pub fn duration(path: &Path) -> f64 {
-    probe(path)["format"]["duration"]
-        .as_str()
-        .and_then(|d| d.parse().ok())
-        .unwrap_or(0.0)
+    video_csv(path, "frame=key_frame", &["-read_intervals", "%+#1"])
+        .trim()
+        .starts_with('1')
 }
 
 /// The width of every decoded video frame, in order.
 pub fn frame_widths(path: &Path) -> Vec<u64> {
-    let out = Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-select_streams",
-            "v:0",
-            "-show_entries",
-            "frame=width",
-            "-of",
-            "csv=p=0",
-        ])
-        .arg(path)
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
+    video_csv(path, "frame=width", &[])
         .lines()
         .filter_map(|l| l.trim().parse().ok())
         .collect()
