@@ -30,6 +30,7 @@ pub mod libav;
 pub mod metrics;
 pub mod playlist;
 pub mod registry;
+pub mod reload;
 pub mod schedule;
 
 pub use error::{Error, ErrorKind};

@@ -83,7 +83,7 @@ impl Collector for EngineCollector {
             ConstGauge::new(total).encode(m)?;
         }
         type Field = fn(&crate::engine::status::Status) -> u64;
-        let per_channel: [(&str, &str, MetricType, Field); 8] = [
+        let per_channel: [(&str, &str, MetricType, Field); 10] = [
             (
                 "channel_clients",
                 "Stream clients of the channel",
@@ -115,10 +115,22 @@ impl Collector for EngineCollector {
                 |s| s.client_drops,
             ),
             (
+                "channel_starts",
+                "Producer runs started (label producer: libav pipeline or custom process)",
+                MetricType::Counter,
+                |s| s.starts,
+            ),
+            (
                 "channel_restarts",
-                "Producer restarts after a failure (pipeline or custom process)",
+                "Producer sessions restarted after a failure (label producer: libav pipeline or custom process)",
                 MetricType::Counter,
                 |s| s.restarts,
+            ),
+            (
+                "channel_start_failures",
+                "Producer runs that never produced a picture",
+                MetricType::Counter,
+                |s| s.start_failures,
             ),
             (
                 "channel_frames_encoded",
@@ -136,7 +148,10 @@ impl Collector for EngineCollector {
         for (name, help, kind, field) in per_channel {
             let mut m = enc.encode_descriptor(name, help, None, kind)?;
             for s in &statuses {
-                let labels = [("channel", s.id.to_string())];
+                let labels = [
+                    ("channel", s.id.to_string()),
+                    ("producer", s.producer.to_owned()),
+                ];
                 let v = field(s);
                 match kind {
                     MetricType::Counter => {
@@ -217,8 +232,13 @@ impl Metrics {
         }
     }
 
-    /// The exposition text; gauges that are sampled (uptime, channels) are set first.
+    /// The Prometheus text format (0.0.4), which every scraper and `promtool` read.
     pub fn render(&self, channels: usize) -> String {
+        to_prometheus_text(&self.render_openmetrics(channels))
+    }
+
+    /// The OpenMetrics text; gauges that are sampled (uptime, channels) are set first.
+    pub fn render_openmetrics(&self, channels: usize) -> String {
         self.uptime.set(self.started.elapsed().as_secs_f64());
         self.channels.set(channels as i64);
         let mut out = String::new();
@@ -226,6 +246,41 @@ impl Metrics {
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
     }
+}
+
+/// Rewrites OpenMetrics text (what `prometheus-client` writes) as the Prometheus text format
+/// 0.0.4: counter families are named with their `_total` suffix in `HELP`/`TYPE`, and the
+/// OpenMetrics-only lines (`# EOF`, `# UNIT`) are dropped. Samples are unchanged.
+pub fn to_prometheus_text(open: &str) -> String {
+    let counters: std::collections::HashSet<&str> = open
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|rest| rest.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(open.len() + 16 * counters.len());
+    for line in open.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let meta = ["# HELP ", "# TYPE "]
+            .into_iter()
+            .find(|p| line.starts_with(p));
+        if let Some(prefix) = meta {
+            let rest = &line[prefix.len()..];
+            let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+            if counters.contains(name) && !name.ends_with("_total") {
+                out.push_str(prefix);
+                out.push_str(name);
+                out.push_str("_total ");
+                out.push_str(tail);
+                out.push('\n');
+                continue;
+            }
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
 }
 
 impl Default for Metrics {
@@ -249,12 +304,32 @@ mod tests {
             })
             .inc();
         m.auth_failures.inc();
-        let text = m.render(3);
+        let text = m.render_openmetrics(3);
         assert!(text.contains("amps_channels 3\n"), "{text}");
         assert!(text.contains("amps_auth_failures_total 1\n"), "{text}");
         assert!(text.contains("amps_http_requests_total{route=\"/stream/{id}\",method=\"GET\",status=\"200\"} 1\n"), "{text}");
         assert!(text.contains("amps_build_info{version=\""), "{text}");
         assert!(text.contains("# TYPE amps_build_info gauge"), "{text}");
         assert!(text.ends_with("# EOF\n"));
+        let prom = m.render(3);
+        assert!(
+            prom.contains("# TYPE amps_auth_failures_total counter\n"),
+            "{prom}"
+        );
+        assert!(
+            prom.contains("# HELP amps_auth_failures_total Requests refused"),
+            "{prom}"
+        );
+        assert!(prom.contains("amps_auth_failures_total 1\n"), "{prom}");
+        assert!(!prom.contains("# EOF"), "{prom}");
+    }
+
+    #[test]
+    fn prometheus_text_renames_only_counter_families() {
+        let open = "# HELP a_b Help.\n# TYPE a_b counter\na_b_total{x=\"1\"} 2\n# HELP g A gauge.\n# TYPE g gauge\n# UNIT g seconds\ng 1\n# EOF\n";
+        assert_eq!(
+            to_prometheus_text(open),
+            "# HELP a_b_total Help.\n# TYPE a_b_total counter\na_b_total{x=\"1\"} 2\n# HELP g A gauge.\n# TYPE g gauge\ng 1\n"
+        );
     }
 }

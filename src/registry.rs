@@ -34,7 +34,7 @@ pub enum Origin {
 #[derive(Debug)]
 pub struct Registry {
     channels: RwLock<BTreeMap<u32, Arc<StreamConfig>>>,
-    profiles: BTreeMap<String, Profile>,
+    profiles: RwLock<Arc<BTreeMap<String, Profile>>>,
     allow_api_commands: bool,
     allow_api_local_sources: bool,
     events: broadcast::Sender<Change>,
@@ -58,15 +58,19 @@ impl Registry {
             .collect();
         Registry {
             channels: RwLock::new(channels),
-            profiles: config.ffmpeg_profiles.clone(),
+            profiles: RwLock::new(Arc::new(config.ffmpeg_profiles.clone())),
             allow_api_commands: config.server.allow_api_commands,
             allow_api_local_sources: config.server.allow_api_local_sources,
             events,
         }
     }
 
-    pub fn profiles(&self) -> &BTreeMap<String, Profile> {
-        &self.profiles
+    /// The ffmpeg profiles now in force (replaced as a whole by a config reload).
+    pub fn profiles(&self) -> Arc<BTreeMap<String, Profile>> {
+        self.profiles
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Receives every change applied after this call.
@@ -139,7 +143,7 @@ impl Registry {
                 ));
             }
         }
-        let issues = validate_stream(new, &self.profiles, "");
+        let issues = validate_stream(new, &self.profiles(), "");
         if issues.is_empty() {
             Ok(())
         } else {
@@ -230,6 +234,84 @@ impl Registry {
         let old = self.write().remove(&id).ok_or_else(|| no_such(id))?;
         self.notify(Change::Removed(old.clone()));
         Ok(old)
+    }
+}
+
+/// What a config reload did to the channel set.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ReloadDiff {
+    pub added: Vec<u32>,
+    /// Changed channels; running ones restart when the change touches their media.
+    pub updated: Vec<u32>,
+    pub removed: Vec<u32>,
+    pub unchanged: usize,
+}
+
+impl Registry {
+    /// Brings the config-file channels in line with a newly loaded (validated) config.
+    /// `old_ids` are the always-on ids of the previous config: those missing from `streams`
+    /// are removed. Channels added through the API stay unless the file now claims their id.
+    /// A channel whose profile definition changed gets an update (the engine restarts it).
+    pub fn reload(
+        &self,
+        old_ids: &std::collections::BTreeSet<u32>,
+        streams: &[StreamConfig],
+        profiles: BTreeMap<String, Profile>,
+    ) -> ReloadDiff {
+        let old_profiles = self.profiles();
+        *self.profiles.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(profiles);
+        let new_profiles = self.profiles();
+        let profile_changed = |s: &StreamConfig| {
+            s.ffmpeg_profile
+                .as_ref()
+                .is_some_and(|name| old_profiles.get(name) != new_profiles.get(name))
+        };
+        let mut diff = ReloadDiff::default();
+        let mut changes = Vec::new();
+        {
+            let mut map = self.write();
+            for s in streams {
+                let new = Arc::new(s.clone());
+                match map.insert(s.id, new.clone()) {
+                    None => {
+                        diff.added.push(s.id);
+                        changes.push(Change::Added(new));
+                    }
+                    Some(old) if *old != *new || profile_changed(&new) => {
+                        if !old_ids.contains(&s.id) {
+                            tracing::warn!(id = s.id, "the reloaded config claims a stream id that was added through the API; the config's stream replaces it");
+                        }
+                        diff.updated.push(s.id);
+                        changes.push(Change::Updated { old, new });
+                    }
+                    Some(_) => diff.unchanged += 1,
+                }
+            }
+            let kept: std::collections::BTreeSet<u32> = streams.iter().map(|s| s.id).collect();
+            // Channels the file does not list (API, active scheduled) restart too when
+            // their profile's definition changed.
+            for (id, s) in map.iter() {
+                if !kept.contains(id) && profile_changed(s) {
+                    diff.updated.push(*id);
+                    changes.push(Change::Updated {
+                        old: s.clone(),
+                        new: s.clone(),
+                    });
+                }
+            }
+            for id in old_ids.difference(&kept) {
+                if map.get(id).is_some_and(|s| s.schedule.is_none()) {
+                    if let Some(old) = map.remove(id) {
+                        diff.removed.push(*id);
+                        changes.push(Change::Removed(old));
+                    }
+                }
+            }
+        }
+        for c in changes {
+            self.notify(c);
+        }
+        diff
     }
 }
 

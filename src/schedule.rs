@@ -151,7 +151,7 @@ impl Scheduler {
             ));
         }
         let issues =
-            crate::config::validate::validate_stream(&stream, self.registry.profiles(), "");
+            crate::config::validate::validate_stream(&stream, &self.registry.profiles(), "");
         if let Some(first) = issues.first() {
             return Err(Error::with_details(
                 ErrorKind::Invalid,
@@ -224,6 +224,65 @@ impl Scheduler {
         tracing::info!(id, name = %removed.name, "scheduled stream removed");
         self.changed.notify_one();
         Ok(())
+    }
+
+    /// Replaces the config-file entries (ids in `old_ids`) with those of a reloaded config.
+    /// Entries added through the API stay unless the file now claims their id.
+    pub fn reload(
+        &self,
+        old_ids: &std::collections::BTreeSet<u32>,
+        new: &[StreamConfig],
+    ) -> crate::registry::ReloadDiff {
+        let mut diff = crate::registry::ReloadDiff::default();
+        {
+            let mut entries = self.lock();
+            let new_ids: std::collections::BTreeSet<u32> = new.iter().map(|e| e.id).collect();
+            entries.retain(|e| {
+                let gone = old_ids.contains(&e.id) && !new_ids.contains(&e.id);
+                if gone {
+                    diff.removed.push(e.id);
+                }
+                !gone
+            });
+            for n in new {
+                match entries.iter().position(|e| e.id == n.id) {
+                    Some(i) if entries[i] == *n => diff.unchanged += 1,
+                    Some(i) => {
+                        entries[i] = n.clone();
+                        diff.updated.push(n.id);
+                    }
+                    None => {
+                        entries.push(n.clone());
+                        diff.added.push(n.id);
+                    }
+                }
+            }
+        }
+        let scheduled = |id: u32| self.registry.get(id).is_some_and(|s| s.schedule.is_some());
+        for id in &diff.removed {
+            if scheduled(*id) {
+                let _ = self.registry.remove(*id);
+            }
+        }
+        for n in new.iter().filter(|n| diff.updated.contains(&n.id)) {
+            if scheduled(n.id) {
+                let n2 = n.clone();
+                if let Err(e) = self.registry.update(n.id, Origin::Config, move |_| Ok(n2)) {
+                    tracing::warn!(id = n.id, error = %e, "reloaded scheduled stream could not be updated");
+                }
+            }
+        }
+        self.changed.notify_one();
+        self.apply(self.clock.now());
+        diff
+    }
+
+    /// Every entry's profile name, with its id (to check a reload keeps what they use).
+    pub fn profile_uses(&self) -> Vec<(u32, Option<String>)> {
+        self.lock()
+            .iter()
+            .map(|e| (e.id, e.ffmpeg_profile.clone()))
+            .collect()
     }
 
     /// Applies windows forever: at start, at each boundary, and when entries change.

@@ -88,22 +88,45 @@ async fn shutdown_signal() {
     }
 }
 
+/// Reloads the configuration on every SIGHUP (errors are logged; the old config stays).
+async fn reload_on_sighup(state: Arc<AppState>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGHUP; use POST /api/reload");
+            return;
+        }
+    };
+    while hup.recv().await.is_some() {
+        tracing::info!("SIGHUP received, reloading the configuration");
+        let st = state.clone();
+        // Reloading reads a file and may touch many channels: off the async workers.
+        let _ = tokio::task::spawn_blocking(move || crate::http::api::apply_reload(&st, "SIGHUP"))
+            .await;
+    }
+}
+
 pub fn run(args: Args) -> anyhow::Result<i32> {
-    let loaded = match super::load_config(args.config.as_deref()) {
+    let path = crate::config::resolve_path(args.config.as_deref(), &crate::config::process_env);
+    let loaded = match crate::config::load(
+        path.as_deref(),
+        &crate::config::process_env,
+        &crate::libav::Catalog::new(),
+    ) {
         Ok(l) => l,
         Err(e) => {
             eprintln!("{e}");
             return Ok(1);
         }
     };
+    let overrides = crate::reload::Overrides {
+        host: args.host,
+        port: args.port,
+        debug: args.debug,
+    };
     let mut config = loaded.config;
-    if let Some(h) = args.host {
-        config.server.host = h;
-    }
-    if let Some(p) = args.port {
-        config.server.port = p;
-    }
-    config.server.debug |= args.debug;
+    overrides.apply(&mut config);
     init_logging(config.server.debug);
     tracing::info!(config = %loaded.origin, libav = crate::libav::BUILT_AGAINST, "amps {}", env!("CARGO_PKG_VERSION"));
     for w in &loaded.warnings {
@@ -142,10 +165,16 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
             clock.clone(),
         );
         let schedule_task = tokio::spawn(scheduler.clone().run());
+        let reloader = Arc::new(crate::reload::Reloader::new(
+            path,
+            overrides,
+            config.clone(),
+        ));
         let state = Arc::new(AppState {
             registry,
             engine: engine.clone(),
             scheduler,
+            reloader,
             metrics: Arc::new(Metrics::with_engine(engine.clone())),
             token: TokenCheck::new(server.auth_token.as_deref()),
             clock,
@@ -153,6 +182,7 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
             server: server.clone(),
         });
         announce(&state);
+        let reload_task = tokio::spawn(reload_on_sighup(state.clone()));
         let stop_engine = engine.clone();
         let shutdown = async move {
             shutdown_signal().await;
@@ -162,6 +192,7 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         http::serve(listener, state, shutdown, Duration::from_secs(3)).await;
         watcher.abort();
         schedule_task.abort();
+        reload_task.abort();
         tracing::info!("stopped");
         Ok::<_, anyhow::Error>(0)
     });

@@ -94,6 +94,11 @@ impl Channel {
         lock(&self.stream).clone()
     }
 
+    /// The profile the next run will use.
+    pub fn profile(&self) -> Profile {
+        lock(&self.profile).clone()
+    }
+
     /// Replaces the channel's configuration (the caller restarts the worker).
     pub fn reconfigure(&self, stream: Arc<StreamConfig>, profile: Profile) {
         lock(&self.status).producer = producer_of(&stream);
@@ -186,6 +191,7 @@ impl Channel {
             let mut st = lock(&self.status);
             st.started_at = Some(Utc::now());
             st.last_error = None;
+            st.starts += 1;
         }
         let spawned = std::thread::Builder::new()
             .name(format!("amps-ch-{}", self.id))
@@ -288,6 +294,7 @@ impl Channel {
                 st.restarts += 1;
             }
             if !self.hub.has_keyframe() && failures >= 2 {
+                lock(&self.status).start_failures += 1;
                 self.set_state(State::Failed);
                 tracing::warn!(channel = self.id, "channel failed to start");
                 // Clients still attached (e.g. after a change to a bad source) get an end.

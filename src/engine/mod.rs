@@ -95,8 +95,7 @@ impl Engine {
         stream
             .ffmpeg_profile
             .as_ref()
-            .and_then(|p| self.registry.profiles().get(p))
-            .cloned()
+            .and_then(|p| self.registry.profiles().get(p).cloned())
             .unwrap_or_default()
     }
 
@@ -202,7 +201,8 @@ impl Engine {
                     return;
                 };
                 let profile = self.profile_for(&new);
-                let restart = !old.same_media(&new);
+                // A reload can change a profile's definition under an unchanged stream.
+                let restart = !old.same_media(&new) || ch.profile() != profile;
                 ch.reconfigure(new, profile);
                 if !restart {
                     // Name, logo, programs...: viewers keep watching undisturbed.

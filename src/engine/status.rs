@@ -28,6 +28,11 @@ pub struct Status {
     pub clients: usize,
     pub started_at: Option<DateTime<Utc>>,
     pub uptime_secs: Option<u64>,
+    /// Producer runs started (first client after idle, or after a change).
+    pub starts: u64,
+    /// Runs that ended without ever producing a picture (the channel went to `failed`).
+    pub start_failures: u64,
+    /// Producer sessions restarted after a failure while the run went on.
     pub restarts: u64,
     pub last_error: Option<String>,
     pub producer: &'static str,

@@ -170,3 +170,46 @@ mod tests {
         assert_eq!(doc, json!({"b": {"c": 5, "d": 3}, "e": [2, 3], "f": "new"}));
     }
 }
+
+/// POST /api/reload: re-reads the config file; 422 with every error if it is bad (nothing
+/// changes then).
+pub fn reload(state: &AppState) -> Result<Response, Error> {
+    let report = apply_reload(state, "API")?;
+    Ok(json(StatusCode::OK, &report))
+}
+
+/// Reloads and logs the outcome (shared by the API and SIGHUP).
+pub fn apply_reload(state: &AppState, by: &str) -> Result<crate::reload::Report, Error> {
+    match state.reloader.reload(&state.registry, &state.scheduler) {
+        Ok(r) => {
+            tracing::info!(
+                by,
+                added = ?r.streams.added,
+                updated = ?r.streams.updated,
+                removed = ?r.streams.removed,
+                scheduled_added = ?r.scheduled_streams.added,
+                scheduled_updated = ?r.scheduled_streams.updated,
+                scheduled_removed = ?r.scheduled_streams.removed,
+                profiles_changed = ?r.profiles_changed,
+                "configuration reloaded"
+            );
+            for w in &r.warnings {
+                tracing::warn!("{w}");
+            }
+            if !r.needs_restart.is_empty() {
+                tracing::warn!(keys = ?r.needs_restart, "these settings changed but take effect only after a restart");
+            }
+            Ok(r)
+        }
+        Err(e) => {
+            tracing::error!(
+                by,
+                "configuration reload refused; the running configuration stays: {e}"
+            );
+            for d in e.details() {
+                tracing::error!("  {d}");
+            }
+            Err(e)
+        }
+    }
+}

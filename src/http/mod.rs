@@ -39,6 +39,7 @@ pub struct AppState {
     pub registry: Arc<Registry>,
     pub engine: Arc<crate::engine::Engine>,
     pub scheduler: Arc<crate::schedule::Scheduler>,
+    pub reloader: Arc<crate::reload::Reloader>,
     pub metrics: Arc<Metrics>,
     pub server: ServerConfig,
     pub token: TokenCheck,
@@ -93,6 +94,7 @@ pub const ROUTES: &[RouteSpec] = &[
         "/api/streams/1/programs",
     ),
     route("GET", "/api/streams/{id}/status", "/api/streams/1/status"),
+    route("POST", "/api/reload", "/api/reload"),
     route("GET", "/stream/{id}", "/stream/1"),
     route("HEAD", "/stream/{id}", "/stream/1"),
     route("GET", "/epg.xml", "/epg.xml"),
@@ -201,13 +203,25 @@ fn playlist(state: &AppState, host: Option<String>) -> Response {
     resp
 }
 
-fn metrics(state: &AppState) -> Response {
-    let mut resp = state.metrics.render(state.registry.len()).into_response();
+/// The Prometheus text format, or OpenMetrics for a scraper that asks for it.
+fn metrics(state: &AppState, accept: Option<String>) -> Response {
+    let n = state.registry.len();
+    let open = accept.is_some_and(|a| a.contains("application/openmetrics-text"));
+    let (text, ctype) = if open {
+        (
+            state.metrics.render_openmetrics(n),
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )
+    } else {
+        (
+            state.metrics.render(n),
+            "text/plain; version=0.0.4; charset=utf-8",
+        )
+    };
+    let mut resp = text.into_response();
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
-        header::HeaderValue::from_static(
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        ),
+        header::HeaderValue::from_static(ctype),
     );
     resp
 }
@@ -259,7 +273,8 @@ pub fn routes(
     let metrics = warp::path!("metrics")
         .and(warp::get())
         .and(s())
-        .map(|st: Arc<AppState>| metrics(&st));
+        .and(warp::header::optional::<String>("accept"))
+        .map(|st: Arc<AppState>, accept| metrics(&st, accept));
 
     let streams = warp::path("api").and(warp::path("streams"));
     let list = streams
@@ -308,6 +323,10 @@ pub fn routes(
         .and(body())
         .map(|id, st: Arc<AppState>, ct, b| reply::respond(api::put_programs(&st, id, ct, b)));
 
+    let reload = warp::path!("api" / "reload")
+        .and(warp::post())
+        .and(s())
+        .map(|st: Arc<AppState>| reply::respond(api::reload(&st)));
     let status = streams
         .and(warp::path::param::<u32>())
         .and(warp::path("status"))
@@ -378,6 +397,7 @@ pub fn routes(
         delete.boxed(),
         get_programs.boxed(),
         put_programs.boxed(),
+        reload.boxed(),
     ]);
 
     health

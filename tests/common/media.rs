@@ -224,8 +224,9 @@ pub fn starts_with_keyframe(path: &Path) -> bool {
 
 /// The width of every decoded video frame, in order.
 pub fn frame_widths(path: &Path) -> Vec<u64> {
+    // Frames with side data (MPEG-2 panscan, ...) print extra CSV fields after the width.
     video_csv(path, "frame=width", &[])
         .lines()
-        .filter_map(|l| l.trim().parse().ok())
+        .filter_map(|l| l.split(',').next()?.trim().parse().ok())
         .collect()
 }

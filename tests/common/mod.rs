@@ -112,6 +112,22 @@ impl Server {
         }
     }
 
+    /// The config file the server was started with (tests rewrite it to test reloads).
+    pub fn config_path(&self) -> std::path::PathBuf {
+        self._dir.path().join("config.yaml")
+    }
+
+    /// Sends a signal (`HUP`, `TERM`, `KILL`...) to the server.
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{sig} failed");
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }

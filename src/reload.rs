@@ -1,0 +1,179 @@
+//! Configuration hot reload, on SIGHUP or `POST /api/reload`.
+//!
+//! The file the server started from is read and validated again, as at start (same
+//! environment overrides and command-line flags). A bad file is refused as a whole with
+//! every error, and the running configuration stays. A good one is applied as a diff:
+//! channels the file adds, changes or drops are added, restarted or removed; channels it
+//! leaves alone keep playing; channels added through the API stay. Settings that are read
+//! once at start (`server.*`, `engine.*`) are reported as needing a restart.
+
+use crate::config::Config;
+use crate::error::{Error, ErrorKind, Result};
+use crate::registry::{Registry, ReloadDiff};
+use crate::schedule::Scheduler;
+use serde::Serialize;
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+/// What `amps serve` was told on its command line, re-applied to every reload.
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub debug: bool,
+}
+
+impl Overrides {
+    pub fn apply(&self, config: &mut Config) {
+        if let Some(h) = &self.host {
+            config.server.host = h.clone();
+        }
+        if let Some(p) = self.port {
+            config.server.port = p;
+        }
+        config.server.debug |= self.debug;
+    }
+}
+
+/// What a reload did.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    /// The file that was read.
+    pub config: String,
+    pub streams: ReloadDiff,
+    pub scheduled_streams: ReloadDiff,
+    /// Profiles added, removed or redefined (their channels restart).
+    pub profiles_changed: Vec<String>,
+    /// Keys that changed but take effect only when amps restarts.
+    pub needs_restart: Vec<String>,
+    pub warnings: Vec<String>,
+}
+
+/// Holds the configuration in force and applies new versions of it.
+#[derive(Debug)]
+pub struct Reloader {
+    path: Option<PathBuf>,
+    overrides: Overrides,
+    current: Mutex<Config>,
+}
+
+/// Top-level keys of two serializable sections that differ, as `section.key`.
+fn changed_keys<T: Serialize>(section: &str, old: &T, new: &T) -> Vec<String> {
+    let (Ok(serde_json::Value::Object(a)), Ok(serde_json::Value::Object(b))) =
+        (serde_json::to_value(old), serde_json::to_value(new))
+    else {
+        return Vec::new();
+    };
+    let keys: BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+    keys.into_iter()
+        .filter(|k| a.get(*k) != b.get(*k))
+        .map(|k| format!("{section}.{k}"))
+        .collect()
+}
+
+impl Reloader {
+    /// `path`: the file the server loaded (None: the embedded default, which never changes).
+    pub fn new(path: Option<PathBuf>, overrides: Overrides, current: Config) -> Reloader {
+        Reloader {
+            path,
+            overrides,
+            current: Mutex::new(current),
+        }
+    }
+
+    /// Reads the file again and applies it. On error nothing changes.
+    pub fn reload(&self, registry: &Registry, scheduler: &Scheduler) -> Result<Report> {
+        // One reload at a time: the lock is held from reading to applying.
+        let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        let loaded = crate::config::load(
+            self.path.as_deref(),
+            &crate::config::process_env,
+            &crate::libav::Catalog::new(),
+        )?;
+        let mut new = loaded.config;
+        self.overrides.apply(&mut new);
+
+        // Channels the file does not own (API-added) must keep a profile to run with.
+        let file_ids: BTreeSet<u32> = new
+            .streams
+            .iter()
+            .chain(&new.scheduled_streams)
+            .map(|s| s.id)
+            .collect();
+        let mut uses: Vec<(u32, Option<String>)> = registry
+            .list()
+            .iter()
+            .map(|s| (s.id, s.ffmpeg_profile.clone()))
+            .collect();
+        uses.extend(scheduler.profile_uses());
+        let orphans: Vec<String> = uses
+            .into_iter()
+            .filter(|(id, _)| !file_ids.contains(id))
+            .filter_map(|(id, p)| {
+                let p = p?;
+                (!new.ffmpeg_profiles.contains_key(&p)).then(|| {
+                    format!("ffmpeg_profiles.{p}: still used by stream {id} (added through the API); keep the profile or change the stream first")
+                })
+            })
+            .collect();
+        if !orphans.is_empty() {
+            return Err(Error::with_details(
+                ErrorKind::Config,
+                format!(
+                    "{}: the new configuration removes profiles in use",
+                    loaded.origin
+                ),
+                orphans,
+            ));
+        }
+
+        let mut needs_restart = changed_keys("server", &current.server, &new.server);
+        needs_restart.extend(changed_keys("engine", &current.engine, &new.engine));
+        let names: BTreeSet<&String> = current
+            .ffmpeg_profiles
+            .keys()
+            .chain(new.ffmpeg_profiles.keys())
+            .collect();
+        let profiles_changed = names
+            .into_iter()
+            .filter(|n| current.ffmpeg_profiles.get(*n) != new.ffmpeg_profiles.get(*n))
+            .cloned()
+            .collect();
+
+        let ids = |v: &[crate::config::StreamConfig]| v.iter().map(|s| s.id).collect();
+        let streams = registry.reload(
+            &ids(&current.streams),
+            &new.streams,
+            new.ffmpeg_profiles.clone(),
+        );
+        let scheduled_streams =
+            scheduler.reload(&ids(&current.scheduled_streams), &new.scheduled_streams);
+        *current = new;
+        Ok(Report {
+            config: loaded.origin,
+            streams,
+            scheduled_streams,
+            profiles_changed,
+            needs_restart,
+            warnings: loaded.warnings,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn changed_keys_names_each_differing_key() {
+        let a = crate::config::ServerConfig::default();
+        let mut b = a.clone();
+        b.port = 6000;
+        b.auth_token = Some("secret-value".into());
+        let keys = changed_keys("server", &a, &b);
+        assert_eq!(keys, vec!["server.auth_token", "server.port"]);
+        // Only key names are reported, never values.
+        assert!(!keys.concat().contains("secret-value"));
+    }
+}
