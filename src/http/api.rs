@@ -155,22 +155,6 @@ fn merge_patch(target: &mut Value, patch: &Value) {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn merge_patch_follows_rfc_7396() {
-        let mut doc = json!({"a": 1, "b": {"c": 2, "d": 3}, "e": [1]});
-        merge_patch(
-            &mut doc,
-            &json!({"a": null, "b": {"c": 5}, "e": [2, 3], "f": "new"}),
-        );
-        assert_eq!(doc, json!({"b": {"c": 5, "d": 3}, "e": [2, 3], "f": "new"}));
-    }
-}
-
 /// POST /api/reload: re-reads the config file; 422 with every error if it is bad (nothing
 /// changes then).
 pub fn reload(state: &AppState) -> Result<Response, Error> {
@@ -211,5 +195,21 @@ pub fn apply_reload(state: &AppState, by: &str) -> Result<crate::reload::Report,
             }
             Err(e)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn merge_patch_follows_rfc_7396() {
+        let mut doc = json!({"a": 1, "b": {"c": 2, "d": 3}, "e": [1]});
+        merge_patch(
+            &mut doc,
+            &json!({"a": null, "b": {"c": 5}, "e": [2, 3], "f": "new"}),
+        );
+        assert_eq!(doc, json!({"b": {"c": 5, "d": 3}, "e": [2, 3], "f": "new"}));
     }
 }
