@@ -100,7 +100,8 @@ const QUERY_VALUE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUM
     .remove(b'_')
     .remove(b'~');
 
-/// Percent-encodes a token for use in a URL query.
+/// Percent-encodes a token for use in a URL query value or a path segment (only
+/// unreserved characters stay as they are).
 pub fn encode_for_query(token: &str) -> String {
     percent_encoding::utf8_percent_encode(token, QUERY_VALUE).to_string()
 }

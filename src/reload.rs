@@ -130,6 +130,11 @@ impl Reloader {
 
         let mut needs_restart = changed_keys("server", &current.server, &new.server);
         needs_restart.extend(changed_keys("engine", &current.engine, &new.engine));
+        needs_restart.extend(changed_keys(
+            "hdhomerun",
+            &current.hdhomerun,
+            &new.hdhomerun,
+        ));
         let names: BTreeSet<&String> = current
             .ffmpeg_profiles
             .keys()

@@ -248,3 +248,223 @@ fn reload_keeps_api_streams_and_refuses_to_drop_their_profile() {
     let r = s.request("POST", "/api/reload", &[], None);
     assert_eq!(r.status, 401, "reload needs the token");
 }
+
+/// A GET with no headers at all, as Plex and Jellyfin send them.
+fn bare_get(url: &str) -> (u16, String, String) {
+    let r = match ureq::get(url).timeout(Duration::from_secs(10)).call() {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("GET {url}: {e}"),
+    };
+    let status = r.status();
+    let ct = r.content_type().to_owned();
+    (status, ct, r.into_string().unwrap_or_default())
+}
+
+fn hdhr_config() -> String {
+    format!(
+        "server:\n  auth_token: {TOKEN}\nhdhomerun:\n  friendly_name: Living Room\n  tuner_count: 2\nffmpeg_profiles:\n  light: {{video_codec: mpeg2video, audio_codec: mp2}}\nstreams:\n  - {{id: 1, name: One, source: 'lavfi:testsrc2=size=320x240:rate=25[out0];sine[out1]', ffmpeg_profile: light, channel_number: 7}}\n  - {{id: 2, name: Two & Co, source: 'lavfi:testsrc2=size=320x240:rate=25[out0];sine[out1]', ffmpeg_profile: light}}\n"
+    )
+}
+
+fn valid_hdhr_id(id: &str) -> bool {
+    const T: [u32; 16] = [10, 5, 15, 6, 7, 12, 1, 11, 9, 2, 8, 13, 4, 3, 14, 0];
+    let d: Vec<u32> = id.chars().filter_map(|c| c.to_digit(16)).collect();
+    d.len() == 8
+        && id.len() == 8
+        && (0..8).fold(0, |acc, i| {
+            acc ^ if i % 2 == 0 { T[d[i] as usize] } else { d[i] }
+        }) == 0
+}
+
+/// Walks the tuner the way Jellyfin's HdHomerunHost does: the user's URL + "/discover.json",
+/// then `LineupURL`, then each channel's `URL` verbatim with a plain GET.
+#[test]
+fn jellyfin_finds_the_tuner_reads_the_lineup_and_plays_a_channel() {
+    let s = Server::start(&hdhr_config());
+    let entered = s.url(&format!("/hdhr/{TOKEN}"));
+    let (status, ct, body) = bare_get(&format!("{entered}/discover.json"));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(ct, "application/json");
+    let d: serde_json::Value = serde_json::from_str(&body).unwrap();
+    // Jellyfin's DiscoverResponse: exact-case keys, strings and an int TunerCount.
+    for key in [
+        "FriendlyName",
+        "ModelNumber",
+        "FirmwareName",
+        "FirmwareVersion",
+        "DeviceID",
+        "DeviceAuth",
+        "BaseURL",
+        "LineupURL",
+    ] {
+        assert!(d[key].is_string(), "{key} is a string: {d}");
+    }
+    assert_eq!(d["TunerCount"], 2);
+    assert_eq!(d["FriendlyName"], "Living Room");
+    assert_eq!(d["BaseURL"], entered.as_str());
+    assert_eq!(d["LineupURL"], format!("{entered}/lineup.json"));
+    assert!(!d["ModelNumber"]
+        .as_str()
+        .unwrap()
+        .to_lowercase()
+        .contains("hdtc"));
+    let id = d["DeviceID"].as_str().unwrap();
+    assert!(valid_hdhr_id(id), "DeviceID {id} has a valid check digit");
+
+    let (status, _, body) = bare_get(d["LineupURL"].as_str().unwrap());
+    assert_eq!(status, 200);
+    let lineup: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
+    assert_eq!(lineup.len(), 2, "{body}");
+    let numbers: Vec<&str> = lineup
+        .iter()
+        .map(|c| c["GuideNumber"].as_str().expect("GuideNumber is a string"))
+        .collect();
+    assert_eq!(
+        numbers,
+        ["7", "2"],
+        "channel number, else id; in playlist order"
+    );
+    assert_eq!(lineup[1]["GuideName"], "Two & Co");
+    for c in &lineup {
+        let url = c["URL"].as_str().unwrap();
+        assert!(url.starts_with(&entered), "{url}");
+        assert!(
+            !url.contains('?'),
+            "no query: Jellyfin may append one: {url}"
+        );
+        // JsonBoolNumberConverter accepts 0/1; old Jellyfin reads HD as an int.
+        assert_eq!(c["HD"], 1);
+        assert_eq!(c["DRM"], 0);
+    }
+    // Play channel 7 with a bare GET, as Jellyfin does.
+    let url = lineup[0]["URL"].as_str().unwrap();
+    let resp = ureq::get(url).call().unwrap();
+    assert_eq!(resp.content_type(), "video/mp2t");
+    let mut bytes = Vec::new();
+    let mut reader = resp.into_reader();
+    let mut buf = vec![0u8; 64 * 1024];
+    let t0 = std::time::Instant::now();
+    while t0.elapsed() < Duration::from_secs(2) {
+        match std::io::Read::read(&mut reader, &mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => bytes.extend_from_slice(&buf[..n]),
+        }
+    }
+    drop(reader);
+    let path = common::save(&bytes, "hdhr.ts");
+    assert_eq!(common::media::codecs(&path), ["mpeg2video", "mp2"]);
+    assert_eq!(common::media::resolution(&path), (320, 240));
+    let st = s.get("/api/streams/1/status").json();
+    assert_eq!(st["starts"], 1, "guide number 7 is stream 1: {st}");
+}
+
+/// Walks the tuner the way Plex does (as its emulators' logs show): discover, lineup status,
+/// a scan request, lineup, device description.
+#[test]
+fn plex_scan_sequence_and_device_description() {
+    let s = Server::start(&hdhr_config());
+    let base = s.url(&format!("/hdhr/{TOKEN}"));
+    let (status, _, _) = bare_get(&format!("{base}/discover.json"));
+    assert_eq!(status, 200);
+    let (status, _, body) = bare_get(&format!("{base}/lineup_status.json"));
+    assert_eq!(status, 200);
+    let ls: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(ls["ScanInProgress"], 0);
+    assert_eq!(ls["ScanPossible"], 1);
+    assert_eq!(ls["Source"], "Cable");
+    assert_eq!(ls["SourceList"], serde_json::json!(["Cable"]));
+    let r = ureq::post(&format!("{base}/lineup.post?scan=start&source=Cable"))
+        .send_string("")
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        200,
+        "a 404/405 makes Plex say it cannot talk to the device"
+    );
+    let (status, _, body) = bare_get(&format!("{base}/lineup.json"));
+    assert_eq!(status, 200);
+    assert!(body.contains("\"GuideNumber\":\"7\""), "{body}");
+
+    let (status, ct, xml) = bare_get(&format!("{base}/device.xml"));
+    assert_eq!(status, 200);
+    assert_eq!(ct, "application/xml");
+    let file = common::save(xml.as_bytes(), "device.xml");
+    let xpath = |expr: &str| {
+        let out = Command::new("xmllint")
+            .args(["--xpath", expr])
+            .arg(&file)
+            .output()
+            .expect("xmllint (libxml2-utils)");
+        assert!(out.status.success(), "{expr}: {xml}");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    let root = "/*[local-name()='root']";
+    assert_eq!(
+        xpath(&format!("string({root}/*[local-name()='URLBase'])")),
+        base
+    );
+    let dev = format!("{root}/*[local-name()='device']");
+    assert_eq!(
+        xpath(&format!("string({dev}/*[local-name()='deviceType'])")),
+        "urn:schemas-upnp-org:device:MediaServer:1"
+    );
+    assert_eq!(
+        xpath(&format!("string({dev}/*[local-name()='manufacturer'])")),
+        "Silicondust"
+    );
+    assert_eq!(
+        xpath(&format!("string({dev}/*[local-name()='friendlyName'])")),
+        "Living Room"
+    );
+    assert!(xpath(&format!("string({dev}/*[local-name()='UDN'])")).starts_with("uuid:"));
+    let serial = xpath(&format!("string({dev}/*[local-name()='serialNumber'])"));
+    assert!(valid_hdhr_id(&serial), "{serial}");
+}
+
+#[test]
+fn the_tuner_refuses_wrong_tokens_and_keeps_the_token_out_of_logs_and_metrics() {
+    let s = Server::start(&hdhr_config());
+    for path in [
+        "/hdhr/discover.json".to_owned(),
+        "/hdhr/wrong/discover.json".to_owned(),
+        "/hdhr/wrong/auto/v7".to_owned(),
+        format!("/hdhr/{TOKEN}x/lineup.json"),
+    ] {
+        let (status, _, body) = bare_get(&s.url(&path));
+        assert_eq!(
+            status, 401,
+            "{path}: a 404 would make Jellyfin fall back silently: {body}"
+        );
+    }
+    let (status, _, _) = bare_get(&s.url(&format!("/hdhr/{TOKEN}/auto/v99")));
+    assert_eq!(status, 404);
+    let (status, _, _) = bare_get(&s.url(&format!("/hdhr/{TOKEN}/other.json")));
+    assert_eq!(status, 404);
+    let r = ureq::head(&s.url(&format!("/hdhr/{TOKEN}/auto/v7")))
+        .call()
+        .unwrap();
+    assert_eq!(r.content_type(), "video/mp2t");
+    let (status, _, _) = bare_get(&s.url(&format!("/hdhr/{TOKEN}/discover.json")));
+    assert_eq!(status, 200);
+    let metrics = s.get("/metrics").body;
+    assert!(
+        metrics.contains("route=\"/hdhr/{token}/discover.json\",method=\"GET\",status=\"200\""),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("route=\"/hdhr/{token}/auto/v{n}\",method=\"HEAD\""),
+        "{metrics}"
+    );
+    assert!(!metrics.contains(TOKEN));
+    let logs = s.logs();
+    assert!(logs.contains("/hdhr/***/discover.json"), "{logs}");
+    assert!(!logs.contains(TOKEN), "{logs}");
+}
+
+#[test]
+fn the_tuner_can_be_turned_off() {
+    let s = Server::start(&hdhr_config().replace("hdhomerun:\n", "hdhomerun:\n  enabled: false\n"));
+    let (status, _, _) = bare_get(&s.url(&format!("/hdhr/{TOKEN}/discover.json")));
+    assert_eq!(status, 404);
+}

@@ -180,6 +180,7 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
             clock,
             local_addr,
             server: server.clone(),
+            hdhomerun: config.hdhomerun.clone(),
         });
         announce(&state);
         let reload_task = tokio::spawn(reload_on_sighup(state.clone()));
@@ -218,7 +219,17 @@ fn announce(state: &AppState) {
     };
     println!("listening on {}", state.local_addr);
     println!("playlist: {}", q("/playlist.m3u"));
+    println!("guide:    {}", q("/epg.xml"));
+    if state.hdhomerun.enabled {
+        let tuner = match &shown {
+            Some(t) if t == "***" => format!("{base}/hdhr/***"),
+            Some(t) => format!("{base}/hdhr/{}", crate::auth::encode_for_query(t)),
+            None => format!("{base}/hdhr"),
+        };
+        println!("tuner:    {tuner}   (Plex/Jellyfin: add an HDHomeRun tuner at this address)");
+    }
     println!("api:      {base}/api/streams");
+    println!("metrics:  {base}/metrics");
 }
 
 #[cfg(test)]

@@ -12,7 +12,8 @@ pub mod validate;
 pub mod yaml_index;
 
 pub use model::{
-    Config, CustomFfmpeg, EngineConfig, Profile, Program, Schedule, ServerConfig, StreamConfig,
+    Config, CustomFfmpeg, EngineConfig, HdhrConfig, Profile, Program, Schedule, ServerConfig,
+    StreamConfig,
 };
 pub use time::Timestamp;
 

@@ -27,6 +27,36 @@ pub struct Config {
     /// Channels that exist only inside a `schedule` window.
     #[serde(default)]
     pub scheduled_streams: Vec<StreamConfig>,
+    /// HDHomeRun tuner emulation for Plex, Jellyfin and Emby.
+    #[serde(default)]
+    pub hdhomerun: HdhrConfig,
+}
+
+/// The `hdhomerun` section: how Amps presents itself to Plex/Jellyfin/Emby as a network
+/// tuner (under `/hdhr/<token>/`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HdhrConfig {
+    /// Serve the emulation. Default true.
+    pub enabled: bool,
+    /// The name Plex and Jellyfin show. Default `Amps`.
+    pub friendly_name: String,
+    /// Tuners announced (the most channels Plex records or plays at once). Default 4.
+    pub tuner_count: u32,
+    /// Eight hex digits with a valid HDHomeRun check digit. Default: derived from the
+    /// friendly name and port, so it is stable across restarts.
+    pub device_id: Option<String>,
+}
+
+impl Default for HdhrConfig {
+    fn default() -> Self {
+        HdhrConfig {
+            enabled: true,
+            friendly_name: "Amps".into(),
+            tuner_count: 4,
+            device_id: None,
+        }
+    }
 }
 
 /// The `server` section.

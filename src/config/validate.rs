@@ -73,9 +73,39 @@ impl Sink<'_> {
 }
 
 /// Validates the whole configuration.
+fn validate_hdhr(h: &super::HdhrConfig, errors: &mut Vec<Issue>) {
+    let mut err = |key: &str, message: String| {
+        errors.push(Issue {
+            path: format!("hdhomerun.{key}"),
+            message,
+        })
+    };
+    if !(1..=64).contains(&h.tuner_count) {
+        err(
+            "tuner_count",
+            format!("{} is out of range (1 to 64)", h.tuner_count),
+        );
+    }
+    if h.friendly_name.trim().is_empty() || h.friendly_name.len() > 64 {
+        err("friendly_name", "must be 1 to 64 characters".into());
+    }
+    if let Some(id) = &h.device_id {
+        if !crate::http::hdhr::valid_device_id(id) {
+            err(
+                "device_id",
+                format!(
+                    "{id:?} is not 8 hex digits with a valid HDHomeRun check digit (try {})",
+                    crate::http::hdhr::with_check_digit(id.get(..7).unwrap_or(id))
+                ),
+            );
+        }
+    }
+}
+
 pub fn validate_config(cfg: &Config, catalog: &dyn EncoderCatalog) -> Report {
     let mut report = Report::default();
     validate_server(cfg, &mut report.errors);
+    validate_hdhr(&cfg.hdhomerun, &mut report.errors);
     for (name, p) in &cfg.ffmpeg_profiles {
         let prefix = format!("ffmpeg_profiles.{name}");
         report

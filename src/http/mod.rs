@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod guide;
+pub mod hdhr;
 pub mod io;
 pub mod media;
 pub mod reply;
@@ -42,6 +43,7 @@ pub struct AppState {
     pub reloader: Arc<crate::reload::Reloader>,
     pub metrics: Arc<Metrics>,
     pub server: ServerConfig,
+    pub hdhomerun: crate::config::HdhrConfig,
     pub token: TokenCheck,
     pub clock: SharedClock,
     /// The address the server is bound to (fallback base URL).
@@ -103,10 +105,37 @@ pub const ROUTES: &[RouteSpec] = &[
     route("GET", "/api/schedule/{id}", "/api/schedule/900"),
     route("PUT", "/api/schedule/{id}", "/api/schedule/900"),
     route("DELETE", "/api/schedule/{id}", "/api/schedule/900"),
+    route(
+        "GET",
+        "/hdhr/{token}/discover.json",
+        "/hdhr/x/discover.json",
+    ),
+    route("GET", "/hdhr/{token}/lineup.json", "/hdhr/x/lineup.json"),
+    route(
+        "GET",
+        "/hdhr/{token}/lineup_status.json",
+        "/hdhr/x/lineup_status.json",
+    ),
+    route("POST", "/hdhr/{token}/lineup.post", "/hdhr/x/lineup.post"),
+    route("GET", "/hdhr/{token}/device.xml", "/hdhr/x/device.xml"),
+    route("GET", "/hdhr/{token}/auto/v{n}", "/hdhr/x/auto/v2"),
+    route("HEAD", "/hdhr/{token}/auto/v{n}", "/hdhr/x/auto/v2"),
 ];
 
 /// The route pattern a path belongs to, for bounded metric labels.
 pub fn pattern_of(method: &str, path: &str) -> &'static str {
+    if let Some(tail) = path.strip_prefix("/hdhr/") {
+        let norm = match hdhr::split(tail) {
+            Some((_, hdhr::Target::Channel(_))) => "/hdhr/{token}/auto/v{n}".to_owned(),
+            Some(_) => hdhr::redact_path(path, "{token}"),
+            None => String::new(),
+        };
+        return ROUTES
+            .iter()
+            .find(|r| r.pattern == norm)
+            .map(|r| r.pattern)
+            .unwrap_or("other");
+    }
     let norm: String = path
         .split('/')
         .map(|seg| {
@@ -141,10 +170,17 @@ fn authorized(state: Arc<AppState>) -> impl Filter<Extract = (), Error = Rejecti
     warp::header::optional::<String>("authorization")
         .and(warp::header::optional::<String>("x-amps-token"))
         .and(warp::query::raw().or(warp::any().map(String::new)).unify())
+        .and(warp::path::full())
         .and(with_state(state))
         .and_then(
-            |a: Option<String>, x: Option<String>, q: String, state: Arc<AppState>| async move {
-                let presented = crate::auth::presented(a.as_deref(), x.as_deref(), Some(&q));
+            |a: Option<String>,
+             x: Option<String>,
+             q: String,
+             path: warp::path::FullPath,
+             state: Arc<AppState>| async move {
+                // Tuner clients (Plex, Jellyfin) carry it in the path: /hdhr/<token>/...
+                let presented = crate::auth::presented(a.as_deref(), x.as_deref(), Some(&q))
+                    .or_else(|| hdhr::path_token(path.as_str()));
                 if state.token.allows(presented.as_deref()) {
                     Ok(())
                 } else {
@@ -343,6 +379,47 @@ pub fn routes(
         .and(s())
         .map(|id, st: Arc<AppState>| media::head(&st, id));
 
+    let tuner = warp::path("hdhr")
+        .and(warp::path::tail())
+        .and(warp::method())
+        .and(warp::header::optional::<String>("host"))
+        .and(s())
+        .and_then(
+            |tail: warp::path::Tail,
+             method: warp::http::Method,
+             host: Option<String>,
+             st: Arc<AppState>| async move {
+                let target = match hdhr::split(tail.as_str()) {
+                    Some((_, t)) if st.hdhomerun.enabled => t,
+                    _ => return Err(warp::reject::not_found()),
+                };
+                use warp::http::Method;
+                let resp = match (target, method) {
+                    (hdhr::Target::Channel(n), m) if m == Method::GET || m == Method::HEAD => {
+                        let Some(ch) = hdhr::channel_for(&st, n) else {
+                            return Ok(reply::error(&Error::not_found(format!(
+                                "no channel with guide number {n}"
+                            ))));
+                        };
+                        if m == Method::HEAD {
+                            media::head(&st, ch.id)
+                        } else {
+                            media::watch(&st, ch.id).await
+                        }
+                    }
+                    (hdhr::Target::LineupPost, m) if m == Method::POST || m == Method::GET => {
+                        hdhr::answer(&st, target, host.as_deref())
+                    }
+                    (hdhr::Target::LineupPost | hdhr::Target::Channel(_), _) => {
+                        return Err(warp::reject::not_found())
+                    }
+                    (t, Method::GET) => hdhr::answer(&st, t, host.as_deref()),
+                    _ => return Err(warp::reject::not_found()),
+                };
+                Ok::<_, Rejection>(resp)
+            },
+        );
+
     let epg = warp::path!("epg.xml")
         .and(warp::get())
         .and(s())
@@ -398,6 +475,7 @@ pub fn routes(
         get_programs.boxed(),
         put_programs.boxed(),
         reload.boxed(),
+        tuner.boxed(),
     ]);
 
     health
@@ -507,6 +585,7 @@ fn log_request(
             status: status.as_u16(),
         })
         .inc();
+    let path = hdhr::redact_path(path, "***");
     tracing::info!(
         target: "amps::access",
         client = %addr,

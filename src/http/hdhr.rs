@@ -1,0 +1,361 @@
+//! HDHomeRun tuner emulation, so Plex, Jellyfin and Emby can use Amps as a network tuner.
+//!
+//! Those servers cannot send our header and build their URLs by appending `/discover.json`
+//! to what the user typed, so the token travels as a path segment: the user enters
+//! `http://host:5000/hdhr/<token>` and every URL Amps hands out (`BaseURL`, `LineupURL`,
+//! each channel's `URL`) keeps that prefix. The token filter reads it from the path like
+//! the other carriers; access logs and metrics show `/hdhr/{token}/...`, never the value.
+//! No UDP discovery is answered: Jellyfin would replace the configured URL (and its token)
+//! with the bare address of a discovered device.
+
+use super::AppState;
+use crate::config::StreamConfig;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+use warp::http::{header, StatusCode};
+use warp::reply::Response;
+use warp::Reply;
+
+/// The files of a tuner, after the `/hdhr/[<token>/]` prefix.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    Discover,
+    Lineup,
+    LineupStatus,
+    LineupPost,
+    DeviceXml,
+    /// `auto/v<GuideNumber>`: a channel's stream.
+    Channel(u32),
+}
+
+impl Target {
+    fn parse(file: &[&str]) -> Option<Target> {
+        Some(match file {
+            ["discover.json"] => Target::Discover,
+            ["lineup.json"] => Target::Lineup,
+            ["lineup_status.json"] => Target::LineupStatus,
+            ["lineup.post"] => Target::LineupPost,
+            ["device.xml"] | ["capability"] => Target::DeviceXml,
+            ["auto", v] => {
+                let n = v.strip_prefix('v')?;
+                if n.is_empty() || n.len() > 9 || !n.bytes().all(|b| b.is_ascii_digit()) {
+                    return None;
+                }
+                Target::Channel(n.parse().ok()?)
+            }
+            _ => return None,
+        })
+    }
+}
+
+/// Splits the path after `/hdhr/` into (token segment, target). The token segment is
+/// present when the path has one more segment than the target needs.
+pub fn split(tail: &str) -> Option<(Option<&str>, Target)> {
+    let segs: Vec<&str> = tail.split('/').collect();
+    if let Some(t) = Target::parse(&segs) {
+        return Some((None, t));
+    }
+    let (first, rest) = segs.split_first()?;
+    if first.is_empty() {
+        return None;
+    }
+    Target::parse(rest).map(|t| (Some(*first), t))
+}
+
+/// The token segment of the path after `/hdhr/`: the segment before a known file, or the
+/// first of several segments (so an unknown file is still answered by its token, and its
+/// token is still redacted).
+fn token_segment(tail: &str) -> Option<&str> {
+    match split(tail) {
+        Some((token, _)) => token,
+        None => tail
+            .split_once('/')
+            .map(|(a, _)| a)
+            .filter(|a| !a.is_empty()),
+    }
+}
+
+/// The token a request carries in its `/hdhr/<token>/...` path, percent-decoded.
+pub fn path_token(path: &str) -> Option<String> {
+    let token = token_segment(path.strip_prefix("/hdhr/")?)?;
+    percent_encoding::percent_decode_str(token)
+        .decode_utf8()
+        .ok()
+        .map(|t| t.into_owned())
+}
+
+/// `path` with the token segment of an `/hdhr/` path replaced by `replacement`.
+pub fn redact_path(path: &str, replacement: &str) -> String {
+    if let Some(tail) = path.strip_prefix("/hdhr/") {
+        if let Some(token) = token_segment(tail) {
+            return format!("/hdhr/{replacement}{}", &tail[token.len()..]);
+        }
+    }
+    path.to_owned()
+}
+
+const CHECK_TABLE: [u8; 16] = [
+    0xA, 0x5, 0xF, 0x6, 0x7, 0xC, 0x1, 0xB, 0x9, 0x2, 0x8, 0xD, 0x4, 0x3, 0xE, 0x0,
+];
+
+fn check_digit(first7: &[u8; 7]) -> u8 {
+    first7.iter().enumerate().fold(0, |acc, (i, &d)| {
+        acc ^ if i % 2 == 0 {
+            CHECK_TABLE[d as usize]
+        } else {
+            d
+        }
+    })
+}
+
+fn hex_digits(s: &str) -> Option<Vec<u8>> {
+    s.chars().map(|c| c.to_digit(16).map(|d| d as u8)).collect()
+}
+
+/// Whether `id` is 8 hex digits whose last is the HDHomeRun check digit (libhdhomerun's
+/// `hdhomerun_discover_validate_device_id`).
+pub fn valid_device_id(id: &str) -> bool {
+    match hex_digits(id) {
+        Some(d) if d.len() == 8 => {
+            let first: [u8; 7] = d[..7].try_into().unwrap_or_default();
+            check_digit(&first) == d[7]
+        }
+        _ => false,
+    }
+}
+
+/// A valid device id: `seed`'s first seven hex digits completed with the check digit, or
+/// (if `seed` does not start with seven hex digits) one derived from a hash of `seed`.
+pub fn with_check_digit(seed: &str) -> String {
+    let first: [u8; 7] = match seed.get(..7).and_then(hex_digits) {
+        Some(d) => d.try_into().unwrap_or_default(),
+        None => {
+            let h = Sha256::digest(seed.as_bytes());
+            std::array::from_fn(|i| (h[i] >> 4) & 0xF)
+        }
+    };
+    let mut out: String = first
+        .iter()
+        .map(|d| char::from_digit(*d as u32, 16).unwrap_or('0'))
+        .collect();
+    out.push(char::from_digit(check_digit(&first) as u32, 16).unwrap_or('0'));
+    out.to_ascii_uppercase()
+}
+
+fn device_id(st: &AppState) -> String {
+    match &st.hdhomerun.device_id {
+        Some(id) => id.to_ascii_uppercase(),
+        None => with_check_digit(&format!(
+            "amps:{}:{}",
+            st.hdhomerun.friendly_name, st.server.port
+        )),
+    }
+}
+
+/// The tuner's base URL, with the token as a path segment.
+pub fn base(st: &AppState, host: Option<&str>) -> String {
+    let root = super::base_url(st, host);
+    match &st.server.auth_token {
+        Some(t) => format!("{root}/hdhr/{}", crate::auth::encode_for_query(t)),
+        None => format!("{root}/hdhr"),
+    }
+}
+
+/// The number a tuner client shows and tunes: the channel number, else the id.
+pub fn guide_number(s: &StreamConfig) -> u32 {
+    s.channel_number.unwrap_or(s.id)
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct Discover {
+    friendly_name: String,
+    manufacturer: &'static str,
+    model_number: &'static str,
+    firmware_name: &'static str,
+    firmware_version: &'static str,
+    #[serde(rename = "DeviceID")]
+    device_id: String,
+    device_auth: &'static str,
+    #[serde(rename = "BaseURL")]
+    base_url: String,
+    #[serde(rename = "LineupURL")]
+    lineup_url: String,
+    tuner_count: u32,
+}
+
+/// Not "HDTC": Jellyfin appends `?transcode=` to an HDTC's stream URLs.
+const MODEL: &str = "HDHR5-4US";
+const FIRMWARE: &str = "hdhomerun5_atsc";
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct LineupEntry {
+    guide_number: String,
+    guide_name: String,
+    #[serde(rename = "URL")]
+    url: String,
+    /// 0/1 as numbers: older Jellyfin and Emby read `HD` as an int.
+    #[serde(rename = "HD")]
+    hd: u8,
+    favorite: u8,
+    #[serde(rename = "DRM")]
+    drm: u8,
+}
+
+fn with_type(mut resp: Response, ctype: &'static str) -> Response {
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(ctype),
+    );
+    resp.headers_mut().insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-cache"),
+    );
+    resp
+}
+
+fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// Answers a tuner file (all but the channel streams).
+pub fn answer(st: &AppState, target: Target, host: Option<&str>) -> Response {
+    let base = base(st, host);
+    match target {
+        Target::Discover => super::reply::json(
+            StatusCode::OK,
+            &Discover {
+                friendly_name: st.hdhomerun.friendly_name.clone(),
+                manufacturer: "Silicondust",
+                model_number: MODEL,
+                firmware_name: FIRMWARE,
+                firmware_version: "20200101",
+                device_id: device_id(st),
+                device_auth: "amps",
+                lineup_url: format!("{base}/lineup.json"),
+                base_url: base,
+                tuner_count: st.hdhomerun.tuner_count,
+            },
+        ),
+        Target::LineupStatus => super::reply::json(
+            StatusCode::OK,
+            &serde_json::json!({
+                "ScanInProgress": 0,
+                "ScanPossible": 1,
+                "Source": "Cable",
+                "SourceList": ["Cable"],
+            }),
+        ),
+        // Plex "scans" before reading the lineup; there is nothing to scan.
+        Target::LineupPost => with_type(String::new().into_response(), "text/plain"),
+        Target::Lineup => {
+            let entries: Vec<LineupEntry> = st
+                .registry
+                .list()
+                .iter()
+                .map(|s| LineupEntry {
+                    guide_number: guide_number(s).to_string(),
+                    guide_name: s.name.clone(),
+                    url: format!("{base}/auto/v{}", guide_number(s)),
+                    hd: 1,
+                    favorite: 0,
+                    drm: 0,
+                })
+                .collect();
+            super::reply::json(StatusCode::OK, &entries)
+        }
+        Target::DeviceXml => {
+            let id = device_id(st);
+            let name = xml_escape(&st.hdhomerun.friendly_name);
+            let xml = format!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<root xmlns=\"urn:schemas-upnp-org:device-1-0\">\n  <specVersion><major>1</major><minor>0</minor></specVersion>\n  <URLBase>{}</URLBase>\n  <device>\n    <deviceType>urn:schemas-upnp-org:device:MediaServer:1</deviceType>\n    <friendlyName>{name}</friendlyName>\n    <manufacturer>Silicondust</manufacturer>\n    <modelName>{MODEL}</modelName>\n    <modelNumber>{MODEL}</modelNumber>\n    <serialNumber>{id}</serialNumber>\n    <UDN>uuid:{}</UDN>\n  </device>\n</root>\n",
+                xml_escape(&base),
+                uuid_for(&id),
+            );
+            with_type(xml.into_response(), "application/xml")
+        }
+        Target::Channel(_) => super::reply::error(&crate::error::Error::not_found(
+            "channel streams are answered by the media handler",
+        )),
+    }
+}
+
+/// A stable UUID-shaped string for the device id.
+fn uuid_for(id: &str) -> String {
+    let h = Sha256::digest(format!("amps-hdhr:{id}").as_bytes());
+    let x: String = h[..16].iter().map(|b| format!("{b:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &x[..8],
+        &x[8..12],
+        &x[12..16],
+        &x[16..20],
+        &x[20..32]
+    )
+}
+
+/// The channel a tuner URL names (`auto/v<GuideNumber>`).
+pub fn channel_for(st: &AppState, number: u32) -> Option<Arc<StreamConfig>> {
+    st.registry
+        .list()
+        .into_iter()
+        .find(|s| guide_number(s) == number)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_ids_follow_libhdhomerun() {
+        assert!(valid_device_id("12345674"));
+        assert!(valid_device_id("1010C032"));
+        assert!(valid_device_id("1010c032"));
+        assert!(!valid_device_id("12345678"));
+        assert!(!valid_device_id("1234567"));
+        assert!(!valid_device_id("1234567G"));
+        assert_eq!(with_check_digit("1234567"), "12345674");
+        for seed in ["amps:Amps:5000", "x", "zzzzzzzzz", ""] {
+            let id = with_check_digit(seed);
+            assert!(valid_device_id(&id), "{seed} -> {id}");
+        }
+    }
+
+    #[test]
+    fn paths_split_into_token_and_target() {
+        assert_eq!(split("discover.json"), Some((None, Target::Discover)));
+        assert_eq!(
+            split("tok/discover.json"),
+            Some((Some("tok"), Target::Discover))
+        );
+        assert_eq!(
+            split("tok/auto/v12"),
+            Some((Some("tok"), Target::Channel(12)))
+        );
+        assert_eq!(split("auto/v3"), Some((None, Target::Channel(3))));
+        assert_eq!(split("tok/auto/vx"), None);
+        assert_eq!(split("tok/other.json"), None);
+        assert_eq!(split("/discover.json"), None);
+        assert_eq!(
+            path_token("/hdhr/a%20b/lineup.json").as_deref(),
+            Some("a b")
+        );
+        assert_eq!(path_token("/hdhr/lineup.json"), None);
+        assert_eq!(
+            redact_path("/hdhr/secret/auto/v1", "{token}"),
+            "/hdhr/{token}/auto/v1"
+        );
+        assert_eq!(redact_path("/hdhr/lineup.json", "***"), "/hdhr/lineup.json");
+        assert_eq!(redact_path("/hdhr/secret/x/y", "***"), "/hdhr/***/x/y");
+        assert_eq!(
+            path_token("/hdhr/secret/nope.json").as_deref(),
+            Some("secret")
+        );
+        assert_eq!(redact_path("/stream/1", "***"), "/stream/1");
+    }
+}
