@@ -10,7 +10,7 @@ fn main() {
     }
     let code = match args.command {
         None => {
-            eprintln!("amps: a command is required (serve, list, check); see `amps --help`");
+            eprintln!("amps: a command is required (serve, list, check, probe, health); see `amps --help`");
             2
         }
         Some(Command::Serve(a)) => match cmds::serve::run(a) {
@@ -22,6 +22,8 @@ fn main() {
         },
         Some(Command::List(a)) => cmds::list::run(a),
         Some(Command::Check(a)) => cmds::check::run(a),
+        Some(Command::Probe(a)) => cmds::probe::run(a),
+        Some(Command::Health(a)) => cmds::health::run(a),
     };
     std::process::exit(code);
 }

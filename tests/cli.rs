@@ -152,3 +152,48 @@ fn check_names_missing_programs_and_the_channels_that_need_them() {
         "{err}"
     );
 }
+
+#[test]
+fn probe_measures_a_file_and_advises_copy() {
+    let file = common::media::dir().join("hd.ts");
+    let (code, out, err) = run_cli(&["probe", file.to_str().unwrap(), "--seconds", "3", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let r: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(r["format"], "mpegts");
+    assert_eq!(r["kind"], "file");
+    let v = &r["streams"][0];
+    assert_eq!(v["codec"], "h264");
+    assert_eq!(v["resolution"], "1920x1080");
+    assert_eq!(v["frame_rate"], 25.0);
+    // -g 25 at 25 fps: a keyframe every second.
+    assert_eq!(v["keyframe_interval"], 1.0);
+    // Encoded at 6 Mbit/s (ultrafast overshoots a little on a test pattern).
+    let kbps = v["kbps"].as_u64().unwrap();
+    assert!((4_000..=9_000).contains(&kbps), "video kbit/s {kbps}");
+    let a = &r["streams"][1];
+    assert_eq!(a["codec"], "aac");
+    assert_eq!(a["sample_rate"], 48000);
+    assert!(r["advice"].as_str().unwrap().starts_with("copy"), "{r}");
+    assert!(r["media_secs_read"].as_f64().unwrap() >= 2.9, "{r}");
+    // Progress is shown on stderr while it opens (once every 2 s off a terminal).
+    assert!(err.contains("opening..."), "{err}");
+}
+
+#[test]
+fn probe_names_a_source_it_cannot_open() {
+    let (code, _, err) = run_cli(&["probe", "http://user:secret@127.0.0.1:9/x.ts"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("amps probe: cannot open http://"), "{err}");
+    assert!(!err.contains("secret"), "credentials are redacted: {err}");
+}
+
+#[test]
+fn health_answers_for_a_running_server_and_fails_for_none() {
+    let s = common::Server::start(&common::basic_config());
+    let (code, out, err) = run_cli(&["health", "--addr", &s.addr]);
+    assert_eq!((code, out.as_str()), (0, "ok\n"), "{err}");
+    drop(s);
+    let (code, _, err) = run_cli(&["health", "--addr", "127.0.0.1:9"]);
+    assert_eq!(code, 1);
+    assert!(err.starts_with("unhealthy: 127.0.0.1:9"), "{err}");
+}

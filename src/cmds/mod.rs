@@ -1,7 +1,9 @@
 //! The command line: one module per subcommand. `main.rs` parses and dispatches here.
 
 pub mod check;
+pub mod health;
 pub mod list;
+pub mod probe;
 pub mod serve;
 
 use argh::FromArgs;
@@ -23,6 +25,8 @@ pub enum Command {
     Serve(serve::Args),
     List(list::Args),
     Check(check::Args),
+    Probe(probe::Args),
+    Health(health::Args),
 }
 
 /// The `--version` text.
