@@ -2,10 +2,14 @@
 //!
 //! One `<channel>` per channel (id = `tvg_id`, display names, icon) and one `<programme>`
 //! per program with a start time; a programme ends where the next one starts, or after a
-//! default duration. Text is escaped, and characters XML 1.0 cannot carry are dropped.
+//! default duration. A channel with no timed program gets a filler guide: blocks of the
+//! default duration over the next day, from the top of the current hour, titled with its
+//! untimed programs in turn (or its name). Plex hides channels without guide data, and
+//! Kodi shows an empty grid. Text is escaped, and characters XML 1.0 cannot carry are
+//! dropped.
 
 use crate::config::{Program, StreamConfig};
-use chrono::Duration;
+use chrono::{DateTime, Duration, Utc};
 use std::fmt::Write;
 use std::sync::Arc;
 
@@ -31,8 +35,72 @@ fn xmltv_time(t: &chrono::DateTime<chrono::FixedOffset>) -> String {
     t.format("%Y%m%d%H%M%S %z").to_string()
 }
 
-/// Renders the guide. `default_len` is the length of a programme nothing follows.
-pub fn render(channels: &[Arc<StreamConfig>], default_len: Duration) -> String {
+/// How far ahead a filler guide reaches.
+const FILLER_SPAN_HOURS: i64 = 24;
+
+fn programme(
+    out: &mut String,
+    channel: &str,
+    start: &chrono::DateTime<chrono::FixedOffset>,
+    stop: &chrono::DateTime<chrono::FixedOffset>,
+    title: &str,
+    desc: Option<&str>,
+) {
+    let _ = writeln!(
+        out,
+        "  <programme start=\"{}\" stop=\"{}\" channel=\"{channel}\">",
+        xmltv_time(start),
+        xmltv_time(stop)
+    );
+    let _ = writeln!(out, "    <title>{}</title>", escape(title));
+    if let Some(d) = desc {
+        let _ = writeln!(out, "    <desc>{}</desc>", escape(d));
+    }
+    out.push_str("  </programme>\n");
+}
+
+/// Filler blocks for a channel without timed programs, from the top of `now`'s hour, clipped
+/// to the channel's schedule window.
+fn filler(out: &mut String, s: &StreamConfig, channel: &str, len: Duration, now: DateTime<Utc>) {
+    use chrono::{DurationRound, TimeZone};
+    let len = len.max(Duration::minutes(1));
+    let mut t = now.duration_trunc(Duration::hours(1)).unwrap_or(now);
+    if let Some(w) = &s.schedule {
+        if let Some(start) = w.start.as_ref().map(|t| t.0.with_timezone(&Utc)) {
+            t = t.max(start);
+        }
+    }
+    let end = now + Duration::hours(FILLER_SPAN_HOURS);
+    let end = match s.schedule.as_ref().and_then(|w| w.end.as_ref()) {
+        Some(e) => end.min(e.0.with_timezone(&Utc)),
+        None => end,
+    };
+    let titles: Vec<(&str, Option<&str>)> = if s.next_programs.is_empty() {
+        vec![(s.name.as_str(), None)]
+    } else {
+        s.next_programs
+            .iter()
+            .map(|p| (p.title.as_str(), p.description.as_deref()))
+            .collect()
+    };
+    let utc = chrono::FixedOffset::east_opt(0).expect("zero offset");
+    let mut i = 0;
+    while t < end && i < 1000 {
+        let stop = (t + len).min(end);
+        let (title, desc) = titles[i % titles.len()];
+        let (a, b) = (
+            utc.from_utc_datetime(&t.naive_utc()),
+            utc.from_utc_datetime(&stop.naive_utc()),
+        );
+        programme(out, channel, &a, &b, title, desc);
+        t = stop;
+        i += 1;
+    }
+}
+
+/// Renders the guide. `default_len` is the length of a programme nothing follows (and of
+/// filler blocks); `now` places the filler.
+pub fn render(channels: &[Arc<StreamConfig>], default_len: Duration, now: DateTime<Utc>) -> String {
     let mut out = String::with_capacity(256 + channels.len() * 512);
     out.push_str(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<!DOCTYPE tv SYSTEM \"xmltv.dtd\">\n",
@@ -64,6 +132,10 @@ pub fn render(channels: &[Arc<StreamConfig>], default_len: Duration) -> String {
             .collect();
         timed.sort_by_key(|p| p.start);
         let channel = escape(&s.effective_tvg_id());
+        if timed.is_empty() {
+            filler(&mut out, s, &channel, default_len, now);
+            continue;
+        }
         for (i, p) in timed.iter().enumerate() {
             let start = p.start.expect("filtered").0;
             let stop = timed
@@ -72,17 +144,14 @@ pub fn render(channels: &[Arc<StreamConfig>], default_len: Duration) -> String {
                 .map(|n| n.0)
                 .filter(|n| *n > start)
                 .unwrap_or(start + default_len);
-            let _ = writeln!(
-                out,
-                "  <programme start=\"{}\" stop=\"{}\" channel=\"{channel}\">",
-                xmltv_time(&start),
-                xmltv_time(&stop)
+            programme(
+                &mut out,
+                &channel,
+                &start,
+                &stop,
+                &p.title,
+                p.description.as_deref(),
             );
-            let _ = writeln!(out, "    <title>{}</title>", escape(&p.title));
-            if let Some(d) = &p.description {
-                let _ = writeln!(out, "    <desc>{}</desc>", escape(d));
-            }
-            out.push_str("  </programme>\n");
         }
     }
     out.push_str("</tv>\n");
@@ -103,7 +172,7 @@ mod tests {
         let s = stream(
             "{id: 3, name: 'News & <More>', source: s, ffmpeg_profile: p, tvg_name: NewsHD, channel_number: 7, logo: 'http://l/x.png?a=1&b=2', next_programs: [{title: B, start: '2024-05-04T19:00:00+02:00'}, {title: A, start: '2024-05-04T16:30:00Z', description: \"It's \\\"live\\\"\"}, {title: Untimed}]}",
         );
-        let xml = render(&[s], Duration::minutes(60));
+        let xml = render(&[s], Duration::minutes(60), Utc::now());
         let want = [
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?>",
             "<!DOCTYPE tv SYSTEM \"xmltv.dtd\">",
@@ -129,13 +198,45 @@ mod tests {
         assert_eq!(xml, want);
     }
 
+    #[test]
+    fn channels_without_timed_programs_get_a_day_of_filler() {
+        let now = DateTime::parse_from_rfc3339("2024-05-04T16:42:10Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let s = stream("{id: 1, name: Bars, source: s, ffmpeg_profile: p, next_programs: [{title: A, description: first}, {title: B}]}");
+        let xml = render(&[s], Duration::minutes(60), now);
+        assert_eq!(
+            xml.matches("<programme ").count(),
+            25,
+            "16:00 today to 16:42 tomorrow"
+        );
+        assert!(xml.contains("<programme start=\"20240504160000 +0000\" stop=\"20240504170000 +0000\" channel=\"1.amps\">\n    <title>A</title>\n    <desc>first</desc>"), "{xml}");
+        assert!(xml.contains("<programme start=\"20240504170000 +0000\" stop=\"20240504180000 +0000\" channel=\"1.amps\">\n    <title>B</title>"), "{xml}");
+        assert!(
+            xml.contains("stop=\"20240505164210 +0000\""),
+            "the last block ends a day after now: {xml}"
+        );
+        // No programs at all: the channel's name; a schedule window clips the filler.
+        let s = stream("{id: 2, name: Match, source: s, ffmpeg_profile: p, schedule: {start: '2024-05-04T18:30:00Z', end: '2024-05-04T20:00:00Z'}}");
+        let xml = render(&[s], Duration::minutes(60), now);
+        assert_eq!(xml.matches("<title>Match</title>").count(), 2, "{xml}");
+        assert!(
+            xml.contains("start=\"20240504183000 +0000\" stop=\"20240504193000 +0000\""),
+            "{xml}"
+        );
+        assert!(
+            xml.contains("start=\"20240504193000 +0000\" stop=\"20240504200000 +0000\""),
+            "{xml}"
+        );
+    }
+
     proptest! {
         #[test]
         fn any_text_stays_inside_its_element(title in any::<String>(), name in any::<String>()) {
             let mut s: StreamConfig = serde_yaml::from_str("{id: 1, name: x, source: s, ffmpeg_profile: p}").unwrap();
             s.name = name;
             s.next_programs = vec![Program { title, start: Some(crate::config::Timestamp::parse("2024-05-04T16:30:00Z").unwrap()), description: None }];
-            let xml = render(&[Arc::new(s)], Duration::minutes(30));
+            let xml = render(&[Arc::new(s)], Duration::minutes(30), Utc::now());
             prop_assert_eq!(xml.matches("<title>").count(), 1);
             prop_assert_eq!(xml.matches("</title>").count(), 1);
             prop_assert_eq!(xml.matches("<display-name>").count(), 1);

@@ -15,7 +15,11 @@ use warp::Reply;
 /// XMLTV of every channel; gzip-compressed when the client accepts it.
 pub fn epg(state: &AppState, accept_encoding: Option<String>) -> Result<Response, Error> {
     let minutes = i64::from(state.server.guide_program_minutes);
-    let xml = crate::epg::render(&state.registry.list(), chrono::Duration::minutes(minutes));
+    let xml = crate::epg::render(
+        &state.registry.list(),
+        chrono::Duration::minutes(minutes),
+        state.clock.now(),
+    );
     let gzip = accept_encoding.is_some_and(|a| {
         a.split(',').any(|e| {
             e.trim()
