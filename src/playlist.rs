@@ -32,29 +32,119 @@ pub fn next_program(programs: &[Program], now: DateTime<Utc>) -> Option<&Program
         .or_else(|| programs.iter().find(|p| p.start.is_none()))
 }
 
-/// Single-line text with no quote or comma: safe inside `"..."` and before the name comma.
-fn clean(s: &str) -> String {
-    clean_with(s, true)
+/// How a value is cleaned before it goes into the playlist.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Clean {
+    /// Single-line text with no quote or comma: safe inside `"..."` and before the name
+    /// comma.
+    Text,
+    /// Single-line text with no quote, for `#EXTREM` lines (commas are harmless there).
+    Remark,
+    /// A URL: characters that could break out of an attribute are escaped.
+    Url,
 }
 
-/// Single-line text with no quote, for `#EXTREM` lines (commas are harmless there).
-fn clean_remark(s: &str) -> String {
-    clean_with(s, false)
+/// Appends a number in decimal (`write!` costs several times more, per channel).
+fn push_u32(out: &mut String, mut n: u32) {
+    let mut buf = [0u8; 10];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    // Only ASCII digits were written.
+    out.push_str(std::str::from_utf8(&buf[i..]).unwrap_or_default());
 }
 
-fn clean_with(s: &str, no_commas: bool) -> String {
-    let mut out = String::with_capacity(s.len());
+/// Whether cleaning leaves anything of `s` (cleaning drops controls and folds whitespace).
+fn visible(s: &str) -> bool {
+    match s.bytes().position(|x| x > b' ' && x != 0x7f) {
+        // A printable ASCII byte, or the first non-ASCII one: decide by char from there.
+        Some(i) if s.as_bytes()[i] < 0x80 => true,
+        Some(i) => s[i..]
+            .chars()
+            .any(|c| !(c.is_control() || c.is_whitespace())),
+        None => false,
+    }
+}
+
+/// Whether cleaning `s` as `how` would change it (most names, logos and URLs: no).
+/// ASCII is checked byte by byte; from the first non-ASCII character on, by `char`.
+fn needs_cleaning(s: &str, how: Clean) -> bool {
+    let b = s.as_bytes();
+    if b.first() == Some(&b' ') || b.last() == Some(&b' ') {
+        return true;
+    }
+    let mut prev_space = false;
+    for (i, &x) in b.iter().enumerate() {
+        if x >= 0x80 {
+            // `i` is a char boundary: everything before it is ASCII.
+            for c in s[i..].chars() {
+                let bad = match c {
+                    '"' => true,
+                    ',' => how != Clean::Remark,
+                    ' ' => prev_space || how == Clean::Url,
+                    c => c.is_control() || c.is_whitespace(),
+                };
+                if bad {
+                    return true;
+                }
+                prev_space = c == ' ';
+            }
+            return false;
+        }
+        let bad = match x {
+            b'"' => true,
+            b',' => how != Clean::Remark,
+            b' ' => prev_space || how == Clean::Url,
+            x => x < 0x20 || x == 0x7f,
+        };
+        if bad {
+            return true;
+        }
+        prev_space = x == b' ';
+    }
+    false
+}
+
+/// Appends `s` cleaned as `how` to `out`, without allocating.
+fn push_clean(out: &mut String, s: &str, how: Clean) {
+    if needs_cleaning(s, how) {
+        push_cleaned_slowly(out, s, how);
+    } else {
+        out.push_str(s);
+    }
+}
+
+fn push_cleaned_slowly(out: &mut String, s: &str, how: Clean) {
+    if how == Clean::Url {
+        for c in s.trim().chars() {
+            match c {
+                '"' => out.push_str("%22"),
+                ',' => out.push_str("%2C"),
+                ' ' => out.push_str("%20"),
+                c if c.is_control() || c.is_whitespace() => {}
+                c => out.push(c),
+            }
+        }
+        return;
+    }
+    let start = out.len();
     let mut space = false;
     for c in s.chars() {
         let c = match c {
             '"' => '\'',
             // SINGLE LOW-9 QUOTATION MARK: looks like a comma, is not one.
-            ',' if no_commas => '\u{201A}',
+            ',' if how == Clean::Text => '\u{201A}',
             c if c.is_control() || c.is_whitespace() => ' ',
             c => c,
         };
         if c == ' ' {
-            if !space && !out.is_empty() {
+            if !space && out.len() > start {
                 out.push(' ');
             }
             space = true;
@@ -63,28 +153,18 @@ fn clean_with(s: &str, no_commas: bool) -> String {
             space = false;
         }
     }
-    out.truncate(out.trim_end().len());
-    out
+    let keep = start + out[start..].trim_end().len();
+    out.truncate(keep);
 }
 
-/// A URL made safe for an attribute value: characters that could break out are escaped.
-fn clean_url(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.trim().chars() {
-        match c {
-            '"' => out.push_str("%22"),
-            ',' => out.push_str("%2C"),
-            ' ' => out.push_str("%20"),
-            c if c.is_control() || c.is_whitespace() => {}
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-fn attr(line: &mut String, key: &str, value: &str) {
-    if !value.is_empty() {
-        let _ = write!(line, " {key}=\"{value}\"");
+/// ` key="value"`, with the value cleaned; nothing when the cleaned value would be empty.
+fn attr(out: &mut String, key: &str, value: &str, how: Clean) {
+    if visible(value) {
+        out.push(' ');
+        out.push_str(key);
+        out.push_str("=\"");
+        push_clean(out, value, how);
+        out.push('"');
     }
 }
 
@@ -101,88 +181,93 @@ pub fn stream_url(base_url: &str, id: u32, token: Option<&str>) -> String {
 
 /// Renders the playlist.
 pub fn render(channels: &[Arc<StreamConfig>], opts: &Options) -> String {
-    let mut out = String::with_capacity(128 + channels.len() * 320);
+    // About what a channel with a logo, a group and a next program takes.
+    let mut out = String::with_capacity(128 + channels.len() * 512);
     out.push_str("#EXTM3U");
     if let Some(epg) = opts.epg_url {
-        let epg = clean_url(epg);
-        attr(&mut out, "x-tvg-url", &epg);
-        attr(&mut out, "url-tvg", &epg);
+        attr(&mut out, "x-tvg-url", epg, Clean::Url);
+        attr(&mut out, "url-tvg", epg, Clean::Url);
     }
     out.push('\n');
+    // The token is the same on every line: encode it once.
+    let query = opts
+        .token
+        .map(|t| format!("?token={}", crate::auth::encode_for_query(t)))
+        .unwrap_or_default();
     for s in channels {
-        render_channel(&mut out, s, opts);
+        render_channel(&mut out, s, opts, &query);
     }
     out
 }
 
-fn render_channel(out: &mut String, s: &StreamConfig, opts: &Options) {
-    let name = clean(&s.name);
-    let name = if name.is_empty() {
-        format!("Channel {}", s.id)
-    } else {
-        name
+fn render_channel(out: &mut String, s: &StreamConfig, opts: &Options, query: &str) {
+    let named = visible(&s.name);
+    let push_name = |out: &mut String| {
+        if named {
+            push_clean(out, &s.name, Clean::Text);
+        } else {
+            out.push_str("Channel ");
+            push_u32(out, s.id);
+        }
     };
     out.push_str("#EXTINF:-1");
-    attr(out, "tvg-id", &clean(&s.effective_tvg_id()));
-    attr(
-        out,
-        "tvg-name",
-        &s.tvg_name
-            .as_deref()
-            .map(clean)
-            .unwrap_or_else(|| name.clone()),
-    );
-    attr(
-        out,
-        "tvg-logo",
-        &s.logo.as_deref().map(clean_url).unwrap_or_default(),
-    );
-    attr(
-        out,
-        "group-title",
-        &s.group.as_deref().map(clean).unwrap_or_default(),
-    );
-    if let Some(n) = s.channel_number {
-        let n = n.to_string();
-        attr(out, "channel-number", &n);
-        attr(out, "tvg-chno", &n);
+    match &s.tvg_id {
+        Some(t) => attr(out, "tvg-id", t, Clean::Text),
+        None => {
+            out.push_str(" tvg-id=\"");
+            push_u32(out, s.id);
+            out.push_str(".amps\"");
+        }
     }
-    let _ = writeln!(out, ",{name}");
+    match s.tvg_name.as_deref() {
+        Some(t) => attr(out, "tvg-name", t, Clean::Text),
+        None => {
+            out.push_str(" tvg-name=\"");
+            push_name(out);
+            out.push('"');
+        }
+    }
+    if let Some(logo) = &s.logo {
+        attr(out, "tvg-logo", logo, Clean::Url);
+    }
+    if let Some(g) = &s.group {
+        attr(out, "group-title", g, Clean::Text);
+    }
+    if let Some(n) = s.channel_number {
+        out.push_str(" channel-number=\"");
+        push_u32(out, n);
+        out.push_str("\" tvg-chno=\"");
+        push_u32(out, n);
+        out.push('"');
+    }
+    out.push(',');
+    push_name(out);
+    out.push('\n');
     if let Some(p) = next_program(&s.next_programs, opts.now) {
         out.push_str("#EXTREM:AMP-NEXT");
-        attr(out, "title", &clean_remark(&p.title));
-        attr(
-            out,
-            "start",
-            &p.start.map(|t| t.to_string()).unwrap_or_default(),
-        );
-        attr(
-            out,
-            "description",
-            &p.description
-                .as_deref()
-                .map(clean_remark)
-                .unwrap_or_default(),
-        );
+        attr(out, "title", &p.title, Clean::Remark);
+        if let Some(t) = p.start {
+            let _ = write!(out, " start=\"{t}\"");
+        }
+        if let Some(d) = &p.description {
+            attr(out, "description", d, Clean::Remark);
+        }
         out.push('\n');
     }
-    if let Some(feed) = s
-        .program_feed
-        .as_deref()
-        .map(clean_url)
-        .filter(|f| !f.is_empty())
-    {
-        let _ = writeln!(out, "#EXTREM:AMP-PROGRAM-FEED:{feed}");
+    if let Some(feed) = s.program_feed.as_deref().filter(|f| visible(f)) {
+        out.push_str("#EXTREM:AMP-PROGRAM-FEED:");
+        push_clean(out, feed, Clean::Url);
+        out.push('\n');
     }
-    if let Some(d) = s
-        .description
-        .as_deref()
-        .map(clean_remark)
-        .filter(|d| !d.is_empty())
-    {
-        let _ = writeln!(out, "#EXTREM:AMP-DESCRIPTION:{d}");
+    if let Some(d) = s.description.as_deref().filter(|d| visible(d)) {
+        out.push_str("#EXTREM:AMP-DESCRIPTION:");
+        push_clean(out, d, Clean::Remark);
+        out.push('\n');
     }
-    out.push_str(&stream_url(opts.base_url, s.id, opts.token));
+    out.push_str(opts.base_url);
+    out.push_str("/stream/");
+    push_u32(out, s.id);
+    out.push_str(query);
     out.push('\n');
 }
 
@@ -285,7 +370,28 @@ mod tests {
         Some((attrs, name.to_owned()))
     }
 
+    #[test]
+    fn numbers_are_written_in_decimal() {
+        for n in [0, 7, 10, 99, 12345, u32::MAX] {
+            let mut s = String::new();
+            push_u32(&mut s, n);
+            assert_eq!(s, n.to_string());
+        }
+    }
+
     proptest! {
+        #[test]
+        fn the_fast_paths_agree_with_cleaning(s in "[ -~\\t\\n\\u{a0}\\u{2028}é,\"]{0,12}") {
+            for how in [Clean::Text, Clean::Remark, Clean::Url] {
+                let mut slow = String::new();
+                push_cleaned_slowly(&mut slow, &s, how);
+                if !needs_cleaning(&s, how) {
+                    prop_assert_eq!(&slow, &s);
+                }
+                prop_assert_eq!(visible(&s), !slow.is_empty());
+            }
+        }
+
         #[test]
         fn any_text_keeps_one_entry_per_channel_with_the_same_attributes(
             names in proptest::collection::vec(any::<String>(), 1..6),

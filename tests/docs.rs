@@ -5,10 +5,13 @@ use std::process::Command;
 
 #[test]
 fn every_example_in_the_docs_works() {
-    let out = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/docs-examples"))
-        .arg(env!("CARGO_BIN_EXE_amps"))
-        .output()
-        .expect("run scripts/docs-examples");
+    let out = Command::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/scripts/docs-examples"
+    ))
+    .arg(env!("CARGO_BIN_EXE_amps"))
+    .output()
+    .expect("run scripts/docs-examples");
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
