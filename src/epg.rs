@@ -61,10 +61,20 @@ fn programme(
 
 /// Filler blocks for a channel without timed programs, from the top of `now`'s hour, clipped
 /// to the channel's schedule window.
-fn filler(out: &mut String, s: &StreamConfig, channel: &str, len: Duration, now: DateTime<Utc>) {
+fn filler(
+    out: &mut String,
+    s: &StreamConfig,
+    channel: &str,
+    len: Duration,
+    now: DateTime<Utc>,
+    after: Option<DateTime<Utc>>,
+) {
     use chrono::{DurationRound, TimeZone};
     let len = len.max(Duration::minutes(1));
     let mut t = now.duration_trunc(Duration::hours(1)).unwrap_or(now);
+    if let Some(a) = after {
+        t = t.max(a);
+    }
     if let Some(w) = &s.schedule {
         if let Some(start) = w.start.as_ref().map(|t| t.0.with_timezone(&Utc)) {
             t = t.max(start);
@@ -75,14 +85,15 @@ fn filler(out: &mut String, s: &StreamConfig, channel: &str, len: Duration, now:
         Some(e) => end.min(e.0.with_timezone(&Utc)),
         None => end,
     };
-    let titles: Vec<(&str, Option<&str>)> = if s.next_programs.is_empty() {
-        vec![(s.name.as_str(), None)]
-    } else {
-        s.next_programs
-            .iter()
-            .map(|p| (p.title.as_str(), p.description.as_deref()))
-            .collect()
-    };
+    let mut titles: Vec<(&str, Option<&str>)> = s
+        .next_programs
+        .iter()
+        .filter(|p| p.start.is_none())
+        .map(|p| (p.title.as_str(), p.description.as_deref()))
+        .collect();
+    if titles.is_empty() {
+        titles.push((s.name.as_str(), None));
+    }
     let utc = chrono::FixedOffset::east_opt(0).expect("zero offset");
     let mut i = 0;
     while t < end && i < 1000 {
@@ -133,9 +144,10 @@ pub fn render(channels: &[Arc<StreamConfig>], default_len: Duration, now: DateTi
         timed.sort_by_key(|p| p.start);
         let channel = escape(&s.effective_tvg_id());
         if timed.is_empty() {
-            filler(&mut out, s, &channel, default_len, now);
+            filler(&mut out, s, &channel, default_len, now, None);
             continue;
         }
+        let mut last_stop = None;
         for (i, p) in timed.iter().enumerate() {
             let start = p.start.expect("filtered").0;
             let stop = timed
@@ -152,6 +164,11 @@ pub fn render(channels: &[Arc<StreamConfig>], default_len: Duration, now: DateTi
                 &p.title,
                 p.description.as_deref(),
             );
+            last_stop = Some(stop.with_timezone(&Utc));
+        }
+        // Programs that have all ended: filler from then on, so the channel keeps a guide.
+        if let Some(end) = last_stop.filter(|e| *e < now) {
+            filler(&mut out, s, &channel, default_len, now, Some(end));
         }
     }
     out.push_str("</tv>\n");
@@ -172,7 +189,10 @@ mod tests {
         let s = stream(
             "{id: 3, name: 'News & <More>', source: s, ffmpeg_profile: p, tvg_name: NewsHD, channel_number: 7, logo: 'http://l/x.png?a=1&b=2', next_programs: [{title: B, start: '2024-05-04T19:00:00+02:00'}, {title: A, start: '2024-05-04T16:30:00Z', description: \"It's \\\"live\\\"\"}, {title: Untimed}]}",
         );
-        let xml = render(&[s], Duration::minutes(60), Utc::now());
+        let before = DateTime::parse_from_rfc3339("2024-05-04T12:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let xml = render(&[s], Duration::minutes(60), before);
         let want = [
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?>",
             "<!DOCTYPE tv SYSTEM \"xmltv.dtd\">",
@@ -228,6 +248,11 @@ mod tests {
             xml.contains("start=\"20240504193000 +0000\" stop=\"20240504200000 +0000\""),
             "{xml}"
         );
+        // Timed programs that have all ended: filler after them.
+        let s = stream("{id: 3, name: Old, source: s, ffmpeg_profile: p, next_programs: [{title: Past, start: '2024-05-04T10:00:00Z'}]}");
+        let xml = render(&[s], Duration::minutes(60), now);
+        assert!(xml.contains("<title>Past</title>"), "{xml}");
+        assert!(xml.contains("start=\"20240504160000 +0000\" stop=\"20240504170000 +0000\" channel=\"3.amps\">\n    <title>Old</title>"), "{xml}");
     }
 
     proptest! {
@@ -236,7 +261,8 @@ mod tests {
             let mut s: StreamConfig = serde_yaml::from_str("{id: 1, name: x, source: s, ffmpeg_profile: p}").unwrap();
             s.name = name;
             s.next_programs = vec![Program { title, start: Some(crate::config::Timestamp::parse("2024-05-04T16:30:00Z").unwrap()), description: None }];
-            let xml = render(&[Arc::new(s)], Duration::minutes(30), Utc::now());
+            let before = DateTime::parse_from_rfc3339("2024-05-04T12:00:00Z").unwrap().with_timezone(&Utc);
+            let xml = render(&[Arc::new(s)], Duration::minutes(30), before);
             prop_assert_eq!(xml.matches("<title>").count(), 1);
             prop_assert_eq!(xml.matches("</title>").count(), 1);
             prop_assert_eq!(xml.matches("<display-name>").count(), 1);

@@ -94,11 +94,14 @@ impl Reloader {
         let mut new = loaded.config;
         self.overrides.apply(&mut new);
 
-        // Channels the file does not own (API-added) must keep a profile to run with.
+        // Channels the files do not own (API-added) must keep a profile to run with; the
+        // old file's channels are either in the new file or removed by this reload.
         let file_ids: BTreeSet<u32> = new
             .streams
             .iter()
             .chain(&new.scheduled_streams)
+            .chain(&current.streams)
+            .chain(&current.scheduled_streams)
             .map(|s| s.id)
             .collect();
         let mut uses: Vec<(u32, Option<String>)> = registry

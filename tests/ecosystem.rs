@@ -468,3 +468,22 @@ fn the_tuner_can_be_turned_off() {
     let (status, _, _) = bare_get(&s.url(&format!("/hdhr/{TOKEN}/discover.json")));
     assert_eq!(status, 404);
 }
+
+#[test]
+fn reload_removes_a_stream_together_with_its_profile() {
+    let with = format!(
+        "server:\n  auth_token: {TOKEN}\nffmpeg_profiles:\n  light: {{video_codec: mpeg2video, audio_codec: mp2}}\n  other: {{video_codec: mpeg2video, audio_codec: mp2}}\nstreams:\n  - {{id: 1, name: One, source: 'lavfi:testsrc2[out0];sine[out1]', ffmpeg_profile: light}}\n  - {{id: 2, name: Two, source: 'lavfi:testsrc2[out0];sine[out1]', ffmpeg_profile: other}}\n"
+    );
+    let s = Server::start(&with);
+    let without = with
+        .replace("  other: {video_codec: mpeg2video, audio_codec: mp2}\n", "")
+        .replace("  - {id: 2, name: Two, source: 'lavfi:testsrc2[out0];sine[out1]', ffmpeg_profile: other}\n", "");
+    assert_ne!(without, with);
+    std::fs::write(s.config_path(), &without).unwrap();
+    let r = s.send_json("POST", "/api/reload", "");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let report = r.json();
+    assert_eq!(report["streams"]["removed"], serde_json::json!([2]));
+    assert_eq!(report["profiles_changed"], serde_json::json!(["other"]));
+    assert_eq!(s.get("/api/streams/2").status, 404);
+}

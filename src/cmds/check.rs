@@ -27,12 +27,19 @@ pub fn run(args: Args) -> i32 {
             if !missing.is_empty() {
                 return 1;
             }
+            let count = |n: usize, one: &str, many: &str| {
+                format!("{n} {}", if n == 1 { one } else { many })
+            };
             println!(
-                "{}: OK ({} streams, {} scheduled streams, {} profiles)",
+                "{}: OK ({}, {}, {})",
                 l.origin,
-                c.streams.len(),
-                c.scheduled_streams.len(),
-                c.ffmpeg_profiles.len()
+                count(c.streams.len(), "stream", "streams"),
+                count(
+                    c.scheduled_streams.len(),
+                    "scheduled stream",
+                    "scheduled streams"
+                ),
+                count(c.ffmpeg_profiles.len(), "profile", "profiles")
             );
             0
         }

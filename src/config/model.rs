@@ -19,7 +19,7 @@ pub struct Config {
     #[serde(default)]
     pub engine: EngineConfig,
     /// Named transcoding/relay profiles, referenced by `streams[].ffmpeg_profile`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "unique_keys")]
     pub ffmpeg_profiles: BTreeMap<String, Profile>,
     /// Always-on channels.
     #[serde(default)]
@@ -44,7 +44,7 @@ pub struct HdhrConfig {
     /// Tuners announced (the most channels Plex records or plays at once). Default 4.
     pub tuner_count: u32,
     /// Eight hex digits with a valid HDHomeRun check digit. Default: derived from the
-    /// friendly name and port, so it is stable across restarts.
+    /// friendly name and the host name, so it is stable across restarts.
     pub device_id: Option<String>,
 }
 
@@ -57,6 +57,39 @@ impl Default for HdhrConfig {
             device_id: None,
         }
     }
+}
+
+/// A mapping whose keys must be unique (YAML parsers keep the last of duplicates silently,
+/// which would hide a profile defined twice).
+fn unique_keys<'de, D, V>(d: D) -> Result<BTreeMap<String, V>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    V: Deserialize<'de>,
+{
+    struct Unique<V>(std::marker::PhantomData<V>);
+    impl<'de, V: Deserialize<'de>> serde::de::Visitor<'de> for Unique<V> {
+        type Value = BTreeMap<String, V>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a mapping of names to profiles")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut m: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut out = BTreeMap::new();
+            while let Some(k) = m.next_key::<String>()? {
+                if out.contains_key(&k) {
+                    return Err(serde::de::Error::custom(format!(
+                        "profile {k:?} is defined twice"
+                    )));
+                }
+                let v = m.next_value()?;
+                out.insert(k, v);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_map(Unique(std::marker::PhantomData))
 }
 
 /// The `server` section.
@@ -363,6 +396,18 @@ mod tests {
         assert!(
             bad.to_string().contains("a command string or a mapping"),
             "{bad}"
+        );
+    }
+
+    #[test]
+    fn a_profile_defined_twice_is_an_error() {
+        let e = serde_yaml::from_str::<Config>(
+            "ffmpeg_profiles:\n  relay: {video_codec: copy}\n  relay: {video_codec: libx264}\n",
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("profile \"relay\" is defined twice"),
+            "{e}"
         );
     }
 

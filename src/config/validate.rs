@@ -72,7 +72,7 @@ impl Sink<'_> {
     }
 }
 
-/// Validates the whole configuration.
+/// The `hdhomerun` section.
 fn validate_hdhr(h: &super::HdhrConfig, errors: &mut Vec<Issue>) {
     let mut err = |key: &str, message: String| {
         errors.push(Issue {
@@ -102,6 +102,7 @@ fn validate_hdhr(h: &super::HdhrConfig, errors: &mut Vec<Issue>) {
     }
 }
 
+/// Validates the whole configuration.
 pub fn validate_config(cfg: &Config, catalog: &dyn EncoderCatalog) -> Report {
     let mut report = Report::default();
     validate_server(cfg, &mut report.errors);
@@ -151,6 +152,38 @@ pub fn validate_config(cfg: &Config, catalog: &dyn EncoderCatalog) -> Report {
             report.ignored_scheduled.push(i);
         } else {
             seen.insert(s.id, describe(&prefix, s));
+        }
+    }
+    // Tuners (Plex, Jellyfin) and Kodi tune by number: the channel number, else the id.
+    let mut numbers: HashMap<u32, String> = HashMap::new();
+    let all = cfg
+        .streams
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (format!("streams[{i}]"), s))
+        .chain(
+            cfg.scheduled_streams
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (format!("scheduled_streams[{i}]"), s)),
+        );
+    for (prefix, s) in all {
+        let n = s.channel_number.unwrap_or(s.id);
+        let key = if s.channel_number.is_some() {
+            "channel_number"
+        } else {
+            "id"
+        };
+        match numbers.get(&n) {
+            Some(first) => report.warnings.push(Issue {
+                path: format!("{prefix}.{key}"),
+                message: format!(
+                    "channel number {n} is also {first}'s: a tuner (Plex, Jellyfin) plays only the first of them on number {n}"
+                ),
+            }),
+            None => {
+                numbers.insert(n, describe(&prefix, s));
+            }
         }
     }
     report

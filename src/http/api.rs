@@ -190,9 +190,7 @@ pub fn apply_reload(state: &AppState, by: &str) -> Result<crate::reload::Report,
                 by,
                 "configuration reload refused; the running configuration stays: {e}"
             );
-            for d in e.details() {
-                tracing::error!("  {d}");
-            }
+            // (The error's text already lists every problem.)
             Err(e)
         }
     }

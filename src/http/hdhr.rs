@@ -146,10 +146,25 @@ pub fn with_check_digit(seed: &str) -> String {
 fn device_id(st: &AppState) -> String {
     match &st.hdhomerun.device_id {
         Some(id) => id.to_ascii_uppercase(),
+        // Stable across restarts and port changes (Plex and Jellyfin key the device by it).
         None => with_check_digit(&format!(
             "amps:{}:{}",
-            st.hdhomerun.friendly_name, st.server.port
+            st.hdhomerun.friendly_name,
+            hostname()
         )),
+    }
+}
+
+/// This machine's host name (empty if it cannot be read).
+fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most `buf.len()` bytes into `buf`.
+    let ok = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0;
+    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+    if ok {
+        String::from_utf8_lossy(&buf[..end]).into_owned()
+    } else {
+        String::new()
     }
 }
 

@@ -1,0 +1,749 @@
+//! The load tool: drives a real `amps serve` over loopback and measures what a home server
+//! cares about, each next to the ffmpeg CLI doing the same job in the same run.
+//!
+//!   cargo build --release && cargo run --release --example amps-load -- [--quick]
+//!
+//! Prints a table and writes JSON (`--json PATH`, default `target/amps-load.json`):
+//! - cold start: request to first byte and to first keyframe, copy and transcode, from a
+//!   local HTTP TS source and from a file, vs the ffmpeg CLI spawned for the same job;
+//! - warm join: a new client of a running channel to its first keyframe;
+//! - fan-out: N clients of one 8 Mbit/s channel: delivered rate per client, stalls, server
+//!   CPU per GB sent (vs one ffmpeg per client), resident memory per client;
+//! - transcode efficiency: CPU and wall time of the same transcode in-process vs the CLI
+//!   writing to a pipe read by a relay;
+//! - memory: idle server, per idle channel, per running relay and transcode channel.
+//!
+//! Method and last results: docs/PERFORMANCE.md.
+
+#[path = "../benches/support/mod.rs"]
+mod support;
+#[path = "../tests/common/upstream.rs"]
+mod upstream;
+
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const TOKEN: &str = "load-test-token-0123456789";
+
+struct Args {
+    amps: PathBuf,
+    json: PathBuf,
+    quick: bool,
+    clients: Vec<usize>,
+    seconds: f64,
+    reps: usize,
+}
+
+fn args() -> Args {
+    let mut a = Args {
+        amps: PathBuf::from("target/release/amps"),
+        json: PathBuf::from("target/amps-load.json"),
+        quick: false,
+        clients: vec![10, 100, 500, 1000],
+        seconds: 10.0,
+        reps: 5,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(k) = it.next() {
+        let mut v = || it.next().unwrap_or_else(|| panic!("{k} needs a value"));
+        match k.as_str() {
+            "--amps" => a.amps = PathBuf::from(v()),
+            "--json" => a.json = PathBuf::from(v()),
+            "--clients" => a.clients = v().split(',').map(|n| n.parse().unwrap()).collect(),
+            "--seconds" => a.seconds = v().parse().unwrap(),
+            "--reps" => a.reps = v().parse().unwrap(),
+            "--quick" => {
+                a.quick = true;
+                a.clients = vec![10, 100];
+                a.seconds = 4.0;
+                a.reps = 3;
+            }
+            "-h" | "--help" => {
+                println!("amps-load [--amps PATH] [--json PATH] [--quick] [--clients 10,100,500] [--seconds S] [--reps N]");
+                std::process::exit(0);
+            }
+            other => panic!("unknown argument {other}"),
+        }
+    }
+    a
+}
+
+// ---- measurements of processes -----------------------------------------------------------
+
+/// utime + stime of a process in seconds (and its reaped children's when `children`).
+fn cpu_secs(pid: u32, children: bool) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<u64> = after
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    // Fields after the command: state=0, ..., utime=11, stime=12, cutime=13, cstime=14.
+    let ticks = if f.len() > 14 {
+        f[11] + f[12] + if children { f[13] + f[14] } else { 0 }
+    } else {
+        0
+    };
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    ticks as f64 / hz
+}
+
+/// Resident memory in MiB.
+fn rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+        .unwrap_or(0.0)
+        / 1024.0
+}
+
+/// Direct children of `pid` (custom_ffmpeg processes).
+fn children(pid: u32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v[v.len() / 2]
+}
+
+// ---- the server ---------------------------------------------------------------------------
+
+struct Server {
+    child: Child,
+    addr: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    fn start(amps: &Path, config: &str) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.yaml");
+        std::fs::write(&path, config).unwrap();
+        let mut child = Command::new(amps)
+            .args(["serve", "--port", "0", "--config"])
+            .arg(&path)
+            .env("AMPS_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{}: {e} (cargo build --release first)", amps.display()));
+        let out = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(out).lines();
+        let addr = loop {
+            match lines.next() {
+                Some(Ok(l)) => {
+                    if let Some(a) = l.strip_prefix("listening on ") {
+                        break a.to_owned();
+                    }
+                }
+                _ => panic!("amps did not start"),
+            }
+        };
+        // Keep draining stdout so the server never blocks on it.
+        std::thread::spawn(move || for _ in lines {});
+        Server {
+            child,
+            addr,
+            _dir: dir,
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn get_json(&self, path: &str) -> Value {
+        let mut s = TcpStream::connect(&self.addr).unwrap();
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: {}\r\nX-Amps-Token: {TOKEN}\r\nConnection: close\r\n\r\n",
+            self.addr
+        )
+        .unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).unwrap();
+        let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+        serde_json::from_str(body).unwrap_or(Value::Null)
+    }
+
+    fn state(&self, id: u32) -> String {
+        self.get_json(&format!("/api/streams/{id}/status"))["state"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned()
+    }
+
+    fn wait_idle(&self, id: u32) {
+        let t0 = Instant::now();
+        while self.state(id) != "idle" && t0.elapsed() < Duration::from_secs(20) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+// ---- reading MPEG-TS ----------------------------------------------------------------------
+
+/// Finds the first TS packet that starts a keyframe (random access indicator set).
+#[derive(Default)]
+struct KeyframeSpotter {
+    carry: Vec<u8>,
+    found: bool,
+}
+
+impl KeyframeSpotter {
+    fn feed(&mut self, data: &[u8]) -> bool {
+        if self.found {
+            return true;
+        }
+        self.carry.extend_from_slice(data);
+        let mut i = 0;
+        while i + 188 <= self.carry.len() {
+            let p = &self.carry[i..i + 188];
+            if p[0] != 0x47 {
+                i += 1;
+                continue;
+            }
+            let has_af = p[3] & 0x20 != 0;
+            if has_af && p[4] > 0 && p[5] & 0x40 != 0 {
+                self.found = true;
+                return true;
+            }
+            i += 188;
+        }
+        self.carry.drain(..i);
+        false
+    }
+}
+
+/// (first byte, first keyframe) after `t0`, reading `r` (at most `limit`).
+fn first_byte_and_key(r: &mut dyn Read, t0: Instant, limit: Duration) -> (f64, f64) {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut first = f64::NAN;
+    let mut spot = KeyframeSpotter::default();
+    while t0.elapsed() < limit {
+        match r.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if first.is_nan() {
+                    first = t0.elapsed().as_secs_f64() * 1000.0;
+                }
+                if spot.feed(&buf[..n]) {
+                    return (first, t0.elapsed().as_secs_f64() * 1000.0);
+                }
+            }
+        }
+    }
+    (first, f64::NAN)
+}
+
+/// Opens `/stream/<id>`; returns the socket positioned at the body.
+fn open_stream(addr: &str, id: u32) -> std::io::Result<BufReader<TcpStream>> {
+    let mut s = TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(20)))?;
+    write!(
+        s,
+        "GET /stream/{id}?token={TOKEN} HTTP/1.1\r\nHost: {addr}\r\n\r\n"
+    )?;
+    let mut r = BufReader::with_capacity(64 * 1024, s);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if r.read_line(&mut line)? == 0 || line == "\r\n" {
+            break;
+        }
+    }
+    Ok(r)
+}
+
+// ---- the measurements ---------------------------------------------------------------------
+
+fn config(http_src: &str, file_src: &str, extra_idle: usize) -> String {
+    let mut c = format!(
+        "server:\n  auth_token: {TOKEN}\n  max_connections: 4096\nengine:\n  idle_grace_secs: 1\nffmpeg_profiles:\n  copy: {}\n  x264: {}\nstreams:\n",
+        support::COPY,
+        support::X264
+    );
+    let x264_cli = support::CLI_X264.join(" ");
+    let rows = [
+        (1, "copy http", http_src, "copy", false),
+        (2, "copy file", file_src, "copy", false),
+        (3, "x264 http", http_src, "x264", false),
+        (4, "x264 file", file_src, "x264", true),
+        (5, "fan-out", file_src, "copy", true),
+    ];
+    for (id, name, src, p, lp) in rows {
+        c.push_str(&format!(
+            "  - {{id: {id}, name: '{name}', source: '{src}', ffmpeg_profile: {p}, loop: {lp}}}\n"
+        ));
+    }
+    c.push_str(&format!(
+        "  - {{id: 6, name: 'x264 cli', source: '{file_src}', custom_ffmpeg: 'ffmpeg -hide_banner -nostdin -v error -re -stream_loop -1 -i {{source}} {x264_cli} -f mpegts pipe:1'}}\n"
+    ));
+    for i in 0..extra_idle {
+        let id = 1000 + i;
+        c.push_str(&format!(
+            "  - {{id: {id}, name: 'Idle {id}', source: 'http://127.0.0.1:9/{id}.ts', ffmpeg_profile: copy}}\n"
+        ));
+    }
+    c
+}
+
+fn cli_first(src: &str, args: &[&str]) -> (f64, f64) {
+    let t0 = Instant::now();
+    let mut child = Command::new("ffmpeg")
+        .args(["-hide_banner", "-nostdin", "-v", "error", "-i", src])
+        .args(args)
+        .args(["-f", "mpegts", "pipe:1"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = child.stdout.take().unwrap();
+    let r = first_byte_and_key(&mut out, t0, Duration::from_secs(20));
+    let _ = child.kill();
+    let _ = child.wait();
+    r
+}
+
+fn cold_start(a: &Args, s: &Server, http: &str, file: &str) -> Value {
+    let mut rows = Vec::new();
+    let cases = [
+        ("copy", "http", 1, http, support::CLI_COPY),
+        ("copy", "file", 2, file, support::CLI_COPY),
+        ("transcode", "http", 3, http, support::CLI_X264),
+        ("transcode", "file", 4, file, support::CLI_X264),
+    ];
+    for (job, from, id, src, cli_args) in cases {
+        let (mut ab, mut ak, mut cb, mut ck) = (vec![], vec![], vec![], vec![]);
+        for _ in 0..a.reps {
+            s.wait_idle(id);
+            let t0 = Instant::now();
+            let mut r = open_stream(&s.addr, id).unwrap();
+            let (b, k) = first_byte_and_key(&mut r, t0, Duration::from_secs(20));
+            drop(r);
+            ab.push(b);
+            ak.push(k);
+            let (b, k) = cli_first(src, cli_args);
+            cb.push(b);
+            ck.push(k);
+        }
+        s.wait_idle(id);
+        let row = json!({
+            "job": job, "source": from,
+            "amps_first_byte_ms": median(ab), "amps_first_keyframe_ms": median(ak),
+            "cli_first_byte_ms": median(cb), "cli_first_keyframe_ms": median(ck),
+        });
+        println!(
+            "cold start  {job:9} {from:4}  amps {:7.1} ms byte {:7.1} ms key   ffmpeg CLI {:7.1} ms byte {:7.1} ms key   ratio {:.2}",
+            row["amps_first_byte_ms"].as_f64().unwrap(),
+            row["amps_first_keyframe_ms"].as_f64().unwrap(),
+            row["cli_first_byte_ms"].as_f64().unwrap(),
+            row["cli_first_keyframe_ms"].as_f64().unwrap(),
+            row["amps_first_byte_ms"].as_f64().unwrap() / row["cli_first_byte_ms"].as_f64().unwrap(),
+        );
+        rows.push(row);
+    }
+    Value::Array(rows)
+}
+
+fn warm_join(a: &Args, s: &Server) -> Value {
+    let keeper = open_stream(&s.addr, 5).unwrap();
+    let mut times = Vec::new();
+    for _ in 0..(a.reps * 4) {
+        std::thread::sleep(Duration::from_millis(200));
+        let t0 = Instant::now();
+        let mut r = open_stream(&s.addr, 5).unwrap();
+        let (_, k) = first_byte_and_key(&mut r, t0, Duration::from_secs(5));
+        times.push(k);
+    }
+    drop(keeper);
+    let m = median(times.clone());
+    let max = times.iter().cloned().fold(0.0, f64::max);
+    println!("warm join   first keyframe median {m:.2} ms, max {max:.2} ms");
+    json!({"first_keyframe_ms_median": m, "first_keyframe_ms_max": max, "joins": times.len()})
+}
+
+/// N clients read channel 5 for `secs`; returns per-client bytes and largest gaps.
+fn read_clients(addr: &str, n: usize, secs: f64) -> Vec<(u64, f64)> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut tasks = Vec::new();
+        for _ in 0..n {
+            let addr = addr.to_owned();
+            tasks.push(tokio::spawn(async move {
+                let Ok(mut s) = tokio::net::TcpStream::connect(&addr).await else {
+                    return (0u64, f64::INFINITY);
+                };
+                let req = format!("GET /stream/5?token={TOKEN} HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+                if s.write_all(req.as_bytes()).await.is_err() {
+                    return (0, f64::INFINITY);
+                }
+                let mut buf = vec![0u8; 64 * 1024];
+                let deadline = tokio::time::Instant::now() + Duration::from_secs_f64(secs);
+                let (mut bytes, mut gap, mut last) = (0u64, 0f64, None::<Instant>);
+                loop {
+                    let r = tokio::time::timeout_at(deadline, s.read(&mut buf)).await;
+                    match r {
+                        Ok(Ok(k)) if k > 0 => {
+                            let now = Instant::now();
+                            if let Some(l) = last {
+                                gap = gap.max(now.duration_since(l).as_secs_f64());
+                            }
+                            last = Some(now);
+                            bytes += k as u64;
+                        }
+                        Ok(_) => return (bytes, f64::INFINITY),
+                        Err(_) => break,
+                    }
+                }
+                (bytes, gap)
+            }));
+        }
+        let mut out = Vec::new();
+        for t in tasks {
+            out.push(t.await.unwrap_or((0, f64::INFINITY)));
+        }
+        out
+    })
+}
+
+fn fan_out(a: &Args, s: &Server, file: &str, rate_bps: f64) -> Value {
+    let mut rows = Vec::new();
+    // Warm the channel so every N measures steady state, not its start.
+    let keeper = open_stream(&s.addr, 5).unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    for &n in &a.clients {
+        let rss0 = rss_mib(s.pid());
+        let cpu0 = cpu_secs(s.pid(), false);
+        let t0 = Instant::now();
+        let res = read_clients(&s.addr, n, a.seconds);
+        let wall = t0.elapsed().as_secs_f64();
+        let cpu = cpu_secs(s.pid(), false) - cpu0;
+        let rss1 = rss_mib(s.pid());
+        let total: u64 = res.iter().map(|r| r.0).sum();
+        let rates: Vec<f64> = res.iter().map(|r| r.0 as f64 * 8.0 / a.seconds).collect();
+        let min_rate = rates.iter().cloned().fold(f64::INFINITY, f64::min);
+        let med_rate = median(rates.clone());
+        // A stall: a client that went more than 1 s without data, or was cut off.
+        let stalls = res.iter().filter(|r| r.1 > 1.0).count();
+        let gb = total as f64 / 1e9;
+        let row = json!({
+            "clients": n,
+            "channel_kbps": rate_bps / 1000.0,
+            "per_client_kbps_median": med_rate / 1000.0,
+            "per_client_kbps_min": min_rate / 1000.0,
+            "stalled_clients": stalls,
+            "server_cpu_cores": cpu / wall,
+            "server_cpu_secs_per_gb": cpu / gb.max(1e-9),
+            "rss_mib_before": rss0,
+            "rss_mib_during": rss1,
+            "rss_kib_per_client": (rss1 - rss0) * 1024.0 / n as f64,
+        });
+        println!(
+            "fan-out     {n:5} clients  median {:6.0} kbit/s (min {:6.0}, channel {:5.0})  stalls {stalls:3}  server {:.2} cores, {:5.2} CPU s/GB  +{:.0} KiB/client",
+            med_rate / 1000.0,
+            min_rate / 1000.0,
+            rate_bps / 1000.0,
+            cpu / wall,
+            cpu / gb.max(1e-9),
+            (rss1 - rss0) * 1024.0 / n as f64
+        );
+        rows.push(row);
+    }
+    drop(keeper);
+    // The ffmpeg-per-client design: one `ffmpeg -re -c copy` per viewer.
+    let t0 = Instant::now();
+    let mut child = Command::new("ffmpeg")
+        .args([
+            "-hide_banner",
+            "-nostdin",
+            "-v",
+            "error",
+            "-re",
+            "-stream_loop",
+            "-1",
+            "-i",
+            file,
+        ])
+        .args(support::CLI_COPY)
+        .args(["-f", "mpegts", "pipe:1"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let mut out = child.stdout.take().unwrap();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut bytes = 0u64;
+    let mut cpu = 0.0;
+    while t0.elapsed().as_secs_f64() < a.seconds {
+        match out.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(k) => bytes += k as u64,
+        }
+        cpu = cpu_secs(pid, false);
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let per_gb = cpu / (bytes as f64 / 1e9).max(1e-9);
+    println!("fan-out     ffmpeg per client: {per_gb:.2} CPU s/GB (one process per viewer, {:.3} cores each)", cpu / a.seconds);
+    json!({"amps": rows, "ffmpeg_per_client_cpu_secs_per_gb": per_gb, "ffmpeg_per_client_cores": cpu / a.seconds})
+}
+
+/// CPU of the same transcode, unpaced: in this process (libav, as amps runs it) and the CLI.
+fn transcode_efficiency(file: &str) -> Value {
+    amps::libav::init();
+    let profile = support::profile(support::X264);
+    let usage = || {
+        let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: getrusage fills the struct it is given.
+        unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
+        u.ru_utime.tv_sec as f64
+            + u.ru_utime.tv_usec as f64 / 1e6
+            + u.ru_stime.tv_sec as f64
+            + u.ru_stime.tv_usec as f64 / 1e6
+    };
+    let children = || {
+        let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: as above.
+        unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut u) };
+        u.ru_utime.tv_sec as f64
+            + u.ru_utime.tv_usec as f64 / 1e6
+            + u.ru_stime.tv_sec as f64
+            + u.ru_stime.tv_usec as f64 / 1e6
+    };
+    let (mut ac, mut aw, mut cc, mut cw) = (vec![], vec![], vec![], vec![]);
+    for _ in 0..3 {
+        let (c0, t0) = (usage(), Instant::now());
+        support::run_pipeline(file, &profile);
+        aw.push(t0.elapsed().as_secs_f64());
+        ac.push(usage() - c0);
+        let (c0, t0) = (children(), Instant::now());
+        support::run_cli(file, support::CLI_X264);
+        cw.push(t0.elapsed().as_secs_f64());
+        cc.push(children() - c0);
+    }
+    let (ac, aw, cc, cw) = (median(ac), median(aw), median(cc), median(cw));
+    println!(
+        "transcode   10 s 1080p -> 720p x264 veryfast: amps {ac:.2} CPU s / {aw:.2} s wall, ffmpeg CLI {cc:.2} CPU s / {cw:.2} s wall, CPU ratio {:.3}",
+        ac / cc
+    );
+    json!({"amps_cpu_secs": ac, "amps_wall_secs": aw, "cli_cpu_secs": cc, "cli_wall_secs": cw, "cpu_ratio": ac / cc})
+}
+
+/// CPU per media second of a paced channel: in-process transcode (4) vs custom_ffmpeg (6).
+fn paced_transcode(a: &Args, s: &Server) -> Value {
+    let mut out = json!({});
+    for (id, key) in [(4u32, "in_process"), (6, "custom_ffmpeg")] {
+        let mut r = open_stream(&s.addr, id).unwrap();
+        let mut buf = vec![0u8; 64 * 1024];
+        // Skip the start, then measure a steady window.
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(2) {
+            let _ = r.read(&mut buf);
+        }
+        let kids = |pid: u32| -> f64 { children(pid).iter().map(|c| cpu_secs(*c, true)).sum() };
+        let (c0, k0, t0) = (cpu_secs(s.pid(), false), kids(s.pid()), Instant::now());
+        while t0.elapsed().as_secs_f64() < a.seconds {
+            let _ = r.read(&mut buf);
+        }
+        let wall = t0.elapsed().as_secs_f64();
+        let cpu = cpu_secs(s.pid(), false) - c0 + kids(s.pid()) - k0;
+        drop(r);
+        out[key] = json!(cpu / wall);
+        s.wait_idle(id);
+    }
+    println!(
+        "transcode   paced 25 fps: in-process {:.2} cores, custom_ffmpeg {:.2} cores",
+        out["in_process"].as_f64().unwrap(),
+        out["custom_ffmpeg"].as_f64().unwrap()
+    );
+    out
+}
+
+fn memory(a: &Args, http: &str, file: &str) -> Value {
+    let s = Server::start(&a.amps, &config(http, file, 0));
+    std::thread::sleep(Duration::from_millis(500));
+    let idle = rss_mib(s.pid());
+    let relay = {
+        let mut r = open_stream(&s.addr, 5).unwrap();
+        let mut buf = vec![0u8; 64 * 1024];
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(4) {
+            let _ = r.read(&mut buf);
+        }
+        let m = rss_mib(s.pid());
+        let buffered = s.get_json("/api/streams/5/status")["buffered_bytes"].as_u64();
+        drop(r);
+        (m, buffered)
+    };
+    s.wait_idle(5);
+    let transcode = {
+        let mut r = open_stream(&s.addr, 4).unwrap();
+        let mut buf = vec![0u8; 64 * 1024];
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(4) {
+            let _ = r.read(&mut buf);
+        }
+        let m = rss_mib(s.pid());
+        drop(r);
+        m
+    };
+    drop(s);
+    let n = 1000;
+    let many = Server::start(&a.amps, &config(http, file, n));
+    std::thread::sleep(Duration::from_millis(500));
+    let with_many = rss_mib(many.pid());
+    drop(many);
+    let per_idle_kib = (with_many - idle) * 1024.0 / n as f64;
+    println!(
+        "memory      idle server {idle:.1} MiB; +{per_idle_kib:.1} KiB per idle channel; running relay +{:.1} MiB (backlog {} KiB); running transcode +{:.1} MiB",
+        relay.0 - idle,
+        relay.1.unwrap_or(0) / 1024,
+        transcode - idle
+    );
+    json!({
+        "idle_server_mib": idle,
+        "per_idle_channel_kib": per_idle_kib,
+        "running_relay_mib": relay.0 - idle,
+        "relay_backlog_bytes": relay.1,
+        "running_transcode_mib": transcode - idle,
+    })
+}
+
+fn main() {
+    let a = args();
+    let dir = support::media();
+    // The fan-out source: 8 Mbit/s constant-rate H.264 1080p + AAC.
+    let cbr = dir.join("cbr8.ts");
+    if !cbr.exists() {
+        let ok = Command::new("ffmpeg")
+            .args([
+                "-hide_banner",
+                "-v",
+                "error",
+                "-y",
+                "-f",
+                "lavfi",
+                "-i",
+                "testsrc2=size=1920x1080:rate=25",
+                "-f",
+                "lavfi",
+                "-i",
+                "sine=frequency=440:sample_rate=48000",
+                "-t",
+                "20",
+                "-c:v",
+                "libx264",
+                "-preset",
+                "ultrafast",
+                "-g",
+                "25",
+                "-b:v",
+                "7800k",
+                "-minrate",
+                "7800k",
+                "-maxrate",
+                "7800k",
+                "-bufsize",
+                "2M",
+                "-x264-params",
+                "nal-hrd=cbr",
+                "-pix_fmt",
+                "yuv420p",
+                "-c:a",
+                "aac",
+                "-b:a",
+                "128k",
+                "-muxrate",
+                "8M",
+                "-f",
+                "mpegts",
+            ])
+            .arg(&cbr)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "generating the 8 Mbit/s source failed");
+    }
+    let rate_bps = std::fs::metadata(&cbr).unwrap().len() as f64 * 8.0 / 20.0;
+    let up = upstream::Upstream::start(dir.to_path_buf(), 0);
+    let http = up.url("hd.ts");
+    let hd = dir.join("hd.ts").display().to_string();
+    let file = cbr.display().to_string();
+    println!(
+        "amps-load: {} ({}), {} cores, source {:.1} Mbit/s",
+        a.amps.display(),
+        String::from_utf8_lossy(
+            &Command::new(&a.amps)
+                .arg("--version")
+                .output()
+                .unwrap()
+                .stdout
+        )
+        .lines()
+        .next()
+        .unwrap_or(""),
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
+        rate_bps / 1e6
+    );
+    let s = Server::start(&a.amps, &config(&http, &file, 0));
+    // Cold start copies and transcodes `hd.ts` (1080p H.264) from HTTP and from the file.
+    let cs = {
+        let s2 = Server::start(&a.amps, &config(&http, &hd, 0));
+        cold_start(&a, &s2, &http, &hd)
+    };
+    let wj = warm_join(&a, &s);
+    let fo = fan_out(&a, &s, &file, rate_bps);
+    let pt = paced_transcode(&a, &s);
+    drop(s);
+    let te = transcode_efficiency(&hd);
+    let mem = memory(&a, &http, &file);
+    let report = json!({
+        "machine": {
+            "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            "amps": a.amps.display().to_string(),
+            "quick": a.quick,
+            "seconds_per_window": a.seconds,
+        },
+        "cold_start": cs,
+        "warm_join": wj,
+        "fan_out": fo,
+        "transcode_paced_cores": pt,
+        "transcode_unpaced": te,
+        "memory": mem,
+    });
+    if let Some(p) = a.json.parent() {
+        let _ = std::fs::create_dir_all(p);
+    }
+    std::fs::write(&a.json, serde_json::to_string_pretty(&report).unwrap()).unwrap();
+    println!("JSON: {}", a.json.display());
+}
