@@ -93,23 +93,41 @@ fn cpu_secs(pid: u32, children: bool) -> f64 {
     ticks as f64 / hz
 }
 
-/// Resident memory in MiB.
-fn rss_mib(pid: u32) -> f64 {
+/// A `/proc/<pid>/status` field in MiB (`VmRSS`, `RssAnon`, `RssFile`).
+fn status_mib(pid: u32, field: &str) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
         .unwrap_or(0.0)
         / 1024.0
 }
 
-/// Direct children of `pid` (custom_ffmpeg processes).
+/// Resident memory in MiB.
+fn rss_mib(pid: u32) -> f64 {
+    status_mib(pid, "VmRSS")
+}
+
+/// Private (anonymous) resident memory in MiB: what this process alone costs.
+fn anon_mib(pid: u32) -> f64 {
+    status_mib(pid, "RssAnon")
+}
+
+/// Direct children of `pid` (custom_ffmpeg processes), whichever thread started them.
 fn children(pid: u32) -> Vec<u32> {
-    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
-        .unwrap_or_default()
-        .split_whitespace()
-        .filter_map(|p| p.parse().ok())
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .flat_map(|t| {
+            std::fs::read_to_string(t.path().join("children"))
+                .unwrap_or_default()
+                .split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect::<Vec<u32>>()
+        })
         .collect()
 }
 
@@ -386,8 +404,9 @@ fn warm_join(a: &Args, s: &Server) -> Value {
     json!({"first_keyframe_ms_median": m, "first_keyframe_ms_max": max, "joins": times.len()})
 }
 
-/// N clients read channel 5 for `secs`; returns per-client bytes and largest gaps.
-fn read_clients(addr: &str, n: usize, secs: f64) -> Vec<(u64, f64)> {
+/// N clients read channel 5 for 1 + `secs` s; returns per client the bytes of the last
+/// `secs` s, all bytes, and the largest gap between reads.
+fn read_clients(addr: &str, n: usize, secs: f64) -> Vec<(u64, u64, f64)> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -399,15 +418,19 @@ fn read_clients(addr: &str, n: usize, secs: f64) -> Vec<(u64, f64)> {
             let addr = addr.to_owned();
             tasks.push(tokio::spawn(async move {
                 let Ok(mut s) = tokio::net::TcpStream::connect(&addr).await else {
-                    return (0u64, f64::INFINITY);
+                    return (0u64, 0u64, f64::INFINITY);
                 };
                 let req = format!("GET /stream/5?token={TOKEN} HTTP/1.1\r\nHost: {addr}\r\n\r\n");
                 if s.write_all(req.as_bytes()).await.is_err() {
-                    return (0, f64::INFINITY);
+                    return (0, 0, f64::INFINITY);
                 }
                 let mut buf = vec![0u8; 64 * 1024];
-                let deadline = tokio::time::Instant::now() + Duration::from_secs_f64(secs);
-                let (mut bytes, mut gap, mut last) = (0u64, 0f64, None::<Instant>);
+                let start = tokio::time::Instant::now();
+                // The first second holds the join burst (backlog from the last keyframe):
+                // the rate is counted after it.
+                let steady = start + Duration::from_secs(1);
+                let deadline = start + Duration::from_secs_f64(secs + 1.0);
+                let (mut bytes, mut all, mut gap, mut last) = (0u64, 0u64, 0f64, None::<Instant>);
                 loop {
                     let r = tokio::time::timeout_at(deadline, s.read(&mut buf)).await;
                     match r {
@@ -417,18 +440,21 @@ fn read_clients(addr: &str, n: usize, secs: f64) -> Vec<(u64, f64)> {
                                 gap = gap.max(now.duration_since(l).as_secs_f64());
                             }
                             last = Some(now);
-                            bytes += k as u64;
+                            all += k as u64;
+                            if tokio::time::Instant::now() >= steady {
+                                bytes += k as u64;
+                            }
                         }
-                        Ok(_) => return (bytes, f64::INFINITY),
+                        Ok(_) => return (bytes, all, f64::INFINITY),
                         Err(_) => break,
                     }
                 }
-                (bytes, gap)
+                (bytes, all, gap)
             }));
         }
         let mut out = Vec::new();
         for t in tasks {
-            out.push(t.await.unwrap_or((0, f64::INFINITY)));
+            out.push(t.await.unwrap_or((0, 0, f64::INFINITY)));
         }
         out
     })
@@ -447,12 +473,13 @@ fn fan_out(a: &Args, s: &Server, file: &str, rate_bps: f64) -> Value {
         let wall = t0.elapsed().as_secs_f64();
         let cpu = cpu_secs(s.pid(), false) - cpu0;
         let rss1 = rss_mib(s.pid());
-        let total: u64 = res.iter().map(|r| r.0).sum();
+        // Bytes counted over the steady `seconds`; all clients' bytes for CPU per GB.
+        let total: u64 = res.iter().map(|r| r.1).sum();
         let rates: Vec<f64> = res.iter().map(|r| r.0 as f64 * 8.0 / a.seconds).collect();
         let min_rate = rates.iter().cloned().fold(f64::INFINITY, f64::min);
         let med_rate = median(rates.clone());
         // A stall: a client that went more than 1 s without data, or was cut off.
-        let stalls = res.iter().filter(|r| r.1 > 1.0).count();
+        let stalls = res.iter().filter(|r| r.2 > 1.0).count();
         let gb = total as f64 / 1e9;
         let row = json!({
             "clients": n,
@@ -591,6 +618,7 @@ fn memory(a: &Args, http: &str, file: &str) -> Value {
     let s = Server::start(&a.amps, &config(http, file, 0));
     std::thread::sleep(Duration::from_millis(500));
     let idle = rss_mib(s.pid());
+    let idle_private = anon_mib(s.pid());
     let relay = {
         let mut r = open_stream(&s.addr, 5).unwrap();
         let mut buf = vec![0u8; 64 * 1024];
@@ -622,14 +650,37 @@ fn memory(a: &Args, http: &str, file: &str) -> Value {
     let with_many = rss_mib(many.pid());
     drop(many);
     let per_idle_kib = (with_many - idle) * 1024.0 / n as f64;
+    // One ffmpeg CLI relaying the same source (the ffmpeg-per-viewer design pays this each).
+    let (cli_rss, cli_private) = {
+        let mut child = Command::new("ffmpeg")
+            .args(["-hide_banner", "-nostdin", "-v", "error", "-re", "-i", file])
+            .args(support::CLI_COPY)
+            .args(["-f", "mpegts", "pipe:1"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut out = child.stdout.take().unwrap();
+        let mut buf = vec![0u8; 64 * 1024];
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(3) {
+            let _ = out.read(&mut buf);
+        }
+        let m = (rss_mib(child.id()), anon_mib(child.id()));
+        let _ = child.kill();
+        let _ = child.wait();
+        m
+    };
     println!(
-        "memory      idle server {idle:.1} MiB; +{per_idle_kib:.1} KiB per idle channel; running relay +{:.1} MiB (backlog {} KiB); running transcode +{:.1} MiB",
+        "memory      idle server {idle:.1} MiB ({idle_private:.1} MiB private); +{per_idle_kib:.1} KiB per idle channel; running relay +{:.1} MiB (backlog {} KiB); running transcode +{:.1} MiB; one ffmpeg CLI relay {cli_rss:.1} MiB ({cli_private:.1} MiB private)",
         relay.0 - idle,
         relay.1.unwrap_or(0) / 1024,
         transcode - idle
     );
     json!({
         "idle_server_mib": idle,
+        "idle_server_private_mib": idle_private,
+        "ffmpeg_cli_relay_mib": cli_rss,
+        "ffmpeg_cli_relay_private_mib": cli_private,
         "per_idle_channel_kib": per_idle_kib,
         "running_relay_mib": relay.0 - idle,
         "relay_backlog_bytes": relay.1,
