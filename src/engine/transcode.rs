@@ -105,6 +105,16 @@ impl Transcoder {
     ) -> Result<Transcoder, String> {
         let in_tb = ist.time_base();
         let mut dec = codec::context::Context::from_parameters(ist.parameters())
+            .map(|mut c| {
+                // Decode on every core, as the ffmpeg CLI does (a 4K HEVC source needs it).
+                // SAFETY: plain field writes on a decoder context that is not open yet.
+                unsafe {
+                    (*c.as_mut_ptr()).thread_count = 0;
+                    (*c.as_mut_ptr()).thread_type =
+                        ff::ffi::FF_THREAD_FRAME | ff::ffi::FF_THREAD_SLICE;
+                }
+                c
+            })
             .and_then(|c| c.decoder().video())
             .map_err(|e| err("video decoder", e))?;
         dec.set_packet_time_base(in_tb);
