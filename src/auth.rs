@@ -162,3 +162,160 @@ mod tests {
         }
     }
 }
+
+/// Counts failed token checks per client address and refuses an address that failed too
+/// often (a token guessed by brute force). Memory is bounded: at most [`MAX_TRACKED`]
+/// addresses are tracked; expired entries are dropped first.
+#[derive(Debug)]
+pub struct FailureLimiter {
+    limit: u32,
+    window: std::time::Duration,
+    entries: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, Failures>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Failures {
+    count: u32,
+    first: std::time::Instant,
+    blocked_until: Option<std::time::Instant>,
+}
+
+/// Addresses tracked at most (an attacker cycling addresses cannot grow memory).
+pub const MAX_TRACKED: usize = 10_000;
+
+impl FailureLimiter {
+    /// `limit` failures within `window` block the address for `window`; 0 turns it off.
+    pub fn new(limit: u32, window: std::time::Duration) -> FailureLimiter {
+        FailureLimiter {
+            limit,
+            window,
+            entries: std::sync::Mutex::new(std::collections::HashMap::new()),
+        }
+    }
+
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<std::net::IpAddr, Failures>> {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Seconds `ip` must still wait, if it is blocked at `now`.
+    pub fn blocked(&self, ip: std::net::IpAddr, now: std::time::Instant) -> Option<u64> {
+        if self.limit == 0 {
+            return None;
+        }
+        let until = self.lock().get(&ip)?.blocked_until?;
+        until
+            .checked_duration_since(now)
+            .map(|d| d.as_secs().max(1))
+    }
+
+    /// Records a failure; returns true when this one blocks the address.
+    pub fn failed(&self, ip: std::net::IpAddr, now: std::time::Instant) -> bool {
+        if self.limit == 0 {
+            return false;
+        }
+        let mut map = self.lock();
+        if map.len() >= MAX_TRACKED && !map.contains_key(&ip) {
+            let window = self.window;
+            map.retain(|_, f| {
+                f.blocked_until.is_some_and(|u| u > now) || now.duration_since(f.first) < window
+            });
+            if map.len() >= MAX_TRACKED {
+                map.clear();
+            }
+        }
+        let f = map.entry(ip).or_insert(Failures {
+            count: 0,
+            first: now,
+            blocked_until: None,
+        });
+        if now.duration_since(f.first) >= self.window && f.blocked_until.is_none_or(|u| u <= now) {
+            *f = Failures {
+                count: 0,
+                first: now,
+                blocked_until: None,
+            };
+        }
+        f.count += 1;
+        if f.count >= self.limit && f.blocked_until.is_none_or(|u| u <= now) {
+            f.blocked_until = Some(now + self.window);
+            return true;
+        }
+        false
+    }
+
+    /// A success forgets the address's earlier failures (not an active block).
+    pub fn succeeded(&self, ip: std::net::IpAddr) {
+        if self.limit == 0 {
+            return;
+        }
+        let mut map = self.lock();
+        if map.get(&ip).is_some_and(|f| f.blocked_until.is_none()) {
+            map.remove(&ip);
+        }
+    }
+}
+
+#[cfg(test)]
+mod limiter_tests {
+    use super::*;
+    use std::net::IpAddr;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn blocks_after_the_limit_for_the_window_then_forgets() {
+        let l = FailureLimiter::new(3, Duration::from_secs(60));
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        let t = Instant::now();
+        assert!(!l.failed(a, t));
+        assert!(!l.failed(a, t + Duration::from_secs(1)));
+        assert_eq!(l.blocked(a, t), None);
+        assert!(
+            l.failed(a, t + Duration::from_secs(2)),
+            "the third failure blocks"
+        );
+        assert_eq!(l.blocked(a, t + Duration::from_secs(3)), Some(59));
+        assert_eq!(
+            l.blocked(b, t + Duration::from_secs(3)),
+            None,
+            "per address"
+        );
+        // A success does not lift an active block.
+        l.succeeded(a);
+        assert!(l.blocked(a, t + Duration::from_secs(30)).is_some());
+        assert_eq!(
+            l.blocked(a, t + Duration::from_secs(63)),
+            None,
+            "the block ends"
+        );
+        // Failures spread wider than the window never block.
+        let c: IpAddr = "192.0.2.3".parse().unwrap();
+        for i in 0..10 {
+            assert!(!l.failed(c, t + Duration::from_secs(61 * i)));
+        }
+        // A success forgets earlier failures.
+        let d: IpAddr = "192.0.2.4".parse().unwrap();
+        l.failed(d, t);
+        l.failed(d, t);
+        l.succeeded(d);
+        assert!(!l.failed(d, t));
+        // Off.
+        let off = FailureLimiter::new(0, Duration::from_secs(60));
+        for _ in 0..100 {
+            assert!(!off.failed(a, t));
+        }
+        assert_eq!(off.blocked(a, t), None);
+    }
+
+    #[test]
+    fn memory_stays_bounded_under_many_addresses() {
+        let l = FailureLimiter::new(5, Duration::from_secs(60));
+        let t = Instant::now();
+        for i in 0..(MAX_TRACKED as u32 + 5_000) {
+            l.failed(IpAddr::from(i.to_be_bytes()), t);
+        }
+        assert!(l.lock().len() <= MAX_TRACKED);
+    }
+}

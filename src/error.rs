@@ -22,6 +22,8 @@ pub enum ErrorKind {
     Conflict,
     /// The body is larger than the configured limit.
     PayloadTooLarge,
+    /// Too many failed attempts from this client: wait before trying again.
+    TooManyRequests,
     /// The body is not JSON.
     UnsupportedMediaType,
     /// Well-formed input that fails validation.
@@ -44,6 +46,7 @@ impl ErrorKind {
             ErrorKind::NotFound => 404,
             ErrorKind::Conflict => 409,
             ErrorKind::PayloadTooLarge => 413,
+            ErrorKind::TooManyRequests => 429,
             ErrorKind::UnsupportedMediaType => 415,
             ErrorKind::Invalid => 422,
             ErrorKind::Config => 422,
@@ -61,6 +64,7 @@ impl ErrorKind {
             ErrorKind::NotFound => "not_found",
             ErrorKind::Conflict => "conflict",
             ErrorKind::PayloadTooLarge => "payload_too_large",
+            ErrorKind::TooManyRequests => "too_many_requests",
             ErrorKind::UnsupportedMediaType => "unsupported_media_type",
             ErrorKind::Invalid => "invalid",
             ErrorKind::Config => "invalid_config",

@@ -25,6 +25,7 @@ pub mod config;
 pub mod engine;
 pub mod epg;
 pub mod error;
+pub mod fuzz;
 pub mod http;
 pub mod libav;
 pub mod metrics;
@@ -32,5 +33,6 @@ pub mod playlist;
 pub mod registry;
 pub mod reload;
 pub mod schedule;
+pub mod state;
 
 pub use error::{Error, ErrorKind};

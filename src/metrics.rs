@@ -40,6 +40,7 @@ pub struct Metrics {
     channels: Gauge,
     pub http_requests: Family<HttpLabels, Counter>,
     pub auth_failures: Counter,
+    pub auth_blocked: Counter,
 }
 
 /// Reads every channel's status at scrape time.
@@ -192,6 +193,7 @@ impl Metrics {
         let channels = Gauge::default();
         let http_requests = Family::<HttpLabels, Counter>::default();
         let auth_failures = Counter::default();
+        let auth_blocked = Counter::default();
         // An info-style gauge (always 1): `promtool` and Prometheus' text parser do not
         // accept the OpenMetrics `info` type.
         let build = Family::<BuildLabels, Gauge>::default();
@@ -222,6 +224,11 @@ impl Metrics {
             "Requests refused for a missing or wrong token",
             auth_failures.clone(),
         );
+        registry.register(
+            "auth_blocked",
+            "Requests refused because their address failed the token check too often",
+            auth_blocked.clone(),
+        );
         Metrics {
             registry,
             started: Instant::now(),
@@ -229,6 +236,7 @@ impl Metrics {
             channels,
             http_requests,
             auth_failures,
+            auth_blocked,
         }
     }
 

@@ -82,6 +82,15 @@ impl Reloader {
         }
     }
 
+    /// The ids of the streams and scheduled streams the config in force defines.
+    pub fn file_ids(&self) -> (Vec<u32>, Vec<u32>) {
+        let c = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        (
+            c.streams.iter().map(|s| s.id).collect(),
+            c.scheduled_streams.iter().map(|s| s.id).collect(),
+        )
+    }
+
     /// Reads the file again and applies it. On error nothing changes.
     pub fn reload(&self, registry: &Registry, scheduler: &Scheduler) -> Result<Report> {
         // One reload at a time: the lock is held from reading to applying.

@@ -136,6 +136,16 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         tracing::warn!("{m}");
     }
     let server = config.server.clone();
+    let state_file = match &server.state_file {
+        Some(p) => match crate::state::StateFile::open(std::path::Path::new(p)) {
+            Ok(f) => Some(Arc::new(f)),
+            Err(e) => {
+                eprintln!("{e}");
+                return Ok(1);
+            }
+        },
+        None => None,
+    };
     if let Err(e) = check_exposure(&server.host, server.auth_token.as_deref()) {
         eprintln!("{e}");
         return Ok(2);
@@ -164,6 +174,11 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
             registry.clone(),
             clock.clone(),
         );
+        if let Some(f) = &state_file {
+            for problem in f.apply(&registry, &scheduler) {
+                tracing::warn!("{problem}");
+            }
+        }
         let schedule_task = tokio::spawn(scheduler.clone().run());
         let reloader = Arc::new(crate::reload::Reloader::new(
             path,
@@ -175,8 +190,13 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
             engine: engine.clone(),
             scheduler,
             reloader,
+            state_file,
             metrics: Arc::new(Metrics::with_engine(engine.clone())),
             token: TokenCheck::new(server.auth_token.as_deref()),
+            auth_limiter: crate::auth::FailureLimiter::new(
+                server.auth_fail_limit,
+                Duration::from_secs(server.auth_block_secs),
+            ),
             clock,
             local_addr,
             server: server.clone(),

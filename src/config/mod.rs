@@ -107,10 +107,68 @@ pub fn load_str(
     })
 }
 
+/// Deepest `[`/`{` nesting a config may use. Real configs use 3 or 4; the YAML parser's
+/// time grows with the square of the depth, so a pathological file is refused up front.
+const MAX_FLOW_DEPTH: usize = 64;
+
+/// Where flow collections (`[`, `{`) nest deeper than [`MAX_FLOW_DEPTH`], as (line, col).
+/// Quoted strings and comments are skipped.
+fn too_deep(text: &str) -> Option<(usize, usize)> {
+    let (mut depth, mut line, mut col) = (0usize, 1usize, 0usize);
+    let mut quote: Option<char> = None;
+    let mut comment = false;
+    let mut prev = '\n';
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        col += 1;
+        if c == '\n' {
+            line += 1;
+            col = 0;
+            comment = false;
+            prev = c;
+            continue;
+        }
+        if comment {
+            continue;
+        }
+        match quote {
+            Some('"') if c == '\\' => {
+                chars.next();
+                col += 1;
+            }
+            Some(q) if c == q => quote = None,
+            Some(_) => {}
+            None => match c {
+                '"' | '\'' => quote = Some(c),
+                '#' if prev.is_whitespace() => comment = true,
+                '[' | '{' => {
+                    depth += 1;
+                    if depth > MAX_FLOW_DEPTH {
+                        return Some((line, col));
+                    }
+                }
+                ']' | '}' => depth = depth.saturating_sub(1),
+                _ => {}
+            },
+        }
+        prev = c;
+    }
+    None
+}
+
 /// YAML text -> typed model, with serde's message rewritten as `origin:line:col: path: msg`.
 pub fn parse(text: &str, origin: &str) -> Result<Config> {
     if text.trim().is_empty() {
         return Ok(Config::default());
+    }
+    if let Some((line, col)) = too_deep(text) {
+        return Err(Error::with_details(
+            ErrorKind::Config,
+            format!("{origin}: 1 configuration error"),
+            vec![format!(
+                "{origin}:{line}:{col}: [ and {{ nest deeper than {MAX_FLOW_DEPTH} levels"
+            )],
+        ));
     }
     serde_yaml::from_str::<Config>(text).map_err(|e| {
         let mut msg = e.to_string();
@@ -164,6 +222,27 @@ pub fn process_env(key: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn flow_nesting_is_bounded_outside_quotes_and_comments() {
+        let deep = format!("streams: {}1{}", "[".repeat(65), "]".repeat(65));
+        assert_eq!(super::too_deep(&deep), Some((1, 74)));
+        let ok = format!("streams: {}1{}", "[".repeat(64), "]".repeat(64));
+        assert_eq!(super::too_deep(&ok), None);
+        let quoted = format!(
+            "a: '{}'\nb: \"{}\\\"\"\n# {}\n",
+            "[".repeat(99),
+            "{".repeat(99),
+            "[".repeat(99)
+        );
+        assert_eq!(super::too_deep(&quoted), None);
+        let e = super::parse(&deep, "c.yaml").unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("c.yaml:1:74: [ and { nest deeper than 64 levels"),
+            "{e}"
+        );
+    }
+
     use super::*;
     use crate::libav::Catalog;
 

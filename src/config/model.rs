@@ -125,6 +125,16 @@ pub struct ServerConfig {
     /// Seconds a write to a client may stay blocked (a client that stopped reading)
     /// before the connection is closed. Default 30.
     pub write_timeout_secs: u64,
+    /// Failed token checks from one address after which it is refused (429) for
+    /// `auth_block_secs`, even with the right token. Default 10; 0 turns it off.
+    pub auth_fail_limit: u32,
+    /// Seconds an address stays refused after too many failures; failures older than this
+    /// are forgotten. Default 60.
+    pub auth_block_secs: u64,
+    /// A file where changes made through the API (streams, programs, scheduled streams)
+    /// are saved, atomically, before they are acknowledged, and reapplied at start.
+    /// Default: none (API changes last until restart, as in the original Amps).
+    pub state_file: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -141,6 +151,9 @@ impl Default for ServerConfig {
             max_connections: 1024,
             header_timeout_secs: 10,
             write_timeout_secs: 30,
+            auth_fail_limit: 10,
+            auth_block_secs: 60,
+            state_file: None,
             guide_program_minutes: 60,
         }
     }
@@ -161,6 +174,9 @@ pub struct EngineConfig {
     /// How many times a client may fall behind the backlog (and skip ahead) before it is
     /// disconnected.
     pub max_client_skips: u32,
+    /// Most clients of one channel at once; more are answered 503. Default 0: no limit
+    /// (`server.max_connections` still bounds the total).
+    pub max_clients_per_channel: usize,
     /// The ffmpeg executable for `custom_ffmpeg` commands that start with `ffmpeg`
     /// (default: `ffmpeg` from PATH).
     pub ffmpeg_path: Option<String>,
@@ -174,6 +190,7 @@ impl Default for EngineConfig {
             stall_timeout_secs: 10,
             buffer_bytes: 16 * 1024 * 1024,
             max_client_skips: 10,
+            max_clients_per_channel: 0,
             ffmpeg_path: None,
         }
     }

@@ -235,6 +235,18 @@ fn validate_server(cfg: &Config, out: &mut Vec<Issue>) {
     if s.header_timeout_secs == 0 {
         sink.push("header_timeout_secs", "must be at least 1");
     }
+    if s.auth_fail_limit > 0 && s.auth_block_secs == 0 {
+        sink.push(
+            "auth_block_secs",
+            "must be at least 1 when auth_fail_limit is on",
+        );
+    }
+    if s.state_file.as_deref().is_some_and(|f| f.trim().is_empty()) {
+        sink.push(
+            "state_file",
+            "must not be empty (remove the key to turn it off)",
+        );
+    }
     if s.write_timeout_secs == 0 {
         sink.push("write_timeout_secs", "must be at least 1");
     }

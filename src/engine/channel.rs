@@ -22,7 +22,41 @@ use tokio::sync::watch;
 
 struct Worker {
     stop: Arc<AtomicBool>,
-    handle: JoinHandle<()>,
+    /// Taken by [`Channel::stop`]: whoever stops the worker joins it.
+    handle: Option<JoinHandle<()>>,
+    /// Set by the thread, holding the worker lock, once it has decided to end.
+    exiting: Arc<AtomicBool>,
+    /// Set by the thread as its very last act (also when it panics).
+    done: Arc<AtomicBool>,
+}
+
+impl Worker {
+    /// Producing, or about to: neither deciding to end nor ended.
+    fn alive(&self) -> bool {
+        !self.exiting.load(Ordering::SeqCst) && !self.done.load(Ordering::SeqCst)
+    }
+}
+
+/// Marks the worker done when its thread ends, however it ends. A panic (a bug) must not
+/// leave clients waiting on a hub nobody writes to.
+struct DoneGuard {
+    ch: Arc<Channel>,
+    done: Arc<AtomicBool>,
+}
+
+impl Drop for DoneGuard {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            tracing::error!(
+                channel = self.ch.id,
+                "the channel producer crashed; its clients are disconnected"
+            );
+            lock(&self.ch.status).last_error = Some("internal error: the producer crashed".into());
+            self.ch.set_state(State::Failed);
+            self.ch.hub.close();
+        }
+        self.done.store(true, Ordering::SeqCst);
+    }
 }
 
 pub struct Channel {
@@ -160,21 +194,33 @@ impl Channel {
         s
     }
 
-    /// Whether a worker thread is alive.
+    /// Whether a worker thread is producing (and not on its way out).
     pub fn is_running(&self) -> bool {
-        lock(&self.worker)
-            .as_ref()
-            .is_some_and(|w| !w.handle.is_finished())
+        lock(&self.worker).as_ref().is_some_and(Worker::alive)
     }
 
     /// Starts the worker unless it is running. Called for every new client.
+    ///
+    /// Never two producers at once: a worker being stopped by someone else (a restart in
+    /// progress) is left to them, and they start the next one if clients remain; a worker
+    /// that has decided to end is joined first (it only has to return).
     pub fn ensure_running(self: &Arc<Self>) {
         let mut w = lock(&self.worker);
-        if w.as_ref().is_some_and(|w| !w.handle.is_finished()) {
+        if w.as_ref().is_some_and(Worker::alive) {
             return;
         }
         if let Some(old) = w.take() {
-            let _ = old.handle.join();
+            match old.handle {
+                Some(h) => {
+                    let _ = h.join();
+                }
+                None if !old.done.load(Ordering::SeqCst) => {
+                    // Being stopped and joined elsewhere: put it back and let them restart.
+                    *w = Some(old);
+                    return;
+                }
+                None => {}
+            }
         }
         // A new run starts from an empty backlog: nothing stale for the first client, and
         // "running" means this run produced a keyframe.
@@ -184,8 +230,10 @@ impl Channel {
             Ordering::Relaxed,
         );
         let stop = Arc::new(AtomicBool::new(false));
+        let exiting = Arc::new(AtomicBool::new(false));
+        let done = Arc::new(AtomicBool::new(false));
         let ch = self.clone();
-        let flag = stop.clone();
+        let flags = (stop.clone(), exiting.clone(), done.clone());
         self.set_state(State::Starting);
         {
             let mut st = lock(&self.status);
@@ -195,9 +243,16 @@ impl Channel {
         }
         let spawned = std::thread::Builder::new()
             .name(format!("amps-ch-{}", self.id))
-            .spawn(move || ch.work(flag));
+            .spawn(move || ch.work(flags.0, flags.1, flags.2));
         match spawned {
-            Ok(handle) => *w = Some(Worker { stop, handle }),
+            Ok(handle) => {
+                *w = Some(Worker {
+                    stop,
+                    handle: Some(handle),
+                    exiting,
+                    done,
+                })
+            }
             Err(e) => {
                 lock(&self.status).last_error = Some(format!("cannot start a thread: {e}"));
                 self.set_state(State::Failed);
@@ -206,14 +261,58 @@ impl Channel {
     }
 
     /// Asks the worker to stop and returns its handle for joining (off the async runtime).
+    /// The worker stays in its slot until it has ended, so nobody starts a second one.
     pub fn stop(&self) -> Option<JoinHandle<()>> {
-        let w = lock(&self.worker).take()?;
-        w.stop.store(true, Ordering::SeqCst);
-        Some(w.handle)
+        let mut w = lock(&self.worker);
+        let worker = w.as_mut()?;
+        worker.stop.store(true, Ordering::SeqCst);
+        worker.handle.take()
     }
 
-    /// The worker thread's body.
-    fn work(self: Arc<Self>, stop: Arc<AtomicBool>) {
+    /// The worker thread: runs the producer until asked to stop, until the idle grace
+    /// period after the last client has passed (unless a client joins while it decides),
+    /// or until the channel ends for good.
+    fn work(
+        self: Arc<Self>,
+        stop: Arc<AtomicBool>,
+        exiting: Arc<AtomicBool>,
+        done: Arc<AtomicBool>,
+    ) {
+        let _guard = DoneGuard {
+            ch: self.clone(),
+            done,
+        };
+        let mut timeline = Timeline::default();
+        loop {
+            let ended = self.produce(&stop, &mut timeline);
+            // Decide under the worker lock, so a client joining now either sees this
+            // worker alive (and we continue for it) or sees it exiting (and starts anew).
+            let _w = lock(&self.worker);
+            let asked = stop.load(Ordering::SeqCst) || self.shutdown.load(Ordering::SeqCst);
+            if !ended && !asked && self.clients() > 0 {
+                tracing::debug!(
+                    channel = self.id,
+                    "a client joined as the channel was stopping; continuing"
+                );
+                continue;
+            }
+            exiting.store(true, Ordering::SeqCst);
+            if !ended {
+                self.set_state(State::Idle);
+            }
+            if self.clients() == 0 {
+                // Nobody watches: free the backlog now rather than at the next start.
+                self.hub.reset();
+            }
+            break;
+        }
+        tracing::info!(channel = self.id, "channel stopped");
+    }
+
+    /// Runs producer sessions back to back. Returns true when the channel ended for good
+    /// (a file without `loop` finished, or the source failed before any output), false
+    /// when it stopped (asked to, or idle).
+    fn produce(self: &Arc<Self>, stop: &Arc<AtomicBool>, timeline: &mut Timeline) -> bool {
         let keep_going: Arc<dyn Fn() -> bool + Send + Sync> = {
             let ch = self.clone();
             let stop = stop.clone();
@@ -223,7 +322,6 @@ impl Channel {
                     && !ch.idle_expired()
             })
         };
-        let mut timeline = Timeline::default();
         let mut failures: u32 = 0;
         let stream = self.stream();
         let profile = lock(&self.profile).clone();
@@ -259,7 +357,7 @@ impl Channel {
             let produced_before = self.hub.stats.bytes_in.load(Ordering::Relaxed);
             let result = match &stream.custom_ffmpeg {
                 Some(cmd) => super::process::run(&ctx, cmd, self.settings.ffmpeg_path.as_deref()),
-                None => pipeline::run(&ctx, &mut timeline),
+                None => pipeline::run(&ctx, timeline),
             };
             let error = match result {
                 Ok(End::Stopped) => break,
@@ -273,8 +371,9 @@ impl Channel {
                 Ok(End::Eof) if SourceKind::classify(&stream.source) == SourceKind::File => {
                     // A file without `loop` plays once: its clients get a clean end.
                     tracing::info!(channel = self.id, "the file ended");
+                    self.set_state(State::Idle);
                     self.hub.close();
-                    break;
+                    return true;
                 }
                 Ok(End::Eof) => "the source ended".to_owned(),
                 Err(e) => e,
@@ -299,7 +398,7 @@ impl Channel {
                 tracing::warn!(channel = self.id, "channel failed to start");
                 // Clients still attached (e.g. after a change to a bad source) get an end.
                 self.hub.close();
-                return;
+                return true;
             }
             self.set_state(State::Retrying);
             // 0.5 s, 1 s, 2 s, ... up to 10 s between attempts.
@@ -310,7 +409,6 @@ impl Channel {
                 std::thread::sleep(Duration::from_millis(50));
             }
         }
-        self.set_state(State::Idle);
-        tracing::info!(channel = self.id, "channel stopped");
+        false
     }
 }

@@ -14,6 +14,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use tokio::sync::Notify;
 
+/// The most a client takes from the backlog in one read (more waits for the next read).
+const MAX_READ: usize = 1024 * 1024;
+
 #[derive(Debug)]
 struct Chunk {
     seq: u64,
@@ -205,10 +208,19 @@ impl Hub {
             }
             cur.need_header = false;
         }
+        // At most MAX_READ bytes per read, so one slow client's write cannot pin a large
+        // part of the backlog after it has been trimmed.
+        let mut taken = 0usize;
+        let mut next = st.next_seq;
         for c in st.chunks.iter().skip(first) {
+            if taken >= MAX_READ {
+                next = c.seq;
+                break;
+            }
+            taken += c.data.len();
             out.push(c.data.clone());
         }
-        cur.next = Some(st.next_seq);
+        cur.next = Some(next);
         let n_bytes: usize = out.iter().map(Bytes::len).sum();
         self.stats
             .bytes_out

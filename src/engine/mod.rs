@@ -99,10 +99,14 @@ impl Engine {
             .unwrap_or_default()
     }
 
-    fn channel(&self, stream: Arc<StreamConfig>) -> Arc<Channel> {
+    /// The runtime of channel `id`, created from the registry's current entry if needed.
+    /// The registry is read under the channels lock: a change applied meanwhile is either
+    /// seen here or delivered to the runtime by [`Engine::apply`] afterwards.
+    fn channel(&self, id: u32) -> Option<Arc<Channel>> {
         let mut map = lock(&self.channels);
-        if let Some(ch) = map.get(&stream.id) {
-            return ch.clone();
+        let stream = self.registry.get(id)?;
+        if let Some(ch) = map.get(&id) {
+            return Some(ch.clone());
         }
         let profile = self.profile_for(&stream);
         let ch = Channel::new(
@@ -112,7 +116,7 @@ impl Engine {
             self.shutdown.clone(),
         );
         map.insert(stream.id, ch.clone());
-        ch
+        Some(ch)
     }
 
     /// Joins channel `id`: starts its producer if needed and waits (bounded) until it has
@@ -124,11 +128,16 @@ impl Engine {
                 "the server is shutting down",
             ));
         }
-        let stream = self
-            .registry
-            .get(id)
+        let ch = self
+            .channel(id)
             .ok_or_else(|| crate::registry::no_such(id))?;
-        let ch = self.channel(stream);
+        let limit = self.settings.max_clients_per_channel;
+        if limit > 0 && ch.clients() >= limit {
+            return Err(Error::new(
+                ErrorKind::Unavailable,
+                format!("stream {id} already has its maximum of {limit} clients (engine.max_clients_per_channel)"),
+            ));
+        }
         let sub = Subscription::new(ch.clone());
         let mut state = ch.subscribe_state();
         if ch.hub.has_keyframe() && ch.is_running() {
@@ -196,13 +205,18 @@ impl Engine {
     pub async fn apply(&self, change: Change) {
         match change {
             Change::Added(_) => {}
-            Change::Updated { old, new } => {
+            Change::Updated { new, .. } => {
                 let Some(ch) = lock(&self.channels).get(&new.id).cloned() else {
                     return;
                 };
                 let profile = self.profile_for(&new);
+                if *ch.stream() == *new && ch.profile() == profile {
+                    // The runtime was created from this very version (a client joined
+                    // between the registry write and this notification).
+                    return;
+                }
                 // A reload can change a profile's definition under an unchanged stream.
-                let restart = !old.same_media(&new) || ch.profile() != profile;
+                let restart = !ch.stream().same_media(&new) || ch.profile() != profile;
                 ch.reconfigure(new, profile);
                 if !restart {
                     // Name, logo, programs...: viewers keep watching undisturbed.

@@ -210,8 +210,13 @@ fn terminate(child: &mut Child, exiting: bool) -> Option<String> {
         } else {
             Duration::ZERO
         };
+    let pgid = child.id() as i32;
     loop {
         if let Ok(Some(status)) = child.try_wait() {
+            // The leader is gone; what it started (a shell's pipeline) must not outlive it.
+            // The group id cannot be reused while any member remains.
+            // SAFETY: signalling the process group we created for this child.
+            unsafe { libc::kill(-pgid, libc::SIGKILL) };
             return Some(status.to_string());
         }
         if Instant::now() >= patience {
@@ -219,7 +224,6 @@ fn terminate(child: &mut Child, exiting: bool) -> Option<String> {
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-    let pgid = child.id() as i32;
     // SAFETY: signalling the process group we created for this child.
     unsafe { libc::kill(-pgid, libc::SIGTERM) };
     let deadline = Instant::now() + TERM_GRACE;

@@ -18,6 +18,15 @@ use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::Reply;
 
+/// Saves stream `id` as it is now to the state file (when configured) before the change
+/// is acknowledged.
+pub fn persist_stream(state: &AppState, id: u32) -> Result<(), Error> {
+    match &state.state_file {
+        Some(f) => f.stream_changed(id, || state.registry.get(id).map(|s| (*s).clone())),
+        None => Ok(()),
+    }
+}
+
 pub fn list(state: &AppState) -> Result<Response, Error> {
     Ok(json(StatusCode::OK, &state.registry.list()))
 }
@@ -43,6 +52,7 @@ pub fn create(state: &AppState, ct: Option<String>, body: Body) -> Result<Respon
         ));
     }
     let created = state.registry.create(stream, Origin::Api)?;
+    persist_stream(state, created.id)?;
     tracing::info!(id = created.id, name = %created.name, "stream created through the API");
     super::reply::created(&created, &format!("/api/streams/{}", created.id))
 }
@@ -66,6 +76,7 @@ pub fn replace(
 ) -> Result<Response, Error> {
     let new = stream_for(id, ct, body)?;
     let updated = state.registry.update(id, Origin::Api, move |_| Ok(new))?;
+    persist_stream(state, id)?;
     tracing::info!(id, "stream replaced through the API");
     Ok(json(StatusCode::OK, &updated))
 }
@@ -86,11 +97,13 @@ pub fn patch(state: &AppState, id: u32, ct: Option<String>, body: Body) -> Resul
         from_value(doc)
     })?;
     tracing::info!(id, "stream patched through the API");
+    persist_stream(state, id)?;
     Ok(json(StatusCode::OK, &updated))
 }
 
 pub fn delete(state: &AppState, id: u32) -> Result<Response, Error> {
     let old = state.registry.remove_api(id)?;
+    persist_stream(state, id)?;
     tracing::info!(id, name = %old.name, "stream deleted through the API");
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -112,6 +125,7 @@ pub fn put_programs(
     let body = body?;
     let programs: Vec<Program> = parse_json(ct.as_deref(), &body)?;
     let s = state.registry.set_programs(id, programs)?;
+    persist_stream(state, id)?;
     Ok(json(StatusCode::OK, &s.next_programs))
 }
 
@@ -166,6 +180,12 @@ pub fn reload(state: &AppState) -> Result<Response, Error> {
 pub fn apply_reload(state: &AppState, by: &str) -> Result<crate::reload::Report, Error> {
     match state.reloader.reload(&state.registry, &state.scheduler) {
         Ok(r) => {
+            if let Some(f) = &state.state_file {
+                let (streams, scheduled) = state.reloader.file_ids();
+                if let Err(e) = f.reloaded(&streams, &scheduled) {
+                    tracing::error!("{e}");
+                }
+            }
             tracing::info!(
                 by,
                 added = ?r.streams.added,

@@ -52,6 +52,14 @@ pub fn epg(state: &AppState, accept_encoding: Option<String>) -> Result<Response
     Ok(resp)
 }
 
+/// Saves scheduled stream `id` as it is now to the state file (when configured).
+fn persist_scheduled(state: &AppState, id: u32) -> Result<(), Error> {
+    match &state.state_file {
+        Some(f) => f.scheduled_changed(id, || state.scheduler.get(id).map(|l| l.stream)),
+        None => Ok(()),
+    }
+}
+
 pub fn list(state: &AppState) -> Result<Response, Error> {
     Ok(json(StatusCode::OK, &state.scheduler.list()))
 }
@@ -67,6 +75,7 @@ pub fn get(state: &AppState, id: u32) -> Result<Response, Error> {
 pub fn create(state: &AppState, ct: Option<String>, body: Body) -> Result<Response, Error> {
     let stream: StreamConfig = parse_json(ct.as_deref(), &body?)?;
     let listed = state.scheduler.upsert(stream, Origin::Api, false)?;
+    persist_scheduled(state, listed.stream.id)?;
     super::reply::created(&listed, &format!("/api/schedule/{}", listed.stream.id))
 }
 
@@ -84,10 +93,12 @@ pub fn replace(
         )));
     }
     let listed = state.scheduler.upsert(stream, Origin::Api, true)?;
+    persist_scheduled(state, listed.stream.id)?;
     Ok(json(StatusCode::OK, &listed))
 }
 
 pub fn delete(state: &AppState, id: u32) -> Result<Response, Error> {
     state.scheduler.remove(id)?;
+    persist_scheduled(state, id)?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

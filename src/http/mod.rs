@@ -41,10 +41,14 @@ pub struct AppState {
     pub engine: Arc<crate::engine::Engine>,
     pub scheduler: Arc<crate::schedule::Scheduler>,
     pub reloader: Arc<crate::reload::Reloader>,
+    /// Where API changes are saved (`server.state_file`), if anywhere.
+    pub state_file: Option<Arc<crate::state::StateFile>>,
     pub metrics: Arc<Metrics>,
     pub server: ServerConfig,
     pub hdhomerun: crate::config::HdhrConfig,
     pub token: TokenCheck,
+    /// Failed token checks per client address (brute-force protection).
+    pub auth_limiter: crate::auth::FailureLimiter,
     pub clock: SharedClock,
     /// The address the server is bound to (fallback base URL).
     pub local_addr: SocketAddr,
@@ -171,20 +175,36 @@ fn authorized(state: Arc<AppState>) -> impl Filter<Extract = (), Error = Rejecti
         .and(warp::header::optional::<String>("x-amps-token"))
         .and(warp::query::raw().or(warp::any().map(String::new)).unify())
         .and(warp::path::full())
+        .and(warp::ext::optional::<ClientAddr>())
         .and(with_state(state))
         .and_then(
             |a: Option<String>,
              x: Option<String>,
              q: String,
              path: warp::path::FullPath,
+             client: Option<ClientAddr>,
              state: Arc<AppState>| async move {
+                let ip = client.map(|c| c.0.ip());
+                let now = Instant::now();
+                if let Some(secs) = ip.and_then(|ip| state.auth_limiter.blocked(ip, now)) {
+                    state.metrics.auth_blocked.inc();
+                    return Err(warp::reject::custom(reply::Blocked(secs)));
+                }
                 // Tuner clients (Plex, Jellyfin) carry it in the path: /hdhr/<token>/...
                 let presented = crate::auth::presented(a.as_deref(), x.as_deref(), Some(&q))
                     .or_else(|| hdhr::path_token(path.as_str()));
                 if state.token.allows(presented.as_deref()) {
+                    if let Some(ip) = ip {
+                        state.auth_limiter.succeeded(ip);
+                    }
                     Ok(())
                 } else {
                     state.metrics.auth_failures.inc();
+                    if let Some(ip) = ip {
+                        if state.auth_limiter.failed(ip, now) {
+                            tracing::warn!(client = %ip, secs = state.server.auth_block_secs, "too many failed token checks; refusing this address for a while");
+                        }
+                    }
                     Err(warp::reject::custom(reply::Unauthorized))
                 }
             },

@@ -89,7 +89,23 @@ pub fn parse_json<T: DeserializeOwned>(
 pub struct Unauthorized;
 impl warp::reject::Reject for Unauthorized {}
 
+/// Too many failed token checks from this address: refused for this many more seconds.
+#[derive(Debug)]
+pub struct Blocked(pub u64);
+impl warp::reject::Reject for Blocked {}
+
 pub async fn recover(r: warp::Rejection) -> Result<Response, std::convert::Infallible> {
+    if let Some(Blocked(secs)) = r.find::<Blocked>() {
+        let mut resp = error(&Error::new(
+            ErrorKind::TooManyRequests,
+            format!("too many failed token checks from this address; try again in {secs} s"),
+        ));
+        if let Ok(v) = warp::http::HeaderValue::from_str(&secs.to_string()) {
+            resp.headers_mut()
+                .insert(warp::http::header::RETRY_AFTER, v);
+        }
+        return Ok(resp);
+    }
     let e = if r.find::<Unauthorized>().is_some() {
         Error::new(
             ErrorKind::Unauthorized,

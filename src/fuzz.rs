@@ -1,0 +1,76 @@
+//! Fuzz entry points: each takes arbitrary bytes, runs one untrusted-input path, and
+//! panics only if an invariant breaks. `fuzz/` (cargo-fuzz, nightly) drives them with
+//! libFuzzer; `tests/fuzz.rs` drives them with proptest for a bounded number of cases in
+//! every `cargo test`, so the invariants are checked on stable too.
+
+use crate::config::{CustomFfmpeg, StreamConfig};
+use crate::error::ErrorKind;
+
+/// The config loader: any text loads or fails with a config error that names the file;
+/// it never panics.
+pub fn config_text(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let catalog = crate::libav::Catalog::new();
+    match crate::config::load_str(&text, "fuzz.yaml", &|_| None, &catalog) {
+        Ok(loaded) => {
+            // What loads must also validate when written back and read again.
+            let again = serde_yaml::to_string(&loaded.config).expect("a loaded config serializes");
+            if let Err(e) = crate::config::load_str(&again, "again.yaml", &|_| None, &catalog) {
+                panic!("a loaded config did not load again: {e}\n{again}");
+            }
+        }
+        Err(e) => {
+            assert_eq!(e.kind(), ErrorKind::Config);
+            assert!(e.to_string().contains("fuzz.yaml"), "{e}");
+        }
+    }
+}
+
+/// An API body for a stream: any bytes parse or fail with a 4xx error; what parses is
+/// checked by the same rules as the config file, never panicking.
+pub fn stream_json(data: &[u8]) {
+    let profiles =
+        std::collections::BTreeMap::from([("relay".to_owned(), crate::config::Profile::default())]);
+    match crate::http::reply::parse_json::<StreamConfig>(Some("application/json"), data) {
+        Ok(s) => {
+            let _ = crate::config::validate::validate_stream(&s, &profiles, "");
+            let _ = crate::engine::source::SourceKind::classify(&s.source);
+        }
+        Err(e) => {
+            let status = e.kind().http_status();
+            assert!((400..500).contains(&status), "{status}: {e}");
+        }
+    }
+}
+
+/// Command templating: whatever the stream's source, name and the template, substitution
+/// never adds or removes an argument (without a shell), and never panics.
+pub fn command_template(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let mut parts = text.splitn(3, '\u{0}');
+    let template = parts.next().unwrap_or("");
+    let source = parts.next().unwrap_or("");
+    let name = parts.next().unwrap_or("");
+    let stream: StreamConfig = match serde_json::from_value(serde_json::json!({
+        "id": 7, "name": name, "source": source, "custom_ffmpeg": template
+    })) {
+        Ok(s) => s,
+        Err(_) => return,
+    };
+    let cmd = CustomFfmpeg {
+        command: template.to_owned(),
+        shell: false,
+        cwd: None,
+        env: Default::default(),
+    };
+    if let (Ok(words), Ok(argv)) = (
+        shell_words::split(template),
+        crate::engine::command::argv(&cmd, &stream, None),
+    ) {
+        assert_eq!(
+            words.len(),
+            argv.len(),
+            "substitution changed the argument count"
+        );
+    }
+}
