@@ -580,3 +580,273 @@ fn hostile_requests_get_a_4xx_never_a_5xx_or_a_crash() {
         .read_for(Duration::from_millis(200))
         .is_empty());
 }
+
+#[test]
+fn a_live_hls_playlist_that_stops_updating_is_detected_and_retried() {
+    // A live playlist (no ENDLIST) whose segments never advance: after the last segment
+    // the provider is silent. Clients stay connected while Amps retries.
+    let d = tempfile::tempdir().unwrap().keep();
+    for e in std::fs::read_dir(media::dir()).unwrap().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with("hd0") {
+            std::fs::copy(e.path(), d.join(&name)).unwrap();
+        }
+    }
+    let vod = std::fs::read_to_string(media::dir().join("hd.m3u8")).unwrap();
+    let live: String = vod
+        .lines()
+        .filter(|l| !l.starts_with("#EXT-X-ENDLIST") && !l.starts_with("#EXT-X-PLAYLIST-TYPE"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(d.join("live.m3u8"), live).unwrap();
+    let up = Upstream::start(d, 0);
+    let s = Server::start(&config(
+        "",
+        "",
+        &format!(
+            "{}  - {{id: 2, name: Stale HLS, source: '{}', ffmpeg_profile: relay}}\n",
+            light(1),
+            up.url("live.m3u8")
+        ),
+    ));
+    let mut other = Viewer::open(&s, 1);
+    let mut v = Viewer::open(&s, 2);
+    assert!(
+        v.read_for(Duration::from_secs(2)).len() > 100_000,
+        "the segments there are play"
+    );
+    assert!(
+        eventually(Duration::from_secs(20), || {
+            let st = status(&s, 2);
+            st["restarts"].as_u64().unwrap_or(0) >= 1
+                && st["last_error"].as_str().is_some_and(|e| !e.is_empty())
+        }),
+        "the stale playlist was noticed: {}",
+        status(&s, 2)
+    );
+    assert_eq!(
+        status(&s, 2)["clients"],
+        1,
+        "its client stays connected while it retries"
+    );
+    assert!(
+        other.read_for(Duration::from_secs(1)).len() > 10_000,
+        "the other channel plays on"
+    );
+    let m = s.get("/metrics").body;
+    assert!(
+        m.contains("amps_channel_restarts_total{channel=\"2\",producer=\"libav\"}"),
+        "{m}"
+    );
+}
+
+#[test]
+fn a_client_reading_at_a_tenth_of_the_rate_never_stalls_the_others() {
+    let s = Server::start(
+        &config(
+            "",
+            "  buffer_bytes: 1048576\n",
+            "  - {id: 1, name: Busy, source: 'lavfi:testsrc2=size=1280x720:rate=25[out0];sine[out1]', ffmpeg_profile: heavy}\n",
+        )
+        .replace(
+            "ffmpeg_profiles:\n",
+            "ffmpeg_profiles:\n  heavy: {video_codec: mpeg2video, video_bitrate: 4000k, audio_codec: mp2}\n",
+        ),
+    );
+    let addr = s.addr.clone();
+    // The slow one: 50 KB/s against a 4 Mbit/s (500 KB/s) channel.
+    let slow = std::thread::spawn(move || {
+        let mut c = TcpStream::connect(&addr).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        write!(c, "GET /stream/1?token={TOKEN} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut buf = [0u8; 5_000];
+        let t0 = Instant::now();
+        let mut n = 0;
+        while t0.elapsed() < Duration::from_secs(8) {
+            match c.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(k) => n += k,
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        n
+    });
+    // Normal clients: measure the largest gap between reads.
+    let normals: Vec<_> = (0..3)
+        .map(|_| {
+            let addr = s.addr.clone();
+            std::thread::spawn(move || {
+                let mut c = TcpStream::connect(&addr).unwrap();
+                c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                write!(c, "GET /stream/1?token={TOKEN} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+                let mut buf = vec![0u8; 64 * 1024];
+                let t0 = Instant::now();
+                let (mut n, mut gap, mut last) = (0usize, Duration::ZERO, Instant::now());
+                while t0.elapsed() < Duration::from_secs(8) {
+                    match c.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(k) => {
+                            n += k;
+                            gap = gap.max(last.elapsed());
+                            last = Instant::now();
+                        }
+                    }
+                }
+                (n, gap)
+            })
+        })
+        .collect();
+    for h in normals {
+        let (n, gap) = h.join().unwrap();
+        assert!(
+            n > 2_500_000,
+            "a normal client got {n} bytes in 8 s (4 Mbit/s is 4 MB)"
+        );
+        assert!(
+            gap < Duration::from_millis(1_000),
+            "a normal client waited {gap:?} once"
+        );
+    }
+    let slow_bytes = slow.join().unwrap();
+    let st = status(&s, 1);
+    eprintln!(
+        "measured: slow client read {slow_bytes} bytes; skips {}, drops {}",
+        st["client_skips"], st["client_drops"]
+    );
+    // It read at its own pace (5 KB every 100 ms: at most 400 KB in 8 s) without waiting;
+    // the socket buffers absorb its lag this early (dropping it is tests/engine.rs' job).
+    assert!(
+        slow_bytes > 300_000,
+        "the slow client was served at its pace: {slow_bytes}"
+    );
+    assert_eq!(st["restarts"], 0, "{st}");
+}
+
+#[test]
+fn idle_connections_are_closed_by_the_header_timeout() {
+    let s = Server::start(&config("  header_timeout_secs: 2\n", "", &light(1)));
+    // A connection that never sends a byte (slowloris' cheapest form)...
+    let mut silent = TcpStream::connect(&s.addr).unwrap();
+    silent
+        .set_read_timeout(Some(Duration::from_secs(6)))
+        .unwrap();
+    let t0 = Instant::now();
+    let mut buf = [0u8; 64];
+    let n = silent.read(&mut buf).unwrap_or(0);
+    assert!(
+        t0.elapsed() < Duration::from_secs(5),
+        "closed after {:?} ({n} bytes)",
+        t0.elapsed()
+    );
+    // ...and a keep-alive connection left idle after a request.
+    let mut kept = TcpStream::connect(&s.addr).unwrap();
+    kept.set_read_timeout(Some(Duration::from_secs(8))).unwrap();
+    write!(kept, "GET /health HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut got = Vec::new();
+    let t0 = Instant::now();
+    loop {
+        match kept.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(k) => got.extend_from_slice(&buf[..k]),
+        }
+    }
+    assert!(String::from_utf8_lossy(&got).starts_with("HTTP/1.1 200"));
+    assert!(
+        t0.elapsed() < Duration::from_secs(6),
+        "an idle keep-alive connection was closed after {:?}",
+        t0.elapsed()
+    );
+}
+
+#[test]
+fn jumps_in_a_sources_timestamps_do_not_stall_or_break_the_output() {
+    // Three 2 s pieces: 0-2 s, then 1000-1002 s (a jump forward), then 0-2 s again (a
+    // jump back), as an upstream encoder restart or a splice produces them.
+    let d = tempfile::tempdir().unwrap().keep();
+    let piece = |name: &str, offset: &str| {
+        let ok = std::process::Command::new("ffmpeg")
+            .args([
+                "-hide_banner",
+                "-v",
+                "error",
+                "-y",
+                "-f",
+                "lavfi",
+                "-i",
+                "testsrc2=size=320x240:rate=25",
+                "-f",
+                "lavfi",
+                "-i",
+                "sine=frequency=440:sample_rate=48000",
+                "-t",
+                "2",
+                "-c:v",
+                "libx264",
+                "-preset",
+                "ultrafast",
+                "-g",
+                "25",
+                "-pix_fmt",
+                "yuv420p",
+                "-c:a",
+                "aac",
+                "-output_ts_offset",
+                offset,
+                "-f",
+                "mpegts",
+            ])
+            .arg(d.join(name))
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+        std::fs::read(d.join(name)).unwrap()
+    };
+    let a = piece("a.ts", "0");
+    let b = piece("b.ts", "1000");
+    std::fs::write(d.join("jumps.ts"), [a.clone(), b, a].concat()).unwrap();
+    let src = d.join("jumps.ts");
+    let s = Server::start(&config(
+        "",
+        "",
+        &format!(
+            "  - {{id: 1, name: Jumps, source: '{}', ffmpeg_profile: relay}}\n  - {{id: 2, name: Jumps transcoded, source: '{}', ffmpeg_profile: light}}\n",
+            src.display(),
+            src.display()
+        ),
+    ));
+    for id in [1, 2] {
+        let t0 = Instant::now();
+        let mut v = Viewer::open(&s, id);
+        let bytes = v.read_for(Duration::from_secs(15));
+        let wall = t0.elapsed();
+        assert!(
+            wall < Duration::from_secs(10),
+            "channel {id}: the file took {wall:?} (stalled on a jump?)"
+        );
+        let path = common::save(&bytes, &format!("jumps-{id}.ts"));
+        let pts: Vec<f64> = media::video_csv(&path, "packet=pts_time", &[])
+            .lines()
+            .filter_map(|l| l.split(',').next()?.trim().parse().ok())
+            .collect();
+        let mut sorted = pts.clone();
+        sorted.sort_by(f64::total_cmp);
+        let gap = sorted.windows(2).map(|w| w[1] - w[0]).fold(0.0, f64::max);
+        let span = sorted.last().unwrap() - sorted.first().unwrap();
+        assert!(
+            gap < 0.5,
+            "channel {id}: a {gap} s hole in the output timeline"
+        );
+        assert!(
+            (5.0..7.0).contains(&span),
+            "channel {id}: {span} s of media for 6 s of source ({} frames)",
+            pts.len()
+        );
+        assert!(
+            pts.len() >= 140,
+            "channel {id}: {} of 150 frames",
+            pts.len()
+        );
+        assert_eq!(media::decode_errors(&path), "", "channel {id}");
+    }
+}

@@ -22,6 +22,9 @@ use std::time::{Duration, Instant};
 const TS_TB: Rational = Rational(1, 90_000);
 /// How far ahead of real time output may run (fast start for new clients, smoothing).
 const LEAD: Duration = Duration::from_millis(1000);
+/// A timestamp this far (90 kHz) from where the output timeline stands is a jump in the
+/// source, not interleaving or B-frame reordering.
+const JUMP: i64 = 5 * 90_000;
 /// How far behind real time output may fall before pacing starts over.
 const REANCHOR: Duration = Duration::from_secs(3);
 
@@ -304,6 +307,8 @@ pub fn run(ctx: &Ctx, timeline: &mut Timeline) -> Result<End, String> {
             .map_err(|e| format!("muxing: {e}"))
     };
 
+    let in_tbs: Vec<Rational> = ictx.streams().map(|s| s.time_base()).collect();
+    let mut jumps = JumpSmoother::default();
     let end = loop {
         if !(ctx.keep_going)() {
             break End::Stopped;
@@ -334,6 +339,8 @@ pub fn run(ctx: &Ctx, timeline: &mut Timeline) -> Result<End, String> {
         let Some(route) = routes.get_mut(pkt.stream()).and_then(Option::as_mut) else {
             continue;
         };
+        let tb = in_tbs[pkt.stream()];
+        jumps.smooth(&mut pkt, tb);
         match route {
             Route::Copy { ost, in_tb } => write(&mut octx, pkt, *ost, *in_tb)?,
             Route::Transcode { ost, tx } => {
@@ -374,6 +381,46 @@ pub fn run(ctx: &Ctx, timeline: &mut Timeline) -> Result<End, String> {
     }
     let _ = octx.write_trailer();
     Ok(end)
+}
+
+/// Hides jumps in a source's timestamps (an upstream encoder restart, a splice, a
+/// provider switching feeds): forward, the pacer would sleep through the gap and a
+/// transcode's fps filter would fill it with copies; backward, every packet would be
+/// refused until the clock caught up. A packet more than [`JUMP`] away from the latest
+/// input time shifts the rest of the session so it continues from there.
+#[derive(Debug, Default)]
+struct JumpSmoother {
+    /// Added to every input timestamp (90 kHz).
+    shift: i64,
+    /// The latest input time seen, after the shift (90 kHz).
+    latest: Option<i64>,
+}
+
+impl JumpSmoother {
+    fn smooth(&mut self, pkt: &mut Packet, tb: Rational) {
+        let Some(t) = pkt.dts().or(pkt.pts()) else {
+            return;
+        };
+        let raw = t.rescale(tb, TS_TB);
+        let t90 = raw + self.shift;
+        if let Some(latest) = self.latest {
+            if (t90 - latest).abs() > JUMP {
+                tracing::info!(
+                    jump_secs = (t90 - latest) as f64 / 90_000.0,
+                    "the source's timestamps jumped; the output continues without a gap"
+                );
+                // Continue one frame (at 25 fps) after the latest time.
+                self.shift += latest + 3_600 - t90;
+            }
+        }
+        if self.shift != 0 {
+            let d = self.shift.rescale(TS_TB, tb);
+            pkt.set_pts(pkt.pts().map(|v| v + d));
+            pkt.set_dts(pkt.dts().map(|v| v + d));
+        }
+        let adjusted = raw + self.shift;
+        self.latest = Some(self.latest.map_or(adjusted, |l| l.max(adjusted)));
+    }
 }
 
 /// Paces output to real time. Files and generated sources would otherwise run as fast as
@@ -439,6 +486,36 @@ mod tests {
             "http://***@host/x.ts?…"
         );
         assert_eq!(redact_source("/media/a.ts"), "/media/a.ts");
+    }
+
+    #[test]
+    fn jumps_in_source_timestamps_are_smoothed_away() {
+        crate::libav::init();
+        let tb = Rational(1, 90_000);
+        let mut j = JumpSmoother::default();
+        let mut seen = Vec::new();
+        // 0..4 s, then a jump 1000 s ahead, then one 2000 s back: a frame every 40 ms.
+        let raw: Vec<i64> = (0..100)
+            .map(|i| i * 3_600)
+            .chain((0..100).map(|i| 90_000_000 + i * 3_600))
+            .chain((0..100).map(|i| -90_000_000 + i * 3_600))
+            .collect();
+        for t in raw {
+            let mut p = Packet::empty();
+            p.set_dts(Some(t));
+            p.set_pts(Some(t));
+            j.smooth(&mut p, tb);
+            seen.push(p.dts().unwrap());
+        }
+        for w in seen.windows(2) {
+            let step = w[1] - w[0];
+            assert!(
+                (0..=7_200).contains(&step),
+                "a step of {step} ticks: {:?}",
+                &w
+            );
+        }
+        assert_eq!(*seen.last().unwrap(), 299 * 3_600, "no time lost or added");
     }
 
     #[test]

@@ -171,7 +171,7 @@ pub fn decode_errors(path: &Path) -> String {
 }
 
 /// `ffprobe` CSV rows of `entries` for the first video stream (extra args before `-of`).
-fn video_csv(path: &Path, entries: &str, extra: &[&str]) -> String {
+pub fn video_csv(path: &Path, entries: &str, extra: &[&str]) -> String {
     let out = Command::new("ffprobe")
         .args([
             "-v",
