@@ -131,6 +131,10 @@ pub struct ServerConfig {
     /// Seconds an address stays refused after too many failures; failures older than this
     /// are forgotten. Default 60.
     pub auth_block_secs: u64,
+    /// Count loopback addresses too. Default false: the machine itself, and a reverse
+    /// proxy on it (through which every client would share one address), are never
+    /// blocked.
+    pub auth_limit_loopback: bool,
     /// A file where changes made through the API (streams, programs, scheduled streams)
     /// are saved, atomically, before they are acknowledged, and reapplied at start.
     /// Default: none (API changes last until restart, as in the original Amps).
@@ -153,6 +157,7 @@ impl Default for ServerConfig {
             write_timeout_secs: 30,
             auth_fail_limit: 10,
             auth_block_secs: 60,
+            auth_limit_loopback: false,
             state_file: None,
             guide_program_minutes: 60,
         }

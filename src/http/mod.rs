@@ -184,7 +184,9 @@ fn authorized(state: Arc<AppState>) -> impl Filter<Extract = (), Error = Rejecti
              path: warp::path::FullPath,
              client: Option<ClientAddr>,
              state: Arc<AppState>| async move {
-                let ip = client.map(|c| c.0.ip());
+                let ip = client
+                    .map(|c| c.0.ip())
+                    .filter(|ip| !ip.is_loopback() || state.server.auth_limit_loopback);
                 let now = Instant::now();
                 if let Some(secs) = ip.and_then(|ip| state.auth_limiter.blocked(ip, now)) {
                     state.metrics.auth_blocked.inc();

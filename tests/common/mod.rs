@@ -15,10 +15,8 @@ pub const TOKEN: &str = "test-token-0123456789";
 /// A config with three profiles and three channels (a generated one, an unreachable one,
 /// a custom command), token [`TOKEN`].
 pub fn basic_config() -> String {
-    // The route-table walk sends many wrong tokens on purpose: no address blocking here
-    // (tests/reliability.rs covers it).
     format!(
-        "server:\n  auth_token: {TOKEN}\n  auth_fail_limit: 0\nffmpeg_profiles:\n  relay: {{video_codec: copy, audio_codec: copy}}\n  x264: {{video_codec: libx264, video_bitrate: 1000k, audio_codec: aac}}\n  light: {{video_codec: mpeg2video, audio_codec: mp2}}\nstreams:\n  - {{id: 1, name: One, source: 'lavfi:testsrc2=size=320x240:rate=25[out0];sine[out1]', ffmpeg_profile: light, channel_number: 2}}\n  - {{id: 2, name: Two, source: 'http://127.0.0.1:9/two.ts', ffmpeg_profile: x264, channel_number: 1}}\n  - {{id: 3, name: Cmd, source: 'x', custom_ffmpeg: 'ffmpeg -i {{source}} -f mpegts pipe:1'}}\n"
+        "server:\n  auth_token: {TOKEN}\nffmpeg_profiles:\n  relay: {{video_codec: copy, audio_codec: copy}}\n  x264: {{video_codec: libx264, video_bitrate: 1000k, audio_codec: aac}}\n  light: {{video_codec: mpeg2video, audio_codec: mp2}}\nstreams:\n  - {{id: 1, name: One, source: 'lavfi:testsrc2=size=320x240:rate=25[out0];sine[out1]', ffmpeg_profile: light, channel_number: 2}}\n  - {{id: 2, name: Two, source: 'http://127.0.0.1:9/two.ts', ffmpeg_profile: x264, channel_number: 1}}\n  - {{id: 3, name: Cmd, source: 'x', custom_ffmpeg: 'ffmpeg -i {{source}} -f mpegts pipe:1'}}\n"
     )
 }
 
