@@ -84,7 +84,7 @@ impl Collector for EngineCollector {
             ConstGauge::new(total).encode(m)?;
         }
         type Field = fn(&crate::engine::status::Status) -> u64;
-        let per_channel: [(&str, &str, MetricType, Field); 10] = [
+        let per_channel: [(&str, &str, MetricType, Field); 12] = [
             (
                 "channel_clients",
                 "Stream clients of the channel",
@@ -138,6 +138,18 @@ impl Collector for EngineCollector {
                 "Frames encoded by the channel's in-process pipeline",
                 MetricType::Counter,
                 |s| s.frames_encoded,
+            ),
+            (
+                "channel_source_switches",
+                "Switches between a channel's primary and backup sources",
+                MetricType::Counter,
+                |s| s.source_switches,
+            ),
+            (
+                "channel_active_source",
+                "The source in use: 0 for the primary, n for the nth backup",
+                MetricType::Gauge,
+                |s| s.active_source_index as u64,
             ),
             (
                 "channel_buffered_bytes",

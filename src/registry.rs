@@ -116,14 +116,24 @@ impl Registry {
                 "custom_ffmpeg cannot be set through the API; set server.allow_api_commands: true in the config file to allow it",
             ));
         }
-        let source_changed = old.is_none_or(|o| o.source != new.source);
-        // Also for command channels: `{source}` reaches a trusted command.
-        if !self.allow_api_local_sources && source_changed {
+        // Also for command channels: `{source}` reaches a trusted command. Backup sources
+        // follow the same rule.
+        let added: Vec<&str> = std::iter::once(new.source.as_str())
+            .chain(new.backup_sources.iter().map(|b| b.source.as_str()))
+            .filter(|src| {
+                old.is_none_or(|o| {
+                    o.source != *src && !o.backup_sources.iter().any(|b| b.source == *src)
+                })
+            })
+            .collect();
+        if !self.allow_api_local_sources {
             use crate::engine::source::SourceKind;
-            if matches!(
-                SourceKind::classify(&new.source),
-                SourceKind::File | SourceKind::Lavfi(_)
-            ) {
+            if added.iter().any(|src| {
+                matches!(
+                    SourceKind::classify(src),
+                    SourceKind::File | SourceKind::Lavfi(_)
+                )
+            }) {
                 return Err(Error::new(
                     ErrorKind::Forbidden,
                     "source: only network sources (http, https, rtmp, rtmps, rtsp, udp, rtp, srt) can be set through the API; set server.allow_api_local_sources: true in the config file to allow local files and lavfi graphs",

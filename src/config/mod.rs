@@ -12,8 +12,8 @@ pub mod validate;
 pub mod yaml_index;
 
 pub use model::{
-    Config, CustomFfmpeg, EngineConfig, HdhrConfig, Profile, Program, Schedule, ServerConfig,
-    StreamConfig,
+    BackupSource, Config, CustomFfmpeg, EngineConfig, HdhrConfig, Profile, Program, Schedule,
+    ServerConfig, StreamConfig,
 };
 pub use time::Timestamp;
 

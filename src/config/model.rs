@@ -182,6 +182,10 @@ pub struct EngineConfig {
     /// Most clients of one channel at once; more are answered 503. Default 0: no limit
     /// (`server.max_connections` still bounds the total).
     pub max_clients_per_channel: usize,
+    /// Seconds before a channel playing a backup source first checks whether its primary
+    /// source is healthy again; the wait doubles after each failed check (at most 5 min).
+    /// Default 30.
+    pub failback_check_secs: u64,
     /// The ffmpeg executable for `custom_ffmpeg` commands that start with `ffmpeg`
     /// (default: `ffmpeg` from PATH).
     pub ffmpeg_path: Option<String>,
@@ -196,6 +200,7 @@ impl Default for EngineConfig {
             buffer_bytes: 16 * 1024 * 1024,
             max_client_skips: 10,
             max_clients_per_channel: 0,
+            failback_check_secs: 30,
             ffmpeg_path: None,
         }
     }
@@ -258,6 +263,10 @@ pub struct StreamConfig {
     /// Play a file source forever, with continuous timestamps.
     #[serde(default, rename = "loop", skip_serializing_if = "std::ops::Not::not")]
     pub loop_source: bool,
+    /// Sources to switch to, in order, when the active one fails to open, breaks or
+    /// stalls; the primary `source` is taken back once it is healthy again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub backup_sources: Vec<BackupSource>,
     /// Name of a profile under `ffmpeg_profiles`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ffmpeg_profile: Option<String>,
@@ -306,6 +315,7 @@ impl StreamConfig {
     /// a change of anything else (name, logo, programs, ...) needs no producer restart.
     pub fn same_media(&self, other: &StreamConfig) -> bool {
         self.source == other.source
+            && self.backup_sources == other.backup_sources
             && self.ffmpeg_profile == other.ffmpeg_profile
             && self.custom_ffmpeg == other.custom_ffmpeg
             && self.loop_source == other.loop_source
@@ -336,6 +346,55 @@ pub struct Schedule {
     pub start: Option<Timestamp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub end: Option<Timestamp>,
+}
+
+/// A backup source: a string, or a mapping with `source` and libav `input_options` (which
+/// replace the profile's for this source). Written back in the same form.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BackupSource {
+    pub source: String,
+    pub input_options: BTreeMap<String, String>,
+}
+
+impl Serialize for BackupSource {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        if self.input_options.is_empty() {
+            return s.serialize_str(&self.source);
+        }
+        let mut m = s.serialize_struct("BackupSource", 2)?;
+        m.serialize_field("source", &self.source)?;
+        m.serialize_field("input_options", &self.input_options)?;
+        m.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for BackupSource {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Full {
+            source: String,
+            #[serde(default)]
+            input_options: BTreeMap<String, String>,
+        }
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Either {
+            Plain(String),
+            Full(Full),
+        }
+        Ok(match Either::deserialize(d)? {
+            Either::Plain(source) => BackupSource {
+                source,
+                input_options: BTreeMap::new(),
+            },
+            Either::Full(f) => BackupSource {
+                source: f.source,
+                input_options: f.input_options,
+            },
+        })
+    }
 }
 
 /// `custom_ffmpeg`: a command string, or a mapping with `command`, `shell`, `cwd`, `env`.

@@ -264,6 +264,9 @@ fn validate_server(cfg: &Config, out: &mut Vec<Issue>) {
     if e.stall_timeout_secs == 0 {
         sink.push("stall_timeout_secs", "must be at least 1");
     }
+    if e.failback_check_secs == 0 {
+        sink.push("failback_check_secs", "must be at least 1");
+    }
     if e.buffer_bytes < 256 * 1024 {
         sink.push("buffer_bytes", "must be at least 262144 (256 KiB)");
     }
@@ -285,6 +288,19 @@ pub fn validate_stream(
     }
     if s.source.trim().is_empty() {
         sink.push("source", "must not be empty");
+    }
+    if s.backup_sources.len() > 16 {
+        sink.push("backup_sources", "at most 16 backup sources");
+    }
+    for (i, b) in s.backup_sources.iter().enumerate() {
+        if b.source.trim().is_empty() {
+            sink.push(&format!("backup_sources[{i}].source"), "must not be empty");
+        } else if b.source == s.source {
+            sink.push(
+                &format!("backup_sources[{i}].source"),
+                "is the primary source; a backup must be another source",
+            );
+        }
     }
     match (&s.ffmpeg_profile, &s.custom_ffmpeg) {
         (None, None) => sink.push(

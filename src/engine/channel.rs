@@ -309,11 +309,32 @@ impl Channel {
         tracing::info!(channel = self.id, "channel stopped");
     }
 
+    /// Records a switch to source `index` (0: the primary) and why.
+    fn switch_to(&self, index: usize, source: &str, why: &str) {
+        let shown = pipeline::redact_source(source);
+        if index == 0 {
+            tracing::info!(channel = self.id, source = %shown, why, "back on the primary source");
+        } else {
+            tracing::warn!(channel = self.id, backup = index, source = %shown, why, "switching to a backup source");
+        }
+        let mut st = lock(&self.status);
+        st.active_source = Some(shown);
+        st.active_source_index = index;
+        st.source_switches += 1;
+        st.last_switch = Some(why.to_owned());
+    }
+
     /// Runs producer sessions back to back. Returns true when the channel ended for good
-    /// (a file without `loop` finished, or the source failed before any output), false
-    /// when it stopped (asked to, or idle).
+    /// (a file without `loop` finished, or no source produced anything), false when it
+    /// stopped (asked to, or idle).
+    ///
+    /// With `backup_sources`, a failed session moves on to the next source at once (each
+    /// is tried in turn, so none is skipped and none retried forever); only a whole round
+    /// without output backs off. While a backup plays, the primary is checked in the
+    /// background (every `engine.failback_check_secs`, doubling after each failed check,
+    /// at most 5 min) and taken back as soon as it is healthy.
     fn produce(self: &Arc<Self>, stop: &Arc<AtomicBool>, timeline: &mut Timeline) -> bool {
-        let keep_going: Arc<dyn Fn() -> bool + Send + Sync> = {
+        let base: Arc<dyn Fn() -> bool + Send + Sync> = {
             let ch = self.clone();
             let stop = stop.clone();
             Arc::new(move || {
@@ -322,15 +343,36 @@ impl Channel {
                     && !ch.idle_expired()
             })
         };
-        let mut failures: u32 = 0;
         let stream = self.stream();
         let profile = lock(&self.profile).clone();
+        let candidates: Vec<(StreamConfig, Profile)> =
+            std::iter::once((stream.as_ref().clone(), profile.clone()))
+                .chain(stream.backup_sources.iter().map(|b| {
+                    let mut s = stream.as_ref().clone();
+                    s.source = b.source.clone();
+                    let mut p = profile.clone();
+                    if !b.input_options.is_empty() {
+                        p.input_options = b.input_options.clone();
+                    }
+                    (s, p)
+                }))
+                .collect();
+        let n = candidates.len();
+        let mut active = 0usize;
+        let primary_back = Arc::new(AtomicBool::new(false));
+        let mut checker: Option<JoinHandle<()>> = None;
+        let mut failures: u32 = 0;
         let producer = if stream.custom_ffmpeg.is_some() {
             "process"
         } else {
             "libav"
         };
-        lock(&self.status).producer = producer;
+        {
+            let mut st = lock(&self.status);
+            st.producer = producer;
+            st.active_source = Some(pipeline::redact_source(&stream.source));
+            st.active_source_index = 0;
+        }
         let on_running = {
             let ch = self.clone();
             move || {
@@ -340,13 +382,21 @@ impl Channel {
             }
         };
         tracing::info!(channel = self.id, name = %stream.name, producer, "channel starting");
-        loop {
-            if !keep_going() {
-                break;
+        let ended = loop {
+            if !base() {
+                break false;
             }
+            let (cur, cur_profile) = &candidates[active];
+            // On a backup, the session also ends when the primary is back.
+            let keep_going: Arc<dyn Fn() -> bool + Send + Sync> = if active == 0 {
+                base.clone()
+            } else {
+                let (b, back) = (base.clone(), primary_back.clone());
+                Arc::new(move || b() && !back.load(Ordering::SeqCst))
+            };
             let ctx = pipeline::Ctx {
-                stream: &stream,
-                profile: &profile,
+                stream: cur,
+                profile: cur_profile,
                 hub: self.hub.clone(),
                 status: &self.status,
                 keep_going: keep_going.clone(),
@@ -355,60 +405,142 @@ impl Channel {
                 open_timeout: Duration::from_secs(self.settings.start_timeout_secs),
             };
             let produced_before = self.hub.stats.bytes_in.load(Ordering::Relaxed);
-            let result = match &stream.custom_ffmpeg {
+            let result = match &cur.custom_ffmpeg {
                 Some(cmd) => super::process::run(&ctx, cmd, self.settings.ffmpeg_path.as_deref()),
                 None => pipeline::run(&ctx, timeline),
             };
+            let produced = self.hub.stats.bytes_in.load(Ordering::Relaxed) > produced_before;
             let error = match result {
-                Ok(End::Stopped) => break,
-                Ok(End::Eof)
-                    if stream.loop_source
-                        && self.hub.stats.bytes_in.load(Ordering::Relaxed) > produced_before =>
+                Ok(End::Stopped)
+                    if active != 0 && base() && primary_back.swap(false, Ordering::SeqCst) =>
                 {
+                    self.switch_to(
+                        0,
+                        &candidates[0].0.source,
+                        "the primary source is healthy again",
+                    );
+                    active = 0;
                     failures = 0;
                     continue;
                 }
-                Ok(End::Eof) if SourceKind::classify(&stream.source) == SourceKind::File => {
+                Ok(End::Stopped) => break false,
+                Ok(End::Eof) if cur.loop_source && produced => {
+                    failures = 0;
+                    continue;
+                }
+                Ok(End::Eof) if SourceKind::classify(&cur.source) == SourceKind::File => {
                     // A file without `loop` plays once: its clients get a clean end.
                     tracing::info!(channel = self.id, "the file ended");
                     self.set_state(State::Idle);
                     self.hub.close();
-                    return true;
+                    break true;
                 }
                 Ok(End::Eof) => "the source ended".to_owned(),
                 Err(e) => e,
             };
-            if !keep_going() {
-                break;
+            if !base() {
+                break false;
             }
             // A session that produced output was healthy: start the backoff over.
-            if self.hub.stats.bytes_in.load(Ordering::Relaxed) > produced_before {
+            if produced {
                 failures = 0;
             }
             failures += 1;
             tracing::warn!(channel = self.id, error = %error, failures, "channel producer stopped");
             {
                 let mut st = lock(&self.status);
-                st.last_error = Some(error);
+                st.last_error = Some(error.clone());
                 st.restarts += 1;
             }
-            if !self.hub.has_keyframe() && failures >= 2 {
+            if !self.hub.has_keyframe() && failures >= (n as u32).max(2) {
                 lock(&self.status).start_failures += 1;
                 self.set_state(State::Failed);
                 tracing::warn!(channel = self.id, "channel failed to start");
                 // Clients still attached (e.g. after a change to a bad source) get an end.
                 self.hub.close();
-                return true;
+                break true;
             }
             self.set_state(State::Retrying);
-            // 0.5 s, 1 s, 2 s, ... up to 10 s between attempts.
+            if n > 1 {
+                let next = (active + 1) % n;
+                let what = if active == 0 {
+                    "the primary source".to_owned()
+                } else {
+                    format!("backup source {active}")
+                };
+                self.switch_to(
+                    next,
+                    &candidates[next].0.source,
+                    &format!("{what} failed: {error}"),
+                );
+                active = next;
+                if active != 0 && checker.as_ref().is_none_or(|h| h.is_finished()) {
+                    primary_back.store(false, Ordering::SeqCst);
+                    checker =
+                        self.watch_primary(&candidates[0], primary_back.clone(), base.clone());
+                }
+                if failures < n as u32 {
+                    // Not every source has failed yet this round: try the next one now.
+                    continue;
+                }
+            }
+            // A whole round failed: 0.5 s, 1 s, 2 s, ... up to 10 s between rounds.
+            let rounds = failures.div_ceil(n as u32).max(1);
             let backoff =
-                Duration::from_millis(500u64 << (failures - 1).min(5)).min(Duration::from_secs(10));
+                Duration::from_millis(500u64 << (rounds - 1).min(5)).min(Duration::from_secs(10));
             let until = Instant::now() + backoff;
-            while Instant::now() < until && keep_going() {
+            while Instant::now() < until && base() {
                 std::thread::sleep(Duration::from_millis(50));
             }
+        };
+        if let Some(h) = checker {
+            // It sees the same stop conditions; at most an interruptible open to finish.
+            primary_back.store(true, Ordering::SeqCst);
+            let _ = h.join();
         }
-        false
+        ended
+    }
+
+    /// Checks the primary source in the background until it is healthy (sets `back`) or
+    /// the channel stops. Never hammers a provider: the wait doubles after each failed
+    /// check, up to 5 minutes.
+    fn watch_primary(
+        &self,
+        primary: &(StreamConfig, Profile),
+        back: Arc<AtomicBool>,
+        keep_going: Arc<dyn Fn() -> bool + Send + Sync>,
+    ) -> Option<JoinHandle<()>> {
+        let (stream, profile) = primary.clone();
+        let first = Duration::from_secs(self.settings.failback_check_secs.max(1));
+        let open_timeout = Duration::from_secs(self.settings.start_timeout_secs);
+        let id = self.id;
+        let spawned = std::thread::Builder::new()
+            .name(format!("amps-chk-{id}"))
+            .spawn(move || {
+                let mut wait = first;
+                loop {
+                    let until = Instant::now() + wait;
+                    while Instant::now() < until {
+                        if !keep_going() || back.load(Ordering::SeqCst) {
+                            return;
+                        }
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                    let healthy = pipeline::probe(&stream, &profile, open_timeout, &*keep_going);
+                    tracing::debug!(channel = id, healthy, "checked the primary source");
+                    if healthy {
+                        back.store(true, Ordering::SeqCst);
+                        return;
+                    }
+                    wait = (wait * 2).min(Duration::from_secs(300));
+                }
+            });
+        match spawned {
+            Ok(h) => Some(h),
+            Err(e) => {
+                tracing::warn!(channel = id, error = %e, "cannot start the primary source check");
+                None
+            }
+        }
     }
 }

@@ -459,6 +459,35 @@ impl Pacer {
     }
 }
 
+/// Whether `stream`'s source opens and delivers media within `timeout`: a health check
+/// (the primary source of a channel playing a backup). Reads a few packets, no decoding.
+pub fn probe(
+    stream: &StreamConfig,
+    profile: &Profile,
+    timeout: Duration,
+    keep_going: &(dyn Fn() -> bool + Send + Sync),
+) -> bool {
+    let kind = SourceKind::classify(&stream.source);
+    let options = source::input_options(&kind, &profile.input_options);
+    let t0 = Instant::now();
+    let expired = Arc::new(AtomicBool::new(false));
+    let flag = expired.clone();
+    let Ok(mut ictx) = source::open(&stream.source, &options, move || {
+        flag.load(Ordering::Relaxed) || t0.elapsed() > timeout
+    }) else {
+        return false;
+    };
+    let mut packets = 0;
+    for (_, _) in ictx.packets() {
+        packets += 1;
+        if packets >= 20 || !keep_going() || t0.elapsed() > timeout {
+            break;
+        }
+    }
+    expired.store(true, Ordering::Relaxed);
+    packets >= 20
+}
+
 /// A source URL fit for status and logs: credentials and query strings removed.
 pub fn redact_source(source: &str) -> String {
     let mut s = source.to_owned();

@@ -49,6 +49,16 @@ pub struct Status {
     pub buffered_bytes: usize,
     pub client_skips: u64,
     pub client_drops: u64,
+    /// The source now in use (credentials and query removed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub active_source: Option<String>,
+    /// 0 for the primary `source`, n for `backup_sources[n - 1]`.
+    pub active_source_index: usize,
+    /// Switches between sources (failover and failback).
+    pub source_switches: u64,
+    /// Why the last switch happened.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_switch: Option<String>,
     /// Last lines a custom command wrote to stderr.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub stderr_tail: Vec<String>,
