@@ -694,28 +694,11 @@ fn main() {
     // The fan-out source: 8 Mbit/s constant-rate H.264 1080p + AAC.
     let cbr = dir.join("cbr8.ts");
     if !cbr.exists() {
-        let ok = Command::new("ffmpeg")
-            .args([
-                "-hide_banner",
-                "-v",
-                "error",
-                "-y",
-                "-f",
-                "lavfi",
-                "-i",
-                "testsrc2=size=1920x1080:rate=25",
-                "-f",
-                "lavfi",
-                "-i",
-                "sine=frequency=440:sample_rate=48000",
-                "-t",
-                "20",
-                "-c:v",
-                "libx264",
-                "-preset",
-                "ultrafast",
-                "-g",
-                "25",
+        support::test_media::generate(
+            &cbr,
+            "1920x1080",
+            20,
+            &[
                 "-b:v",
                 "7800k",
                 "-minrate",
@@ -726,22 +709,9 @@ fn main() {
                 "2M",
                 "-x264-params",
                 "nal-hrd=cbr",
-                "-pix_fmt",
-                "yuv420p",
-                "-c:a",
-                "aac",
-                "-b:a",
-                "128k",
-                "-muxrate",
-                "8M",
-                "-f",
-                "mpegts",
-            ])
-            .arg(&cbr)
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "generating the 8 Mbit/s source failed");
+            ],
+            &["-b:a", "128k", "-muxrate", "8M"],
+        );
     }
     let rate_bps = std::fs::metadata(&cbr).unwrap().len() as f64 * 8.0 / 20.0;
     let up = upstream::Upstream::start(dir.to_path_buf(), 0);

@@ -791,42 +791,13 @@ fn jumps_in_a_sources_timestamps_do_not_stall_or_break_the_output() {
     // jump back), as an upstream encoder restart or a splice produces them.
     let d = tempfile::tempdir().unwrap().keep();
     let piece = |name: &str, offset: &str| {
-        let ok = std::process::Command::new("ffmpeg")
-            .args([
-                "-hide_banner",
-                "-v",
-                "error",
-                "-y",
-                "-f",
-                "lavfi",
-                "-i",
-                "testsrc2=size=320x240:rate=25",
-                "-f",
-                "lavfi",
-                "-i",
-                "sine=frequency=440:sample_rate=48000",
-                "-t",
-                "2",
-                "-c:v",
-                "libx264",
-                "-preset",
-                "ultrafast",
-                "-g",
-                "25",
-                "-pix_fmt",
-                "yuv420p",
-                "-c:a",
-                "aac",
-                "-output_ts_offset",
-                offset,
-                "-f",
-                "mpegts",
-            ])
-            .arg(d.join(name))
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok);
+        media::generate(
+            &d.join(name),
+            "320x240",
+            2,
+            &[],
+            &["-output_ts_offset", offset],
+        );
         std::fs::read(d.join(name)).unwrap()
     };
     let a = piece("a.ts", "0");

@@ -10,52 +10,25 @@ use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
+
+#[path = "../../tests/common/media.rs"]
+pub mod test_media;
 use std::time::Duration;
 
-/// Generated media: `hd.ts` (1080p25 H.264 6 Mbit/s + AAC, 10 s).
+/// Generated media: `hd.ts` (1080p25 H.264 6 Mbit/s + AAC, 10 s), made with the same
+/// generator as the tests' media.
 pub fn media() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         let dir = std::env::temp_dir().join(format!("amps-bench-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let ok = Command::new("ffmpeg")
-            .args([
-                "-hide_banner",
-                "-v",
-                "error",
-                "-y",
-                "-f",
-                "lavfi",
-                "-i",
-                "testsrc2=size=1920x1080:rate=25",
-                "-f",
-                "lavfi",
-                "-i",
-                "sine=frequency=440:sample_rate=48000",
-                "-t",
-                "10",
-                "-c:v",
-                "libx264",
-                "-preset",
-                "ultrafast",
-                "-g",
-                "25",
-                "-b:v",
-                "6M",
-                "-pix_fmt",
-                "yuv420p",
-                "-c:a",
-                "aac",
-                "-b:a",
-                "128k",
-                "-f",
-                "mpegts",
-            ])
-            .arg(dir.join("hd.ts"))
-            .status()
-            .expect("ffmpeg (./scripts/setup installs it)")
-            .success();
-        assert!(ok, "generating bench media failed");
+        test_media::generate(
+            &dir.join("hd.ts"),
+            "1920x1080",
+            10,
+            &["-b:v", "6M"],
+            &["-b:a", "128k"],
+        );
         dir
     })
 }

@@ -15,6 +15,29 @@ fn run(cmd: &mut Command) {
     );
 }
 
+/// Writes `secs` seconds of generated MPEG-TS to `out`: lavfi `testsrc2` at `size` and
+/// 25 fps as H.264 (ultrafast, a keyframe every second) with `video` options, plus a
+/// `sine` as AAC; `extra` goes before the output (e.g. `-output_ts_offset`).
+pub fn generate(out: &Path, size: &str, secs: u32, video: &[&str], extra: &[&str]) {
+    run(Command::new("ffmpeg")
+        .args(["-hide_banner", "-v", "error", "-y", "-f", "lavfi", "-i"])
+        .arg(format!("testsrc2=size={size}:rate=25"))
+        .args([
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440:sample_rate=48000",
+            "-t",
+        ])
+        .arg(secs.to_string())
+        .args(["-c:v", "libx264", "-preset", "ultrafast", "-g", "25"])
+        .args(video)
+        .args(["-pix_fmt", "yuv420p", "-c:a", "aac"])
+        .args(extra)
+        .args(["-f", "mpegts"])
+        .arg(out));
+}
+
 /// A folder, made once per test binary, holding:
 /// - `hd.ts`: 4 s of 1920x1080 25 fps H.264 (6 Mbit/s, GOP 25) + AAC, MPEG-TS;
 /// - `hd.m3u8` + segments: the same as a VOD HLS playlist (1 s segments);
@@ -23,39 +46,13 @@ pub fn dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         let d = tempfile::tempdir().unwrap().keep();
-        run(Command::new("ffmpeg")
-            .args([
-                "-hide_banner",
-                "-v",
-                "error",
-                "-f",
-                "lavfi",
-                "-i",
-                "testsrc2=size=1920x1080:rate=25",
-                "-f",
-                "lavfi",
-                "-i",
-                "sine=frequency=440:sample_rate=48000",
-                "-t",
-                "4",
-                "-c:v",
-                "libx264",
-                "-preset",
-                "ultrafast",
-                "-g",
-                "25",
-                "-b:v",
-                "6M",
-                "-pix_fmt",
-                "yuv420p",
-                "-c:a",
-                "aac",
-                "-b:a",
-                "128k",
-                "-f",
-                "mpegts",
-            ])
-            .arg(d.join("hd.ts")));
+        generate(
+            &d.join("hd.ts"),
+            "1920x1080",
+            4,
+            &["-b:v", "6M"],
+            &["-b:a", "128k"],
+        );
         run(Command::new("ffmpeg")
             .args(["-hide_banner", "-v", "error", "-i"])
             .arg(d.join("hd.ts"))
@@ -68,45 +65,17 @@ pub fn dir() -> &'static Path {
                 "1",
                 "-hls_list_size",
                 "0",
-                "-hls_playlist_type",
-                "vod",
-                "-hls_segment_filename",
             ])
+            .args(["-hls_playlist_type", "vod", "-hls_segment_filename"])
             .arg(d.join("hd%03d.ts"))
             .arg(d.join("hd.m3u8")));
-        run(Command::new("ffmpeg")
-            .args([
-                "-hide_banner",
-                "-v",
-                "error",
-                "-f",
-                "lavfi",
-                "-i",
-                "testsrc2=size=320x240:rate=25",
-                "-f",
-                "lavfi",
-                "-i",
-                "sine=frequency=660:sample_rate=48000",
-                "-t",
-                "30",
-                "-c:v",
-                "libx264",
-                "-preset",
-                "ultrafast",
-                "-g",
-                "25",
-                "-b:v",
-                "500k",
-                "-pix_fmt",
-                "yuv420p",
-                "-c:a",
-                "aac",
-                "-b:a",
-                "64k",
-                "-f",
-                "mpegts",
-            ])
-            .arg(d.join("long.ts")));
+        generate(
+            &d.join("long.ts"),
+            "320x240",
+            30,
+            &["-b:v", "500k"],
+            &["-b:a", "64k"],
+        );
         d
     })
 }
