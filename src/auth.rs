@@ -199,11 +199,26 @@ impl FailureLimiter {
         self.entries.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The key an address is counted under: IPv6 by its /64 (one subscriber's network
+    /// holds 2^64 addresses), IPv4 as is.
+    fn key(ip: std::net::IpAddr) -> std::net::IpAddr {
+        match ip {
+            std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => std::net::IpAddr::V4(v4),
+                None => std::net::IpAddr::V6(std::net::Ipv6Addr::from(
+                    u128::from(v6) & !((1u128 << 64) - 1),
+                )),
+            },
+            v4 => v4,
+        }
+    }
+
     /// Seconds `ip` must still wait, if it is blocked at `now`.
     pub fn blocked(&self, ip: std::net::IpAddr, now: std::time::Instant) -> Option<u64> {
         if self.limit == 0 {
             return None;
         }
+        let ip = Self::key(ip);
         let until = self.lock().get(&ip)?.blocked_until?;
         until
             .checked_duration_since(now)
@@ -215,6 +230,7 @@ impl FailureLimiter {
         if self.limit == 0 {
             return false;
         }
+        let ip = Self::key(ip);
         let mut map = self.lock();
         if map.len() >= MAX_TRACKED && !map.contains_key(&ip) {
             let window = self.window;
@@ -222,7 +238,12 @@ impl FailureLimiter {
                 f.blocked_until.is_some_and(|u| u > now) || now.duration_since(f.first) < window
             });
             if map.len() >= MAX_TRACKED {
-                map.clear();
+                // Still full: forget counting addresses, keep every active block.
+                map.retain(|_, f| f.blocked_until.is_some_and(|u| u > now));
+            }
+            if map.len() >= MAX_TRACKED {
+                // Full of blocked addresses: this one is not tracked until some expire.
+                return false;
             }
         }
         let f = map.entry(ip).or_insert(Failures {
@@ -250,6 +271,7 @@ impl FailureLimiter {
         if self.limit == 0 {
             return;
         }
+        let ip = Self::key(ip);
         let mut map = self.lock();
         if map.get(&ip).is_some_and(|f| f.blocked_until.is_none()) {
             map.remove(&ip);
@@ -307,6 +329,23 @@ mod limiter_tests {
             assert!(!off.failed(a, t));
         }
         assert_eq!(off.blocked(a, t), None);
+    }
+
+    #[test]
+    fn an_ipv6_network_counts_as_one_address() {
+        let l = FailureLimiter::new(3, Duration::from_secs(60));
+        let t = Instant::now();
+        for host in 1..=3u16 {
+            let ip: IpAddr = format!("2001:db8:1:2::{host:x}").parse().unwrap();
+            l.failed(ip, t);
+        }
+        let other_host: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        assert!(
+            l.blocked(other_host, t).is_some(),
+            "the whole /64 is blocked"
+        );
+        let other_net: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(l.blocked(other_net, t), None);
     }
 
     #[test]

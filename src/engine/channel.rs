@@ -73,6 +73,8 @@ pub struct Channel {
     bytes_at_start: AtomicU64,
     state: watch::Sender<State>,
     worker: Mutex<Option<Worker>>,
+    /// Deleted (or shutting down): no new run may start.
+    removed: AtomicBool,
     settings: EngineConfig,
     shutdown: Arc<AtomicBool>,
 }
@@ -90,6 +92,19 @@ pub fn producer_of(stream: &StreamConfig) -> &'static str {
     } else {
         "libav"
     }
+}
+
+/// What [`Channel::ensure_running`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ensure {
+    /// A producer was already running.
+    Running,
+    /// A new producer was started.
+    Started,
+    /// The producer is being restarted by a configuration change; it comes back.
+    Restarting,
+    /// The channel was deleted.
+    Removed,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -119,6 +134,7 @@ impl Channel {
             bytes_at_start: AtomicU64::new(0),
             state,
             worker: Mutex::new(None),
+            removed: AtomicBool::new(false),
             settings,
             shutdown,
         })
@@ -144,8 +160,19 @@ impl Channel {
         self.clients.load(Ordering::SeqCst)
     }
 
-    pub fn client_joined(&self) {
-        self.clients.fetch_add(1, Ordering::SeqCst);
+    /// Counts a new client unless the channel has `limit` already (0: no limit).
+    pub fn try_join(&self, limit: usize) -> bool {
+        self.clients
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |c| {
+                (limit == 0 || c < limit).then_some(c + 1)
+            })
+            .is_ok()
+    }
+
+    /// Marks the channel deleted (or the server stopping): it never starts again.
+    pub fn remove(&self) {
+        let _w = lock(&self.worker);
+        self.removed.store(true, Ordering::SeqCst);
     }
 
     pub fn client_left(&self) {
@@ -204,10 +231,14 @@ impl Channel {
     /// Never two producers at once: a worker being stopped by someone else (a restart in
     /// progress) is left to them, and they start the next one if clients remain; a worker
     /// that has decided to end is joined first (it only has to return).
-    pub fn ensure_running(self: &Arc<Self>) {
+    pub fn ensure_running(self: &Arc<Self>) -> Ensure {
         let mut w = lock(&self.worker);
+        if self.removed.load(Ordering::SeqCst) {
+            self.hub.close();
+            return Ensure::Removed;
+        }
         if w.as_ref().is_some_and(Worker::alive) {
-            return;
+            return Ensure::Running;
         }
         if let Some(old) = w.take() {
             match old.handle {
@@ -217,7 +248,7 @@ impl Channel {
                 None if !old.done.load(Ordering::SeqCst) => {
                     // Being stopped and joined elsewhere: put it back and let them restart.
                     *w = Some(old);
-                    return;
+                    return Ensure::Restarting;
                 }
                 None => {}
             }
@@ -258,6 +289,7 @@ impl Channel {
                 self.set_state(State::Failed);
             }
         }
+        Ensure::Started
     }
 
     /// Asks the worker to stop and returns its handle for joining (off the async runtime).
@@ -476,8 +508,10 @@ impl Channel {
                 active = next;
                 if active != 0 && checker.as_ref().is_none_or(|h| h.is_finished()) {
                     primary_back.store(false, Ordering::SeqCst);
-                    checker =
-                        self.watch_primary(&candidates[0], primary_back.clone(), base.clone());
+                    let (b, back) = (base.clone(), primary_back.clone());
+                    let keep: Arc<dyn Fn() -> bool + Send + Sync> =
+                        Arc::new(move || b() && !back.load(Ordering::SeqCst));
+                    checker = self.watch_primary(&candidates[0], primary_back.clone(), keep);
                 }
                 if failures < n as u32 {
                     // Not every source has failed yet this round: try the next one now.
@@ -526,7 +560,8 @@ impl Channel {
                         }
                         std::thread::sleep(Duration::from_millis(50));
                     }
-                    let healthy = pipeline::probe(&stream, &profile, open_timeout, &*keep_going);
+                    let healthy =
+                        pipeline::probe(&stream, &profile, open_timeout, keep_going.clone());
                     tracing::debug!(channel = id, healthy, "checked the primary source");
                     if healthy {
                         back.store(true, Ordering::SeqCst);

@@ -56,12 +56,13 @@ pub struct Subscription {
 }
 
 impl Subscription {
-    fn new(channel: Arc<Channel>) -> Subscription {
-        channel.client_joined();
-        Subscription {
+    /// A client's place on `channel`, or None when the channel is at `limit` clients
+    /// (0: no limit). Counting and checking are one atomic step.
+    fn join(channel: Arc<Channel>, limit: usize) -> Option<Subscription> {
+        channel.try_join(limit).then(|| Subscription {
             channel,
             cursor: Cursor::default(),
-        }
+        })
     }
 
     /// The next chunks, or None when the channel ends (or this client was too slow).
@@ -132,22 +133,28 @@ impl Engine {
             .channel(id)
             .ok_or_else(|| crate::registry::no_such(id))?;
         let limit = self.settings.max_clients_per_channel;
-        if limit > 0 && ch.clients() >= limit {
+        let Some(sub) = Subscription::join(ch.clone(), limit) else {
             return Err(Error::new(
                 ErrorKind::Unavailable,
                 format!("stream {id} already has its maximum of {limit} clients (engine.max_clients_per_channel)"),
             ));
-        }
-        let sub = Subscription::new(ch.clone());
+        };
         let mut state = ch.subscribe_state();
         if ch.hub.has_keyframe() && ch.is_running() {
             return Ok(sub);
         }
-        ch.ensure_running();
+        let outcome = ch.ensure_running();
+        if outcome == channel::Ensure::Removed {
+            return Err(crate::registry::no_such(id));
+        }
+        // A restart in progress passes through `idle`: wait for its outcome instead.
+        let restarting = outcome == channel::Ensure::Restarting;
         let limit = Duration::from_secs(self.settings.start_timeout_secs);
         let waited = tokio::time::timeout(
             limit,
-            state.wait_for(|s| matches!(s, State::Running | State::Failed | State::Idle)),
+            state.wait_for(|s| {
+                matches!(s, State::Running | State::Failed) || (*s == State::Idle && !restarting)
+            }),
         )
         .await;
         match waited {
@@ -224,7 +231,7 @@ impl Engine {
                 }
                 let handle = ch.stop();
                 join(handle).await;
-                ch.hub.reset();
+                // (The next run resets the hub itself.)
                 if ch.clients() > 0 {
                     ch.ensure_running();
                 }
@@ -233,6 +240,7 @@ impl Engine {
                 let Some(ch) = lock(&self.channels).remove(&old.id) else {
                     return;
                 };
+                ch.remove();
                 let handle = ch.stop();
                 ch.hub.close();
                 join(handle).await;
@@ -287,6 +295,7 @@ impl Engine {
         let chans: Vec<Arc<Channel>> = lock(&self.channels).drain().map(|(_, c)| c).collect();
         let mut handles = Vec::new();
         for ch in &chans {
+            ch.remove();
             handles.extend(ch.stop());
             ch.hub.close();
         }

@@ -390,10 +390,12 @@ pub fn run(ctx: &Ctx, timeline: &mut Timeline) -> Result<End, String> {
 /// input time shifts the rest of the session so it continues from there.
 #[derive(Debug, Default)]
 struct JumpSmoother {
-    /// Added to every input timestamp (90 kHz).
+    /// Added to every input timestamp (90 kHz): one shift for all streams, so they stay
+    /// in sync.
     shift: i64,
-    /// The latest input time seen, after the shift (90 kHz).
-    latest: Option<i64>,
+    /// Per input stream, the latest time seen after the shift (90 kHz). Each packet is
+    /// compared with its own stream, so streams far apart never look like jumps.
+    latest: Vec<Option<i64>>,
 }
 
 impl JumpSmoother {
@@ -401,9 +403,13 @@ impl JumpSmoother {
         let Some(t) = pkt.dts().or(pkt.pts()) else {
             return;
         };
+        let index = pkt.stream();
+        if self.latest.len() <= index {
+            self.latest.resize(index + 1, None);
+        }
         let raw = t.rescale(tb, TS_TB);
         let t90 = raw + self.shift;
-        if let Some(latest) = self.latest {
+        if let Some(latest) = self.latest[index] {
             if (t90 - latest).abs() > JUMP {
                 tracing::info!(
                     jump_secs = (t90 - latest) as f64 / 90_000.0,
@@ -419,7 +425,7 @@ impl JumpSmoother {
             pkt.set_dts(pkt.dts().map(|v| v + d));
         }
         let adjusted = raw + self.shift;
-        self.latest = Some(self.latest.map_or(adjusted, |l| l.max(adjusted)));
+        self.latest[index] = Some(self.latest[index].map_or(adjusted, |l| l.max(adjusted)));
     }
 }
 
@@ -465,15 +471,16 @@ pub fn probe(
     stream: &StreamConfig,
     profile: &Profile,
     timeout: Duration,
-    keep_going: &(dyn Fn() -> bool + Send + Sync),
+    keep_going: Arc<dyn Fn() -> bool + Send + Sync>,
 ) -> bool {
     let kind = SourceKind::classify(&stream.source);
     let options = source::input_options(&kind, &profile.input_options);
     let t0 = Instant::now();
     let expired = Arc::new(AtomicBool::new(false));
     let flag = expired.clone();
+    let keep = keep_going.clone();
     let Ok(mut ictx) = source::open(&stream.source, &options, move || {
-        flag.load(Ordering::Relaxed) || t0.elapsed() > timeout
+        flag.load(Ordering::Relaxed) || t0.elapsed() > timeout || !keep()
     }) else {
         return false;
     };

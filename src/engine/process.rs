@@ -200,6 +200,21 @@ impl<R: Read> Iterator for Lines<R> {
     }
 }
 
+/// Whether child `pid` has exited, without reaping it (its id stays taken).
+fn exited_unreaped(pid: u32) -> bool {
+    // SAFETY: waitid with WNOWAIT only reads the child's state into `info`.
+    unsafe {
+        let mut info: libc::siginfo_t = std::mem::zeroed();
+        let r = libc::waitid(
+            libc::P_PID,
+            pid as libc::id_t,
+            &mut info,
+            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+        );
+        r == 0 && info.si_pid() != 0
+    }
+}
+
 /// Stops the child's whole process group: SIGTERM, then SIGKILL after a grace period.
 /// Returns how it exited, if it did on its own. `exiting`: its output just ended, so give
 /// it a moment to exit by itself (its exit status is what the user needs to see).
@@ -212,12 +227,15 @@ fn terminate(child: &mut Child, exiting: bool) -> Option<String> {
         };
     let pgid = child.id() as i32;
     loop {
-        if let Ok(Some(status)) = child.try_wait() {
+        if exited_unreaped(child.id()) {
             // The leader is gone; what it started (a shell's pipeline) must not outlive it.
-            // The group id cannot be reused while any member remains.
+            // Until it is reaped its zombie holds the id, so the group id cannot have been
+            // reused by anyone else.
             // SAFETY: signalling the process group we created for this child.
             unsafe { libc::kill(-pgid, libc::SIGKILL) };
-            return Some(status.to_string());
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status.to_string());
+            }
         }
         if Instant::now() >= patience {
             break;

@@ -178,10 +178,14 @@ pub fn reload(state: &AppState) -> Result<Response, Error> {
 
 /// Reloads and logs the outcome (shared by the API and SIGHUP).
 pub fn apply_reload(state: &AppState, by: &str) -> Result<crate::reload::Report, Error> {
+    // Saved API changes to ids the old or the new file defines give way to the file.
+    let (old_streams, old_scheduled) = state.reloader.file_ids();
     match state.reloader.reload(&state.registry, &state.scheduler) {
         Ok(r) => {
             if let Some(f) = &state.state_file {
-                let (streams, scheduled) = state.reloader.file_ids();
+                let (mut streams, mut scheduled) = state.reloader.file_ids();
+                streams.extend(old_streams);
+                scheduled.extend(old_scheduled);
                 if let Err(e) = f.reloaded(&streams, &scheduled) {
                     tracing::error!("{e}");
                 }

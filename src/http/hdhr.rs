@@ -69,10 +69,9 @@ pub fn split(tail: &str) -> Option<(Option<&str>, Target)> {
 fn token_segment(tail: &str) -> Option<&str> {
     match split(tail) {
         Some((token, _)) => token,
-        None => tail
-            .split_once('/')
-            .map(|(a, _)| a)
-            .filter(|a| !a.is_empty()),
+        // Anything else (`/hdhr/<token>` alone, `/hdhr//<token>/x`): its first non-empty
+        // segment may be a token, and must never reach a log.
+        None => tail.split('/').find(|seg| !seg.is_empty()),
     }
 }
 
@@ -89,7 +88,13 @@ pub fn path_token(path: &str) -> Option<String> {
 pub fn redact_path(path: &str, replacement: &str) -> String {
     if let Some(tail) = path.strip_prefix("/hdhr/") {
         if let Some(token) = token_segment(tail) {
-            return format!("/hdhr/{replacement}{}", &tail[token.len()..]);
+            // `token` is a slice of `tail`: cut around it.
+            let start = token.as_ptr() as usize - tail.as_ptr() as usize;
+            return format!(
+                "/hdhr/{}{replacement}{}",
+                &tail[..start],
+                &tail[start + token.len()..]
+            );
         }
     }
     path.to_owned()
@@ -367,6 +372,8 @@ mod tests {
         );
         assert_eq!(redact_path("/hdhr/lineup.json", "***"), "/hdhr/lineup.json");
         assert_eq!(redact_path("/hdhr/secret/x/y", "***"), "/hdhr/***/x/y");
+        assert_eq!(redact_path("/hdhr/secret", "***"), "/hdhr/***");
+        assert_eq!(redact_path("/hdhr//secret/x", "***"), "/hdhr//***/x");
         assert_eq!(
             path_token("/hdhr/secret/nope.json").as_deref(),
             Some("secret")
