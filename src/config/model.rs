@@ -186,6 +186,11 @@ pub struct EngineConfig {
     /// source is healthy again; the wait doubles after each failed check (at most 5 min).
     /// Default 30.
     pub failback_check_secs: u64,
+    /// Length HLS segments aim at, in seconds: a segment ends at the first keyframe after
+    /// this much (so with a 2 s GOP and 2, every segment is 2 s). Default 2.
+    pub hls_segment_secs: f64,
+    /// Segments listed in an HLS playlist (the live window). Default 6.
+    pub hls_list_size: usize,
     /// The ffmpeg executable for `custom_ffmpeg` commands that start with `ffmpeg`
     /// (default: `ffmpeg` from PATH).
     pub ffmpeg_path: Option<String>,
@@ -201,6 +206,8 @@ impl Default for EngineConfig {
             max_client_skips: 10,
             max_clients_per_channel: 0,
             failback_check_secs: 30,
+            hls_segment_secs: 2.0,
+            hls_list_size: 6,
             ffmpeg_path: None,
         }
     }

@@ -267,6 +267,12 @@ fn validate_server(cfg: &Config, out: &mut Vec<Issue>) {
     if e.failback_check_secs == 0 {
         sink.push("failback_check_secs", "must be at least 1");
     }
+    if !(0.5..=30.0).contains(&e.hls_segment_secs) {
+        sink.push("hls_segment_secs", "must be between 0.5 and 30");
+    }
+    if !(2..=100).contains(&e.hls_list_size) {
+        sink.push("hls_list_size", "must be between 2 and 100");
+    }
     if e.buffer_bytes < 256 * 1024 {
         sink.push("buffer_bytes", "must be at least 262144 (256 KiB)");
     }

@@ -21,6 +21,18 @@ const MAX_READ: usize = 1024 * 1024;
 struct Chunk {
     seq: u64,
     data: Bytes,
+    key: bool,
+    pts: Option<u64>,
+}
+
+/// What a piece of a read is, for readers that cut it up (the HLS segmenter).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PartKind {
+    /// PAT + PMT: the reader (re)starts here (first read, after a skip or a restart).
+    Header,
+    /// Starts with a keyframe, with its PTS (90 kHz) when known.
+    Key(Option<u64>),
+    Delta,
 }
 
 #[derive(Debug, Default)]
@@ -69,8 +81,8 @@ pub struct Cursor {
 
 /// What a read gives a client.
 #[derive(Debug)]
-pub enum Read {
-    Data(Vec<Bytes>),
+pub enum Read<T = Bytes> {
+    Data(Vec<T>),
     Pending,
     /// The channel ended (stopped, deleted, shut down), or the client was too slow.
     Closed,
@@ -110,7 +122,12 @@ impl Hub {
                 st.last_key = Some(seq);
             }
             st.bytes += p.data.len();
-            st.chunks.push_back(Chunk { seq, data: p.data });
+            st.chunks.push_back(Chunk {
+                seq,
+                data: p.data,
+                key: p.key,
+                pts: p.pts,
+            });
         }
         // Trim: keep at most max_bytes, but never the latest keyframe onwards unless the
         // backlog is four times over (a source with no keyframes at all).
@@ -161,6 +178,15 @@ impl Hub {
 
     /// Reads what is available for `cur`.
     pub fn read(&self, cur: &mut Cursor) -> Read {
+        self.read_as(cur, |b, _| b.clone())
+    }
+
+    /// Reads what is available for `cur`, each piece with what it is.
+    pub fn read_parts(&self, cur: &mut Cursor) -> Read<(Bytes, PartKind)> {
+        self.read_as(cur, |b, k| (b.clone(), k))
+    }
+
+    fn read_as<T>(&self, cur: &mut Cursor, each: impl Fn(&Bytes, PartKind) -> T) -> Read<T> {
         let st = self.lock();
         if !cur.joined || cur.epoch != st.epoch {
             cur.joined = true;
@@ -202,9 +228,11 @@ impl Hub {
             };
         }
         let mut out = Vec::with_capacity(st.chunks.len() - first + 1);
+        let mut head = 0;
         if cur.need_header {
             if let Some(h) = &st.header {
-                out.push(h.clone());
+                head = h.len();
+                out.push(each(h, PartKind::Header));
             }
             cur.need_header = false;
         }
@@ -218,23 +246,40 @@ impl Hub {
                 break;
             }
             taken += c.data.len();
-            out.push(c.data.clone());
+            let kind = if c.key {
+                PartKind::Key(c.pts)
+            } else {
+                PartKind::Delta
+            };
+            out.push(each(&c.data, kind));
         }
         cur.next = Some(next);
-        let n_bytes: usize = out.iter().map(Bytes::len).sum();
         self.stats
             .bytes_out
-            .fetch_add(n_bytes as u64, Ordering::Relaxed);
+            .fetch_add((head + taken) as u64, Ordering::Relaxed);
         Read::Data(out)
     }
 
     /// Waits until `cur` has data or the hub closes.
     pub async fn next(&self, cur: &mut Cursor) -> Option<Vec<Bytes>> {
+        self.next_as(cur, Hub::read).await
+    }
+
+    /// Like [`Hub::next`], each piece with what it is.
+    pub async fn next_parts(&self, cur: &mut Cursor) -> Option<Vec<(Bytes, PartKind)>> {
+        self.next_as(cur, Hub::read_parts).await
+    }
+
+    async fn next_as<T>(
+        &self,
+        cur: &mut Cursor,
+        read: impl Fn(&Hub, &mut Cursor) -> Read<T>,
+    ) -> Option<Vec<T>> {
         loop {
             let notified = self.notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            match self.read(cur) {
+            match read(self, cur) {
                 Read::Data(d) => return Some(d),
                 Read::Closed => return None,
                 Read::Pending => notified.await,

@@ -7,6 +7,7 @@
 //! - [`process`] and [`command`]: the `custom_ffmpeg` producer and its argv templating.
 //! - [`ts`] and [`hub`]: TS inspection and the per-channel fan-out buffer.
 //! - [`channel`]: a channel's runtime and its worker thread.
+//! - [`hls`]: HLS segments and playlists cut from a channel's TS output.
 //!
 //! This module owns the channel runtimes: at most one producer per channel, started by the
 //! first client, stopped after the idle grace period, restarted when the registry says the
@@ -16,6 +17,7 @@
 
 pub mod channel;
 pub mod command;
+pub mod hls;
 pub mod hub;
 pub mod pipeline;
 pub mod process;
@@ -32,15 +34,127 @@ use channel::Channel;
 use hub::Cursor;
 use status::{State, Status};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub struct Engine {
     registry: Arc<Registry>,
     settings: EngineConfig,
     channels: Mutex<HashMap<u32, Arc<Channel>>>,
+    hls: Mutex<HashMap<u32, Arc<HlsSession>>>,
     shutdown: Arc<AtomicBool>,
+}
+
+/// A channel's HLS output while HLS viewers keep asking for it. It holds one client place
+/// on the channel (so the producer runs) and ends when no playlist or segment has been
+/// requested for a while, when the channel ends, or at shutdown.
+pub struct HlsSession {
+    pub id: u32,
+    /// Part of every segment name: a later session never reuses a name a cache may hold.
+    pub name: String,
+    segmenter: Mutex<hls::Segmenter>,
+    changed: tokio::sync::Notify,
+    created: Instant,
+    /// Milliseconds after `created` of the last request.
+    last_request: AtomicU64,
+    ended: AtomicBool,
+    error: Mutex<Option<String>>,
+}
+
+impl std::fmt::Debug for HlsSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HlsSession")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HlsSession {
+    fn new(id: u32, settings: &EngineConfig) -> HlsSession {
+        use std::time::{SystemTime, UNIX_EPOCH};
+        let ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
+        HlsSession {
+            id,
+            name: format!("{ms:x}"),
+            segmenter: Mutex::new(hls::Segmenter::new(
+                settings.hls_segment_secs,
+                settings.hls_list_size + 4,
+            )),
+            changed: tokio::sync::Notify::new(),
+            created: Instant::now(),
+            last_request: AtomicU64::new(0),
+            ended: AtomicBool::new(false),
+            error: Mutex::new(None),
+        }
+    }
+
+    fn touch(&self) {
+        self.last_request
+            .store(self.created.elapsed().as_millis() as u64, Ordering::SeqCst);
+    }
+
+    fn idle_for(&self) -> Duration {
+        let ms = (self.created.elapsed().as_millis() as u64)
+            .saturating_sub(self.last_request.load(Ordering::SeqCst));
+        Duration::from_millis(ms)
+    }
+
+    fn end(&self, error: Option<String>) {
+        if error.is_some() {
+            *lock(&self.error) = error;
+        }
+        self.ended.store(true, Ordering::SeqCst);
+        self.changed.notify_waiters();
+    }
+
+    pub fn ended(&self) -> bool {
+        self.ended.load(Ordering::SeqCst)
+    }
+
+    /// A finished segment by sequence number (None once it left the kept window).
+    pub fn segment(&self, seq: u64) -> Option<hls::Segment> {
+        self.touch();
+        lock(&self.segmenter).segment(seq)
+    }
+
+    /// The live playlist; waits (up to `limit`) for the first segment of a new session.
+    pub async fn playlist(
+        &self,
+        window: usize,
+        limit: Duration,
+        uri: impl Fn(u64) -> String,
+    ) -> Result<String, Error> {
+        self.touch();
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if let Some(p) = lock(&self.segmenter).playlist(window, &uri) {
+                return Ok(p);
+            }
+            if self.ended() {
+                let why = lock(&self.error)
+                    .clone()
+                    .unwrap_or_else(|| "the channel ended".into());
+                return Err(Error::new(ErrorKind::Unavailable, why));
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                return Err(Error::new(
+                    ErrorKind::Unavailable,
+                    format!(
+                        "stream {} produced no HLS segment within {} s",
+                        self.id,
+                        limit.as_secs()
+                    ),
+                ));
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for Engine {
@@ -69,6 +183,11 @@ impl Subscription {
     pub async fn next(&mut self) -> Option<Vec<Bytes>> {
         self.channel.hub.next(&mut self.cursor).await
     }
+
+    /// Like [`Subscription::next`], each chunk with what it is (for the HLS segmenter).
+    pub async fn next_parts(&mut self) -> Option<Vec<(Bytes, hub::PartKind)>> {
+        self.channel.hub.next_parts(&mut self.cursor).await
+    }
 }
 
 impl Drop for Subscription {
@@ -88,6 +207,7 @@ impl Engine {
             registry,
             settings,
             channels: Mutex::new(HashMap::new()),
+            hls: Mutex::new(HashMap::new()),
             shutdown: Arc::new(AtomicBool::new(false)),
         })
     }
@@ -179,22 +299,121 @@ impl Engine {
         }
     }
 
+    pub fn settings(&self) -> &EngineConfig {
+        &self.settings
+    }
+
+    /// The HLS session of channel `id`, started if there is none. 404 for an unknown
+    /// channel, 503 at shutdown. A new session starts the channel in the background; its
+    /// first playlist request waits for the first segment.
+    pub fn hls_session(self: &Arc<Self>, id: u32) -> Result<Arc<HlsSession>, Error> {
+        if self.shutdown.load(Ordering::SeqCst) {
+            return Err(Error::new(
+                ErrorKind::Unavailable,
+                "the server is shutting down",
+            ));
+        }
+        if self.registry.get(id).is_none() {
+            return Err(crate::registry::no_such(id));
+        }
+        let mut map = lock(&self.hls);
+        if let Some(s) = map.get(&id).filter(|s| !s.ended()) {
+            s.touch();
+            return Ok(s.clone());
+        }
+        let session = Arc::new(HlsSession::new(id, &self.settings));
+        session.touch();
+        map.insert(id, session.clone());
+        tokio::spawn(self.clone().run_hls(session.clone()));
+        Ok(session)
+    }
+
+    /// The running HLS session of channel `id` (segments are only served from one).
+    pub fn hls_running(&self, id: u32) -> Option<Arc<HlsSession>> {
+        lock(&self.hls).get(&id).filter(|s| !s.ended()).cloned()
+    }
+
+    /// How long an HLS session lives without requests: the playlist window, at least 10 s,
+    /// plus 10 s for players that pause between reloads.
+    fn hls_idle(&self) -> Duration {
+        let window = self.settings.hls_segment_secs * self.settings.hls_list_size as f64;
+        Duration::from_secs_f64(window.max(10.0) + 10.0)
+    }
+
+    /// Feeds a session's segmenter from the channel's hub until the session goes idle or
+    /// the channel ends.
+    async fn run_hls(self: Arc<Self>, session: Arc<HlsSession>) {
+        let mut sub = match self.subscribe(session.id).await {
+            Ok(sub) => sub,
+            Err(e) => {
+                session.end(Some(e.message().to_owned()));
+                self.drop_hls(&session);
+                return;
+            }
+        };
+        tracing::info!(channel = session.id, session = %session.name, "HLS output started");
+        let idle = self.hls_idle();
+        loop {
+            tokio::select! {
+                parts = sub.next_parts() => match parts {
+                    Some(parts) => {
+                        let now = Instant::now();
+                        let mut seg = lock(&session.segmenter);
+                        for (data, kind) in parts {
+                            seg.feed(data, kind, now);
+                        }
+                        drop(seg);
+                        session.changed.notify_waiters();
+                    }
+                    None => break,
+                },
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+            if session.idle_for() > idle || self.shutdown.load(Ordering::SeqCst) {
+                break;
+            }
+        }
+        tracing::info!(channel = session.id, session = %session.name, "HLS output stopped");
+        session.end(None);
+        self.drop_hls(&session);
+    }
+
+    fn drop_hls(&self, session: &Arc<HlsSession>) {
+        let mut map = lock(&self.hls);
+        if map
+            .get(&session.id)
+            .is_some_and(|s| Arc::ptr_eq(s, session))
+        {
+            map.remove(&session.id);
+        }
+    }
+
+    /// Whether channel `id` has HLS output now.
+    pub fn hls_active(&self, id: u32) -> bool {
+        self.hls_running(id).is_some()
+    }
+
     /// Status of channel `id` (idle if it never ran). None for an unknown channel.
     pub fn status(&self, id: u32) -> Option<Status> {
         let stream = self.registry.get(id)?;
-        Some(match lock(&self.channels).get(&id) {
+        let mut st = match lock(&self.channels).get(&id) {
             Some(ch) => ch.status(),
             None => Status {
                 id,
                 producer: channel::producer_of(&stream),
                 ..Status::default()
             },
-        })
+        };
+        st.hls = self.hls_active(id);
+        Some(st)
     }
 
     /// Statuses of every channel that has a runtime.
     pub fn statuses(&self) -> Vec<Status> {
         let mut v: Vec<Status> = lock(&self.channels).values().map(|c| c.status()).collect();
+        for s in &mut v {
+            s.hls = self.hls_active(s.id);
+        }
         v.sort_by_key(|s| s.id);
         v
     }

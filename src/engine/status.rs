@@ -59,6 +59,9 @@ pub struct Status {
     /// Why the last switch happened.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_switch: Option<String>,
+    /// HLS output is running (`/hls/<id>/index.m3u8` was requested lately). Its session
+    /// counts as one of `clients`.
+    pub hls: bool,
     /// Last lines a custom command wrote to stderr.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub stderr_tail: Vec<String>,

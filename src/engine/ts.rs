@@ -51,6 +51,22 @@ fn section(p: &[u8]) -> Option<(u8, &[u8])> {
     Some((t[0], body))
 }
 
+/// The PTS (90 kHz, 33 bits) of the PES that starts in packet `p`, if it carries one.
+fn pes_pts(p: &[u8]) -> Option<u64> {
+    let pl = payload(p)?;
+    if pl.len() < 14 || pl[..3] != [0, 0, 1] || pl[7] & 0x80 == 0 {
+        return None;
+    }
+    let b = &pl[9..14];
+    Some(
+        (u64::from(b[0] >> 1) & 0x07) << 30
+            | u64::from(b[1]) << 22
+            | u64::from(b[2] >> 1) << 15
+            | u64::from(b[3]) << 7
+            | u64::from(b[4] >> 1),
+    )
+}
+
 /// Tracks PSI and keyframes across a stream of TS bytes.
 #[derive(Debug, Default)]
 pub struct Inspector {
@@ -70,6 +86,8 @@ pub struct Piece {
     /// The piece starts with the first packet of a video keyframe (or of any random
     /// access point when the program has no video).
     pub key: bool,
+    /// For a keyframe piece: the keyframe's PTS (90 kHz), when its PES header has one.
+    pub pts: Option<u64>,
 }
 
 impl Inspector {
@@ -137,6 +155,7 @@ impl Inspector {
         let mut pieces = Vec::new();
         let mut start = 0; // start of the current piece in `rest`
         let mut key = false;
+        let mut pts = None;
         let mut i = 0;
         while i + PACKET <= self.rest.len() {
             if self.rest[i] != SYNC {
@@ -145,6 +164,7 @@ impl Inspector {
                     pieces.push(Piece {
                         data: Bytes::copy_from_slice(&self.rest[start..i]),
                         key,
+                        pts: pts.filter(|_| key),
                     });
                 }
                 let skip = self.rest[i + 1..]
@@ -155,10 +175,12 @@ impl Inspector {
                 i += skip;
                 start = i;
                 key = false;
+                pts = None;
                 continue;
             }
             let p = &self.rest[i..i + PACKET];
             let (is_key, is_psi) = (self.is_key(p), pid(p) == 0 || Some(pid(p)) == self.pmt_pid);
+            let key_pts = if is_key { pes_pts(p) } else { None };
             if is_psi {
                 let copy = p.to_vec();
                 self.learn(&copy);
@@ -167,11 +189,13 @@ impl Inspector {
                 pieces.push(Piece {
                     data: Bytes::copy_from_slice(&self.rest[start..i]),
                     key,
+                    pts: pts.filter(|_| key),
                 });
                 start = i;
             }
             if is_key {
                 key = i == start;
+                pts = key_pts;
             }
             i += PACKET;
         }
@@ -179,6 +203,7 @@ impl Inspector {
             pieces.push(Piece {
                 data: Bytes::copy_from_slice(&self.rest[start..i]),
                 key,
+                pts: pts.filter(|_| key),
             });
         }
         let _ = self.rest.split_to(i.min(self.rest.len()));
@@ -277,7 +302,8 @@ pub(crate) mod tests {
             pieces,
             vec![Piece {
                 data: Bytes::from(packet(0x100, true, true, b"k")),
-                key: true
+                key: true,
+                pts: None,
             }]
         );
     }

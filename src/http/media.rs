@@ -9,6 +9,7 @@ use super::AppState;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use std::convert::Infallible;
+use std::time::Duration;
 use warp::http::{header, HeaderValue, StatusCode};
 use warp::reply::Response;
 use warp::Reply;
@@ -51,5 +52,85 @@ pub fn head(state: &AppState, id: u32) -> Response {
     }
     let mut resp = StatusCode::OK.into_response();
     ts_headers(&mut resp);
+    resp
+}
+
+/// `Cache-Control` for HLS responses. Shared caches (nginx, a CDN) may keep them only when
+/// the URL itself carries the token (or no token is configured): a cache keys on the URL,
+/// so a response to a request authorised by a header must stay private.
+fn hls_cache(state: &AppState, query: &str, max_age: u64, immutable: bool) -> HeaderValue {
+    let shared = state.server.auth_token.is_none() || crate::auth::query_token(query).is_some();
+    let scope = if shared { "public" } else { "private" };
+    let tail = if immutable { ", immutable" } else { "" };
+    HeaderValue::from_str(&format!("{scope}, max-age={max_age}{tail}"))
+        .unwrap_or(HeaderValue::from_static("no-cache"))
+}
+
+/// `/hls/<id>/index.m3u8`: the live playlist. Starts the channel's HLS output if needed
+/// and waits for its first segment. Segment URLs are relative and carry the token.
+pub async fn hls_playlist(state: &AppState, id: u32, query: &str) -> Response {
+    let session = match state.engine.hls_session(id) {
+        Ok(s) => s,
+        Err(e) => return reply::error(&e),
+    };
+    let engine = state.engine.settings();
+    let limit = Duration::from_secs(engine.start_timeout_secs)
+        + Duration::from_secs_f64(4.0 * engine.hls_segment_secs);
+    let token = state
+        .server
+        .auth_token
+        .as_deref()
+        .map(|t| format!("?token={}", crate::auth::encode_for_query(t)))
+        .unwrap_or_default();
+    let name = session.name.clone();
+    let uri = move |seq: u64| format!("{name}-{seq}.ts{token}");
+    let text = match session.playlist(engine.hls_list_size, limit, uri).await {
+        Ok(t) => t,
+        Err(e) => return reply::error(&e),
+    };
+    let mut resp = text.into_response();
+    let max_age = (engine.hls_segment_secs / 2.0).floor().max(1.0) as u64;
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/vnd.apple.mpegurl"),
+    );
+    h.insert(
+        header::CACHE_CONTROL,
+        hls_cache(state, query, max_age, false),
+    );
+    resp
+}
+
+/// `/hls/<id>/<session>-<seq>.ts`: one segment of the running HLS session.
+pub fn hls_segment(state: &AppState, id: u32, file: &str, query: &str) -> Response {
+    let gone = || {
+        reply::error(&crate::error::Error::not_found(format!(
+            "no HLS segment {file} for stream {id} (it left the live window, or the session ended)"
+        )))
+    };
+    let Some((name, seq)) = file
+        .strip_suffix(".ts")
+        .and_then(|f| f.rsplit_once('-'))
+        .and_then(|(n, s)| Some((n, s.parse::<u64>().ok()?)))
+    else {
+        return gone();
+    };
+    let Some(session) = state.engine.hls_running(id).filter(|s| s.name == name) else {
+        return gone();
+    };
+    let Some(seg) = session.segment(seq) else {
+        return gone();
+    };
+    let engine = state.engine.settings();
+    let keep = (engine.hls_segment_secs * (engine.hls_list_size + 4) as f64).ceil() as u64;
+    let mut resp = Response::new(seg.data.into());
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(MPEG_TS));
+    h.insert(header::CACHE_CONTROL, hls_cache(state, query, keep, true));
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
     resp
 }

@@ -103,6 +103,8 @@ pub const ROUTES: &[RouteSpec] = &[
     route("POST", "/api/reload", "/api/reload"),
     route("GET", "/stream/{id}", "/stream/1"),
     route("HEAD", "/stream/{id}", "/stream/1"),
+    route("GET", "/hls/{id}/index.m3u8", "/hls/1/index.m3u8"),
+    route("GET", "/hls/{id}/{segment}", "/hls/1/0-0.ts"),
     route("GET", "/epg.xml", "/epg.xml"),
     route("GET", "/api/schedule", "/api/schedule"),
     route("POST", "/api/schedule", "/api/schedule"),
@@ -139,6 +141,17 @@ pub fn pattern_of(method: &str, path: &str) -> &'static str {
             .find(|r| r.pattern == norm)
             .map(|r| r.pattern)
             .unwrap_or("other");
+    }
+    if let Some(tail) = path.strip_prefix("/hls/") {
+        let mut parts = tail.split('/');
+        let id = parts
+            .next()
+            .is_some_and(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()));
+        return match (id, parts.next(), parts.next()) {
+            (true, Some("index.m3u8"), None) => "/hls/{id}/index.m3u8",
+            (true, Some(f), None) if f.ends_with(".ts") => "/hls/{id}/{segment}",
+            _ => "other",
+        };
     }
     let norm: String = path
         .split('/')
@@ -401,6 +414,23 @@ pub fn routes(
         .and(s())
         .map(|id, st: Arc<AppState>| media::head(&st, id));
 
+    let query = || warp::query::raw().or(warp::any().map(String::new)).unify();
+    let hls_playlist =
+        warp::path!("hls" / u32 / "index.m3u8")
+            .and(warp::get())
+            .and(s())
+            .and(query())
+            .then(|id, st: Arc<AppState>, q: String| async move {
+                media::hls_playlist(&st, id, &q).await
+            });
+    let hls_segment = warp::path!("hls" / u32 / String)
+        .and(warp::get())
+        .and(s())
+        .and(query())
+        .map(|id, file: String, st: Arc<AppState>, q: String| {
+            media::hls_segment(&st, id, &file, &q)
+        });
+
     let tuner = warp::path("hdhr")
         .and(warp::path::tail())
         .and(warp::method())
@@ -485,6 +515,8 @@ pub fn routes(
         sched_delete.boxed(),
         watch.boxed(),
         probe.boxed(),
+        hls_playlist.boxed(),
+        hls_segment.boxed(),
         status.boxed(),
         playlist.boxed(),
         metrics.boxed(),
@@ -634,5 +666,14 @@ mod tests {
         assert_eq!(pattern_of("GET", "/health"), "/health");
         assert_eq!(pattern_of("GET", "/stream/1"), "/stream/{id}");
         assert_eq!(pattern_of("HEAD", "/stream/12"), "/stream/{id}");
+        assert_eq!(
+            pattern_of("GET", "/hls/3/index.m3u8"),
+            "/hls/{id}/index.m3u8"
+        );
+        assert_eq!(
+            pattern_of("GET", "/hls/3/19a4c-17.ts"),
+            "/hls/{id}/{segment}"
+        );
+        assert_eq!(pattern_of("GET", "/hls/3/../../etc"), "other");
     }
 }

@@ -1,0 +1,278 @@
+//! HLS output: `/hls/<id>/index.m3u8` and its segments, cut from the same pipeline as
+//! `/stream/<id>`. Playlists are checked with a real HLS parser (Debian's python3-m3u8),
+//! segments with ffprobe, and the whole thing is played by the ffmpeg CLI.
+
+mod common;
+
+use common::{eventually, media, Server, Viewer, TOKEN};
+use std::io::Read;
+use std::process::Command;
+use std::time::Duration;
+
+fn config() -> String {
+    format!(
+        "server:\n  auth_token: {TOKEN}\n  allow_api_local_sources: true\nengine:\n  idle_grace_secs: 1\n  hls_segment_secs: 1\n  hls_list_size: 4\nffmpeg_profiles:\n  x264:\n    video_codec: libx264\n    video_bitrate: 600k\n    preset: ultrafast\n    gop: 25\n    audio_codec: aac\n    audio_bitrate: 64k\nstreams:\n  - {{id: 1, name: H264, source: 'lavfi:testsrc2=size=320x240:rate=25[out0];sine=frequency=500[out1]', ffmpeg_profile: x264}}\n  - {{id: 2, name: Other, source: 'lavfi:testsrc2=size=160x120:rate=25[out0];sine[out1]', ffmpeg_profile: x264}}\n"
+    )
+}
+
+fn get_bytes(
+    s: &Server,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    let mut req = ureq::get(&s.url(path)).timeout(Duration::from_secs(30));
+    for (k, v) in headers {
+        req = req.set(k, v);
+    }
+    let resp = match req.call() {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("GET {path}: {e}"),
+    };
+    let status = resp.status();
+    let headers = resp
+        .headers_names()
+        .into_iter()
+        .map(|n| {
+            let v = resp.header(&n).unwrap_or("").to_owned();
+            (n, v)
+        })
+        .collect();
+    let mut body = Vec::new();
+    resp.into_reader().read_to_end(&mut body).unwrap();
+    (status, headers, body)
+}
+
+fn header<'a>(h: &'a [(String, String)], name: &str) -> &'a str {
+    h.iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map_or("", |(_, v)| v.as_str())
+}
+
+/// Parses a playlist with the `m3u8` package: (media sequence, target duration,
+/// [(uri, duration, discontinuity)]).
+fn parse(text: &str) -> (u64, u64, Vec<(String, f64, bool)>) {
+    let script = r#"
+import json, sys, m3u8
+p = m3u8.loads(sys.stdin.read())
+assert not p.is_variant, "a media playlist"
+assert not p.is_endlist, "a live playlist has no ENDLIST"
+print(json.dumps({"seq": p.media_sequence, "target": p.target_duration,
+  "segments": [[s.uri, s.duration, bool(s.discontinuity)] for s in p.segments]}))
+"#;
+    let mut child = Command::new("/usr/bin/python3")
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 (./scripts/setup installs python3-m3u8)");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "m3u8 refused the playlist: {}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let segs = v["segments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s[0].as_str().unwrap().to_owned(),
+                s[1].as_f64().unwrap(),
+                s[2].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    (
+        v["seq"].as_u64().unwrap(),
+        v["target"].as_f64().unwrap() as u64,
+        segs,
+    )
+}
+
+fn playlist(s: &Server) -> String {
+    let (status, h, body) = get_bytes(s, &format!("/hls/1/index.m3u8?token={TOKEN}"), &[]);
+    let text = String::from_utf8(body).unwrap();
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(header(&h, "content-type"), "application/vnd.apple.mpegurl");
+    text
+}
+
+#[test]
+fn hls_is_cut_from_the_same_pipeline_on_keyframes_and_plays() {
+    let s = Server::start(&config());
+    // A TS viewer first: HLS must join its pipeline, not start another.
+    let mut viewer = Viewer::open(&s, 1);
+    assert!(!viewer.read_for(Duration::from_millis(500)).is_empty());
+    let text = playlist(&s);
+    let status = s.get("/api/streams/1/status").json();
+    assert_eq!(status["starts"], 1, "one pipeline run: {status}");
+    assert_eq!(
+        status["clients"], 2,
+        "the TS viewer and the HLS session: {status}"
+    );
+    assert_eq!(status["hls"], true);
+
+    // Wait for a full window, then check every listed segment.
+    assert!(eventually(Duration::from_secs(15), || parse(&playlist(&s))
+        .2
+        .len()
+        >= 4));
+    let text2 = playlist(&s);
+    let (seq, target, segs) = parse(&text2);
+    assert_eq!(segs.len(), 4, "hls_list_size: {text2}");
+    assert_eq!(target, 1, "{text2}");
+    assert!(seq > 0 || parse(&text).2.len() < 4, "the window slides");
+    let dir = tempfile::tempdir().unwrap();
+    for (i, (uri, dur, disc)) in segs.iter().enumerate() {
+        assert!(!disc);
+        assert!(
+            uri.ends_with(&format!(".ts?token={TOKEN}")) && !uri.contains('/'),
+            "relative URIs that carry the token: {uri}"
+        );
+        assert!(
+            (0.95..=1.25).contains(dur),
+            "segment {i}: {dur} s (GOP 1 s)"
+        );
+        let (status, h, body) = get_bytes(&s, &format!("/hls/1/{uri}"), &[]);
+        assert_eq!(status, 200, "{uri}");
+        assert_eq!(header(&h, "content-type"), "video/mp2t");
+        assert!(header(&h, "cache-control").starts_with("public, max-age="));
+        assert_eq!(body.len() % 188, 0);
+        let path = dir.path().join(format!("{i}.ts"));
+        std::fs::write(&path, &body).unwrap();
+        assert_eq!(media::codecs(&path), ["h264", "aac"], "{uri}");
+        assert_eq!(media::resolution(&path), (320, 240));
+        assert!(
+            media::starts_with_keyframe(&path),
+            "{uri} starts on a keyframe"
+        );
+        assert_eq!(media::decode_errors(&path), "", "{uri} decodes on its own");
+        let frames = media::video_csv(&path, "frame=key_frame", &[])
+            .lines()
+            .count();
+        assert!(
+            (frames as f64 - dur * 25.0).abs() <= 1.0,
+            "{uri}: {frames} frames for EXTINF {dur}"
+        );
+    }
+    // The TS viewer was never disturbed.
+    assert!(viewer.read_for(Duration::from_millis(500)).len() > 10_000);
+
+    // The ffmpeg CLI plays the live playlist end to end.
+    let out_path = dir.path().join("played.ts");
+    let out = Command::new("ffmpeg")
+        .args(["-hide_banner", "-v", "error", "-i"])
+        .arg(s.url(&format!("/hls/1/index.m3u8?token={TOKEN}")))
+        .args(["-t", "4", "-c", "copy", "-y"])
+        .arg(&out_path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(media::decode_errors(&out_path), "");
+    let (_, secs) = media::video_bitrate(&out_path);
+    assert!(secs > 3.0, "played {secs} s");
+    assert_eq!(s.get("/api/streams/1/status").json()["starts"], 1);
+}
+
+#[test]
+fn segments_need_the_token_and_caching_follows_how_it_was_sent() {
+    let s = Server::start(&config());
+    let (status, _, body) = get_bytes(&s, "/hls/2/index.m3u8", &[]);
+    assert_eq!(status, 401, "{}", String::from_utf8_lossy(&body));
+    // Authorised by a header: the URL is no cache key for the token, so private.
+    let (status, h, body) = get_bytes(&s, "/hls/2/index.m3u8", &[("X-Amps-Token", TOKEN)]);
+    assert_eq!(status, 200);
+    assert!(header(&h, "cache-control").starts_with("private"), "{h:?}");
+    let text = String::from_utf8(body).unwrap();
+    let uri = text
+        .lines()
+        .find(|l| l.ends_with(&format!("?token={TOKEN}")))
+        .unwrap();
+    let bare = uri.split('?').next().unwrap();
+    let (status, _, _) = get_bytes(&s, &format!("/hls/2/{bare}"), &[]);
+    assert_eq!(status, 401, "a segment without the token");
+    let (status, _, _) = get_bytes(&s, &format!("/hls/2/{bare}?token=wrong"), &[]);
+    assert_eq!(status, 401);
+    let (status, h, _) = get_bytes(&s, &format!("/hls/2/{uri}"), &[]);
+    assert_eq!(status, 200);
+    assert!(header(&h, "cache-control").contains("immutable"));
+    // Unknown names, old sessions and unknown channels are JSON 404s.
+    for path in [
+        format!("/hls/2/0-0.ts?token={TOKEN}"),
+        format!("/hls/2/{}?token={TOKEN}", bare.replace("-", "-9999")),
+        format!("/hls/2/index.m3u9?token={TOKEN}"),
+        format!("/hls/77/index.m3u8?token={TOKEN}"),
+    ] {
+        let (status, h, body) = get_bytes(&s, &path, &[]);
+        assert_eq!(status, 404, "{path}");
+        assert_eq!(header(&h, "content-type"), "application/json", "{path}");
+        assert!(!body.is_empty());
+    }
+}
+
+#[test]
+fn a_producer_restart_is_a_discontinuity_and_a_deleted_channel_ends_its_session() {
+    let s = Server::start(&config());
+    let first = parse(&playlist(&s));
+    assert!(first.2.iter().all(|x| !x.2));
+    // A new source restarts the producer; the session carries on with a discontinuity.
+    let r = s.send_json(
+        "PATCH",
+        "/api/streams/1",
+        r#"{"source": "lavfi:testsrc2=size=320x240:rate=25[out0];sine=frequency=900[out1]"}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(
+        eventually(Duration::from_secs(15), || {
+            let (_, _, segs) = parse(&playlist(&s));
+            let at = segs.iter().position(|x| x.2);
+            at.is_some_and(|i| i + 1 < segs.len())
+        }),
+        "{}",
+        playlist(&s)
+    );
+    let text = playlist(&s);
+    assert!(text.contains("#EXT-X-DISCONTINUITY\n"), "{text}");
+    assert!(text.contains("#EXT-X-DISCONTINUITY-SEQUENCE:0\n"), "{text}");
+    // The segment after the discontinuity starts cleanly on a keyframe.
+    let (_, _, segs) = parse(&text);
+    let after = &segs[segs.iter().position(|x| x.2).unwrap()].0;
+    let (_, _, body) = get_bytes(&s, &format!("/hls/1/{after}"), &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("after.ts");
+    std::fs::write(&path, body).unwrap();
+    assert!(media::starts_with_keyframe(&path));
+    assert_eq!(media::decode_errors(&path), "");
+
+    let r = s.request("DELETE", "/api/streams/1", &[("X-Amps-Token", TOKEN)], None);
+    assert_eq!(r.status, 204);
+    let uri = &segs[0].0;
+    assert!(
+        eventually(Duration::from_secs(5), || get_bytes(
+            &s,
+            &format!("/hls/1/{uri}"),
+            &[]
+        )
+        .0 == 404),
+        "segments of a deleted channel are gone"
+    );
+    assert_eq!(
+        get_bytes(&s, &format!("/hls/1/index.m3u8?token={TOKEN}"), &[]).0,
+        404
+    );
+}
