@@ -1,0 +1,193 @@
+//! docs/SCALING.md, run for real: the nginx from Debian, configured with the block in that
+//! page, in front of Amps on loopback. Many HLS viewers through nginx; one pipeline and
+//! about one request per segment behind it.
+
+mod common;
+
+use common::{Server, TOKEN};
+use std::collections::HashSet;
+use std::io::Read;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const VIEWERS: usize = 24;
+
+/// The ```nginx block of docs/SCALING.md.
+fn documented_config() -> String {
+    let doc =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/SCALING.md")).unwrap();
+    let start = doc.find("```nginx\n").expect("an nginx block") + "```nginx\n".len();
+    let len = doc[start..].find("```").unwrap();
+    doc[start..start + len].to_owned()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Nginx {
+    child: Child,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Nginx {
+    fn start(upstream: &str) -> Nginx {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let cache = dir.path().join("cache");
+        let mut site = documented_config();
+        for (from, to) in [
+            ("listen 8080;", format!("listen 127.0.0.1:{port};")),
+            ("http://127.0.0.1:5000", format!("http://{upstream}")),
+            ("/var/cache/nginx/amps", cache.display().to_string()),
+        ] {
+            assert!(site.contains(from), "docs/SCALING.md no longer has {from}");
+            site = site.replace(from, &to);
+        }
+        // The part of nginx.conf Debian provides; everything else is the documented block.
+        let p = dir.path().display();
+        let conf = format!(
+            "daemon off;\nworker_processes 1;\npid {p}/nginx.pid;\nerror_log {p}/error.log warn;\nevents {{ worker_connections 1024; }}\nhttp {{\n  access_log off;\n  client_body_temp_path {p}/body;\n  proxy_temp_path {p}/proxy;\n  fastcgi_temp_path {p}/fastcgi;\n  uwsgi_temp_path {p}/uwsgi;\n  scgi_temp_path {p}/scgi;\n{site}\n}}\n"
+        );
+        let path = dir.path().join("nginx.conf");
+        std::fs::write(&path, conf).unwrap();
+        // Workers may run as another user when the tests run as root.
+        let _ = Command::new("chmod").arg("777").arg(dir.path()).status();
+        let child = Command::new("/usr/sbin/nginx")
+            .arg("-p")
+            .arg(dir.path())
+            .arg("-c")
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("nginx (./scripts/setup installs nginx-light)");
+        let t0 = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "nginx did not start: {}",
+                std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Nginx { child, port, dir }
+    }
+
+    fn get(&self, path: &str) -> (u16, String, Vec<u8>) {
+        let resp = match ureq::get(&format!("http://127.0.0.1:{}{path}", self.port))
+            .timeout(Duration::from_secs(40))
+            .call()
+        {
+            Ok(r) => r,
+            Err(ureq::Error::Status(_, r)) => r,
+            Err(e) => panic!("GET {path} through nginx: {e}"),
+        };
+        let status = resp.status();
+        let cache = resp.header("x-cache-status").unwrap_or("").to_owned();
+        let mut body = Vec::new();
+        resp.into_reader().read_to_end(&mut body).unwrap();
+        (status, cache, body)
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = &self.dir;
+    }
+}
+
+/// `amps_http_requests_total` for a route and status, from /metrics.
+fn requests(s: &Server, route: &str, status: u16) -> u64 {
+    let text = s.get("/metrics").body;
+    text.lines()
+        .filter(|l| {
+            l.starts_with("amps_http_requests_total{")
+                && l.contains(&format!("route=\"{route}\""))
+                && l.contains(&format!("status=\"{status}\""))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+#[test]
+fn nginx_serves_many_hls_viewers_from_one_pipeline() {
+    let s = Server::start(&format!(
+        "server:\n  auth_token: {TOKEN}\nengine:\n  hls_segment_secs: 1\n  hls_list_size: 4\nffmpeg_profiles:\n  x264: {{video_codec: libx264, video_bitrate: 400k, preset: ultrafast, gop: 25, audio_codec: aac, audio_bitrate: 64k}}\nstreams:\n  - {{id: 1, name: Busy, source: 'lavfi:testsrc2=size=320x240:rate=25[out0];sine[out1]', ffmpeg_profile: x264}}\n"
+    ));
+    let nginx = Arc::new(Nginx::start(&s.addr));
+    let playlist = format!("/hls/1/index.m3u8?token={TOKEN}");
+
+    // A wrong token is refused through the cache too.
+    let (status, _, _) = nginx.get("/hls/1/index.m3u8?token=wrong");
+    assert_eq!(status, 401);
+
+    let seen = Arc::new(Mutex::new(HashSet::<String>::new()));
+    let fetched = Arc::new(Mutex::new((0usize, 0usize))); // (segments, hits)
+    let until = Instant::now() + Duration::from_secs(8);
+    let viewers: Vec<_> = (0..VIEWERS)
+        .map(|_| {
+            let (nginx, seen, fetched, playlist) = (
+                nginx.clone(),
+                seen.clone(),
+                fetched.clone(),
+                playlist.clone(),
+            );
+            std::thread::spawn(move || {
+                let mut mine = HashSet::new();
+                while Instant::now() < until {
+                    let (status, _, body) = nginx.get(&playlist);
+                    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+                    let text = String::from_utf8(body).unwrap();
+                    for uri in text.lines().filter(|l| !l.starts_with('#')) {
+                        if !mine.insert(uri.to_owned()) {
+                            continue;
+                        }
+                        let (status, cache, body) = nginx.get(&format!("/hls/1/{uri}"));
+                        assert_eq!(status, 200, "{uri}");
+                        assert!(body.len() > 10_000 && body.len() % 188 == 0, "{uri}");
+                        let mut f = fetched.lock().unwrap();
+                        f.0 += 1;
+                        f.1 += usize::from(cache == "HIT");
+                        seen.lock().unwrap().insert(uri.to_owned());
+                    }
+                    std::thread::sleep(Duration::from_millis(400));
+                }
+            })
+        })
+        .collect();
+    for v in viewers {
+        v.join().unwrap();
+    }
+    let distinct = seen.lock().unwrap().len();
+    let (segments, hits) = *fetched.lock().unwrap();
+    let to_amps = requests(&s, "/hls/{id}/{segment}", 200);
+    let playlists_to_amps = requests(&s, "/hls/{id}/index.m3u8", 200);
+    eprintln!(
+        "viewers {VIEWERS}: {segments} segment fetches ({hits} cache hits) of {distinct} segments; Amps served {to_amps} segments and {playlists_to_amps} playlists"
+    );
+    assert!(distinct >= 6, "the window moved: {distinct} segments");
+    assert!(
+        segments >= VIEWERS * distinct * 9 / 10,
+        "every viewer got (nearly) every segment"
+    );
+    assert!(
+        to_amps <= distinct as u64 + 2,
+        "nginx fetched each segment once: {to_amps} for {distinct}"
+    );
+    assert!(
+        playlists_to_amps <= 3 * 10,
+        "playlists come from the cache between refreshes: {playlists_to_amps}"
+    );
+    let st = s.get("/api/streams/1/status").json();
+    assert_eq!(st["starts"], 1, "{st}");
+    assert_eq!(st["clients"], 1, "one HLS session behind the cache: {st}");
+}
