@@ -40,6 +40,26 @@ impl TokenCheck {
         self.digest.is_some()
     }
 
+    /// The dashboard's session cookie value for this token: derived from the token's
+    /// digest (so it changes when the token does) and never the token itself. None when
+    /// no token is configured.
+    pub fn session_value(&self) -> Option<String> {
+        let d = self.digest?;
+        let mut h = Sha256::new();
+        h.update(b"amps-dashboard-session\0");
+        h.update(d);
+        Some(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    }
+
+    /// True if `cookie` is this token's session value (compared in constant time).
+    pub fn allows_session(&self, cookie: Option<&str>) -> bool {
+        match (self.session_value(), cookie) {
+            (None, _) => true,
+            (Some(_), None) => false,
+            (Some(want), Some(got)) => bool::from(digest(&want).ct_eq(&digest(got))),
+        }
+    }
+
     /// True if `presented` grants access.
     pub fn allows(&self, presented: Option<&str>) -> bool {
         match (&self.digest, presented) {
@@ -67,6 +87,17 @@ pub fn presented<'a>(
         return Some(t.trim().to_owned());
     }
     query.and_then(query_token)
+}
+
+/// The name of the dashboard's session cookie.
+pub const SESSION_COOKIE: &str = "amps_session";
+
+/// The value of cookie `name` in a `Cookie` header.
+pub fn cookie<'a>(header: &'a str, name: &str) -> Option<&'a str> {
+    header.split(';').find_map(|pair| {
+        let (k, v) = pair.trim().split_once('=')?;
+        (k == name).then(|| v.trim_matches('"'))
+    })
 }
 
 /// The decoded value of the first `token=` query parameter.
@@ -108,6 +139,33 @@ pub fn encode_for_query(token: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn session_cookies_derive_from_the_token_and_are_checked() {
+        let a = TokenCheck::new(Some("secret-a"));
+        let b = TokenCheck::new(Some("secret-b"));
+        let va = a.session_value().unwrap();
+        assert_eq!(va.len(), 64);
+        assert!(!va.contains("secret"));
+        assert_ne!(
+            Some(va.clone()),
+            b.session_value(),
+            "a new token ends old sessions"
+        );
+        assert!(a.allows_session(Some(&va)));
+        assert!(!b.allows_session(Some(&va)));
+        assert!(!a.allows_session(None));
+        assert!(
+            !a.allows_session(Some("secret-a")),
+            "the token is no session"
+        );
+        assert!(TokenCheck::new(None).allows_session(None));
+        assert_eq!(
+            cookie("theme=dark; amps_session=abc; x=1", SESSION_COOKIE),
+            Some("abc")
+        );
+        assert_eq!(cookie("amps_sessionx=1", SESSION_COOKIE), None);
+    }
+
     use super::*;
     use proptest::prelude::*;
 

@@ -191,6 +191,11 @@ impl Collector for EngineCollector {
 }
 
 impl Metrics {
+    /// Time since the server started.
+    pub fn uptime(&self) -> std::time::Duration {
+        self.started.elapsed()
+    }
+
     /// Metrics of the HTTP layer, plus the engine's channels when given one.
     pub fn with_engine(engine: Arc<Engine>) -> Metrics {
         let mut m = Metrics::new();

@@ -42,7 +42,16 @@ fn every_route_but_health_refuses_a_missing_or_wrong_token() {
             body,
         );
         if r.public {
-            assert_eq!(anon.status, 200, "{} {}", r.method, r.pattern);
+            if (r.method, r.pattern) == ("POST", "/login") {
+                // The login form refuses a missing token with itself, as HTML.
+                assert_eq!(anon.status, 401);
+                assert!(anon
+                    .body
+                    .contains("<form method=\"post\" action=\"/login\">"));
+            } else {
+                // (POST /logout redirects to the login form.)
+                assert_eq!(anon.status, 200, "{} {}", r.method, r.pattern);
+            }
             continue;
         }
         for resp in [&anon, &wrong] {
@@ -69,25 +78,58 @@ fn every_route_but_health_refuses_a_missing_or_wrong_token() {
 #[test]
 fn every_route_in_the_table_is_served_with_the_token() {
     let s = Server::start(&basic_config());
-    // Streaming first (PUT changes stream 1's source), DELETE last.
+    // Media first (PUT changes stream 1's source), DELETE last.
     let mut routes: Vec<_> = ROUTES.iter().collect();
     routes.sort_by_key(|r| {
         (
             r.method == "DELETE",
-            !(r.pattern.starts_with("/stream/") || r.pattern.contains("/auto/")),
+            !["/stream/", "/hls/", "/thumb/", "/hdhr/{token}/auto/"]
+                .iter()
+                .any(|p| r.pattern.starts_with(p)),
             r.method != "POST",
         )
     });
+    let bearer = format!("Bearer {TOKEN}");
+    let json = vec![
+        ("Authorization", bearer.as_str()),
+        ("Content-Type", "application/json"),
+    ];
+    let mut viewer = None;
     for r in routes {
-        let resp = s.request(
-            r.method,
-            r.example,
-            &[
-                ("Authorization", &format!("Bearer {TOKEN}")),
-                ("Content-Type", "application/json"),
-            ],
-            body_for(r.method, r.pattern),
-        );
+        let mut path = r.example.to_owned();
+        let body = body_for(r.method, r.pattern).map(str::to_owned);
+        let headers = json.clone();
+        match (r.method, r.pattern) {
+            ("POST", "/login") => {
+                // A form, answered with the session cookie and a redirect to the dashboard.
+                let resp = ureq::AgentBuilder::new()
+                    .redirects(0)
+                    .build()
+                    .post(&s.url(&path))
+                    .set("Content-Type", "application/x-www-form-urlencoded")
+                    .send_string(&format!("token={TOKEN}"))
+                    .unwrap();
+                assert_eq!(resp.status(), 303);
+                assert!(resp
+                    .header("set-cookie")
+                    .unwrap()
+                    .starts_with("amps_session="));
+                continue;
+            }
+            (_, "/thumb/{id}.jpg") => {
+                // A thumbnail needs a running channel.
+                let mut v = common::Viewer::open(&s, 1);
+                assert!(!v.read_for(Duration::from_millis(300)).is_empty());
+                viewer = Some(v);
+            }
+            (_, "/hls/{id}/{segment}") => {
+                let pl = s.get("/hls/1/index.m3u8").body;
+                let seg = pl.lines().find(|l| !l.starts_with('#')).unwrap();
+                path = format!("/hls/1/{seg}");
+            }
+            _ => {}
+        }
+        let resp = s.request(r.method, &path, &headers, body.as_deref());
         assert!(
             (200..300).contains(&resp.status),
             "{} {} answered {}: {}",
@@ -97,6 +139,7 @@ fn every_route_in_the_table_is_served_with_the_token() {
             resp.body
         );
     }
+    drop(viewer);
     let m = s.get("/metrics").body;
     for r in ROUTES {
         assert!(

@@ -77,6 +77,19 @@ pub struct Cursor {
     joined: bool,
     epoch: u64,
     skips: u32,
+    /// Join at the oldest keyframe of the backlog instead of the newest (a reader that
+    /// wants history at once: the HLS segmenter fills its window from it).
+    oldest: bool,
+}
+
+impl Cursor {
+    /// A cursor that joins at the oldest buffered keyframe.
+    pub fn from_oldest() -> Cursor {
+        Cursor {
+            oldest: true,
+            ..Cursor::default()
+        }
+    }
 }
 
 /// What a read gives a client.
@@ -172,6 +185,24 @@ impl Hub {
         st.epoch += 1;
     }
 
+    /// PAT + PMT + the latest keyframe's pieces up to the next keyframe (beyond the first
+    /// piece, at most `max` bytes): enough to decode one picture. None before the first
+    /// keyframe.
+    pub fn keyframe(&self, max: usize) -> Option<Bytes> {
+        let st = self.lock();
+        let key = st.last_key?;
+        let header = st.header.as_ref()?;
+        let front = st.chunks.front()?.seq;
+        let mut out = bytes::BytesMut::from(&header[..]);
+        for c in st.chunks.iter().skip((key - front) as usize) {
+            if c.seq != key && (c.key || out.len() + c.data.len() > max) {
+                break;
+            }
+            out.extend_from_slice(&c.data);
+        }
+        Some(out.freeze())
+    }
+
     pub fn buffered_bytes(&self) -> usize {
         self.lock().bytes
     }
@@ -191,7 +222,11 @@ impl Hub {
         if !cur.joined || cur.epoch != st.epoch {
             cur.joined = true;
             cur.epoch = st.epoch;
-            cur.next = st.last_key;
+            cur.next = if cur.oldest {
+                st.chunks.iter().find(|c| c.key).map(|c| c.seq)
+            } else {
+                st.last_key
+            };
             cur.need_header = true;
         }
         let front = st.chunks.front().map(|c| c.seq).unwrap_or(st.next_seq);
@@ -425,6 +460,45 @@ mod tests {
         assert!(matches!(hub.read(&mut c), Read::Pending), "no keyframe yet");
         gop(&mut w, 2);
         assert_eq!(bytes(hub.read(&mut c)).len(), 4 * 188, "PSI + the new GOP");
+    }
+
+    #[test]
+    fn a_history_reader_joins_at_the_oldest_keyframe() {
+        let (hub, mut w) = setup(1 << 20, 3);
+        w.write_all(&packet(0x100, false, false, b"before any key"))
+            .unwrap();
+        gop(&mut w, 3);
+        gop(&mut w, 2);
+        let mut c = Cursor::from_oldest();
+        assert_eq!(
+            bytes(hub.read(&mut c)).len(),
+            7 * 188,
+            "PSI + both GOPs, not the packet before the first keyframe"
+        );
+    }
+
+    #[test]
+    fn the_latest_keyframe_is_psi_plus_its_gop() {
+        let (hub, mut w) = setup(1 << 20, 3);
+        assert!(hub.keyframe(1 << 20).is_none());
+        gop(&mut w, 3);
+        // The newest GOP arrives in separate writes: a key piece, then three pieces.
+        w.write_all(&packet(0x100, true, true, b"key")).unwrap();
+        for _ in 0..3 {
+            w.write_all(&packet(0x100, false, false, b"delta")).unwrap();
+        }
+        let k = hub.keyframe(1 << 20).unwrap();
+        let (pat, pmt) = psi();
+        assert_eq!(&k[..188], &pat[..]);
+        assert_eq!(&k[188..376], &pmt[..]);
+        assert_eq!(k.len(), 6 * 188, "PSI + the 4 packets of the newest GOP");
+        assert_eq!(&k[376 + 6..376 + 9], b"key", "the keyframe follows the PSI");
+        assert_eq!(
+            hub.keyframe(4 * 188).unwrap().len(),
+            4 * 188,
+            "bounded, but never without the keyframe"
+        );
+        assert_eq!(hub.keyframe(1).unwrap().len(), 3 * 188);
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! - [`ts`] and [`hub`]: TS inspection and the per-channel fan-out buffer.
 //! - [`channel`]: a channel's runtime and its worker thread.
 //! - [`hls`]: HLS segments and playlists cut from a channel's TS output.
+//! - [`thumb`]: JPEG thumbnails of a channel's latest keyframe.
 //!
 //! This module owns the channel runtimes: at most one producer per channel, started by the
 //! first client, stopped after the idle grace period, restarted when the registry says the
@@ -23,6 +24,7 @@ pub mod pipeline;
 pub mod process;
 pub mod source;
 pub mod status;
+pub mod thumb;
 pub mod transcode;
 pub mod ts;
 
@@ -43,8 +45,17 @@ pub struct Engine {
     settings: EngineConfig,
     channels: Mutex<HashMap<u32, Arc<Channel>>>,
     hls: Mutex<HashMap<u32, Arc<HlsSession>>>,
+    /// The latest thumbnail of each channel and when it was made.
+    thumbs: Mutex<HashMap<u32, (Instant, Bytes)>>,
+    /// One thumbnail is made at a time (they are decodes; the machine may have 2 cores).
+    thumb_gate: tokio::sync::Semaphore,
     shutdown: Arc<AtomicBool>,
 }
+
+/// How long a thumbnail is reused before a new one is made.
+const THUMB_FRESH: Duration = Duration::from_secs(5);
+/// Thumbnail width in pixels.
+const THUMB_WIDTH: u32 = 320;
 
 /// A channel's HLS output while HLS viewers keep asking for it. It holds one client place
 /// on the channel (so the producer runs) and ends when no playlist or segment has been
@@ -184,6 +195,13 @@ impl Subscription {
         self.channel.hub.next(&mut self.cursor).await
     }
 
+    /// Starts this (not yet read) subscription at the oldest keyframe of the channel's
+    /// backlog rather than the newest.
+    pub fn from_oldest(mut self) -> Subscription {
+        self.cursor = Cursor::from_oldest();
+        self
+    }
+
     /// Like [`Subscription::next`], each chunk with what it is (for the HLS segmenter).
     pub async fn next_parts(&mut self) -> Option<Vec<(Bytes, hub::PartKind)>> {
         self.channel.hub.next_parts(&mut self.cursor).await
@@ -208,6 +226,8 @@ impl Engine {
             settings,
             channels: Mutex::new(HashMap::new()),
             hls: Mutex::new(HashMap::new()),
+            thumbs: Mutex::new(HashMap::new()),
+            thumb_gate: tokio::sync::Semaphore::new(1),
             shutdown: Arc::new(AtomicBool::new(false)),
         })
     }
@@ -343,8 +363,11 @@ impl Engine {
     /// Feeds a session's segmenter from the channel's hub until the session goes idle or
     /// the channel ends.
     async fn run_hls(self: Arc<Self>, session: Arc<HlsSession>) {
+        // From the oldest buffered keyframe: on a channel that already runs, the window
+        // fills at once and players start a few segments behind the live edge, as they
+        // should, instead of stalling at it.
         let mut sub = match self.subscribe(session.id).await {
-            Ok(sub) => sub,
+            Ok(sub) => sub.from_oldest(),
             Err(e) => {
                 session.end(Some(e.message().to_owned()));
                 self.drop_hls(&session);
@@ -386,6 +409,47 @@ impl Engine {
         {
             map.remove(&session.id);
         }
+    }
+
+    /// A JPEG of channel `id`'s live picture (its latest keyframe), at most
+    /// [`THUMB_FRESH`] old. Never starts a channel: 404 when it is not running.
+    pub async fn thumbnail(&self, id: u32) -> Result<Bytes, Error> {
+        if self.registry.get(id).is_none() {
+            return Err(crate::registry::no_such(id));
+        }
+        let fresh = |thumbs: &HashMap<u32, (Instant, Bytes)>| {
+            thumbs
+                .get(&id)
+                .filter(|(at, _)| at.elapsed() < THUMB_FRESH)
+                .map(|(_, b)| b.clone())
+        };
+        if let Some(b) = fresh(&lock(&self.thumbs)) {
+            return Ok(b);
+        }
+        let ch = lock(&self.channels).get(&id).cloned();
+        let no_picture = || {
+            Error::not_found(format!(
+                "stream {id} is not running: there is no picture to show"
+            ))
+        };
+        let ch = ch.filter(|c| c.is_running()).ok_or_else(no_picture)?;
+        let _gate = self
+            .thumb_gate
+            .acquire()
+            .await
+            .map_err(|_| Error::new(ErrorKind::Unavailable, "the server is shutting down"))?;
+        if let Some(b) = fresh(&lock(&self.thumbs)) {
+            return Ok(b); // made while this request waited
+        }
+        let ts = ch.hub.keyframe(8 * 1024 * 1024).ok_or_else(no_picture)?;
+        let made = tokio::task::spawn_blocking(move || thumb::jpeg(ts, THUMB_WIDTH))
+            .await
+            .map_err(|e| Error::new(ErrorKind::Internal, format!("thumbnail: {e}")))?;
+        let jpeg = Bytes::from(made.map_err(|e| Error::new(ErrorKind::Unavailable, e))?);
+        let mut thumbs = lock(&self.thumbs);
+        thumbs.retain(|k, _| *k == id || lock(&self.channels).contains_key(k));
+        thumbs.insert(id, (Instant::now(), jpeg.clone()));
+        Ok(jpeg)
     }
 
     /// Whether channel `id` has HLS output now.

@@ -7,6 +7,7 @@
 //! metrics and graceful shutdown are all explicit. This layer never touches libav.
 
 pub mod api;
+pub mod dashboard;
 pub mod guide;
 pub mod hdhr;
 pub mod io;
@@ -81,6 +82,28 @@ pub const ROUTES: &[RouteSpec] = &[
         example: "/health",
         public: true,
     },
+    RouteSpec {
+        method: "GET",
+        pattern: "/login",
+        example: "/login",
+        public: true,
+    },
+    RouteSpec {
+        method: "POST",
+        pattern: "/login",
+        example: "/login",
+        public: true,
+    },
+    RouteSpec {
+        method: "POST",
+        pattern: "/logout",
+        example: "/logout",
+        public: true,
+    },
+    route("GET", "/", "/"),
+    route("GET", "/watch/{id}", "/watch/1"),
+    route("GET", "/ui/{file}", "/ui/style.css"),
+    route("GET", "/thumb/{id}.jpg", "/thumb/1.jpg"),
     route("GET", "/playlist.m3u", "/playlist.m3u"),
     route("GET", "/metrics", "/metrics"),
     route("GET", "/api/streams", "/api/streams"),
@@ -142,6 +165,17 @@ pub fn pattern_of(method: &str, path: &str) -> &'static str {
             .map(|r| r.pattern)
             .unwrap_or("other");
     }
+    if path.starts_with("/ui/") {
+        return "/ui/{file}";
+    }
+    if let Some(f) = path.strip_prefix("/thumb/") {
+        let id = f.strip_suffix(".jpg").unwrap_or("");
+        return if !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()) {
+            "/thumb/{id}.jpg"
+        } else {
+            "other"
+        };
+    }
     if let Some(tail) = path.strip_prefix("/hls/") {
         let mut parts = tail.split('/');
         let id = parts
@@ -182,48 +216,91 @@ fn with_state(
     warp::any().map(move || state.clone())
 }
 
-/// Passes only requests that carry the token (or any request when none is configured).
-fn authorized(state: Arc<AppState>) -> impl Filter<Extract = (), Error = Rejection> + Clone {
+/// What a request presents to prove it may be served.
+#[derive(Debug)]
+struct Creds {
+    authorization: Option<String>,
+    x_token: Option<String>,
+    query: String,
+    path: warp::path::FullPath,
+    client: Option<ClientAddr>,
+    cookie: Option<String>,
+    accept: Option<String>,
+    method: warp::http::Method,
+}
+
+fn creds() -> impl Filter<Extract = (Creds,), Error = Rejection> + Clone {
     warp::header::optional::<String>("authorization")
         .and(warp::header::optional::<String>("x-amps-token"))
         .and(warp::query::raw().or(warp::any().map(String::new)).unify())
         .and(warp::path::full())
         .and(warp::ext::optional::<ClientAddr>())
-        .and(with_state(state))
-        .and_then(
-            |a: Option<String>,
-             x: Option<String>,
-             q: String,
-             path: warp::path::FullPath,
-             client: Option<ClientAddr>,
-             state: Arc<AppState>| async move {
-                let ip = client
-                    .map(|c| c.0.ip())
-                    .filter(|ip| !ip.is_loopback() || state.server.auth_limit_loopback);
-                let now = Instant::now();
-                if let Some(secs) = ip.and_then(|ip| state.auth_limiter.blocked(ip, now)) {
-                    state.metrics.auth_blocked.inc();
-                    return Err(warp::reject::custom(reply::Blocked(secs)));
-                }
-                // Tuner clients (Plex, Jellyfin) carry it in the path: /hdhr/<token>/...
-                let presented = crate::auth::presented(a.as_deref(), x.as_deref(), Some(&q))
-                    .or_else(|| hdhr::path_token(path.as_str()));
-                if state.token.allows(presented.as_deref()) {
-                    if let Some(ip) = ip {
-                        state.auth_limiter.succeeded(ip);
-                    }
-                    Ok(())
-                } else {
-                    state.metrics.auth_failures.inc();
-                    if let Some(ip) = ip {
-                        if state.auth_limiter.failed(ip, now) {
-                            tracing::warn!(client = %ip, secs = state.server.auth_block_secs, "too many failed token checks; refusing this address for a while");
-                        }
-                    }
-                    Err(warp::reject::custom(reply::Unauthorized))
-                }
+        .and(warp::header::optional::<String>("cookie"))
+        .and(warp::header::optional::<String>("accept"))
+        .and(warp::method())
+        .map(
+            |authorization, x_token, query, path, client, cookie, accept, method| Creds {
+                authorization,
+                x_token,
+                query,
+                path,
+                client,
+                cookie,
+                accept,
+                method,
             },
         )
+}
+
+/// Passes only requests that carry the token (or any request when none is configured).
+/// The dashboard's session cookie counts too, for reading (GET and HEAD) only: a cookie
+/// rides along on requests other sites trigger, so it never authorises a change.
+fn authorized(state: Arc<AppState>) -> impl Filter<Extract = (), Error = Rejection> + Clone {
+    creds()
+        .and(with_state(state))
+        .and_then(|c: Creds, state: Arc<AppState>| async move {
+            let ip = c
+                .client
+                .map(|c| c.0.ip())
+                .filter(|ip| !ip.is_loopback() || state.server.auth_limit_loopback);
+            let now = Instant::now();
+            if let Some(secs) = ip.and_then(|ip| state.auth_limiter.blocked(ip, now)) {
+                state.metrics.auth_blocked.inc();
+                return Err(warp::reject::custom(reply::Blocked(secs)));
+            }
+            // Tuner clients (Plex, Jellyfin) carry it in the path: /hdhr/<token>/...
+            let presented = crate::auth::presented(
+                c.authorization.as_deref(),
+                c.x_token.as_deref(),
+                Some(&c.query),
+            )
+            .or_else(|| hdhr::path_token(c.path.as_str()));
+            let reading = c.method == warp::http::Method::GET || c.method == warp::http::Method::HEAD;
+            let session = c
+                .cookie
+                .as_deref()
+                .and_then(|h| crate::auth::cookie(h, crate::auth::SESSION_COOKIE));
+            if state.token.allows(presented.as_deref())
+                || (reading && session.is_some() && state.token.allows_session(session))
+            {
+                if let Some(ip) = ip {
+                    state.auth_limiter.succeeded(ip);
+                }
+                Ok(())
+            } else {
+                state.metrics.auth_failures.inc();
+                if let Some(ip) = ip {
+                    if state.auth_limiter.failed(ip, now) {
+                        tracing::warn!(client = %ip, secs = state.server.auth_block_secs, "too many failed token checks; refusing this address for a while");
+                    }
+                }
+                // A browser opening a dashboard page gets the login form.
+                let login = reading
+                    && dashboard::is_page(c.path.as_str())
+                    && c.accept.as_deref().is_some_and(|a| a.contains("text/html"));
+                Err(warp::reject::custom(reply::Unauthorized { login }))
+            }
+        })
         .untuple_one()
 }
 
@@ -431,6 +508,27 @@ pub fn routes(
             media::hls_segment(&st, id, &file, &q)
         });
 
+    let host = || warp::header::optional::<String>("host");
+    let dashboard = end()
+        .and(warp::get())
+        .and(s())
+        .and(host())
+        .map(|st: Arc<AppState>, h: Option<String>| dashboard::page(&st, h.as_deref()));
+    let watch_page = warp::path!("watch" / u32)
+        .and(warp::get())
+        .and(s())
+        .and(host())
+        .map(|id, st: Arc<AppState>, h: Option<String>| {
+            dashboard::watch_page(&st, id, h.as_deref())
+        });
+    let ui = warp::path!("ui" / String)
+        .and(warp::get())
+        .map(|f: String| dashboard::asset(&f));
+    let thumb = warp::path!("thumb" / String)
+        .and(warp::get())
+        .and(s())
+        .then(|f: String, st: Arc<AppState>| async move { dashboard::thumbnail(&st, &f).await });
+
     let tuner = warp::path("hdhr")
         .and(warp::path::tail())
         .and(warp::method())
@@ -517,6 +615,10 @@ pub fn routes(
         probe.boxed(),
         hls_playlist.boxed(),
         hls_segment.boxed(),
+        dashboard.boxed(),
+        watch_page.boxed(),
+        ui.boxed(),
+        thumb.boxed(),
         status.boxed(),
         playlist.boxed(),
         metrics.boxed(),
@@ -532,7 +634,29 @@ pub fn routes(
         tuner.boxed(),
     ]);
 
-    health
+    let login_form = warp::path!("login")
+        .and(warp::get())
+        .and(s())
+        .map(|st: Arc<AppState>| dashboard::login_form(&st));
+    let login = warp::path!("login")
+        .and(warp::post())
+        .and(s())
+        .and(warp::body::content_length_limit(8 * 1024))
+        .and(warp::body::bytes())
+        .and(warp::ext::optional::<ClientAddr>())
+        .map(|st: Arc<AppState>, b: bytes::Bytes, c| dashboard::login(&st, &b, c));
+    let logout = warp::path!("logout")
+        .and(warp::post())
+        .and(s())
+        .map(|st: Arc<AppState>| dashboard::logout(&st));
+    let public = one_of(vec![
+        health.map(|r: Response| r).boxed(),
+        login_form.boxed(),
+        login.boxed(),
+        logout.boxed(),
+    ]);
+
+    public
         .or(authorized(state.clone()).and(protected))
         .unify()
         .recover(reply::recover)

@@ -86,7 +86,10 @@ pub fn parse_json<T: DeserializeOwned>(
 
 /// Rejections that reach the top: auth failures, unknown routes, wrong methods, limits.
 #[derive(Debug)]
-pub struct Unauthorized;
+pub struct Unauthorized {
+    /// Answer with the dashboard's login form (a browser asked for a page).
+    pub login: bool,
+}
 impl warp::reject::Reject for Unauthorized {}
 
 /// Too many failed token checks from this address: refused for this many more seconds.
@@ -105,6 +108,9 @@ pub async fn recover(r: warp::Rejection) -> Result<Response, std::convert::Infal
                 .insert(warp::http::header::RETRY_AFTER, v);
         }
         return Ok(resp);
+    }
+    if r.find::<Unauthorized>().is_some_and(|u| u.login) {
+        return Ok(super::dashboard::login_page(StatusCode::UNAUTHORIZED, None));
     }
     let e = if r.find::<Unauthorized>().is_some() {
         Error::new(

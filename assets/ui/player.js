@@ -1,0 +1,42 @@
+// Plays one channel's HLS output in the page's <video> through hls.js (bundled in Amps),
+// or natively where Media Source Extensions are missing (iPhone). The status line says
+// what happens.
+"use strict";
+(function () {
+  const video = document.getElementById("player");
+  const status = document.getElementById("player-status");
+  if (!video) return;
+  const src = video.dataset.src;
+  const say = (text, state) => {
+    status.textContent = text;
+    document.body.dataset.player = state;
+  };
+  video.addEventListener("playing", () => say("Playing (live).", "playing"));
+  video.addEventListener("waiting", () => say("Buffering…", "waiting"));
+  video.addEventListener("error", () => say("The browser cannot play this channel.", "error"));
+  // hls.js (Media Source Extensions) first, as its authors advise; the browser's own HLS
+  // only where MSE is missing (iPhone Safari).
+  if (window.Hls && window.Hls.isSupported()) {
+    const hls = new window.Hls({ liveSyncDurationCount: 3, enableWorker: true });
+    hls.on(window.Hls.Events.ERROR, (_, data) => {
+      if (!data.fatal) return;
+      if (data.type === window.Hls.ErrorTypes.NETWORK_ERROR) {
+        say("Network error; retrying…", "retrying");
+        setTimeout(() => hls.startLoad(), 2000);
+      } else if (data.type === window.Hls.ErrorTypes.MEDIA_ERROR) {
+        say("Media error; recovering…", "retrying");
+        hls.recoverMediaError();
+      } else {
+        say("The browser cannot play this channel: " + data.details, "error");
+        hls.destroy();
+      }
+    });
+    hls.loadSource(src);
+    hls.attachMedia(video);
+  } else if (video.canPlayType("application/vnd.apple.mpegurl")) {
+    video.src = src;
+  } else {
+    say("This browser cannot play HLS; use the links below in VLC or mpv.", "error");
+  }
+  video.play().catch(() => say("Press play to start.", "paused"));
+})();

@@ -1,0 +1,522 @@
+//! The dashboard: plain server-rendered HTML for people, next to the API for programs.
+//!
+//! - `GET /`: every channel with its state, clients, source, bitrate, encoder speed,
+//!   schedule window, next program and a live thumbnail; a few lines of JavaScript
+//!   re-fetch the page every few seconds and swap the channel list in.
+//! - `GET /watch/<id>`: a channel in a `<video>` element: native HLS where the browser has
+//!   it (Safari), else hls.js (bundled into the binary, see `assets/vendor/`).
+//! - `GET /login`, `POST /login`, `POST /logout`: a form that trades the token for a
+//!   session cookie (`HttpOnly`, `SameSite=Strict`, derived from the token, never the
+//!   token itself). The cookie authorises reading only (GET/HEAD); see
+//!   [`super::authorized`].
+//! - `GET /thumb/<id>.jpg`, `GET /ui/<file>`: thumbnails and the page's static files.
+//!
+//! Every page sends a strict Content-Security-Policy: scripts and styles come only from
+//! `/ui/`, nothing inline, no framing.
+
+use super::reply;
+use super::{AppState, ClientAddr};
+use crate::engine::status::{State, Status};
+use crate::epg::escape;
+use crate::error::Error;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use std::fmt::Write;
+use std::time::Instant;
+use warp::http::{header, HeaderValue, StatusCode};
+use warp::reply::Response;
+use warp::Reply;
+
+const HLS_JS: &[u8] = include_bytes!("../../assets/vendor/hls.light.min.js");
+const STYLE: &str = include_str!("../../assets/ui/style.css");
+const DASHBOARD_JS: &str = include_str!("../../assets/ui/dashboard.js");
+const PLAYER_JS: &str = include_str!("../../assets/ui/player.js");
+
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+media-src 'self' blob:; connect-src 'self'; worker-src 'self' blob:; form-action 'self'; \
+frame-ancestors 'none'; base-uri 'none'";
+
+/// Seconds between the dashboard's refreshes (and the thumbnails' age at most).
+const REFRESH_SECS: u64 = 5;
+
+/// Paths that are pages (a browser without a session gets the login form there).
+pub fn is_page(path: &str) -> bool {
+    path == "/" || path.starts_with("/watch/")
+}
+
+/// The login page's policy: as [`CSP`], but its style sheet is inline (the page is served
+/// without a session, and `/ui/` needs one), allowed by its hash only.
+fn login_csp() -> &'static HeaderValue {
+    static V: std::sync::OnceLock<HeaderValue> = std::sync::OnceLock::new();
+    V.get_or_init(|| {
+        use base64::Engine;
+        use sha2::Digest;
+        let hash = base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(STYLE));
+        let csp = CSP.replace("style-src 'self'", &format!("style-src 'sha256-{hash}'"));
+        HeaderValue::from_str(&csp).expect("a valid header")
+    })
+}
+
+fn html(status: StatusCode, body: String) -> Response {
+    html_with(status, body, HeaderValue::from_static(CSP))
+}
+
+fn html_with(status: StatusCode, body: String, csp: HeaderValue) -> Response {
+    let mut resp = warp::reply::with_status(body, status).into_response();
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    h.insert(header::CONTENT_SECURITY_POLICY, csp);
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert("x-frame-options", HeaderValue::from_static("DENY"));
+    h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    resp
+}
+
+fn head(title: &str, scripts: &[&str]) -> String {
+    head_with(
+        title,
+        scripts,
+        "<link rel=\"stylesheet\" href=\"/ui/style.css\">",
+    )
+}
+
+fn head_with(title: &str, scripts: &[&str], style: &str) -> String {
+    // `data:,` as the icon: browsers ask for no /favicon.ico.
+    let mut s = format!(
+        "<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n<title>{}</title>\n<link rel=\"icon\" href=\"data:,\">\n{style}\n",
+        escape(title)
+    );
+    for js in scripts {
+        let _ = writeln!(s, "<script src=\"/ui/{js}\" defer></script>");
+    }
+    s.push_str("</head>\n");
+    s
+}
+
+/// The login form, with an error line when a token was refused.
+pub fn login_page(status: StatusCode, error: Option<&str>) -> Response {
+    let mut s = head_with("Amps: log in", &[], &format!("<style>{STYLE}</style>"));
+    s.push_str("<body class=\"login\">\n<main>\n<h1>Amps</h1>\n");
+    if let Some(e) = error {
+        let _ = writeln!(s, "<p class=\"error\" role=\"alert\">{}</p>", escape(e));
+    }
+    s.push_str(
+        "<form method=\"post\" action=\"/login\">\n<input name=\"username\" type=\"hidden\" value=\"amps\" autocomplete=\"username\">\n<label for=\"token\">Token</label>\n<input id=\"token\" name=\"token\" type=\"password\" autocomplete=\"current-password\" required autofocus>\n<button type=\"submit\">Log in</button>\n</form>\n<p class=\"hint\">The token is <code>server.auth_token</code> in config.yaml (or <code>AMPS_TOKEN</code>).</p>\n</main>\n</body>\n</html>\n",
+    );
+    html_with(status, s, login_csp().clone())
+}
+
+fn redirect(to: &'static str) -> Response {
+    let mut resp = StatusCode::SEE_OTHER.into_response();
+    resp.headers_mut()
+        .insert(header::LOCATION, HeaderValue::from_static(to));
+    resp
+}
+
+fn cookie(state: &AppState, value: &str, max_age: u64) -> HeaderValue {
+    let secure = state
+        .server
+        .public_url
+        .as_deref()
+        .is_some_and(|u| u.starts_with("https://"));
+    let v = format!(
+        "{}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{}",
+        crate::auth::SESSION_COOKIE,
+        if secure { "; Secure" } else { "" }
+    );
+    HeaderValue::from_str(&v).unwrap_or(HeaderValue::from_static(""))
+}
+
+/// `GET /login`: the form, or straight to the dashboard when no token is configured.
+pub fn login_form(state: &AppState) -> Response {
+    if !state.token.required() {
+        return redirect("/");
+    }
+    login_page(StatusCode::OK, None)
+}
+
+/// `POST /login` with a form body `token=...`: sets the session cookie and goes to the
+/// dashboard. Failed attempts count towards the address's block like any wrong token.
+pub fn login(state: &AppState, body: &[u8], client: Option<ClientAddr>) -> Response {
+    let ip = client
+        .map(|c| c.0.ip())
+        .filter(|ip| !ip.is_loopback() || state.server.auth_limit_loopback);
+    let now = Instant::now();
+    if let Some(secs) = ip.and_then(|ip| state.auth_limiter.blocked(ip, now)) {
+        state.metrics.auth_blocked.inc();
+        let mut resp = login_page(
+            StatusCode::TOO_MANY_REQUESTS,
+            Some(&format!(
+                "Too many wrong tokens from this address; try again in {secs} s."
+            )),
+        );
+        if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+            resp.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        return resp;
+    }
+    let form = String::from_utf8_lossy(body);
+    let token = crate::auth::query_token(form.trim());
+    if !state.token.required() {
+        return redirect("/");
+    }
+    if token.is_some() && state.token.allows(token.as_deref()) {
+        if let Some(ip) = ip {
+            state.auth_limiter.succeeded(ip);
+        }
+        let mut resp = redirect("/");
+        let value = state.token.session_value().unwrap_or_default();
+        resp.headers_mut()
+            .insert(header::SET_COOKIE, cookie(state, &value, 30 * 24 * 3600));
+        return resp;
+    }
+    state.metrics.auth_failures.inc();
+    if let Some(ip) = ip {
+        if state.auth_limiter.failed(ip, now) {
+            tracing::warn!(client = %ip, "too many failed logins; refusing this address for a while");
+        }
+    }
+    login_page(StatusCode::UNAUTHORIZED, Some("That token is not right."))
+}
+
+/// `POST /logout`: forgets the session cookie.
+pub fn logout(state: &AppState) -> Response {
+    let mut resp = redirect("/login");
+    resp.headers_mut()
+        .insert(header::SET_COOKIE, cookie(state, "", 0));
+    resp
+}
+
+fn human_secs(s: u64) -> String {
+    match s {
+        0..=59 => format!("{s} s"),
+        60..=3599 => format!("{} min", s / 60),
+        3600..=86_399 => format!("{} h {} min", s / 3600, s % 3600 / 60),
+        _ => format!("{} d {} h", s / 86_400, s % 86_400 / 3600),
+    }
+}
+
+fn when(t: DateTime<Utc>, now: DateTime<Utc>) -> String {
+    use chrono::Datelike;
+    let fmt = if t.date_naive() == now.date_naive() {
+        "%H:%M UTC"
+    } else if t.year() == now.year() {
+        "%a %d %b %H:%M UTC"
+    } else {
+        "%a %d %b %Y %H:%M UTC"
+    };
+    t.format(fmt).to_string()
+}
+
+/// A source as the dashboard shows it: credentials and query removed, long graphs cut.
+fn shown_source(s: &str) -> String {
+    let s = crate::engine::pipeline::redact_source(s);
+    if s.chars().count() > 64 {
+        format!("{}…", s.chars().take(63).collect::<String>())
+    } else {
+        s
+    }
+}
+
+fn state_name(s: &State) -> &'static str {
+    match s {
+        State::Idle => "idle",
+        State::Starting => "starting",
+        State::Running => "running",
+        State::Retrying => "retrying",
+        State::Failed => "failed",
+    }
+}
+
+/// Whether browsers can play the channel's output (H.264/HEVC video, AAC/MP3 audio).
+/// None: not known until it has run.
+fn browser_playable(st: &Status) -> Option<bool> {
+    if st.output_codecs.is_empty() {
+        return None;
+    }
+    // Names are codecs for copied streams and encoders for transcoded ones.
+    let ok = |c: &str| {
+        ["264", "265", "hevc", "aac", "mp3"]
+            .iter()
+            .any(|k| c.contains(k))
+    };
+    Some(st.output_codecs.iter().all(|c| ok(c)))
+}
+
+fn row(out: &mut String, label: &str, value: &str) {
+    let _ = writeln!(out, "<dt>{label}</dt><dd>{value}</dd>");
+}
+
+fn channel_card(
+    out: &mut String,
+    stream: &crate::config::StreamConfig,
+    st: &Status,
+    now: DateTime<Utc>,
+    bucket: u64,
+    scheduled: bool,
+) {
+    // A scheduled channel whose window has not opened is not in the registry yet.
+    let state = if scheduled {
+        "scheduled"
+    } else {
+        state_name(&st.state)
+    };
+    let _ = writeln!(
+        out,
+        "<article class=\"channel state-{state}\" data-id=\"{}\" data-state=\"{state}\">",
+        stream.id
+    );
+    if st.state == State::Running {
+        let _ = writeln!(
+            out,
+            "<a class=\"thumb\" href=\"/watch/{id}\"><img src=\"/thumb/{id}.jpg?t={bucket}\" alt=\"Live picture of {name}\" width=\"320\" height=\"180\"></a>",
+            id = stream.id,
+            name = escape(&stream.name)
+        );
+    } else {
+        let _ = writeln!(
+            out,
+            "<a class=\"thumb empty\" href=\"/watch/{}\"><span>{state}</span></a>",
+            stream.id
+        );
+    }
+    let number = stream
+        .channel_number
+        .map(|n| format!("<span class=\"num\">{n}</span> "))
+        .unwrap_or_default();
+    let _ = writeln!(out, "<h2>{number}{}</h2>\n<dl>", escape(&stream.name));
+    row(out, "State", state);
+    let clients = if st.hls {
+        format!("{} (one is the HLS output)", st.clients)
+    } else {
+        st.clients.to_string()
+    };
+    row(out, "Clients", &clients);
+    let source = match (&st.active_source, st.active_source_index) {
+        (Some(s), 0) => escape(&shown_source(s)),
+        (Some(s), n) => format!("{} <em>(backup {n})</em>", escape(&shown_source(s))),
+        (None, _) => escape(&shown_source(&stream.source)),
+    };
+    row(out, "Source", &source);
+    let producer = if stream.custom_ffmpeg.is_some() {
+        "custom ffmpeg command".to_owned()
+    } else {
+        stream
+            .ffmpeg_profile
+            .as_deref()
+            .map_or("default profile".to_owned(), |p| {
+                format!("profile {}", escape(p))
+            })
+    };
+    row(out, "Output", &producer);
+    if let Some(kbps) = st.output_kbps {
+        row(out, "Bitrate", &format!("{kbps} kbit/s"));
+    }
+    if let Some(speed) = st.speed {
+        row(out, "Encoder speed", &format!("{speed:.2}×"));
+    }
+    if let Some(up) = st.uptime_secs {
+        row(out, "Running for", &human_secs(up));
+    }
+    let window = match &stream.schedule {
+        None => "always on".to_owned(),
+        Some(w) => {
+            let start = w.start.map(|t| when(t.utc(), now));
+            let end = w.end.map(|t| when(t.utc(), now));
+            match (start, end) {
+                (Some(a), Some(b)) => format!("{a} to {b}"),
+                (Some(a), None) => format!("from {a}"),
+                (None, Some(b)) => format!("until {b}"),
+                (None, None) => "always on".to_owned(),
+            }
+        }
+    };
+    row(out, "Schedule", &escape(&window));
+    if let Some(p) = crate::playlist::next_program(&stream.next_programs, now) {
+        let at = p
+            .start
+            .map(|t| format!(" at {}", when(t.utc(), now)))
+            .unwrap_or_default();
+        row(out, "Next", &format!("{}{}", escape(&p.title), escape(&at)));
+    }
+    if let Some(e) = &st.last_error {
+        row(out, "Last error", &escape(e));
+    }
+    out.push_str("</dl>\n");
+    let _ = writeln!(
+        out,
+        "<p class=\"actions\"><a class=\"watch\" href=\"/watch/{}\">Watch</a></p>\n</article>",
+        stream.id
+    );
+}
+
+/// `GET /`: the dashboard.
+pub fn page(state: &AppState, host: Option<&str>) -> Response {
+    let now = state.clock.now();
+    let streams = state.registry.list();
+    let statuses: Vec<Status> = streams
+        .iter()
+        .map(|s| state.engine.status(s.id).unwrap_or_default())
+        .collect();
+    let running = statuses
+        .iter()
+        .filter(|s| matches!(s.state, State::Running | State::Retrying))
+        .count();
+    let viewers: usize = statuses.iter().map(|s| s.clients).sum();
+    let base = super::base_url(state, host);
+    let tok = state
+        .server
+        .auth_token
+        .as_deref()
+        .map(|t| format!("?token={}", crate::auth::encode_for_query(t)))
+        .unwrap_or_default();
+    let mut s = head("Amps", &["dashboard.js"]);
+    let _ = writeln!(
+        s,
+        "<body>\n<header>\n<h1>Amps</h1>\n<p id=\"summary\">{} channels, {running} running, {viewers} clients. Up {}. Version {}.</p>",
+        streams.len(),
+        human_secs(state.metrics.uptime().as_secs()),
+        env!("CARGO_PKG_VERSION")
+    );
+    if state.token.required() {
+        s.push_str("<form method=\"post\" action=\"/logout\"><button type=\"submit\">Log out</button></form>\n");
+    }
+    s.push_str("</header>\n<section class=\"urls\">\n<h2>For your players</h2>\n<dl>\n");
+    row(
+        &mut s,
+        "Playlist (VLC, Kodi, Plex, TiviMate)",
+        &format!(
+            "<code>{}</code>",
+            escape(&format!("{base}/playlist.m3u{tok}"))
+        ),
+    );
+    row(
+        &mut s,
+        "Guide (XMLTV)",
+        &format!("<code>{}</code>", escape(&format!("{base}/epg.xml{tok}"))),
+    );
+    s.push_str("</dl>\n</section>\n");
+    let bucket = now.timestamp().max(0) as u64 / REFRESH_SECS;
+    let _ = writeln!(s, "<main id=\"channels\" data-refresh=\"{REFRESH_SECS}\">");
+    for (stream, st) in streams.iter().zip(&statuses) {
+        channel_card(&mut s, stream, st, now, bucket, false);
+    }
+    // Scheduled channels whose window has not opened yet.
+    for l in state.scheduler.list() {
+        if l.state != crate::schedule::WindowState::Pending {
+            continue;
+        }
+        channel_card(&mut s, &l.stream, &Status::default(), now, bucket, true);
+    }
+    if streams.is_empty() {
+        s.push_str(
+            "<p class=\"empty\">No channels yet: add some to config.yaml or through the API.</p>\n",
+        );
+    }
+    s.push_str("</main>\n</body>\n</html>\n");
+    html(StatusCode::OK, s)
+}
+
+/// `GET /watch/<id>`: the channel in a video element.
+pub fn watch_page(state: &AppState, id: u32, host: Option<&str>) -> Response {
+    let Some(stream) = state.registry.get(id) else {
+        return reply::error(&crate::registry::no_such(id));
+    };
+    let st = state.engine.status(id).unwrap_or_default();
+    let base = super::base_url(state, host);
+    let tok = state
+        .server
+        .auth_token
+        .as_deref()
+        .map(|t| format!("?token={}", crate::auth::encode_for_query(t)))
+        .unwrap_or_default();
+    let mut s = head(
+        &format!("{}: Amps", stream.name),
+        &["hls.light.min.js", "player.js"],
+    );
+    let _ = writeln!(
+        s,
+        "<body class=\"watch-page\">\n<header>\n<p><a href=\"/\">All channels</a></p>\n<h1>{}</h1>\n</header>\n<main>",
+        escape(&stream.name)
+    );
+    let _ = writeln!(
+        s,
+        "<video id=\"player\" controls autoplay muted playsinline data-src=\"/hls/{id}/index.m3u8\"></video>\n<p id=\"player-status\" role=\"status\">Starting the channel…</p>"
+    );
+    if browser_playable(&st) == Some(false) {
+        let _ = writeln!(
+            s,
+            "<p class=\"warn\">This channel is {}; browsers play only H.264 or HEVC video with AAC or MP3 audio. VLC, mpv and Kodi play it.</p>",
+            escape(&st.output_codecs.join(" + "))
+        );
+    }
+    let _ = writeln!(
+        s,
+        "<dl>\n<dt>In a player</dt><dd><code>{}</code></dd>\n<dt>HLS</dt><dd><code>{}</code></dd>\n</dl>\n</main>\n</body>\n</html>",
+        escape(&format!("{base}/stream/{id}{tok}")),
+        escape(&format!("{base}/hls/{id}/index.m3u8{tok}"))
+    );
+    html(StatusCode::OK, s)
+}
+
+/// `GET /ui/<file>`: the dashboard's static files, from inside the binary.
+pub fn asset(name: &str) -> Response {
+    let (body, ctype): (Bytes, &'static str) = match name {
+        "style.css" => (
+            Bytes::from_static(STYLE.as_bytes()),
+            "text/css; charset=utf-8",
+        ),
+        "dashboard.js" => (
+            Bytes::from_static(DASHBOARD_JS.as_bytes()),
+            "text/javascript; charset=utf-8",
+        ),
+        "player.js" => (
+            Bytes::from_static(PLAYER_JS.as_bytes()),
+            "text/javascript; charset=utf-8",
+        ),
+        "hls.light.min.js" => (Bytes::from_static(HLS_JS), "text/javascript; charset=utf-8"),
+        _ => return reply::error(&Error::not_found(format!("no file {name:?}"))),
+    };
+    let mut resp = Response::new(body.into());
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, max-age=3600"),
+    );
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    resp
+}
+
+/// `GET /thumb/<id>.jpg`: the channel's live picture.
+pub async fn thumbnail(state: &AppState, file: &str) -> Response {
+    let Some(id) = file
+        .strip_suffix(".jpg")
+        .and_then(|n| n.parse::<u32>().ok())
+    else {
+        return reply::error(&Error::not_found(format!("no thumbnail {file:?}")));
+    };
+    match state.engine.thumbnail(id).await {
+        Ok(jpeg) => {
+            let mut resp = Response::new(jpeg.into());
+            let h = resp.headers_mut();
+            h.insert(header::CONTENT_TYPE, HeaderValue::from_static("image/jpeg"));
+            h.insert(
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("private, max-age=5"),
+            );
+            resp
+        }
+        Err(e) => reply::error(&e),
+    }
+}

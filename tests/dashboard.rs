@@ -1,0 +1,479 @@
+//! The dashboard in a real browser: Debian's Chromium, headless, driven over WebDriver
+//! (chromedriver) with plain HTTP from this test. It logs in through the form, checks the
+//! channel cards and their live thumbnails, takes a screenshot, refreshes, watches a
+//! channel in the page until the video element plays, and logs out.
+
+mod common;
+
+use common::{eventually, Server, Viewer, TOKEN};
+use serde_json::{json, Value};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A chromedriver process and one headless Chromium session.
+struct Browser {
+    driver: Child,
+    base: String,
+    session: String,
+}
+
+impl Browser {
+    fn start() -> Browser {
+        let port = free_port();
+        let driver = Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver (./scripts/setup installs chromium-driver)");
+        let base = format!("http://127.0.0.1:{port}");
+        assert!(
+            eventually(Duration::from_secs(20), || ureq::get(&format!(
+                "{base}/status"
+            ))
+            .call()
+            .is_ok()),
+            "chromedriver did not start"
+        );
+        let caps = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": "/usr/bin/chromium",
+                "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
+                         "--disable-dev-shm-usage", "--window-size=1280,900",
+                         "--autoplay-policy=no-user-gesture-required"]
+            },
+            "goog:loggingPrefs": {"browser": "ALL"}
+        }}});
+        let resp: Value = ureq::post(&format!("{base}/session"))
+            .timeout(Duration::from_secs(60))
+            .send_json(caps)
+            .expect("a Chromium session")
+            .into_json()
+            .unwrap();
+        let session = resp["value"]["sessionId"].as_str().unwrap().to_owned();
+        Browser {
+            driver,
+            base,
+            session,
+        }
+    }
+
+    fn call(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        let url = format!("{}/session/{}{path}", self.base, self.session);
+        let req = ureq::request(method, &url).timeout(Duration::from_secs(60));
+        let r = match body {
+            Some(b) => req.send_json(b),
+            None => req.call(),
+        };
+        let resp = match r {
+            Ok(r) => r,
+            Err(ureq::Error::Status(_, r)) => r,
+            Err(e) => panic!("{method} {path}: {e}"),
+        };
+        let v: Value = resp.into_json().unwrap();
+        assert!(
+            v["value"].get("error").is_none(),
+            "{method} {path}: {}",
+            v["value"]
+        );
+        v["value"].clone()
+    }
+
+    fn go(&self, url: &str) {
+        self.call("POST", "/url", Some(json!({ "url": url })));
+    }
+
+    fn js(&self, script: &str) -> Value {
+        self.call(
+            "POST",
+            "/execute/sync",
+            Some(json!({"script": script, "args": []})),
+        )
+    }
+
+    fn find(&self, css: &str) -> String {
+        let v = self.call(
+            "POST",
+            "/element",
+            Some(json!({"using": "css selector", "value": css})),
+        );
+        v.as_object()
+            .and_then(|o| o.values().next())
+            .and_then(Value::as_str)
+            .unwrap()
+            .to_owned()
+    }
+
+    fn type_into(&self, css: &str, text: &str) {
+        let el = self.find(css);
+        self.call("POST", &format!("/element/{el}/clear"), Some(json!({})));
+        self.call(
+            "POST",
+            &format!("/element/{el}/value"),
+            Some(json!({ "text": text })),
+        );
+    }
+
+    fn click(&self, css: &str) {
+        let el = self.find(css);
+        self.call("POST", &format!("/element/{el}/click"), Some(json!({})));
+    }
+
+    fn wait_js(&self, limit: Duration, script: &str) -> bool {
+        eventually(limit, || self.js(script).as_bool() == Some(true))
+    }
+
+    fn screenshot(&self, path: &std::path::Path) {
+        use base64_png::decode;
+        let b64 = self.call("GET", "/screenshot", None);
+        std::fs::write(path, decode(b64.as_str().unwrap())).unwrap();
+    }
+
+    /// The browser console so far (CSP violations and script errors show up here).
+    fn console(&self) -> Vec<String> {
+        self.call("POST", "/se/log", Some(json!({"type": "browser"})))
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|e| format!("{} {}", e["level"], e["message"]))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = ureq::delete(&format!("{}/session/{}", self.base, self.session))
+            .timeout(Duration::from_secs(10))
+            .call();
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+/// Base64 (standard alphabet) for the screenshot; small enough to keep here.
+mod base64_png {
+    pub fn decode(s: &str) -> Vec<u8> {
+        let val = |c: u8| -> Option<u32> {
+            Some(match c {
+                b'A'..=b'Z' => c - b'A',
+                b'a'..=b'z' => c - b'a' + 26,
+                b'0'..=b'9' => c - b'0' + 52,
+                b'+' => 62,
+                b'/' => 63,
+                _ => return None,
+            } as u32)
+        };
+        let mut out = Vec::with_capacity(s.len() * 3 / 4);
+        let (mut acc, mut bits) = (0u32, 0u32);
+        for v in s.bytes().filter_map(val) {
+            acc = (acc << 6) | v;
+            bits += 6;
+            if bits >= 8 {
+                bits -= 8;
+                out.push((acc >> bits) as u8);
+                acc &= (1 << bits) - 1;
+            }
+        }
+        out
+    }
+}
+
+fn config() -> String {
+    format!(
+        "server:\n  auth_token: {TOKEN}\nengine:\n  hls_segment_secs: 1\n  hls_list_size: 4\nffmpeg_profiles:\n  x264: {{video_codec: libx264, video_bitrate: 800k, preset: ultrafast, gop: 25, audio_codec: aac, audio_bitrate: 96k}}\n  light: {{video_codec: mpeg2video, audio_codec: mp2}}\nstreams:\n  - {{id: 1, name: Browser Channel, source: 'lavfi:testsrc2=size=640x360:rate=25[out0];sine=frequency=500[out1]', ffmpeg_profile: x264, channel_number: 7, next_programs: [{{title: Evening News, start: '2099-01-01T20:00:00Z'}}]}}\n  - {{id: 2, name: MPEG-2 Channel, source: 'lavfi:testsrc2=size=320x240:rate=25[out0];sine[out1]', ffmpeg_profile: light, channel_number: 8}}\nscheduled_streams:\n  - {{id: 900, name: Later Show, source: 'lavfi:testsrc2[out0];sine[out1]', ffmpeg_profile: light, schedule: {{start: '2099-06-01T18:00:00Z', end: '2099-06-01T20:00:00Z'}}}}\n"
+    )
+}
+
+fn out_dir() -> std::path::PathBuf {
+    let d = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dashboard");
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[test]
+fn the_dashboard_works_in_headless_chromium() {
+    let s = Server::start(&config());
+    // Channel 1 runs (someone watches it), channel 2 stays idle.
+    let mut viewer = Viewer::open(&s, 1);
+    assert!(!viewer.read_for(Duration::from_millis(300)).is_empty());
+    let b = Browser::start();
+    let home = s.url("/");
+
+    // Not logged in: the login form, and a wrong token is refused.
+    b.go(&home);
+    assert_eq!(b.js("return document.title"), "Amps: log in");
+    b.type_into("#token", "not-the-token");
+    b.click("button[type=submit]");
+    assert!(b.wait_js(
+        Duration::from_secs(5),
+        "return !!document.querySelector('.error')"
+    ));
+    assert_eq!(b.js("return document.title"), "Amps: log in");
+
+    // The right token: the dashboard, with an HttpOnly cookie scripts cannot read.
+    b.type_into("#token", TOKEN);
+    b.click("button[type=submit]");
+    assert!(b.wait_js(Duration::from_secs(5), "return document.title === 'Amps'"));
+    assert_eq!(
+        b.js("return document.cookie"),
+        "",
+        "the session cookie is HttpOnly"
+    );
+    assert_eq!(b.js("return location.pathname"), "/");
+
+    let card = |id: u32, what: &str| {
+        b.js(&format!(
+            "const c = document.querySelector('.channel[data-id=\"{id}\"]'); return c ? {what} : null"
+        ))
+    };
+    assert_eq!(card(1, "c.dataset.state"), "running");
+    assert_eq!(card(2, "c.dataset.state"), "idle");
+    assert_eq!(card(900, "c.dataset.state"), "scheduled");
+    let text1 = card(1, "c.innerText").as_str().unwrap().to_owned();
+    for want in [
+        "Browser Channel",
+        "running",
+        "profile x264",
+        "Evening News",
+        "always on",
+        "kbit/s",
+        "×",
+    ] {
+        assert!(text1.contains(want), "card 1 lacks {want:?}: {text1}");
+    }
+    let text900 = card(900, "c.innerText").as_str().unwrap().to_owned();
+    assert!(
+        text900.contains("01 Jun 2099 18:00 UTC to Mon 01 Jun 2099 20:00 UTC")
+            && text900.contains("scheduled"),
+        "{text900}"
+    );
+    // The thumbnail is a real picture of the live channel.
+    assert!(
+        b.wait_js(
+            Duration::from_secs(10),
+            "const i = document.querySelector('.channel[data-id=\"1\"] img'); return !!i && i.complete && i.naturalWidth === 320 && i.naturalHeight === 180"
+        ),
+        "thumbnail: {}",
+        card(1, "c.querySelector('img') && c.querySelector('img').naturalWidth")
+    );
+    let dir = out_dir();
+    let shot = dir.join("dashboard.png");
+    b.screenshot(&shot);
+    let p = common::media::probe(&shot);
+    assert_eq!(p["streams"][0]["codec_name"], "png");
+    assert_eq!(p["streams"][0]["width"], 1280);
+    eprintln!("dashboard screenshot: {}", shot.display());
+
+    // The page refreshes itself.
+    assert!(b.wait_js(
+        Duration::from_secs(12),
+        "return !!document.body.dataset.refreshed"
+    ));
+    assert_eq!(card(1, "c.dataset.state"), "running");
+
+    // Watch channel 1 in the page: hls.js (bundled) plays it in the video element.
+    b.go(&s.url("/watch/1"));
+    assert!(
+        b.wait_js(
+            Duration::from_secs(30),
+            "const v = document.getElementById('player'); return document.body.dataset.player === 'playing' && v.currentTime > 1.5 && v.videoWidth === 640"
+        ),
+        "the video never played: {} / {}\n{:?}",
+        b.js("return document.getElementById('player-status').textContent"),
+        b.js("const v = document.getElementById('player'); return [v.currentTime, v.videoWidth, v.readyState, v.error && v.error.message]"),
+        b.console()
+    );
+    let t1 = b
+        .js("return document.getElementById('player').currentTime")
+        .as_f64()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let t2 = b
+        .js("return document.getElementById('player').currentTime")
+        .as_f64()
+        .unwrap();
+    assert!(t2 - t1 > 1.0, "playback advances: {t1} -> {t2}");
+    assert_eq!(
+        b.js("return document.querySelector('.warn') === null"),
+        true,
+        "H.264 + AAC needs no warning"
+    );
+    b.screenshot(&dir.join("watch.png"));
+    let st = s.get("/api/streams/1/status").json();
+    assert_eq!(st["hls"], true);
+    assert_eq!(
+        st["starts"], 1,
+        "the page joined the running pipeline: {st}"
+    );
+
+    // An MPEG-2 channel says why a browser cannot play it (once its codecs are known).
+    let mut v2 = Viewer::open(&s, 2);
+    assert!(!v2.read_for(Duration::from_millis(300)).is_empty());
+    b.go(&s.url("/watch/2"));
+    let warn = b.js("const w = document.querySelector('.warn'); return w ? w.textContent : ''");
+    assert!(warn.as_str().unwrap().contains("mpeg2video"), "{warn}");
+
+    // Nothing was refused by the pages' Content-Security-Policy, no script failed, and
+    // every file a page needed loaded (the only refusals are the login form's own 401s).
+    let console = b.console();
+    let bad = |l: &&String| {
+        l.contains("Content Security Policy")
+            || l.contains("Uncaught")
+            || (l.contains("SEVERE")
+                && !(l.contains(&format!("{home} -")) || l.contains("/login -")))
+    };
+    assert!(!console.iter().any(|l| bad(&l)), "{console:#?}");
+
+    // Log out: back to the login form, and the pages are closed again.
+    b.go(&home);
+    b.click("header form button");
+    assert!(b.wait_js(
+        Duration::from_secs(5),
+        "return document.title === 'Amps: log in'"
+    ));
+    b.go(&home);
+    assert_eq!(b.js("return document.title"), "Amps: log in");
+    let t0 = Instant::now();
+    drop(b);
+    assert!(t0.elapsed() < Duration::from_secs(20));
+}
+
+#[test]
+fn pages_need_a_session_and_the_cookie_never_authorises_changes() {
+    let s = Server::start(&config());
+    // A browser asking for a page gets the login form; an API client gets JSON.
+    let html = s.request("GET", "/", &[("Accept", "text/html")], None);
+    assert_eq!(html.status, 401);
+    assert!(html
+        .header("content-type")
+        .unwrap()
+        .starts_with("text/html"));
+    assert!(html
+        .body
+        .contains("<form method=\"post\" action=\"/login\">"));
+    let csp = html.header("content-security-policy").unwrap();
+    assert!(csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"));
+    let api = s.request("GET", "/", &[], None);
+    assert_eq!(api.status, 401);
+    assert_eq!(api.json()["error"], "unauthorized");
+
+    // Log in with the form body; the cookie is not the token.
+    let form = [("Content-Type", "application/x-www-form-urlencoded")];
+    let agent = ureq::AgentBuilder::new().redirects(0).build();
+    let resp = agent
+        .post(&s.url("/login"))
+        .set(form[0].0, form[0].1)
+        .send_string(&format!("token={TOKEN}"))
+        .unwrap();
+    assert_eq!(resp.status(), 303);
+    let set = resp.header("set-cookie").unwrap().to_owned();
+    assert!(
+        set.contains("HttpOnly") && set.contains("SameSite=Strict"),
+        "{set}"
+    );
+    assert!(!set.contains(TOKEN));
+    let cookie = set.split(';').next().unwrap().to_owned();
+    let with = |m: &str, p: &str| {
+        s.request(
+            m,
+            p,
+            &[("Cookie", &cookie), ("Content-Type", "application/json")],
+            Some("{}"),
+        )
+    };
+    assert_eq!(
+        s.request("GET", "/", &[("Cookie", &cookie)], None).status,
+        200
+    );
+    assert_eq!(
+        s.request("GET", "/api/streams", &[("Cookie", &cookie)], None)
+            .status,
+        200
+    );
+    // Changes need the token itself: a cookie rides along on cross-site requests.
+    assert_eq!(with("POST", "/api/streams").status, 401);
+    assert_eq!(with("DELETE", "/api/streams/1").status, 401);
+    assert_eq!(with("POST", "/api/reload").status, 401);
+    assert_eq!(s.get("/api/streams/1").status, 200, "nothing was deleted");
+    // A forged or stale cookie is nothing.
+    let forged = format!("amps_session={}", "0".repeat(64));
+    assert_eq!(
+        s.request("GET", "/api/streams", &[("Cookie", &forged)], None)
+            .status,
+        401
+    );
+    assert_eq!(
+        s.request(
+            "GET",
+            "/api/streams",
+            &[("Cookie", &format!("amps_session={TOKEN}"))],
+            None
+        )
+        .status,
+        401
+    );
+
+    // The bundled player is the pinned hls.js (assets/vendor/README.md).
+    let resp = ureq::get(&s.url("/ui/hls.light.min.js"))
+        .set("Cookie", &cookie)
+        .call()
+        .unwrap();
+    assert!(resp.content_type().contains("javascript"));
+    let mut js = Vec::new();
+    std::io::Read::read_to_end(&mut resp.into_reader(), &mut js).unwrap();
+    let out = Command::new("sha256sum")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            std::io::Write::write_all(c.stdin.as_mut().unwrap(), &js)?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    let readme = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/assets/vendor/README.md"
+    ))
+    .unwrap();
+    let sum = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        readme.contains(sum.split(' ').next().unwrap()),
+        "hash {sum} not in the README"
+    );
+
+    // Thumbnails never start a channel.
+    let r = s.request("GET", "/thumb/2.jpg", &[("Cookie", &cookie)], None);
+    assert_eq!(r.status, 404, "{}", r.body);
+    assert_eq!(s.get("/api/streams/2/status").json()["state"], "idle");
+    assert_eq!(
+        s.request("GET", "/thumb/99.jpg", &[("Cookie", &cookie)], None)
+            .status,
+        404
+    );
+
+    // Wrong logins count towards the address block like wrong tokens (loopback is exempt
+    // by default, so this only checks they are answered with the form and a 401).
+    let bad = ureq::post(&s.url("/login"))
+        .set(form[0].0, form[0].1)
+        .send_string("token=nope");
+    match bad {
+        Err(ureq::Error::Status(401, r)) => {
+            assert!(r
+                .into_string()
+                .unwrap()
+                .contains("That token is not right."))
+        }
+        other => panic!("{other:?}"),
+    }
+}
