@@ -84,7 +84,7 @@ impl Collector for EngineCollector {
             ConstGauge::new(total).encode(m)?;
         }
         type Field = fn(&crate::engine::status::Status) -> u64;
-        let per_channel: [(&str, &str, MetricType, Field); 12] = [
+        let per_channel: [(&str, &str, MetricType, Field); 13] = [
             (
                 "channel_clients",
                 "Stream clients of the channel",
@@ -150,6 +150,12 @@ impl Collector for EngineCollector {
                 "The source in use: 0 for the primary, n for the nth backup",
                 MetricType::Gauge,
                 |s| s.active_source_index as u64,
+            ),
+            (
+                "channel_hls",
+                "1 while the channel's HLS output runs (it holds one client place)",
+                MetricType::Gauge,
+                |s| u64::from(s.hls),
             ),
             (
                 "channel_buffered_bytes",

@@ -122,6 +122,11 @@ fn hls_is_cut_from_the_same_pipeline_on_keyframes_and_plays() {
         "the TS viewer and the HLS session: {status}"
     );
     assert_eq!(status["hls"], true);
+    let metrics = s.get("/metrics").body;
+    assert!(
+        metrics.contains("amps_channel_hls{channel=\"1\",producer=\"libav\"} 1"),
+        "{metrics}"
+    );
 
     // Wait for a full window, then check every listed segment.
     assert!(eventually(Duration::from_secs(15), || parse(&playlist(&s))

@@ -238,6 +238,7 @@ fn announce(state: &AppState) {
         None => format!("{base}{path}"),
     };
     println!("listening on {}", state.local_addr);
+    println!("dashboard: {base}/   (open in a browser; log in with the token)");
     println!("playlist: {}", q("/playlist.m3u"));
     println!("guide:    {}", q("/epg.xml"));
     if state.hdhomerun.enabled {
