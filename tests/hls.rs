@@ -281,3 +281,42 @@ fn a_producer_restart_is_a_discontinuity_and_a_deleted_channel_ends_its_session(
         404
     );
 }
+
+#[test]
+fn an_hls_session_nobody_asks_for_ends_and_frees_the_channel() {
+    let s = Server::start(&config());
+    let first = parse(&playlist(&s));
+    let uri = first.2[0].0.clone();
+    let st = s.get("/api/streams/2/status").json();
+    assert_eq!(st["state"], "idle", "other channels are untouched: {st}");
+    // No requests from now on: hls_list_size 4 x 1 s is under 10 s, so the session ends
+    // 20 s after the last request, then the channel after its 1 s grace period.
+    let t0 = std::time::Instant::now();
+    assert!(
+        eventually(Duration::from_secs(30), || s
+            .get("/api/streams/1/status")
+            .json()["hls"]
+            == false),
+        "the session never ended"
+    );
+    let took = t0.elapsed();
+    assert!(took >= Duration::from_secs(18), "ended too early: {took:?}");
+    assert!(
+        eventually(Duration::from_secs(10), || s
+            .get("/api/streams/1/status")
+            .json()["state"]
+            == "idle"),
+        "{}",
+        s.get("/api/streams/1/status").body
+    );
+    assert_eq!(s.get("/api/streams/1/status").json()["clients"], 0);
+    // Its segments are gone; a new request starts a new session with new names.
+    let (status, _, _) = get_bytes(&s, &format!("/hls/1/{uri}"), &[]);
+    assert_eq!(status, 404);
+    let again = parse(&playlist(&s));
+    assert_ne!(
+        again.2[0].0.split('-').next(),
+        uri.split('-').next(),
+        "a new session id"
+    );
+}

@@ -275,6 +275,42 @@ pub(crate) mod tests {
         assert_eq!(&h[PACKET..], &pmt[..]);
     }
 
+    /// A PES header (video stream id) carrying `pts`, marker bits set as muxers do.
+    fn pes_with_pts(pts: u64) -> Vec<u8> {
+        vec![
+            0,
+            0,
+            1,
+            0xe0,
+            0,
+            0,
+            0x80,
+            0x80,
+            5,
+            0x21 | (((pts >> 30) as u8 & 0x07) << 1),
+            (pts >> 22) as u8,
+            0x01 | ((pts >> 14) as u8 & 0xfe),
+            (pts >> 7) as u8,
+            0x01 | ((pts << 1) as u8 & 0xfe),
+        ]
+    }
+
+    #[test]
+    fn keyframe_pieces_carry_their_pts() {
+        let (pat, pmt) = psi();
+        let mut ins = Inspector::default();
+        let big = (1u64 << 33) - 12_345; // near the 33-bit wrap: every bit is used
+        let mut data = [pat, pmt].concat();
+        data.extend(packet(0x100, true, true, &pes_with_pts(big)));
+        data.extend(packet(0x100, false, false, b"more"));
+        data.extend(packet(0x100, true, true, &pes_with_pts(900_000)));
+        data.extend(packet(0x100, true, true, b"no PES header"));
+        let pieces = ins.feed(&data);
+        let pts: Vec<Option<u64>> = pieces.iter().map(|p| p.pts).collect();
+        assert_eq!(pts, vec![None, Some(big), Some(900_000), None]);
+        assert!(pieces[1..].iter().all(|p| p.key));
+    }
+
     #[test]
     fn keeps_partial_packets_and_resyncs_after_garbage() {
         let (pat, pmt) = psi();
