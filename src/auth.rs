@@ -40,26 +40,6 @@ impl TokenCheck {
         self.digest.is_some()
     }
 
-    /// The dashboard's session cookie value for this token: derived from the token's
-    /// digest (so it changes when the token does) and never the token itself. None when
-    /// no token is configured.
-    pub fn session_value(&self) -> Option<String> {
-        let d = self.digest?;
-        let mut h = Sha256::new();
-        h.update(b"amps-dashboard-session\0");
-        h.update(d);
-        Some(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
-    }
-
-    /// True if `cookie` is this token's session value (compared in constant time).
-    pub fn allows_session(&self, cookie: Option<&str>) -> bool {
-        match (self.session_value(), cookie) {
-            (None, _) => true,
-            (Some(_), None) => false,
-            (Some(want), Some(got)) => bool::from(digest(&want).ct_eq(&digest(got))),
-        }
-    }
-
     /// True if `presented` grants access.
     pub fn allows(&self, presented: Option<&str>) -> bool {
         match (&self.digest, presented) {
@@ -91,6 +71,66 @@ pub fn presented<'a>(
 
 /// The name of the dashboard's session cookie.
 pub const SESSION_COOKIE: &str = "amps_session";
+
+/// The dashboard's login sessions: random values handed out as cookies, kept here only
+/// as SHA-256 digests with an expiry. Logging out ends one; a restart ends them all.
+#[derive(Debug)]
+pub struct Sessions {
+    map: std::sync::Mutex<std::collections::HashMap<[u8; 32], std::time::Instant>>,
+    ttl: std::time::Duration,
+    max: usize,
+}
+
+impl Sessions {
+    pub fn new(ttl: std::time::Duration, max: usize) -> Sessions {
+        Sessions {
+            map: Default::default(),
+            ttl,
+            max: max.max(1),
+        }
+    }
+
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<[u8; 32], std::time::Instant>> {
+        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A new session's cookie value (64 hex digits from the kernel's random source), or
+    /// None if there is no randomness to be had. When full, the oldest session ends.
+    pub fn create(&self) -> Option<String> {
+        let mut raw = [0u8; 32];
+        // SAFETY: getrandom writes at most `raw.len()` bytes into `raw`.
+        let n = unsafe { libc::getrandom(raw.as_mut_ptr().cast(), raw.len(), 0) };
+        if n != raw.len() as isize {
+            return None;
+        }
+        let value: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+        let now = std::time::Instant::now();
+        let mut map = self.lock();
+        map.retain(|_, exp| *exp > now);
+        if map.len() >= self.max {
+            if let Some(oldest) = map.iter().min_by_key(|(_, e)| **e).map(|(k, _)| *k) {
+                map.remove(&oldest);
+            }
+        }
+        map.insert(digest(&value), now + self.ttl);
+        Some(value)
+    }
+
+    /// Whether `cookie` is a live session.
+    pub fn valid(&self, cookie: &str) -> bool {
+        let now = std::time::Instant::now();
+        self.lock()
+            .get(&digest(cookie))
+            .is_some_and(|exp| *exp > now)
+    }
+
+    /// Ends the session `cookie` (logout).
+    pub fn end(&self, cookie: &str) {
+        self.lock().remove(&digest(cookie));
+    }
+}
 
 /// The value of cookie `name` in a `Cookie` header.
 pub fn cookie<'a>(header: &'a str, name: &str) -> Option<&'a str> {
@@ -140,25 +180,23 @@ pub fn encode_for_query(token: &str) -> String {
 #[cfg(test)]
 mod tests {
     #[test]
-    fn session_cookies_derive_from_the_token_and_are_checked() {
-        let a = TokenCheck::new(Some("secret-a"));
-        let b = TokenCheck::new(Some("secret-b"));
-        let va = a.session_value().unwrap();
-        assert_eq!(va.len(), 64);
-        assert!(!va.contains("secret"));
-        assert_ne!(
-            Some(va.clone()),
-            b.session_value(),
-            "a new token ends old sessions"
-        );
-        assert!(a.allows_session(Some(&va)));
-        assert!(!b.allows_session(Some(&va)));
-        assert!(!a.allows_session(None));
-        assert!(
-            !a.allows_session(Some("secret-a")),
-            "the token is no session"
-        );
-        assert!(TokenCheck::new(None).allows_session(None));
+    fn sessions_are_random_bounded_and_end_on_logout() {
+        let s = Sessions::new(std::time::Duration::from_secs(60), 2);
+        let a = s.create().unwrap();
+        let b = s.create().unwrap();
+        assert_eq!(a.len(), 64);
+        assert_ne!(a, b);
+        assert!(s.valid(&a) && s.valid(&b));
+        assert!(!s.valid("0000") && !s.valid(""));
+        s.end(&a);
+        assert!(!s.valid(&a), "logged out");
+        let c = s.create().unwrap();
+        let d = s.create().unwrap();
+        assert!(!s.valid(&b), "the oldest goes when full");
+        assert!(s.valid(&c) && s.valid(&d));
+        let short = Sessions::new(std::time::Duration::ZERO, 10);
+        let e = short.create().unwrap();
+        assert!(!short.valid(&e), "expired");
         assert_eq!(
             cookie("theme=dark; amps_session=abc; x=1", SESSION_COOKIE),
             Some("abc")

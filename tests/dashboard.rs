@@ -191,7 +191,7 @@ mod base64_png {
 
 fn config() -> String {
     format!(
-        "server:\n  auth_token: {TOKEN}\nengine:\n  hls_segment_secs: 1\n  hls_list_size: 4\nffmpeg_profiles:\n  x264: {{video_codec: libx264, video_bitrate: 800k, preset: ultrafast, gop: 25, audio_codec: aac, audio_bitrate: 96k}}\n  light: {{video_codec: mpeg2video, audio_codec: mp2}}\nstreams:\n  - {{id: 1, name: Browser Channel, source: 'lavfi:testsrc2=size=640x360:rate=25[out0];sine=frequency=500[out1]', ffmpeg_profile: x264, channel_number: 7, next_programs: [{{title: Evening News, start: '2099-01-01T20:00:00Z'}}]}}\n  - {{id: 2, name: MPEG-2 Channel, source: 'lavfi:testsrc2=size=320x240:rate=25[out0];sine[out1]', ffmpeg_profile: light, channel_number: 8}}\nscheduled_streams:\n  - {{id: 900, name: Later Show, source: 'lavfi:testsrc2[out0];sine[out1]', ffmpeg_profile: light, schedule: {{start: '2099-06-01T18:00:00Z', end: '2099-06-01T20:00:00Z'}}}}\n"
+        "server:\n  auth_token: {TOKEN}\nengine:\n  hls_segment_secs: 1\n  hls_list_size: 4\nffmpeg_profiles:\n  x264: {{video_codec: libx264, video_bitrate: 800k, preset: ultrafast, gop: 25, audio_codec: aac, audio_bitrate: 96k}}\n  light: {{video_codec: mpeg2video, audio_codec: mp2}}\nstreams:\n  - {{id: 1, name: Browser Channel, source: 'lavfi:testsrc2=size=640x360:rate=25[out0];sine=frequency=500[out1]', ffmpeg_profile: x264, channel_number: 7, next_programs: [{{title: Evening News, start: '2099-01-01T20:00:00Z'}}]}}\n  - {{id: 2, name: MPEG-2 Channel, source: 'lavfi:testsrc2=size=320x240:rate=25[out0];sine[out1]', ffmpeg_profile: light, channel_number: 8}}\n  - {{id: 3, name: Cold Channel, source: 'lavfi:testsrc2=size=320x240:rate=25[out0];sine=frequency=700[out1]', ffmpeg_profile: x264, channel_number: 9}}\nscheduled_streams:\n  - {{id: 900, name: Later Show, source: 'lavfi:testsrc2[out0];sine[out1]', ffmpeg_profile: light, schedule: {{start: '2099-06-01T18:00:00Z', end: '2099-06-01T20:00:00Z'}}}}\n"
     )
 }
 
@@ -317,6 +317,24 @@ fn the_dashboard_works_in_headless_chromium() {
         "the page joined the running pipeline: {st}"
     );
 
+    assert_eq!(b.js("return document.body.dataset.engine"), "hls.js");
+
+    // Chromium's own HLS player plays it too: it needs three target durations of live
+    // playlist to start (RFC 8216 6.3.3), which Amps holds back the first playlist for.
+    // Channel 1 is already running; this checks a cold start, on channel 3.
+    b.go(&s.url("/watch/3?player=native"));
+    assert!(
+        b.wait_js(
+            Duration::from_secs(40),
+            "const v = document.getElementById('player'); return document.body.dataset.player === 'playing' && v.currentTime > 2.5"
+        ),
+        "native HLS never played: {} / {} / {}",
+        b.js("return document.body.dataset.engine"),
+        b.js("return document.getElementById('player-status').textContent"),
+        b.js("const v = document.getElementById('player'); return [v.currentTime, v.videoWidth, v.readyState, v.error && v.error.message]"),
+    );
+    assert_eq!(b.js("return document.body.dataset.engine"), "native");
+
     // An MPEG-2 channel says why a browser cannot play it (once its codecs are known).
     let mut v2 = Viewer::open(&s, 2);
     assert!(!v2.read_for(Duration::from_millis(300)).is_empty());
@@ -392,10 +410,45 @@ fn pages_need_a_session_and_the_cookie_never_authorises_changes() {
             Some("{}"),
         )
     };
+    let page = s.request("GET", "/", &[("Cookie", &cookie)], None);
+    assert_eq!(page.status, 200);
+    // The cookie never reveals the token (which also authorises changes); the token in
+    // the request does.
+    assert!(!page.body.contains(TOKEN), "{}", page.body);
+    assert!(page.body.contains("playlist.m3u?token=YOUR_TOKEN"));
+    let with_token = s.get(&format!("/?token={TOKEN}"));
+    assert!(with_token
+        .body
+        .contains(&format!("playlist.m3u?token={TOKEN}")));
+    let hls = s.request("GET", "/hls/1/index.m3u8", &[("Cookie", &cookie)], None);
+    assert_eq!(hls.status, 200, "{}", hls.body);
+    assert!(!hls.body.contains(TOKEN), "{}", hls.body);
+    assert!(hls.header("cache-control").unwrap().starts_with("private"));
+    let seg = hls.body.lines().find(|l| !l.starts_with('#')).unwrap();
+    assert!(seg.ends_with(".ts"), "{seg}");
     assert_eq!(
-        s.request("GET", "/", &[("Cookie", &cookie)], None).status,
-        200
+        s.request(
+            "GET",
+            &format!("/hls/1/{seg}"),
+            &[("Cookie", &cookie)],
+            None
+        )
+        .status,
+        200,
+        "the browser fetches segments with its cookie"
     );
+    // A stale token in the URL next to a valid header: never cached as public.
+    let stale = s.request(
+        "GET",
+        "/hls/1/index.m3u8?token=stale",
+        &[("X-Amps-Token", TOKEN)],
+        None,
+    );
+    assert_eq!(stale.status, 200);
+    assert!(stale
+        .header("cache-control")
+        .unwrap()
+        .starts_with("private"));
     assert_eq!(
         s.request("GET", "/api/streams", &[("Cookie", &cookie)], None)
             .status,
@@ -406,6 +459,34 @@ fn pages_need_a_session_and_the_cookie_never_authorises_changes() {
     assert_eq!(with("DELETE", "/api/streams/1").status, 401);
     assert_eq!(with("POST", "/api/reload").status, 401);
     assert_eq!(s.get("/api/streams/1").status, 200, "nothing was deleted");
+    // Logging out ends the session on the server: the same cookie is refused after.
+    let second = ureq::AgentBuilder::new()
+        .redirects(0)
+        .build()
+        .post(&s.url("/login"))
+        .set(form[0].0, form[0].1)
+        .send_string(&format!("token={TOKEN}"))
+        .unwrap();
+    let other = second
+        .header("set-cookie")
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    assert_ne!(other, cookie, "every login is a new random session");
+    let out = s.request("POST", "/logout", &[("Cookie", &other)], None);
+    assert_eq!(out.status, 200, "redirected to the login form");
+    assert_eq!(
+        s.request("GET", "/api/streams", &[("Cookie", &other)], None)
+            .status,
+        401
+    );
+    assert_eq!(
+        s.request("GET", "/api/streams", &[("Cookie", &cookie)], None)
+            .status,
+        200
+    );
     // A forged or stale cookie is nothing.
     let forged = format!("amps_session={}", "0".repeat(64));
     assert_eq!(

@@ -15,8 +15,15 @@
   video.addEventListener("waiting", () => say("Buffering…", "waiting"));
   video.addEventListener("error", () => say("The browser cannot play this channel.", "error"));
   // hls.js (Media Source Extensions) first, as its authors advise; the browser's own HLS
-  // only where MSE is missing (iPhone Safari).
-  if (window.Hls && window.Hls.isSupported()) {
+  // where MSE is missing (iPhone Safari), or when the page is opened with ?player=native.
+  const native = video.canPlayType("application/vnd.apple.mpegurl") !== "";
+  const wantNative = new URLSearchParams(location.search).get("player") === "native";
+  document.body.dataset.engine = "none";
+  if (native && wantNative) {
+    document.body.dataset.engine = "native";
+    video.src = src;
+  } else if (window.Hls && window.Hls.isSupported()) {
+    document.body.dataset.engine = "hls.js";
     const hls = new window.Hls({ liveSyncDurationCount: 3, enableWorker: true });
     hls.on(window.Hls.Events.ERROR, (_, data) => {
       if (!data.fatal) return;
@@ -33,7 +40,8 @@
     });
     hls.loadSource(src);
     hls.attachMedia(video);
-  } else if (video.canPlayType("application/vnd.apple.mpegurl")) {
+  } else if (native) {
+    document.body.dataset.engine = "native";
     video.src = src;
   } else {
     say("This browser cannot play HLS; use the links below in VLC or mpv.", "error");

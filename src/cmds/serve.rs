@@ -193,6 +193,10 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
             state_file,
             metrics: Arc::new(Metrics::with_engine(engine.clone())),
             token: TokenCheck::new(server.auth_token.as_deref()),
+            sessions: crate::auth::Sessions::new(
+                std::time::Duration::from_secs(30 * 24 * 3600),
+                1000,
+            ),
             auth_limiter: crate::auth::FailureLimiter::new(
                 server.auth_fail_limit,
                 Duration::from_secs(server.auth_block_secs),

@@ -270,8 +270,11 @@ fn validate_server(cfg: &Config, out: &mut Vec<Issue>) {
     if !(0.5..=30.0).contains(&e.hls_segment_secs) {
         sink.push("hls_segment_secs", "must be between 0.5 and 30");
     }
-    if !(2..=100).contains(&e.hls_list_size) {
-        sink.push("hls_list_size", "must be between 2 and 100");
+    if !(3..=100).contains(&e.hls_list_size) {
+        sink.push(
+            "hls_list_size",
+            "must be between 3 and 100 (players start three segments from the live end)",
+        );
     }
     if e.buffer_bytes < 256 * 1024 {
         sink.push("buffer_bytes", "must be at least 262144 (256 KiB)");

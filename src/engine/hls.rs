@@ -16,8 +16,13 @@ use std::time::Instant;
 
 /// PTS are 33-bit, 90 kHz.
 const PTS_WRAP: u64 = 1 << 33;
+/// Segments a playlist lists at least (see [`Segmenter::playlist`]).
+pub const MIN_LISTED: usize = 3;
 /// A segment that never sees a keyframe is dropped at this size (a source without them).
 const MAX_SEGMENT_BYTES: usize = 64 * 1024 * 1024;
+/// Finished segments a session keeps, in bytes at most (oldest go first, but never below
+/// [`MIN_LISTED`] segments).
+const MAX_KEPT_BYTES: usize = 256 * 1024 * 1024;
 
 /// One finished segment.
 #[derive(Clone, Debug)]
@@ -36,6 +41,9 @@ struct Building {
     bytes: usize,
     start_pts: Option<u64>,
     started: Instant,
+    /// When the latest piece arrived (a segment cut short by a restart ends there, not
+    /// when the next run's first keyframe arrives).
+    last: Instant,
     discontinuity: bool,
 }
 
@@ -48,6 +56,7 @@ pub struct Segmenter {
     header: Option<Bytes>,
     building: Option<Building>,
     segments: VecDeque<Segment>,
+    kept_bytes: usize,
     next_seq: u64,
     /// Discontinuities that have left the kept segments (`EXT-X-DISCONTINUITY-SEQUENCE`).
     discontinuity_seq: u64,
@@ -64,11 +73,28 @@ impl Segmenter {
             header: None,
             building: None,
             segments: VecDeque::new(),
+            kept_bytes: 0,
             next_seq: 0,
             discontinuity_seq: 0,
             pending_discontinuity: false,
             longest: 0,
         }
+    }
+
+    /// Continues the numbering of an earlier session of the same channel: a player that
+    /// reloads the same playlist URL sees the media sequence go on (never back) and a
+    /// discontinuity before the first new segment.
+    pub fn continue_after(&mut self, next_seq: u64, discontinuity_seq: u64) {
+        self.next_seq = next_seq;
+        self.discontinuity_seq = discontinuity_seq;
+        self.pending_discontinuity = next_seq > 0;
+    }
+
+    /// Where a later session of the same channel continues: (next media sequence number,
+    /// discontinuity sequence of that segment's window).
+    pub fn position(&self) -> (u64, u64) {
+        let kept = self.segments.iter().filter(|s| s.discontinuity).count() as u64;
+        (self.next_seq, self.discontinuity_seq + kept)
     }
 
     /// Feeds one piece of the channel's output.
@@ -77,7 +103,7 @@ impl Segmenter {
             PartKind::Header => {
                 // The output (re)starts: what was being built ends here.
                 if let Some(b) = self.building.take() {
-                    let secs = now.duration_since(b.started).as_secs_f64();
+                    let secs = b.last.duration_since(b.started).as_secs_f64();
                     self.finish(b, secs);
                 }
                 if self.header.is_some() {
@@ -101,7 +127,7 @@ impl Segmenter {
                         _ => wall,
                     };
                     if secs + 0.001 < self.target {
-                        self.append(data);
+                        self.append(data, now);
                         return;
                     }
                     let b = self.building.take().expect("checked above");
@@ -116,17 +142,19 @@ impl Segmenter {
                     bytes,
                     start_pts: pts,
                     started: now,
+                    last: now,
                     discontinuity: std::mem::take(&mut self.pending_discontinuity),
                 });
             }
-            PartKind::Delta => self.append(data),
+            PartKind::Delta => self.append(data, now),
         }
     }
 
-    fn append(&mut self, data: Bytes) {
+    fn append(&mut self, data: Bytes, now: Instant) {
         let Some(b) = &mut self.building else {
             return; // waiting for a keyframe
         };
+        b.last = now;
         b.bytes += data.len();
         b.parts.push(data);
         if b.bytes > MAX_SEGMENT_BYTES {
@@ -141,6 +169,7 @@ impl Segmenter {
             data.extend_from_slice(p);
         }
         self.longest = self.longest.max(secs.round() as u64);
+        self.kept_bytes += data.len();
         self.segments.push_back(Segment {
             seq: self.next_seq,
             duration: secs,
@@ -148,8 +177,11 @@ impl Segmenter {
             data: data.freeze(),
         });
         self.next_seq += 1;
-        while self.segments.len() > self.keep {
+        while self.segments.len() > self.keep
+            || (self.kept_bytes > MAX_KEPT_BYTES && self.segments.len() > MIN_LISTED)
+        {
             if let Some(old) = self.segments.pop_front() {
+                self.kept_bytes -= old.data.len();
                 if old.discontinuity {
                     self.discontinuity_seq += 1;
                 }
@@ -167,8 +199,13 @@ impl Segmenter {
     }
 
     /// The live playlist of the newest `window` segments; `uri` names a segment. None
-    /// before the first segment is complete.
+    /// until `MIN_LISTED` segments (at most `window`) are complete: RFC 8216 (6.3.3) has
+    /// players start at least three target durations from the end, so a shorter live
+    /// playlist leaves a strict player (Chromium's own HLS) nowhere to start.
     pub fn playlist(&self, window: usize, uri: impl Fn(u64) -> String) -> Option<String> {
+        if self.segments.len() < MIN_LISTED.min(window.max(1)) {
+            return None;
+        }
         let skip = self.segments.len().saturating_sub(window.max(1));
         let listed: Vec<&Segment> = self.segments.iter().skip(skip).collect();
         let first = listed.first()?;
@@ -217,10 +254,10 @@ mod tests {
         s.feed(Bytes::from_static(b"H"), PartKind::Header, t0);
         s.feed(Bytes::from_static(b"orphan"), PartKind::Delta, t0);
         // keyframes every 0.8 s: segments close at the first keyframe >= 2 s in
-        for i in 0..9 {
+        for i in 0..12 {
             key(&mut s, 100.0 + 0.8 * f64::from(i), t0);
         }
-        assert_eq!(s.ready(), 2, "cut at 2.4 s and 4.8 s");
+        assert_eq!(s.ready(), 3, "cut at 2.4 s, 4.8 s and 7.2 s");
         let seg = s.segment(0).unwrap();
         assert!((seg.duration - 2.4).abs() < 1e-6, "{}", seg.duration);
         assert_eq!(&seg.data[..], b"HKddKddKdd", "PSI first, then whole GOPs");
@@ -265,24 +302,32 @@ mod tests {
         s.feed(Bytes::from_static(b"H"), PartKind::Header, t0);
         key(&mut s, 10.0, t0);
         key(&mut s, 12.0, t0 + Duration::from_secs(2));
-        // the producer restarts: the open segment ends, the next one is marked
+        s.feed(
+            Bytes::from_static(b"d"),
+            PartKind::Delta,
+            t0 + Duration::from_millis(2900),
+        );
+        // The producer restarts and takes 2 s to come back: the open segment ends with
+        // its last piece (0.9 s), not when the new run's PSI arrives; the next is marked.
         s.feed(
             Bytes::from_static(b"H2"),
             PartKind::Header,
-            t0 + Duration::from_millis(3000),
+            t0 + Duration::from_millis(5000),
         );
         s.feed(
             Bytes::from_static(b"K"),
             PartKind::Key(None),
-            t0 + Duration::from_millis(3500),
+            t0 + Duration::from_millis(5500),
         );
         s.feed(
             Bytes::from_static(b"K"),
             PartKind::Key(None),
-            t0 + Duration::from_millis(6000),
+            t0 + Duration::from_millis(8000),
         );
         assert_eq!(s.ready(), 3);
-        assert!((s.segment(1).unwrap().duration - 1.0).abs() < 1e-3);
+        let second = s.segment(1).unwrap();
+        assert!((second.duration - 0.9).abs() < 1e-3, "{}", second.duration);
+        assert_eq!(&second.data[..], b"HKddd");
         let third = s.segment(2).unwrap();
         assert!(third.discontinuity);
         assert!((third.duration - 2.5).abs() < 1e-3, "{}", third.duration);
@@ -299,11 +344,51 @@ mod tests {
     }
 
     #[test]
-    fn nothing_to_list_before_the_first_segment() {
-        let mut s = Segmenter::new(4.0, 6);
+    fn a_later_session_continues_the_numbering_with_a_discontinuity() {
+        let t0 = Instant::now();
+        let mut a = Segmenter::new(1.0, 4);
+        a.feed(Bytes::from_static(b"H"), PartKind::Header, t0);
+        for i in 0..8 {
+            key(&mut a, f64::from(i), t0);
+        }
+        assert_eq!(a.position(), (7, 0));
+        let mut b = Segmenter::new(1.0, 4);
+        b.continue_after(7, 0);
+        b.feed(Bytes::from_static(b"H"), PartKind::Header, t0);
+        for i in 0..5 {
+            key(&mut b, 500.0 + f64::from(i), t0);
+        }
+        let pl = b.playlist(4, |n| n.to_string()).unwrap();
+        assert!(pl.contains("#EXT-X-MEDIA-SEQUENCE:7\n"), "{pl}");
+        assert!(
+            pl.contains(
+                "#EXT-X-DISCONTINUITY-SEQUENCE:0\n#EXT-X-DISCONTINUITY\n#EXTINF:1.000,\n7\n"
+            ),
+            "{pl}"
+        );
+        assert_eq!(b.position(), (11, 1));
+    }
+
+    #[test]
+    fn nothing_is_listed_before_three_segments() {
+        let t0 = Instant::now();
+        let mut s = Segmenter::new(1.0, 6);
         assert!(s.playlist(6, |n| n.to_string()).is_none());
-        s.feed(Bytes::from_static(b"H"), PartKind::Header, Instant::now());
-        key(&mut s, 1.0, Instant::now());
-        assert!(s.playlist(6, |n| n.to_string()).is_none());
+        s.feed(Bytes::from_static(b"H"), PartKind::Header, t0);
+        for i in 0..3 {
+            key(&mut s, f64::from(i), t0);
+        }
+        assert_eq!(s.ready(), 2);
+        assert!(
+            s.playlist(6, |n| n.to_string()).is_none(),
+            "two segments are too few"
+        );
+        key(&mut s, 3.0, t0);
+        assert_eq!(s.ready(), 3);
+        assert!(s.playlist(6, |n| n.to_string()).is_some());
+        assert!(
+            s.playlist(2, |n| n.to_string()).is_some(),
+            "a 2-segment window lists 2"
+        );
     }
 }

@@ -45,10 +45,13 @@ pub struct Engine {
     settings: EngineConfig,
     channels: Mutex<HashMap<u32, Arc<Channel>>>,
     hls: Mutex<HashMap<u32, Arc<HlsSession>>>,
+    /// Where each channel's next HLS session continues its numbering (see
+    /// [`hls::Segmenter::continue_after`]).
+    hls_positions: Mutex<HashMap<u32, (u64, u64)>>,
     /// The latest thumbnail of each channel and when it was made.
     thumbs: Mutex<HashMap<u32, (Instant, Bytes)>>,
     /// One thumbnail is made at a time (they are decodes; the machine may have 2 cores).
-    thumb_gate: tokio::sync::Semaphore,
+    thumb_gate: Arc<tokio::sync::Semaphore>,
     shutdown: Arc<AtomicBool>,
 }
 
@@ -132,7 +135,8 @@ impl HlsSession {
         lock(&self.segmenter).segment(seq)
     }
 
-    /// The live playlist; waits (up to `limit`) for the first segment of a new session.
+    /// The live playlist; waits (up to `limit`) until a new session has enough segments
+    /// to list (see [`hls::Segmenter::playlist`]).
     pub async fn playlist(
         &self,
         window: usize,
@@ -146,6 +150,9 @@ impl HlsSession {
             tokio::pin!(changed);
             changed.as_mut().enable();
             if let Some(p) = lock(&self.segmenter).playlist(window, &uri) {
+                // A first request may have waited for segments: its player asks again
+                // from now on.
+                self.touch();
                 return Ok(p);
             }
             if self.ended() {
@@ -158,7 +165,7 @@ impl HlsSession {
                 return Err(Error::new(
                     ErrorKind::Unavailable,
                     format!(
-                        "stream {} produced no HLS segment within {} s",
+                        "stream {} produced no HLS playlist within {} s",
                         self.id,
                         limit.as_secs()
                     ),
@@ -226,8 +233,9 @@ impl Engine {
             settings,
             channels: Mutex::new(HashMap::new()),
             hls: Mutex::new(HashMap::new()),
+            hls_positions: Mutex::new(HashMap::new()),
             thumbs: Mutex::new(HashMap::new()),
-            thumb_gate: tokio::sync::Semaphore::new(1),
+            thumb_gate: Arc::new(tokio::sync::Semaphore::new(1)),
             shutdown: Arc::new(AtomicBool::new(false)),
         })
     }
@@ -325,7 +333,7 @@ impl Engine {
 
     /// The HLS session of channel `id`, started if there is none. 404 for an unknown
     /// channel, 503 at shutdown. A new session starts the channel in the background; its
-    /// first playlist request waits for the first segment.
+    /// first playlist request waits until there are segments to list.
     pub fn hls_session(self: &Arc<Self>, id: u32) -> Result<Arc<HlsSession>, Error> {
         if self.shutdown.load(Ordering::SeqCst) {
             return Err(Error::new(
@@ -342,6 +350,9 @@ impl Engine {
             return Ok(s.clone());
         }
         let session = Arc::new(HlsSession::new(id, &self.settings));
+        if let Some((seq, disc)) = lock(&self.hls_positions).get(&id).copied() {
+            lock(&session.segmenter).continue_after(seq, disc);
+        }
         session.touch();
         map.insert(id, session.clone());
         tokio::spawn(self.clone().run_hls(session.clone()));
@@ -397,6 +408,8 @@ impl Engine {
             }
         }
         tracing::info!(channel = session.id, session = %session.name, "HLS output stopped");
+        let position = lock(&session.segmenter).position();
+        lock(&self.hls_positions).insert(session.id, position);
         session.end(None);
         self.drop_hls(&session);
     }
@@ -412,44 +425,56 @@ impl Engine {
     }
 
     /// A JPEG of channel `id`'s live picture (its latest keyframe), at most
-    /// [`THUMB_FRESH`] old. Never starts a channel: 404 when it is not running.
-    pub async fn thumbnail(&self, id: u32) -> Result<Bytes, Error> {
+    /// [`THUMB_FRESH`] old. Never starts a channel: 404 when it is not running. One is made
+    /// at a time, in a task that caches its result even when the request that asked for it
+    /// has gone (a refreshing dashboard drops image requests), so requests never pile up
+    /// decodes.
+    pub async fn thumbnail(self: &Arc<Self>, id: u32) -> Result<Bytes, Error> {
         if self.registry.get(id).is_none() {
             return Err(crate::registry::no_such(id));
         }
-        let fresh = |thumbs: &HashMap<u32, (Instant, Bytes)>| {
-            thumbs
-                .get(&id)
-                .filter(|(at, _)| at.elapsed() < THUMB_FRESH)
-                .map(|(_, b)| b.clone())
-        };
-        if let Some(b) = fresh(&lock(&self.thumbs)) {
+        if let Some(b) = self.fresh_thumbnail(id) {
             return Ok(b);
         }
-        let ch = lock(&self.channels).get(&id).cloned();
-        let no_picture = || {
-            Error::not_found(format!(
-                "stream {id} is not running: there is no picture to show"
-            ))
-        };
-        let ch = ch.filter(|c| c.is_running()).ok_or_else(no_picture)?;
-        let _gate = self
-            .thumb_gate
-            .acquire()
-            .await
-            .map_err(|_| Error::new(ErrorKind::Unavailable, "the server is shutting down"))?;
-        if let Some(b) = fresh(&lock(&self.thumbs)) {
-            return Ok(b); // made while this request waited
-        }
-        let ts = ch.hub.keyframe(8 * 1024 * 1024).ok_or_else(no_picture)?;
-        let made = tokio::task::spawn_blocking(move || thumb::jpeg(ts, THUMB_WIDTH))
-            .await
-            .map_err(|e| Error::new(ErrorKind::Internal, format!("thumbnail: {e}")))?;
-        let jpeg = Bytes::from(made.map_err(|e| Error::new(ErrorKind::Unavailable, e))?);
-        let mut thumbs = lock(&self.thumbs);
-        thumbs.retain(|k, _| *k == id || lock(&self.channels).contains_key(k));
-        thumbs.insert(id, (Instant::now(), jpeg.clone()));
-        Ok(jpeg)
+        let engine = self.clone();
+        let made = tokio::spawn(async move {
+            let _gate = engine
+                .thumb_gate
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(|_| Error::new(ErrorKind::Unavailable, "the server is shutting down"))?;
+            if let Some(b) = engine.fresh_thumbnail(id) {
+                return Ok(b); // made while this one waited
+            }
+            let no_picture = || {
+                Error::not_found(format!(
+                    "stream {id} is not running: there is no picture to show"
+                ))
+            };
+            let ch = lock(&engine.channels).get(&id).cloned();
+            let ch = ch.filter(|c| c.is_running()).ok_or_else(no_picture)?;
+            let ts = ch.hub.keyframe(8 * 1024 * 1024).ok_or_else(no_picture)?;
+            let jpeg = tokio::task::spawn_blocking(move || thumb::jpeg(ts, THUMB_WIDTH))
+                .await
+                .map_err(|e| Error::new(ErrorKind::Internal, format!("thumbnail: {e}")))?
+                .map_err(|e| Error::new(ErrorKind::Unavailable, e))?;
+            let jpeg = Bytes::from(jpeg);
+            let live: Vec<u32> = lock(&engine.channels).keys().copied().collect();
+            let mut thumbs = lock(&engine.thumbs);
+            thumbs.retain(|k, _| live.contains(k));
+            thumbs.insert(id, (Instant::now(), jpeg.clone()));
+            Ok(jpeg)
+        });
+        made.await
+            .map_err(|e| Error::new(ErrorKind::Internal, format!("thumbnail: {e}")))?
+    }
+
+    fn fresh_thumbnail(&self, id: u32) -> Option<Bytes> {
+        lock(&self.thumbs)
+            .get(&id)
+            .filter(|(at, _)| at.elapsed() < THUMB_FRESH)
+            .map(|(_, b)| b.clone())
     }
 
     /// Whether channel `id` has HLS output now.

@@ -53,15 +53,22 @@ pub fn jpeg(ts: Bytes, width: u32) -> Result<Vec<u8>, String> {
         return Err("thumbnail: no picture could be decoded from the latest keyframe".into());
     }
     let (sw, sh) = (frame.width().max(2), frame.height().max(2));
-    // Square pixels on screen: widen by the sample aspect ratio.
+    // Square pixels on screen: widen by the sample aspect ratio (an implausible one, as a
+    // broken source may report, is ignored), and never taller than 4:1.
     let sar = frame.aspect_ratio();
-    let display_w = if sar.numerator() > 0 && sar.denominator() > 0 {
-        f64::from(sw) * f64::from(sar)
+    let sar = if sar.numerator() > 0 && sar.denominator() > 0 {
+        f64::from(sar)
     } else {
-        f64::from(sw)
+        1.0
     };
+    let display_w = f64::from(sw)
+        * if (0.25..=4.0).contains(&sar) {
+            sar
+        } else {
+            1.0
+        };
     let w = (width.min(sw.max(2)) & !1).max(2);
-    let h = (((f64::from(w) * f64::from(sh) / display_w) / 2.0).round() as u32 * 2).max(2);
+    let h = (((f64::from(w) * f64::from(sh) / display_w) / 2.0).round() as u32 * 2).clamp(2, 4 * w);
     let mut scaler = ff::software::scaling::Context::get(
         frame.format(),
         sw,

@@ -3,11 +3,13 @@
 //! - `GET /`: every channel with its state, clients, source, bitrate, encoder speed,
 //!   schedule window, next program and a live thumbnail; a few lines of JavaScript
 //!   re-fetch the page every few seconds and swap the channel list in.
-//! - `GET /watch/<id>`: a channel in a `<video>` element: native HLS where the browser has
-//!   it (Safari), else hls.js (bundled into the binary, see `assets/vendor/`).
+//! - `GET /watch/<id>`: a channel in a `<video>` element, through hls.js (bundled into the
+//!   binary, see `assets/vendor/`), or the browser's own HLS where Media Source Extensions
+//!   are missing (iPhone) or `?player=native` asks for it.
 //! - `GET /login`, `POST /login`, `POST /logout`: a form that trades the token for a
-//!   session cookie (`HttpOnly`, `SameSite=Strict`, derived from the token, never the
-//!   token itself). The cookie authorises reading only (GET/HEAD); see
+//!   session cookie (`HttpOnly`, `SameSite=Strict`, a random session id kept by
+//!   [`crate::auth::Sessions`], never the token, and pages opened with it never show
+//!   the token). The cookie authorises reading only (GET/HEAD); see
 //!   [`super::authorized`].
 //! - `GET /thumb/<id>.jpg`, `GET /ui/<file>`: thumbnails and the page's static files.
 //!
@@ -171,8 +173,13 @@ pub fn login(state: &AppState, body: &[u8], client: Option<ClientAddr>) -> Respo
         if let Some(ip) = ip {
             state.auth_limiter.succeeded(ip);
         }
+        let Some(value) = state.sessions.create() else {
+            return reply::error(&Error::new(
+                crate::error::ErrorKind::Internal,
+                "no random numbers for a session (getrandom failed)",
+            ));
+        };
         let mut resp = redirect("/");
-        let value = state.token.session_value().unwrap_or_default();
         resp.headers_mut()
             .insert(header::SET_COOKIE, cookie(state, &value, 30 * 24 * 3600));
         return resp;
@@ -186,8 +193,11 @@ pub fn login(state: &AppState, body: &[u8], client: Option<ClientAddr>) -> Respo
     login_page(StatusCode::UNAUTHORIZED, Some("That token is not right."))
 }
 
-/// `POST /logout`: forgets the session cookie.
-pub fn logout(state: &AppState) -> Response {
+/// `POST /logout`: ends the session and clears its cookie.
+pub fn logout(state: &AppState, cookies: Option<&str>) -> Response {
+    if let Some(v) = cookies.and_then(|h| crate::auth::cookie(h, crate::auth::SESSION_COOKIE)) {
+        state.sessions.end(v);
+    }
     let mut resp = redirect("/login");
     resp.headers_mut()
         .insert(header::SET_COOKIE, cookie(state, "", 0));
@@ -357,8 +367,19 @@ fn channel_card(
     );
 }
 
+/// The `?token=...` to show in URLs: the token itself only to a request that presented
+/// it; a page opened with the session cookie shows a placeholder (the cookie must not
+/// reveal the token, which also authorises changes).
+fn token_query(state: &AppState, with_token: bool) -> String {
+    match state.server.auth_token.as_deref() {
+        None => String::new(),
+        Some(t) if with_token => format!("?token={}", crate::auth::encode_for_query(t)),
+        Some(_) => "?token=YOUR_TOKEN".to_owned(),
+    }
+}
+
 /// `GET /`: the dashboard.
-pub fn page(state: &AppState, host: Option<&str>) -> Response {
+pub fn page(state: &AppState, host: Option<&str>, with_token: bool) -> Response {
     let now = state.clock.now();
     let streams = state.registry.list();
     let statuses: Vec<Status> = streams
@@ -371,12 +392,7 @@ pub fn page(state: &AppState, host: Option<&str>) -> Response {
         .count();
     let viewers: usize = statuses.iter().map(|s| s.clients).sum();
     let base = super::base_url(state, host);
-    let tok = state
-        .server
-        .auth_token
-        .as_deref()
-        .map(|t| format!("?token={}", crate::auth::encode_for_query(t)))
-        .unwrap_or_default();
+    let tok = token_query(state, with_token);
     let mut s = head("Amps", &["dashboard.js"]);
     let _ = writeln!(
         s,
@@ -425,18 +441,13 @@ pub fn page(state: &AppState, host: Option<&str>) -> Response {
 }
 
 /// `GET /watch/<id>`: the channel in a video element.
-pub fn watch_page(state: &AppState, id: u32, host: Option<&str>) -> Response {
+pub fn watch_page(state: &AppState, id: u32, host: Option<&str>, with_token: bool) -> Response {
     let Some(stream) = state.registry.get(id) else {
         return reply::error(&crate::registry::no_such(id));
     };
     let st = state.engine.status(id).unwrap_or_default();
     let base = super::base_url(state, host);
-    let tok = state
-        .server
-        .auth_token
-        .as_deref()
-        .map(|t| format!("?token={}", crate::auth::encode_for_query(t)))
-        .unwrap_or_default();
+    let tok = token_query(state, with_token);
     let mut s = head(
         &format!("{}: Amps", stream.name),
         &["hls.light.min.js", "player.js"],

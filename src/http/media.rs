@@ -59,7 +59,10 @@ pub fn head(state: &AppState, id: u32) -> Response {
 /// the URL itself carries the token (or no token is configured): a cache keys on the URL,
 /// so a response to a request authorised by a header must stay private.
 fn hls_cache(state: &AppState, query: &str, max_age: u64, immutable: bool) -> HeaderValue {
-    let shared = state.server.auth_token.is_none() || crate::auth::query_token(query).is_some();
+    // The URL's own token must be the valid one: a request that passed on a header or
+    // cookie with a stale `?token=` would otherwise be stored under that stale URL.
+    let shared = !state.token.required()
+        || crate::auth::query_token(query).is_some_and(|t| state.token.allows(Some(&t)));
     let scope = if shared { "public" } else { "private" };
     let tail = if immutable { ", immutable" } else { "" };
     HeaderValue::from_str(&format!("{scope}, max-age={max_age}{tail}"))
@@ -67,19 +70,29 @@ fn hls_cache(state: &AppState, query: &str, max_age: u64, immutable: bool) -> He
 }
 
 /// `/hls/<id>/index.m3u8`: the live playlist. Starts the channel's HLS output if needed
-/// and waits for its first segment. Segment URLs are relative and carry the token.
-pub async fn hls_playlist(state: &AppState, id: u32, query: &str) -> Response {
+/// and waits until it has three segments (a running channel has them at once, from its
+/// buffer). Segment URLs are relative and carry the token.
+///
+/// `with_token`: the request presented the token itself. A browser authorised by its
+/// session cookie gets segment URLs without it (it sends the cookie for them too), so the
+/// cookie never reveals the token.
+pub async fn hls_playlist(state: &AppState, id: u32, query: &str, with_token: bool) -> Response {
     let session = match state.engine.hls_session(id) {
         Ok(s) => s,
         Err(e) => return reply::error(&e),
     };
     let engine = state.engine.settings();
+    // Three segments must be complete before the first playlist (plus one for the GOP
+    // that straddles the start, plus one spare).
     let limit = Duration::from_secs(engine.start_timeout_secs)
-        + Duration::from_secs_f64(4.0 * engine.hls_segment_secs);
+        + Duration::from_secs_f64(
+            (crate::engine::hls::MIN_LISTED + 2) as f64 * engine.hls_segment_secs,
+        );
     let token = state
         .server
         .auth_token
         .as_deref()
+        .filter(|_| with_token)
         .map(|t| format!("?token={}", crate::auth::encode_for_query(t)))
         .unwrap_or_default();
     let name = session.name.clone();

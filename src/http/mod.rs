@@ -50,6 +50,8 @@ pub struct AppState {
     pub token: TokenCheck,
     /// Failed token checks per client address (brute-force protection).
     pub auth_limiter: crate::auth::FailureLimiter,
+    /// The dashboard's login sessions.
+    pub sessions: crate::auth::Sessions,
     pub clock: SharedClock,
     /// The address the server is bound to (fallback base URL).
     pub local_addr: SocketAddr,
@@ -252,6 +254,25 @@ fn creds() -> impl Filter<Extract = (Creds,), Error = Rejection> + Clone {
         )
 }
 
+/// Whether the request itself carries the valid token (in a header or the query), rather
+/// than only a session cookie. Pages and playlists show the token only to such requests, so
+/// a session cookie never reveals it. Also true when no token is configured.
+fn presents_token(
+    state: Arc<AppState>,
+) -> impl Filter<Extract = (bool,), Error = Rejection> + Clone {
+    creds()
+        .and(with_state(state))
+        .map(|c: Creds, state: Arc<AppState>| {
+            let presented = crate::auth::presented(
+                c.authorization.as_deref(),
+                c.x_token.as_deref(),
+                Some(&c.query),
+            )
+            .or_else(|| hdhr::path_token(c.path.as_str()));
+            !state.token.required() || state.token.allows(presented.as_deref())
+        })
+}
+
 /// Passes only requests that carry the token (or any request when none is configured).
 /// The dashboard's session cookie counts too, for reading (GET and HEAD) only: a cookie
 /// rides along on requests other sites trigger, so it never authorises a change.
@@ -281,7 +302,7 @@ fn authorized(state: Arc<AppState>) -> impl Filter<Extract = (), Error = Rejecti
                 .as_deref()
                 .and_then(|h| crate::auth::cookie(h, crate::auth::SESSION_COOKIE));
             if state.token.allows(presented.as_deref())
-                || (reading && session.is_some() && state.token.allows_session(session))
+                || (reading && session.is_some_and(|v| state.sessions.valid(v)))
             {
                 if let Some(ip) = ip {
                     state.auth_limiter.succeeded(ip);
@@ -492,14 +513,14 @@ pub fn routes(
         .map(|id, st: Arc<AppState>| media::head(&st, id));
 
     let query = || warp::query::raw().or(warp::any().map(String::new)).unify();
-    let hls_playlist =
-        warp::path!("hls" / u32 / "index.m3u8")
-            .and(warp::get())
-            .and(s())
-            .and(query())
-            .then(|id, st: Arc<AppState>, q: String| async move {
-                media::hls_playlist(&st, id, &q).await
-            });
+    let hls_playlist = warp::path!("hls" / u32 / "index.m3u8")
+        .and(warp::get())
+        .and(s())
+        .and(query())
+        .and(presents_token(state.clone()))
+        .then(|id, st: Arc<AppState>, q: String, tok: bool| async move {
+            media::hls_playlist(&st, id, &q, tok).await
+        });
     let hls_segment = warp::path!("hls" / u32 / String)
         .and(warp::get())
         .and(s())
@@ -513,13 +534,17 @@ pub fn routes(
         .and(warp::get())
         .and(s())
         .and(host())
-        .map(|st: Arc<AppState>, h: Option<String>| dashboard::page(&st, h.as_deref()));
+        .and(presents_token(state.clone()))
+        .map(|st: Arc<AppState>, h: Option<String>, tok: bool| {
+            dashboard::page(&st, h.as_deref(), tok)
+        });
     let watch_page = warp::path!("watch" / u32)
         .and(warp::get())
         .and(s())
         .and(host())
-        .map(|id, st: Arc<AppState>, h: Option<String>| {
-            dashboard::watch_page(&st, id, h.as_deref())
+        .and(presents_token(state.clone()))
+        .map(|id, st: Arc<AppState>, h: Option<String>, tok: bool| {
+            dashboard::watch_page(&st, id, h.as_deref(), tok)
         });
     let ui = warp::path!("ui" / String)
         .and(warp::get())
@@ -648,7 +673,8 @@ pub fn routes(
     let logout = warp::path!("logout")
         .and(warp::post())
         .and(s())
-        .map(|st: Arc<AppState>| dashboard::logout(&st));
+        .and(warp::header::optional::<String>("cookie"))
+        .map(|st: Arc<AppState>, c: Option<String>| dashboard::logout(&st, c.as_deref()));
     let public = one_of(vec![
         health.map(|r: Response| r).boxed(),
         login_form.boxed(),
