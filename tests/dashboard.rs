@@ -5,18 +5,10 @@
 
 mod common;
 
-use common::{eventually, Server, Viewer, TOKEN};
+use common::{eventually, free_port, Server, Viewer, TOKEN};
 use serde_json::{json, Value};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// A chromedriver process and one headless Chromium session.
 struct Browser {
@@ -513,15 +505,7 @@ fn pages_need_a_session_and_the_cookie_never_authorises_changes() {
     assert!(resp.content_type().contains("javascript"));
     let mut js = Vec::new();
     std::io::Read::read_to_end(&mut resp.into_reader(), &mut js).unwrap();
-    let out = Command::new("sha256sum")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .and_then(|mut c| {
-            std::io::Write::write_all(c.stdin.as_mut().unwrap(), &js)?;
-            c.wait_with_output()
-        })
-        .unwrap();
+    let out = common::pipe(&mut Command::new("sha256sum"), &js);
     let readme = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/assets/vendor/README.md"

@@ -5,7 +5,6 @@
 mod common;
 
 use common::{eventually, media, Server, Viewer, TOKEN};
-use std::io::Read;
 use std::process::Command;
 use std::time::Duration;
 
@@ -13,34 +12,6 @@ fn config() -> String {
     format!(
         "server:\n  auth_token: {TOKEN}\n  allow_api_local_sources: true\nengine:\n  idle_grace_secs: 1\n  hls_segment_secs: 1\n  hls_list_size: 4\nffmpeg_profiles:\n  x264:\n    video_codec: libx264\n    video_bitrate: 600k\n    preset: ultrafast\n    gop: 25\n    audio_codec: aac\n    audio_bitrate: 64k\nstreams:\n  - {{id: 1, name: H264, source: 'lavfi:testsrc2=size=320x240:rate=25[out0];sine=frequency=500[out1]', ffmpeg_profile: x264}}\n  - {{id: 2, name: Other, source: 'lavfi:testsrc2=size=160x120:rate=25[out0];sine[out1]', ffmpeg_profile: x264}}\n"
     )
-}
-
-fn get_bytes(
-    s: &Server,
-    path: &str,
-    headers: &[(&str, &str)],
-) -> (u16, Vec<(String, String)>, Vec<u8>) {
-    let mut req = ureq::get(&s.url(path)).timeout(Duration::from_secs(30));
-    for (k, v) in headers {
-        req = req.set(k, v);
-    }
-    let resp = match req.call() {
-        Ok(r) => r,
-        Err(ureq::Error::Status(_, r)) => r,
-        Err(e) => panic!("GET {path}: {e}"),
-    };
-    let status = resp.status();
-    let headers = resp
-        .headers_names()
-        .into_iter()
-        .map(|n| {
-            let v = resp.header(&n).unwrap_or("").to_owned();
-            (n, v)
-        })
-        .collect();
-    let mut body = Vec::new();
-    resp.into_reader().read_to_end(&mut body).unwrap();
-    (status, headers, body)
 }
 
 fn header<'a>(h: &'a [(String, String)], name: &str) -> &'a str {
@@ -60,21 +31,10 @@ assert not p.is_endlist, "a live playlist has no ENDLIST"
 print(json.dumps({"seq": p.media_sequence, "target": p.target_duration,
   "segments": [[s.uri, s.duration, bool(s.discontinuity)] for s in p.segments]}))
 "#;
-    let mut child = Command::new("/usr/bin/python3")
-        .args(["-c", script])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("python3 (./scripts/setup installs python3-m3u8)");
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = common::pipe(
+        Command::new("/usr/bin/python3").args(["-c", script]),
+        text.as_bytes(),
+    );
     assert!(
         out.status.success(),
         "m3u8 refused the playlist: {}\n{text}",
@@ -101,7 +61,7 @@ print(json.dumps({"seq": p.media_sequence, "target": p.target_duration,
 }
 
 fn playlist(s: &Server) -> String {
-    let (status, h, body) = get_bytes(s, &format!("/hls/1/index.m3u8?token={TOKEN}"), &[]);
+    let (status, h, body) = s.get_bytes(&format!("/hls/1/index.m3u8?token={TOKEN}"), &[]);
     let text = String::from_utf8(body).unwrap();
     assert_eq!(status, 200, "{text}");
     assert_eq!(header(&h, "content-type"), "application/vnd.apple.mpegurl");
@@ -149,7 +109,7 @@ fn hls_is_cut_from_the_same_pipeline_on_keyframes_and_plays() {
             (0.95..=1.25).contains(dur),
             "segment {i}: {dur} s (GOP 1 s)"
         );
-        let (status, h, body) = get_bytes(&s, &format!("/hls/1/{uri}"), &[]);
+        let (status, h, body) = s.get_bytes(&format!("/hls/1/{uri}"), &[]);
         assert_eq!(status, 200, "{uri}");
         assert_eq!(header(&h, "content-type"), "video/mp2t");
         assert!(header(&h, "cache-control").starts_with("public, max-age="));
@@ -197,10 +157,10 @@ fn hls_is_cut_from_the_same_pipeline_on_keyframes_and_plays() {
 #[test]
 fn segments_need_the_token_and_caching_follows_how_it_was_sent() {
     let s = Server::start(&config());
-    let (status, _, body) = get_bytes(&s, "/hls/2/index.m3u8", &[]);
+    let (status, _, body) = s.get_bytes("/hls/2/index.m3u8", &[]);
     assert_eq!(status, 401, "{}", String::from_utf8_lossy(&body));
     // Authorised by a header: the URL is no cache key for the token, so private.
-    let (status, h, body) = get_bytes(&s, "/hls/2/index.m3u8", &[("X-Amps-Token", TOKEN)]);
+    let (status, h, body) = s.get_bytes("/hls/2/index.m3u8", &[("X-Amps-Token", TOKEN)]);
     assert_eq!(status, 200);
     assert!(header(&h, "cache-control").starts_with("private"), "{h:?}");
     let text = String::from_utf8(body).unwrap();
@@ -209,11 +169,11 @@ fn segments_need_the_token_and_caching_follows_how_it_was_sent() {
         .find(|l| l.ends_with(&format!("?token={TOKEN}")))
         .unwrap();
     let bare = uri.split('?').next().unwrap();
-    let (status, _, _) = get_bytes(&s, &format!("/hls/2/{bare}"), &[]);
+    let (status, _, _) = s.get_bytes(&format!("/hls/2/{bare}"), &[]);
     assert_eq!(status, 401, "a segment without the token");
-    let (status, _, _) = get_bytes(&s, &format!("/hls/2/{bare}?token=wrong"), &[]);
+    let (status, _, _) = s.get_bytes(&format!("/hls/2/{bare}?token=wrong"), &[]);
     assert_eq!(status, 401);
-    let (status, h, _) = get_bytes(&s, &format!("/hls/2/{uri}"), &[]);
+    let (status, h, _) = s.get_bytes(&format!("/hls/2/{uri}"), &[]);
     assert_eq!(status, 200);
     assert!(header(&h, "cache-control").contains("immutable"));
     // Unknown names, old sessions and unknown channels are JSON 404s.
@@ -223,7 +183,7 @@ fn segments_need_the_token_and_caching_follows_how_it_was_sent() {
         format!("/hls/2/index.m3u9?token={TOKEN}"),
         format!("/hls/77/index.m3u8?token={TOKEN}"),
     ] {
-        let (status, h, body) = get_bytes(&s, &path, &[]);
+        let (status, h, body) = s.get_bytes(&path, &[]);
         assert_eq!(status, 404, "{path}");
         assert_eq!(header(&h, "content-type"), "application/json", "{path}");
         assert!(!body.is_empty());
@@ -257,7 +217,7 @@ fn a_producer_restart_is_a_discontinuity_and_a_deleted_channel_ends_its_session(
     // The segment after the discontinuity starts cleanly on a keyframe.
     let (_, _, segs) = parse(&text);
     let after = &segs[segs.iter().position(|x| x.2).unwrap()].0;
-    let (_, _, body) = get_bytes(&s, &format!("/hls/1/{after}"), &[]);
+    let (_, _, body) = s.get_bytes(&format!("/hls/1/{after}"), &[]);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("after.ts");
     std::fs::write(&path, body).unwrap();
@@ -268,16 +228,15 @@ fn a_producer_restart_is_a_discontinuity_and_a_deleted_channel_ends_its_session(
     assert_eq!(r.status, 204);
     let uri = &segs[0].0;
     assert!(
-        eventually(Duration::from_secs(5), || get_bytes(
-            &s,
-            &format!("/hls/1/{uri}"),
-            &[]
-        )
-        .0 == 404),
+        eventually(Duration::from_secs(5), || s
+            .get_bytes(&format!("/hls/1/{uri}"), &[])
+            .0
+            == 404),
         "segments of a deleted channel are gone"
     );
     assert_eq!(
-        get_bytes(&s, &format!("/hls/1/index.m3u8?token={TOKEN}"), &[]).0,
+        s.get_bytes(&format!("/hls/1/index.m3u8?token={TOKEN}"), &[])
+            .0,
         404
     );
 }
@@ -311,7 +270,7 @@ fn an_hls_session_nobody_asks_for_ends_and_frees_the_channel() {
     );
     assert_eq!(s.get("/api/streams/1/status").json()["clients"], 0);
     // Its segments are gone; a new request starts a new session with new names.
-    let (status, _, _) = get_bytes(&s, &format!("/hls/1/{uri}"), &[]);
+    let (status, _, _) = s.get_bytes(&format!("/hls/1/{uri}"), &[]);
     assert_eq!(status, 404);
     let again = parse(&playlist(&s));
     assert_ne!(

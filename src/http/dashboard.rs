@@ -495,18 +495,11 @@ pub fn asset(name: &str) -> Response {
         "hls.light.min.js" => (Bytes::from_static(HLS_JS), "text/javascript; charset=utf-8"),
         _ => return reply::error(&Error::not_found(format!("no file {name:?}"))),
     };
-    let mut resp = Response::new(body.into());
-    let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
-    h.insert(
-        header::CACHE_CONTROL,
+    reply::bytes(
+        body,
+        ctype,
         HeaderValue::from_static("private, max-age=3600"),
-    );
-    h.insert(
-        "x-content-type-options",
-        HeaderValue::from_static("nosniff"),
-    );
-    resp
+    )
 }
 
 /// `GET /thumb/<id>.jpg`: the channel's live picture.
@@ -518,16 +511,11 @@ pub async fn thumbnail(state: &AppState, file: &str) -> Response {
         return reply::error(&Error::not_found(format!("no thumbnail {file:?}")));
     };
     match state.engine.thumbnail(id).await {
-        Ok(jpeg) => {
-            let mut resp = Response::new(jpeg.into());
-            let h = resp.headers_mut();
-            h.insert(header::CONTENT_TYPE, HeaderValue::from_static("image/jpeg"));
-            h.insert(
-                header::CACHE_CONTROL,
-                HeaderValue::from_static("private, max-age=5"),
-            );
-            resp
-        }
+        Ok(jpeg) => reply::bytes(
+            jpeg,
+            "image/jpeg",
+            HeaderValue::from_static("private, max-age=5"),
+        ),
         Err(e) => reply::error(&e),
     }
 }

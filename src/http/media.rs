@@ -17,15 +17,10 @@ use warp::Reply;
 const MPEG_TS: &str = "video/mp2t";
 
 fn ts_headers(resp: &mut Response) {
-    let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(MPEG_TS));
-    h.insert(
-        header::CACHE_CONTROL,
+    reply::typed(
+        resp,
+        MPEG_TS,
         HeaderValue::from_static("no-cache, no-store"),
-    );
-    h.insert(
-        "x-content-type-options",
-        HeaderValue::from_static("nosniff"),
     );
 }
 
@@ -137,13 +132,5 @@ pub fn hls_segment(state: &AppState, id: u32, file: &str, query: &str) -> Respon
     };
     let engine = state.engine.settings();
     let keep = (engine.hls_segment_secs * (engine.hls_list_size + 4) as f64).ceil() as u64;
-    let mut resp = Response::new(seg.data.into());
-    let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(MPEG_TS));
-    h.insert(header::CACHE_CONTROL, hls_cache(state, query, keep, true));
-    h.insert(
-        "x-content-type-options",
-        HeaderValue::from_static("nosniff"),
-    );
-    resp
+    reply::bytes(seg.data, MPEG_TS, hls_cache(state, query, keep, true))
 }

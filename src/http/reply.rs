@@ -84,6 +84,29 @@ pub fn parse_json<T: DeserializeOwned>(
     })
 }
 
+/// A body of bytes with its type, caching rule and `nosniff` (media, images, scripts).
+pub fn bytes(
+    data: bytes::Bytes,
+    content_type: &'static str,
+    cache: warp::http::HeaderValue,
+) -> Response {
+    let mut resp = Response::new(data.into());
+    typed(&mut resp, content_type, cache);
+    resp
+}
+
+/// Sets the type, caching rule and `nosniff` of a response.
+pub fn typed(resp: &mut Response, content_type: &'static str, cache: warp::http::HeaderValue) {
+    use warp::http::{header, HeaderValue};
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(header::CACHE_CONTROL, cache);
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+}
+
 /// Rejections that reach the top: auth failures, unknown routes, wrong methods, limits.
 #[derive(Debug)]
 pub struct Unauthorized {

@@ -144,7 +144,33 @@ impl Server {
         headers: &[(&str, &str)],
         body: Option<&str>,
     ) -> Resp {
-        let mut req = ureq::request(method, &self.url(path)).timeout(Duration::from_secs(10));
+        let (status, headers, body) =
+            self.request_bytes(method, path, headers, body, Duration::from_secs(10));
+        Resp {
+            status,
+            headers,
+            body: String::from_utf8(body).unwrap_or_default(),
+        }
+    }
+
+    /// A GET whose body may be binary (segments, images): status, headers, body.
+    pub fn get_bytes(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> (u16, Vec<(String, String)>, Vec<u8>) {
+        self.request_bytes("GET", path, headers, None, Duration::from_secs(30))
+    }
+
+    fn request_bytes(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&str>,
+        timeout: Duration,
+    ) -> (u16, Vec<(String, String)>, Vec<u8>) {
+        let mut req = ureq::request(method, &self.url(path)).timeout(timeout);
         for (k, v) in headers {
             req = req.set(k, v);
         }
@@ -166,12 +192,13 @@ impl Server {
                 (n, v)
             })
             .collect();
-        let body = resp.into_string().unwrap_or_default();
-        Resp {
-            status,
-            headers,
-            body,
-        }
+        // At most 10 MB (a live stream never ends; the read timeout ends it too).
+        let mut body = Vec::new();
+        let _ = resp
+            .into_reader()
+            .take(10 * 1024 * 1024)
+            .read_to_end(&mut body);
+        (status, headers, body)
     }
 
     pub fn get(&self, path: &str) -> Resp {
@@ -330,6 +357,28 @@ pub fn children_named(ppid: u32, name: &str) -> Vec<u32> {
         }
     }
     v
+}
+
+/// Runs `cmd` with `input` on its standard input; its output.
+pub fn pipe(cmd: &mut Command, input: &[u8]) -> std::process::Output {
+    use std::io::Write;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{cmd:?}: {e} (./scripts/setup installs the test tools)"));
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// A TCP port free on loopback right now (for helper servers the tests start).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Whether process `pid` is alive (and not a zombie).
