@@ -123,7 +123,8 @@ fn nginx_serves_many_hls_viewers_from_one_pipeline() {
     assert_eq!(status, 401);
 
     let seen = Arc::new(Mutex::new(HashSet::<String>::new()));
-    let fetched = Arc::new(Mutex::new((0usize, 0usize))); // (segments, hits)
+    // (segment requests, cache hits)
+    let fetched = Arc::new(Mutex::new((0usize, 0usize)));
     // The channel starts with the first playlist request (about three segments); then
     // 8 s of viewing.
     let (status, _, _) = nginx.get(&playlist);
