@@ -76,32 +76,22 @@ const fn route(method: &'static str, pattern: &'static str, example: &'static st
     }
 }
 
+/// A route answered without the token (its example is its pattern).
+const fn public(method: &'static str, pattern: &'static str) -> RouteSpec {
+    RouteSpec {
+        method,
+        pattern,
+        example: pattern,
+        public: true,
+    }
+}
+
 /// Every route the server answers. Keep in step with [`routes`].
 pub const ROUTES: &[RouteSpec] = &[
-    RouteSpec {
-        method: "GET",
-        pattern: "/health",
-        example: "/health",
-        public: true,
-    },
-    RouteSpec {
-        method: "GET",
-        pattern: "/login",
-        example: "/login",
-        public: true,
-    },
-    RouteSpec {
-        method: "POST",
-        pattern: "/login",
-        example: "/login",
-        public: true,
-    },
-    RouteSpec {
-        method: "POST",
-        pattern: "/logout",
-        example: "/logout",
-        public: true,
-    },
+    public("GET", "/health"),
+    public("GET", "/login"),
+    public("POST", "/login"),
+    public("POST", "/logout"),
     route("GET", "/", "/"),
     route("GET", "/watch/{id}", "/watch/1"),
     route("GET", "/ui/{file}", "/ui/style.css"),
