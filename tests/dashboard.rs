@@ -124,6 +124,29 @@ impl Browser {
         eventually(limit, || self.js(script).as_bool() == Some(true))
     }
 
+    /// Waits until the page's player is playing and `condition` (JS, `v` is the video)
+    /// holds; fails with what the page and its console show.
+    fn wait_playing(&self, limit: Duration, condition: &str) {
+        let ok = self.wait_js(
+            limit,
+            &format!("const v = document.getElementById('player'); return document.body.dataset.player === 'playing' && {condition}"),
+        );
+        assert!(
+            ok,
+            "the video never played ({}): {} / {}\n{:?}",
+            self.js("return document.body.dataset.engine"),
+            self.js("return document.getElementById('player-status').textContent"),
+            self.js("const v = document.getElementById('player'); return [v.currentTime, v.videoWidth, v.readyState, v.error && v.error.message]"),
+            self.console()
+        );
+    }
+
+    fn current_time(&self) -> f64 {
+        self.js("return document.getElementById('player').currentTime")
+            .as_f64()
+            .unwrap()
+    }
+
     fn screenshot(&self, path: &std::path::Path) {
         use base64_png::decode;
         let b64 = self.call("GET", "/screenshot", None);
@@ -276,25 +299,13 @@ fn the_dashboard_works_in_headless_chromium() {
 
     // Watch channel 1 in the page: hls.js (bundled) plays it in the video element.
     b.go(&s.url("/watch/1"));
-    assert!(
-        b.wait_js(
-            Duration::from_secs(30),
-            "const v = document.getElementById('player'); return document.body.dataset.player === 'playing' && v.currentTime > 1.5 && v.videoWidth === 640"
-        ),
-        "the video never played: {} / {}\n{:?}",
-        b.js("return document.getElementById('player-status').textContent"),
-        b.js("const v = document.getElementById('player'); return [v.currentTime, v.videoWidth, v.readyState, v.error && v.error.message]"),
-        b.console()
+    b.wait_playing(
+        Duration::from_secs(30),
+        "v.currentTime > 1.5 && v.videoWidth === 640",
     );
-    let t1 = b
-        .js("return document.getElementById('player').currentTime")
-        .as_f64()
-        .unwrap();
+    let t1 = b.current_time();
     std::thread::sleep(Duration::from_secs(2));
-    let t2 = b
-        .js("return document.getElementById('player').currentTime")
-        .as_f64()
-        .unwrap();
+    let t2 = b.current_time();
     assert!(t2 - t1 > 1.0, "playback advances: {t1} -> {t2}");
     assert_eq!(
         b.js("return document.querySelector('.warn') === null"),
@@ -315,16 +326,7 @@ fn the_dashboard_works_in_headless_chromium() {
     // playlist to start (RFC 8216 6.3.3), which Amps holds back the first playlist for.
     // Channel 1 is already running; this checks a cold start, on channel 3.
     b.go(&s.url("/watch/3?player=native"));
-    assert!(
-        b.wait_js(
-            Duration::from_secs(40),
-            "const v = document.getElementById('player'); return document.body.dataset.player === 'playing' && v.currentTime > 2.5"
-        ),
-        "native HLS never played: {} / {} / {}",
-        b.js("return document.body.dataset.engine"),
-        b.js("return document.getElementById('player-status').textContent"),
-        b.js("const v = document.getElementById('player'); return [v.currentTime, v.videoWidth, v.readyState, v.error && v.error.message]"),
-    );
+    b.wait_playing(Duration::from_secs(40), "v.currentTime > 2.5");
     assert_eq!(b.js("return document.body.dataset.engine"), "native");
 
     // An MPEG-2 channel says why a browser cannot play it (once its codecs are known).
@@ -394,6 +396,8 @@ fn pages_need_a_session_and_the_cookie_never_authorises_changes() {
     );
     assert!(!set.contains(TOKEN));
     let cookie = set.split(';').next().unwrap().to_owned();
+    // A GET carrying only the cookie `c`.
+    let read = |c: &str, p: &str| s.request("GET", p, &[("Cookie", c)], None);
     let with = |m: &str, p: &str| {
         s.request(
             m,
@@ -402,7 +406,7 @@ fn pages_need_a_session_and_the_cookie_never_authorises_changes() {
             Some("{}"),
         )
     };
-    let page = s.request("GET", "/", &[("Cookie", &cookie)], None);
+    let page = read(&cookie, "/");
     assert_eq!(page.status, 200);
     // The cookie never reveals the token (which also authorises changes); the token in
     // the request does.
@@ -412,20 +416,14 @@ fn pages_need_a_session_and_the_cookie_never_authorises_changes() {
     assert!(with_token
         .body
         .contains(&format!("playlist.m3u?token={TOKEN}")));
-    let hls = s.request("GET", "/hls/1/index.m3u8", &[("Cookie", &cookie)], None);
+    let hls = read(&cookie, "/hls/1/index.m3u8");
     assert_eq!(hls.status, 200, "{}", hls.body);
     assert!(!hls.body.contains(TOKEN), "{}", hls.body);
     assert!(hls.header("cache-control").unwrap().starts_with("private"));
     let seg = hls.body.lines().find(|l| !l.starts_with('#')).unwrap();
     assert!(seg.ends_with(".ts"), "{seg}");
     assert_eq!(
-        s.request(
-            "GET",
-            &format!("/hls/1/{seg}"),
-            &[("Cookie", &cookie)],
-            None
-        )
-        .status,
+        read(&cookie, &format!("/hls/1/{seg}")).status,
         200,
         "the browser fetches segments with its cookie"
     );
@@ -441,11 +439,7 @@ fn pages_need_a_session_and_the_cookie_never_authorises_changes() {
         .header("cache-control")
         .unwrap()
         .starts_with("private"));
-    assert_eq!(
-        s.request("GET", "/api/streams", &[("Cookie", &cookie)], None)
-            .status,
-        200
-    );
+    assert_eq!(read(&cookie, "/api/streams").status, 200);
     // Changes need the token itself: a cookie rides along on cross-site requests.
     assert_eq!(with("POST", "/api/streams").status, 401);
     assert_eq!(with("DELETE", "/api/streams/1").status, 401);
@@ -469,31 +463,13 @@ fn pages_need_a_session_and_the_cookie_never_authorises_changes() {
     assert_ne!(other, cookie, "every login is a new random session");
     let out = s.request("POST", "/logout", &[("Cookie", &other)], None);
     assert_eq!(out.status, 200, "redirected to the login form");
-    assert_eq!(
-        s.request("GET", "/api/streams", &[("Cookie", &other)], None)
-            .status,
-        401
-    );
-    assert_eq!(
-        s.request("GET", "/api/streams", &[("Cookie", &cookie)], None)
-            .status,
-        200
-    );
+    assert_eq!(read(&other, "/api/streams").status, 401);
+    assert_eq!(read(&cookie, "/api/streams").status, 200);
     // A forged or stale cookie is nothing.
     let forged = format!("amps_session={}", "0".repeat(64));
+    assert_eq!(read(&forged, "/api/streams").status, 401);
     assert_eq!(
-        s.request("GET", "/api/streams", &[("Cookie", &forged)], None)
-            .status,
-        401
-    );
-    assert_eq!(
-        s.request(
-            "GET",
-            "/api/streams",
-            &[("Cookie", &format!("amps_session={TOKEN}"))],
-            None
-        )
-        .status,
+        read(&format!("amps_session={TOKEN}"), "/api/streams").status,
         401
     );
 
@@ -518,14 +494,10 @@ fn pages_need_a_session_and_the_cookie_never_authorises_changes() {
     );
 
     // Thumbnails never start a channel.
-    let r = s.request("GET", "/thumb/2.jpg", &[("Cookie", &cookie)], None);
+    let r = read(&cookie, "/thumb/2.jpg");
     assert_eq!(r.status, 404, "{}", r.body);
     assert_eq!(s.get("/api/streams/2/status").json()["state"], "idle");
-    assert_eq!(
-        s.request("GET", "/thumb/99.jpg", &[("Cookie", &cookie)], None)
-            .status,
-        404
-    );
+    assert_eq!(read(&cookie, "/thumb/99.jpg").status, 404);
 
     // Wrong logins count towards the address block like wrong tokens (loopback is exempt
     // by default, so this only checks they are answered with the form and a 401).

@@ -19,6 +19,15 @@ fn status(s: &Server, id: u32) -> serde_json::Value {
     s.get(&format!("/api/streams/{id}/status")).json()
 }
 
+/// Waits (up to 10 s) until channel `id` plays source `index`.
+fn switches_to(s: &Server, id: u32, index: u64) {
+    assert!(
+        eventually(Duration::from_secs(10), || active(s, id) == index),
+        "{}",
+        status(s, id)
+    );
+}
+
 fn active(s: &Server, id: u32) -> u64 {
     status(s, id)["active_source_index"].as_u64().unwrap()
 }
@@ -45,11 +54,7 @@ fn a_channel_fails_over_in_order_and_back_without_dropping_its_clients() {
 
     // The primary dies: backup 1 takes over, the client stays.
     let port_a = a.kill();
-    assert!(
-        eventually(Duration::from_secs(10), || active(&s, 1) == 1),
-        "{}",
-        status(&s, 1)
-    );
+    switches_to(&s, 1, 1);
     let got = v.read_for(Duration::from_secs(2));
     assert!(got.len() > 50_000, "the client keeps receiving");
     all.extend(got);
@@ -64,11 +69,7 @@ fn a_channel_fails_over_in_order_and_back_without_dropping_its_clients() {
 
     // Backup 1 dies as well: backup 2 (with its own input options).
     let _port_b = b.kill();
-    assert!(
-        eventually(Duration::from_secs(10), || active(&s, 1) == 2),
-        "{}",
-        status(&s, 1)
-    );
+    switches_to(&s, 1, 2);
     let got = v.read_for(Duration::from_secs(2));
     assert!(got.len() > 50_000);
     all.extend(got);
