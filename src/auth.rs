@@ -177,6 +177,29 @@ pub fn encode_for_query(token: &str) -> String {
     percent_encoding::utf8_percent_encode(token, QUERY_VALUE).to_string()
 }
 
+/// The `?token=<t>` query that carries `token` in a URL ("" without a token).
+pub fn token_query(token: Option<&str>) -> String {
+    token
+        .map(|t| format!("?token={}", encode_for_query(t)))
+        .unwrap_or_default()
+}
+
+/// A source URL fit for status and logs: credentials and query strings removed.
+pub fn redact_source(source: &str) -> String {
+    let mut s = source.to_owned();
+    if let Some(q) = s.find('?') {
+        s.truncate(q);
+        s.push_str("?…");
+    }
+    if let Some(scheme_end) = s.find("://") {
+        let rest = &s[scheme_end + 3..];
+        if let Some(at) = rest.find('@').filter(|at| rest[..*at].find('/').is_none()) {
+            s = format!("{}://***@{}", &s[..scheme_end], &rest[at + 1..]);
+        }
+    }
+    s
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -205,6 +228,16 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn source_redaction_hides_credentials_and_queries() {
+        assert_eq!(
+            redact_source("http://user:pw@host/x.ts?token=1"),
+            "http://***@host/x.ts?…"
+        );
+        assert_eq!(redact_source("/media/a.ts"), "/media/a.ts");
+    }
+
     use proptest::prelude::*;
 
     #[test]

@@ -34,7 +34,7 @@ pub fn stream_json(data: &[u8]) {
     match crate::http::reply::parse_json::<StreamConfig>(Some("application/json"), data) {
         Ok(s) => {
             let _ = crate::config::validate::validate_stream(&s, &profiles, "");
-            let _ = crate::engine::source::SourceKind::classify(&s.source);
+            let _ = crate::config::source::SourceKind::classify(&s.source);
         }
         Err(e) => {
             let status = e.kind().http_status();

@@ -34,5 +34,6 @@ pub mod registry;
 pub mod reload;
 pub mod schedule;
 pub mod state;
+pub mod sync;
 
 pub use error::{Error, ErrorKind};

@@ -4,7 +4,7 @@
 //! status; channel metrics by channel id. Channel figures are read from the engine at
 //! scrape time (a collector), so the media threads never touch the metrics registry.
 
-use crate::engine::status::State;
+use crate::engine::status::{State, Status};
 use crate::engine::Engine;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
@@ -42,6 +42,90 @@ pub struct Metrics {
     pub auth_failures: Counter,
     pub auth_blocked: Counter,
 }
+
+type Field = fn(&Status) -> u64;
+
+/// The per-channel metrics: name, help, type and the status field they show.
+const PER_CHANNEL: &[(&str, &str, MetricType, Field)] = &[
+    (
+        "channel_clients",
+        "Stream clients of the channel",
+        MetricType::Gauge,
+        |s| s.clients as u64,
+    ),
+    (
+        "channel_bytes_sent",
+        "Bytes sent to the channel's clients",
+        MetricType::Counter,
+        |s| s.bytes_out,
+    ),
+    (
+        "channel_bytes_produced",
+        "Bytes of MPEG-TS the channel's producer made",
+        MetricType::Counter,
+        |s| s.bytes_in,
+    ),
+    (
+        "channel_client_skips",
+        "Times a lagging client skipped ahead to the newest keyframe",
+        MetricType::Counter,
+        |s| s.client_skips,
+    ),
+    (
+        "channel_client_drops",
+        "Clients disconnected for lagging too far behind",
+        MetricType::Counter,
+        |s| s.client_drops,
+    ),
+    (
+        "channel_starts",
+        "Producer runs started (label producer: libav pipeline or custom process)",
+        MetricType::Counter,
+        |s| s.starts,
+    ),
+    (
+        "channel_restarts",
+        "Producer sessions restarted after a failure (label producer: libav pipeline or custom process)",
+        MetricType::Counter,
+        |s| s.restarts,
+    ),
+    (
+        "channel_start_failures",
+        "Producer runs that never produced a picture",
+        MetricType::Counter,
+        |s| s.start_failures,
+    ),
+    (
+        "channel_frames_encoded",
+        "Frames encoded by the channel's in-process pipeline",
+        MetricType::Counter,
+        |s| s.frames_encoded,
+    ),
+    (
+        "channel_source_switches",
+        "Switches between a channel's primary and backup sources",
+        MetricType::Counter,
+        |s| s.source_switches,
+    ),
+    (
+        "channel_active_source",
+        "The source in use: 0 for the primary, n for the nth backup",
+        MetricType::Gauge,
+        |s| s.active_source_index as u64,
+    ),
+    (
+        "channel_hls",
+        "1 while the channel's HLS output runs (it holds one client place)",
+        MetricType::Gauge,
+        |s| u64::from(s.hls),
+    ),
+    (
+        "channel_buffered_bytes",
+        "Bytes held in the channel's backlog",
+        MetricType::Gauge,
+        |s| s.buffered_bytes as u64,
+    ),
+];
 
 /// Reads every channel's status at scrape time.
 #[derive(Debug)]
@@ -83,88 +167,13 @@ impl Collector for EngineCollector {
             )?;
             ConstGauge::new(total).encode(m)?;
         }
-        type Field = fn(&crate::engine::status::Status) -> u64;
-        let per_channel: [(&str, &str, MetricType, Field); 13] = [
-            (
-                "channel_clients",
-                "Stream clients of the channel",
-                MetricType::Gauge,
-                |s| s.clients as u64,
-            ),
-            (
-                "channel_bytes_sent",
-                "Bytes sent to the channel's clients",
-                MetricType::Counter,
-                |s| s.bytes_out,
-            ),
-            (
-                "channel_bytes_produced",
-                "Bytes of MPEG-TS the channel's producer made",
-                MetricType::Counter,
-                |s| s.bytes_in,
-            ),
-            (
-                "channel_client_skips",
-                "Times a lagging client skipped ahead to the newest keyframe",
-                MetricType::Counter,
-                |s| s.client_skips,
-            ),
-            (
-                "channel_client_drops",
-                "Clients disconnected for lagging too far behind",
-                MetricType::Counter,
-                |s| s.client_drops,
-            ),
-            (
-                "channel_starts",
-                "Producer runs started (label producer: libav pipeline or custom process)",
-                MetricType::Counter,
-                |s| s.starts,
-            ),
-            (
-                "channel_restarts",
-                "Producer sessions restarted after a failure (label producer: libav pipeline or custom process)",
-                MetricType::Counter,
-                |s| s.restarts,
-            ),
-            (
-                "channel_start_failures",
-                "Producer runs that never produced a picture",
-                MetricType::Counter,
-                |s| s.start_failures,
-            ),
-            (
-                "channel_frames_encoded",
-                "Frames encoded by the channel's in-process pipeline",
-                MetricType::Counter,
-                |s| s.frames_encoded,
-            ),
-            (
-                "channel_source_switches",
-                "Switches between a channel's primary and backup sources",
-                MetricType::Counter,
-                |s| s.source_switches,
-            ),
-            (
-                "channel_active_source",
-                "The source in use: 0 for the primary, n for the nth backup",
-                MetricType::Gauge,
-                |s| s.active_source_index as u64,
-            ),
-            (
-                "channel_hls",
-                "1 while the channel's HLS output runs (it holds one client place)",
-                MetricType::Gauge,
-                |s| u64::from(s.hls),
-            ),
-            (
-                "channel_buffered_bytes",
-                "Bytes held in the channel's backlog",
-                MetricType::Gauge,
-                |s| s.buffered_bytes as u64,
-            ),
-        ];
-        for (name, help, kind, field) in per_channel {
+        for &(name, help, ref kind, field) in PER_CHANNEL {
+            let counter = matches!(kind, MetricType::Counter);
+            let kind = if counter {
+                MetricType::Counter
+            } else {
+                MetricType::Gauge
+            };
             let mut m = enc.encode_descriptor(name, help, None, kind)?;
             for s in &statuses {
                 let labels = [
@@ -172,11 +181,10 @@ impl Collector for EngineCollector {
                     ("producer", s.producer.to_owned()),
                 ];
                 let v = field(s);
-                match kind {
-                    MetricType::Counter => {
-                        ConstCounter::new(v).encode(m.encode_family(&labels)?)?
-                    }
-                    _ => ConstGauge::new(v as i64).encode(m.encode_family(&labels)?)?,
+                if counter {
+                    ConstCounter::new(v).encode(m.encode_family(&labels)?)?
+                } else {
+                    ConstGauge::new(v as i64).encode(m.encode_family(&labels)?)?
                 }
             }
         }

@@ -170,13 +170,7 @@ fn attr(out: &mut String, key: &str, value: &str, how: Clean) {
 
 /// The absolute URL of a channel's stream.
 pub fn stream_url(base_url: &str, id: u32, token: Option<&str>) -> String {
-    match token {
-        Some(t) => format!(
-            "{base_url}/stream/{id}?token={}",
-            crate::auth::encode_for_query(t)
-        ),
-        None => format!("{base_url}/stream/{id}"),
-    }
+    format!("{base_url}/stream/{id}{}", crate::auth::token_query(token))
 }
 
 /// Renders the playlist.
@@ -190,10 +184,7 @@ pub fn render(channels: &[Arc<StreamConfig>], opts: &Options) -> String {
     }
     out.push('\n');
     // The token is the same on every line: encode it once.
-    let query = opts
-        .token
-        .map(|t| format!("?token={}", crate::auth::encode_for_query(t)))
-        .unwrap_or_default();
+    let query = crate::auth::token_query(opts.token);
     for s in channels {
         render_channel(&mut out, s, opts, &query);
     }

@@ -127,7 +127,7 @@ impl Registry {
             })
             .collect();
         if !self.allow_api_local_sources {
-            use crate::engine::source::SourceKind;
+            use crate::config::source::SourceKind;
             if added.iter().any(|src| {
                 matches!(
                     SourceKind::classify(src),

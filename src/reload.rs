@@ -7,6 +7,7 @@
 //! leaves alone keep playing; channels added through the API stay. Settings that are read
 //! once at start (`server.*`, `engine.*`) are reported as needing a restart.
 
+use crate::config::validate::EncoderCatalog;
 use crate::config::Config;
 use crate::error::{Error, ErrorKind, Result};
 use crate::registry::{Registry, ReloadDiff};
@@ -51,11 +52,20 @@ pub struct Report {
 }
 
 /// Holds the configuration in force and applies new versions of it.
-#[derive(Debug)]
 pub struct Reloader {
     path: Option<PathBuf>,
     overrides: Overrides,
     current: Mutex<Config>,
+    /// Checks encoder names (the linked libav's catalogue, given by the caller).
+    catalog: Box<dyn EncoderCatalog + Send + Sync>,
+}
+
+impl std::fmt::Debug for Reloader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reloader")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Top-level keys of two serializable sections that differ, as `section.key`.
@@ -74,11 +84,17 @@ fn changed_keys<T: Serialize>(section: &str, old: &T, new: &T) -> Vec<String> {
 
 impl Reloader {
     /// `path`: the file the server loaded (None: the embedded default, which never changes).
-    pub fn new(path: Option<PathBuf>, overrides: Overrides, current: Config) -> Reloader {
+    pub fn new(
+        path: Option<PathBuf>,
+        overrides: Overrides,
+        current: Config,
+        catalog: Box<dyn EncoderCatalog + Send + Sync>,
+    ) -> Reloader {
         Reloader {
             path,
             overrides,
             current: Mutex::new(current),
+            catalog,
         }
     }
 
@@ -98,7 +114,7 @@ impl Reloader {
         let loaded = crate::config::load(
             self.path.as_deref(),
             &crate::config::process_env,
-            &crate::libav::Catalog::new(),
+            &*self.catalog,
         )?;
         let mut new = loaded.config;
         self.overrides.apply(&mut new);

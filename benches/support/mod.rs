@@ -4,8 +4,9 @@
 
 use amps::config::{Profile, StreamConfig};
 use amps::engine::hub::Hub;
-use amps::engine::pipeline::{self, Ctx, End, Timeline};
+use amps::engine::pipeline::{self, Ctx, End};
 use amps::engine::status::Status;
+use amps::engine::timeline::Timeline;
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

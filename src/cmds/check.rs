@@ -14,13 +14,13 @@ pub struct Args {
 
 /// Returns the process exit code.
 pub fn run(args: Args) -> i32 {
-    match super::load_config(args.config.as_deref()) {
+    match super::common::load_config(args.config.as_deref()) {
         Ok(l) => {
             for w in &l.warnings {
                 eprintln!("warning: {w}");
             }
             let c = &l.config;
-            let missing = super::missing_programs(c);
+            let missing = super::common::missing_programs(c);
             for m in &missing {
                 eprintln!("{}: {m}", l.origin);
             }

@@ -26,7 +26,7 @@ fn target(args: &Args) -> Result<String, String> {
     if let Some(a) = &args.addr {
         return Ok(a.clone());
     }
-    let loaded = super::load_config(args.config.as_deref()).map_err(|e| e.to_string())?;
+    let loaded = super::common::load_config(args.config.as_deref()).map_err(|e| e.to_string())?;
     let s = loaded.config.server;
     let host = match s.host.as_str() {
         "0.0.0.0" | "" => "127.0.0.1".to_owned(),

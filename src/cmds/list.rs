@@ -17,7 +17,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> i32 {
-    match super::load_config(args.config.as_deref()) {
+    match super::common::load_config(args.config.as_deref()) {
         Ok(l) => {
             for w in &l.warnings {
                 eprintln!("warning: {w}");

@@ -1,13 +1,15 @@
 //! `amps probe <source>`: what a source holds, measured by reading a few seconds of it,
 //! and which profile suits it. Progress goes to stderr while the source opens and plays.
 
-use crate::engine::pipeline::redact_source;
-use crate::engine::source::{self, SourceKind};
+use crate::auth::redact_source;
+use crate::config::source::SourceKind;
+use crate::engine::source;
 use argh::FromArgs;
+use ff::format::context::Input;
 use ffmpeg_next as ff;
 use serde::Serialize;
 use std::io::{IsTerminal, Write};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -96,63 +98,58 @@ fn advice(streams: &[StreamReport]) -> String {
     }
 }
 
-/// Opens and reads the source; `progress` is told the phase and elapsed time.
-pub fn probe(
+/// Opens the source, telling `progress` while libav blocks (DNS, connect, probing);
+/// also how long the open took (ms).
+fn open_with_progress(
     src: &str,
-    seconds: f64,
     timeout: Duration,
     progress: &(dyn Fn(&str, Duration) + Sync),
-) -> Result<Report, String> {
-    crate::libav::init();
+) -> Result<(Input, u64), String> {
     let kind = SourceKind::classify(src);
     let options = source::input_options(&kind, &Default::default());
     let t0 = Instant::now();
     let deadline_hit = Arc::new(AtomicBool::new(false));
     let hit = deadline_hit.clone();
-    let limit = timeout;
-    let ictx = {
-        let opened = Arc::new(AtomicBool::new(false));
-        let done = opened.clone();
-        // Progress while libav blocks in open (DNS, connect, probing).
-        let ticker = std::thread::scope(|scope| {
-            let handle = scope.spawn(|| {
-                let mut shown = Duration::ZERO;
-                while !done.load(Ordering::Relaxed) {
-                    if t0.elapsed() >= shown {
-                        progress("opening", t0.elapsed());
-                        shown += Duration::from_millis(250);
-                    }
-                    std::thread::sleep(Duration::from_millis(10));
+    let opened = Arc::new(AtomicBool::new(false));
+    let done = opened.clone();
+    let r = std::thread::scope(|scope| {
+        let handle = scope.spawn(|| {
+            let mut shown = Duration::ZERO;
+            while !done.load(Ordering::Relaxed) {
+                if t0.elapsed() >= shown {
+                    progress("opening", t0.elapsed());
+                    shown += Duration::from_millis(250);
                 }
-            });
-            let r = source::open(src, &options, move || {
-                let over = t0.elapsed() > limit;
-                if over {
-                    hit.store(true, Ordering::Relaxed);
-                }
-                over
-            });
-            let open_ms = t0.elapsed().as_millis() as u64;
-            opened.store(true, Ordering::Relaxed);
-            let _ = handle.join();
-            r.map(|i| (i, open_ms))
-        });
-        ticker.map_err(|e| {
-            if deadline_hit.load(Ordering::Relaxed) {
-                format!(
-                    "cannot open {} within {} s",
-                    redact_source(src),
-                    timeout.as_secs()
-                )
-            } else {
-                format!("cannot open {}: {e}", redact_source(src))
+                std::thread::sleep(Duration::from_millis(10));
             }
-        })?
-    };
-    let (mut ictx, open_ms) = ictx;
-    let format = ictx.format().name().to_owned();
-    let duration_secs = (ictx.duration() > 0).then(|| ictx.duration() as f64 / 1e6);
+        });
+        let r = source::open(src, &options, move || {
+            let over = t0.elapsed() > timeout;
+            if over {
+                hit.store(true, Ordering::Relaxed);
+            }
+            over
+        });
+        let open_ms = t0.elapsed().as_millis() as u64;
+        opened.store(true, Ordering::Relaxed);
+        let _ = handle.join();
+        r.map(|i| (i, open_ms))
+    });
+    r.map_err(|e| {
+        if deadline_hit.load(Ordering::Relaxed) {
+            format!(
+                "cannot open {} within {} s",
+                redact_source(src),
+                timeout.as_secs()
+            )
+        } else {
+            format!("cannot open {}: {e}", redact_source(src))
+        }
+    })
+}
 
+/// What the demuxer says of each stream, before reading; also their time bases.
+fn stream_reports(ictx: &Input) -> (Vec<StreamReport>, Vec<f64>) {
     let mut streams: Vec<StreamReport> = Vec::new();
     let mut time_bases = Vec::new();
     for st in ictx.streams() {
@@ -172,83 +169,123 @@ pub fn probe(
             r if r.numerator() > 0 && r.denominator() > 0 => r,
             _ => st.rate(),
         };
+        let video = medium == ff::media::Type::Video;
+        let audio = medium == ff::media::Type::Audio;
         streams.push(StreamReport {
             index: st.index(),
             kind: format!("{medium:?}").to_lowercase(),
             codec: ff::codec::decoder::find(par.id())
                 .map(|c| c.name().to_owned())
                 .unwrap_or_else(|| format!("{:?}", par.id()).to_lowercase()),
-            resolution: (medium == ff::media::Type::Video && w > 0).then(|| format!("{w}x{h}")),
-            frame_rate: (medium == ff::media::Type::Video
-                && fr.denominator() > 0
-                && fr.numerator() > 0)
+            resolution: (video && w > 0).then(|| format!("{w}x{h}")),
+            frame_rate: (video && fr.denominator() > 0 && fr.numerator() > 0)
                 .then(|| (f64::from(fr) * 100.0).round() / 100.0),
-            sample_rate: (medium == ff::media::Type::Audio && rate > 0).then_some(rate as u32),
-            channels: (medium == ff::media::Type::Audio && ch > 0).then_some(ch as u32),
+            sample_rate: (audio && rate > 0).then_some(rate as u32),
+            channels: (audio && ch > 0).then_some(ch as u32),
             ..Default::default()
         });
         time_bases.push(f64::from(st.time_base()));
     }
+    (streams, time_bases)
+}
 
+/// Per-stream counts of the packets read: bytes, time span, keyframe times. Pure.
+#[derive(Debug, Default)]
+struct Tally {
+    bytes: Vec<u64>,
+    first: Vec<Option<f64>>,
+    last: Vec<f64>,
+    keys: Vec<Vec<f64>>,
+    /// The longest span of media read on any stream (seconds).
+    media_read: f64,
+}
+
+impl Tally {
+    fn new(n: usize) -> Tally {
+        Tally {
+            bytes: vec![0; n],
+            first: vec![None; n],
+            last: vec![0.0; n],
+            keys: vec![Vec::new(); n],
+            media_read: 0.0,
+        }
+    }
+
+    /// A packet of stream `i` at `t` seconds; `key`: a video keyframe.
+    fn add(&mut self, i: usize, t: f64, size: u64, key: bool) {
+        let f = *self.first[i].get_or_insert(t);
+        self.last[i] = t;
+        self.bytes[i] += size;
+        if key {
+            self.keys[i].push(t);
+        }
+        self.media_read = (t - f).max(self.media_read);
+    }
+
+    /// Bitrates (over at least 0.2 s) and mean keyframe intervals into the reports.
+    fn finish(&self, streams: &mut [StreamReport]) {
+        for (i, s) in streams.iter_mut().enumerate() {
+            let span = self.first[i].map(|f| self.last[i] - f).unwrap_or(0.0);
+            s.kbps =
+                (span > 0.2).then(|| (self.bytes[i] as f64 * 8.0 / span / 1000.0).round() as u64);
+            let k = &self.keys[i];
+            if k.len() >= 2 {
+                s.keyframe_interval =
+                    Some(((k[k.len() - 1] - k[0]) / (k.len() - 1) as f64 * 100.0).round() / 100.0);
+            }
+        }
+    }
+}
+
+/// Opens and reads the source; `progress` is told the phase and elapsed time.
+pub fn probe(
+    src: &str,
+    seconds: f64,
+    timeout: Duration,
+    progress: &(dyn Fn(&str, Duration) + Sync),
+) -> Result<Report, String> {
+    crate::libav::init();
+    let t0 = Instant::now();
+    let (mut ictx, open_ms) = open_with_progress(src, timeout, progress)?;
+    let format = ictx.format().name().to_owned();
+    let duration_secs = (ictx.duration() > 0).then(|| ictx.duration() as f64 / 1e6);
+    let (mut streams, time_bases) = stream_reports(&ictx);
     // Read `seconds` of media (by timestamps), bounded by the wall-clock timeout.
     let n = streams.len();
-    let mut bytes = vec![0u64; n];
-    let mut first = vec![None::<f64>; n];
-    let mut last = vec![0f64; n];
-    let mut keys: Vec<Vec<f64>> = vec![Vec::new(); n];
+    let mut tally = Tally::new(n);
     let read_start = Instant::now();
-    let tick = AtomicU64::new(0);
-    let mut media_read = 0.0;
+    let mut tick = 0;
     for (st, packet) in ictx.packets() {
         let i = st.index();
-        if i >= n {
-            continue;
-        }
-        let Some(ts) = packet.dts().or(packet.pts()) else {
+        let Some(ts) = packet.dts().or(packet.pts()).filter(|_| i < n) else {
             continue;
         };
-        let t = ts as f64 * time_bases[i];
-        let f = *first[i].get_or_insert(t);
-        last[i] = t;
-        bytes[i] += packet.size() as u64;
         streams[i].packets += 1;
-        if packet.is_key() && streams[i].kind == "video" {
-            keys[i].push(t);
-        }
-        media_read = (t - f).max(media_read);
+        let key = packet.is_key() && streams[i].kind == "video";
+        tally.add(i, ts as f64 * time_bases[i], packet.size() as u64, key);
         let ms = read_start.elapsed().as_millis() as u64;
-        if ms / 250 != tick.load(Ordering::Relaxed) {
-            tick.store(ms / 250, Ordering::Relaxed);
+        if ms / 250 != tick {
+            tick = ms / 250;
+            let read = tally.media_read;
             progress(
-                &format!("reading {media_read:.1}/{seconds:.1} s of media"),
+                &format!("reading {read:.1}/{seconds:.1} s of media"),
                 t0.elapsed(),
             );
         }
-        if media_read >= seconds || t0.elapsed() > timeout {
+        if tally.media_read >= seconds || t0.elapsed() > timeout {
             break;
         }
     }
-    for (i, s) in streams.iter_mut().enumerate() {
-        let span = first[i].map(|f| last[i] - f).unwrap_or(0.0);
-        s.kbps = (span > 0.2).then(|| (bytes[i] as f64 * 8.0 / span / 1000.0).round() as u64);
-        if keys[i].len() >= 2 {
-            let k = &keys[i];
-            s.keyframe_interval =
-                Some(((k[k.len() - 1] - k[0]) / (k.len() - 1) as f64 * 100.0).round() / 100.0);
-        }
-    }
+    tally.finish(&mut streams);
     let advice = advice(&streams);
+    let kind = format!("{:?}", SourceKind::classify(src));
     Ok(Report {
         source: redact_source(src),
-        kind: format!("{kind:?}")
-            .split('(')
-            .next()
-            .unwrap_or("")
-            .to_lowercase(),
+        kind: kind.split('(').next().unwrap_or("").to_lowercase(),
         format,
         duration_secs,
         open_ms,
-        media_secs_read: (media_read * 100.0).round() / 100.0,
+        media_secs_read: (tally.media_read * 100.0).round() / 100.0,
         streams,
         advice,
     })
@@ -326,5 +363,29 @@ pub fn run(args: Args) -> i32 {
             eprintln!("amps probe: {e}");
             1
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tally_gives_bitrates_and_keyframe_intervals() {
+        let mut t = Tally::new(2);
+        // Video: 25 fps for 4 s, 5 kB a frame, a keyframe every 2 s.
+        for f in 0..100 {
+            t.add(0, 10.0 + f as f64 * 0.04, 5_000, f % 50 == 0);
+        }
+        // Audio: one packet only: no bitrate from a span under 0.2 s.
+        t.add(1, 10.0, 400, false);
+        let mut streams = vec![StreamReport::default(), StreamReport::default()];
+        t.finish(&mut streams);
+        assert!((t.media_read - 3.96).abs() < 1e-9);
+        // 99 frames' bytes over 3.96 s: 100 * 5000 * 8 / 3.96 / 1000.
+        assert_eq!(streams[0].kbps, Some(1010));
+        assert_eq!(streams[0].keyframe_interval, Some(2.0));
+        assert_eq!(streams[1].kbps, None);
+        assert_eq!(streams[1].keyframe_interval, None);
     }
 }

@@ -132,7 +132,7 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
     for w in &loaded.warnings {
         tracing::warn!("{w}");
     }
-    for m in super::missing_programs(&config) {
+    for m in super::common::missing_programs(&config) {
         tracing::warn!("{m}");
     }
     let server = config.server.clone();
@@ -184,6 +184,7 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
             path,
             overrides,
             config.clone(),
+            Box::new(crate::libav::Catalog::new()),
         ));
         let state = Arc::new(AppState {
             registry,
@@ -238,8 +239,7 @@ fn announce(state: &AppState) {
     };
     let q = |path: &str| match &shown {
         Some(t) if t == "***" => format!("{base}{path}?token=***"),
-        Some(t) => format!("{base}{path}?token={}", crate::auth::encode_for_query(t)),
-        None => format!("{base}{path}"),
+        t => format!("{base}{path}{}", crate::auth::token_query(t.as_deref())),
     };
     println!("listening on {}", state.local_addr);
     println!("dashboard: {base}/   (open in a browser; log in with the token)");

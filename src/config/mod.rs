@@ -5,7 +5,9 @@
 //! (`config.yaml:27:5: streams[3].ffmpeg_profile: unknown profile "hd"`). This module does
 //! no network or media work; encoder names are checked through [`validate::EncoderCatalog`].
 
+pub mod device_id;
 pub mod model;
+pub mod source;
 pub mod time;
 pub mod units;
 pub mod validate;

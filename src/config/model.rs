@@ -5,6 +5,7 @@
 //! the `scheduled_streams` section and the REST API's JSON bodies.
 
 use super::time::Timestamp;
+use super::units::{Bitrate, FrameRate, Resolution, Value};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -224,17 +225,17 @@ pub struct Profile {
     /// `copy` or a libav audio encoder name (e.g. `aac`).
     pub audio_codec: Option<String>,
     /// Target video bitrate, `2500k` style.
-    pub video_bitrate: Option<String>,
+    pub video_bitrate: Option<Value<Bitrate>>,
     /// Target audio bitrate, `128k` style.
-    pub audio_bitrate: Option<String>,
+    pub audio_bitrate: Option<Value<Bitrate>>,
     /// Video rate-control maximum, `3000k` style.
-    pub maxrate: Option<String>,
+    pub maxrate: Option<Value<Bitrate>>,
     /// Video rate-control buffer, `5000k` style.
-    pub bufsize: Option<String>,
+    pub bufsize: Option<Value<Bitrate>>,
     /// `1280x720`, or `x720` to keep the aspect ratio.
-    pub resolution: Option<String>,
+    pub resolution: Option<Value<Resolution>>,
     /// Output frame rate, `25`, `29.97` or `30000/1001`.
-    pub framerate: Option<String>,
+    pub framerate: Option<Value<FrameRate>>,
     /// Encoder preset (x264: `veryfast`, ...).
     pub preset: Option<String>,
     /// Encoder tune (x264: `zerolatency`, ...).

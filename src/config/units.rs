@@ -1,7 +1,108 @@
-//! Parsers for the value syntaxes of profiles: bitrates, resolutions, frame rates.
+//! The value syntaxes of profiles: bitrates, resolutions, frame rates, as typed values.
 //!
-//! Pure functions shared by validation (load time) and the media engine (run time), so a
-//! value that passes `amps check` is exactly a value the engine understands.
+//! A profile field such as `video_bitrate` is a [`Value`]: the text as written (kept for
+//! serialization, so a config round-trips unchanged) and the typed result of parsing it
+//! once, when the config (or an API body) is read. Validation reports every parse error
+//! with its key path, which the loader turns into a file line; a profile that reaches the
+//! engine has passed validation, and the engine reads the typed value, never the text.
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// A value syntax: how its text is parsed.
+pub trait Syntax: Sized {
+    fn parse(text: &str) -> Result<Self, String>;
+}
+
+/// A profile value: its text and what parsing it gave.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Value<T> {
+    text: String,
+    parsed: Result<T, String>,
+}
+
+impl<T: Syntax> Value<T> {
+    pub fn new(text: impl Into<String>) -> Value<T> {
+        let text = text.into();
+        let parsed = T::parse(&text);
+        Value { text, parsed }
+    }
+}
+
+impl<T> Value<T> {
+    /// The text as written.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    /// The typed value (None only for a value validation refuses).
+    pub fn get(&self) -> Option<&T> {
+        self.parsed.as_ref().ok()
+    }
+
+    /// Why the text is not a valid value.
+    pub fn error(&self) -> Option<&str> {
+        self.parsed.as_ref().err().map(String::as_str)
+    }
+}
+
+impl<T> Serialize for Value<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.text)
+    }
+}
+
+impl<'de, T: Syntax> Deserialize<'de> for Value<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        /// A YAML or JSON scalar: `framerate: 25` is as good as `framerate: "25"`.
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Scalar {
+            Text(String),
+            Int(u64),
+            Float(f64),
+        }
+        Ok(Value::new(match Scalar::deserialize(d)? {
+            Scalar::Text(t) => t,
+            Scalar::Int(n) => n.to_string(),
+            Scalar::Float(f) => f.to_string(),
+        }))
+    }
+}
+
+/// A bitrate in bits per second (`2500k`, `2.5M`, `128000`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Bitrate(pub u64);
+
+impl Bitrate {
+    pub fn bps(self) -> u64 {
+        self.0
+    }
+}
+
+impl Syntax for Bitrate {
+    fn parse(text: &str) -> Result<Self, String> {
+        parse_bitrate(text).map(Bitrate)
+    }
+}
+
+impl Syntax for Resolution {
+    fn parse(text: &str) -> Result<Self, String> {
+        parse_resolution(text)
+    }
+}
+
+/// A frame rate as a fraction (`25`, `29.97`, `30000/1001`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FrameRate {
+    pub num: i32,
+    pub den: i32,
+}
+
+impl Syntax for FrameRate {
+    fn parse(text: &str) -> Result<Self, String> {
+        parse_framerate(text).map(|(num, den)| FrameRate { num, den })
+    }
+}
 
 /// `2500k`, `2.5M`, `128000` -> bits per second.
 pub fn parse_bitrate(s: &str) -> Result<u64, String> {
@@ -113,6 +214,31 @@ mod tests {
         for bad in ["", "x", "720", "1281x720", "0x720", "99999x2", "axb"] {
             assert!(parse_resolution(bad).is_err(), "{bad} accepted");
         }
+    }
+
+    #[test]
+    fn values_keep_their_text_and_parse_once() {
+        let v: Value<Bitrate> = serde_json::from_str("\"2.5M\"").unwrap();
+        assert_eq!(v.get(), Some(&Bitrate(2_500_000)));
+        assert_eq!(serde_json::to_string(&v).unwrap(), "\"2.5M\"");
+        let v: Value<FrameRate> = serde_yaml::from_str("25").unwrap();
+        assert_eq!(v.get(), Some(&FrameRate { num: 25, den: 1 }));
+        assert_eq!(v.text(), "25");
+        let v: Value<FrameRate> = serde_yaml::from_str("29.97").unwrap();
+        assert_eq!(
+            v.get(),
+            Some(&FrameRate {
+                num: 2997,
+                den: 100
+            })
+        );
+        let v: Value<Resolution> = serde_yaml::from_str("1281x720").unwrap();
+        assert_eq!(v.get(), None);
+        assert!(
+            v.error().unwrap().contains("even number"),
+            "{:?}",
+            v.error()
+        );
     }
 
     #[test]

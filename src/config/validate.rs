@@ -5,7 +5,6 @@
 //! same stream rules serve the config file and the REST API.
 
 use super::model::{Config, Profile, StreamConfig};
-use super::units::{parse_bitrate, parse_framerate, parse_resolution};
 use std::collections::{BTreeMap, HashMap};
 
 /// One problem, at one key.
@@ -73,7 +72,7 @@ impl Sink<'_> {
 }
 
 /// The `hdhomerun` section.
-fn validate_hdhr(h: &super::HdhrConfig, errors: &mut Vec<Issue>) {
+fn validate_hdhr(h: &super::model::HdhrConfig, errors: &mut Vec<Issue>) {
     let mut err = |key: &str, message: String| {
         errors.push(Issue {
             path: format!("hdhomerun.{key}"),
@@ -90,12 +89,12 @@ fn validate_hdhr(h: &super::HdhrConfig, errors: &mut Vec<Issue>) {
         err("friendly_name", "must be 1 to 64 characters".into());
     }
     if let Some(id) = &h.device_id {
-        if !crate::http::hdhr::valid_device_id(id) {
+        if !super::device_id::valid_device_id(id) {
             err(
                 "device_id",
                 format!(
                     "{id:?} is not 8 hex digits with a valid HDHomeRun check digit (try {})",
-                    crate::http::hdhr::with_check_digit(id.get(..7).unwrap_or(id))
+                    super::device_id::with_check_digit(id.get(..7).unwrap_or(id))
                 ),
             );
         }
@@ -402,14 +401,14 @@ pub fn validate_profile(
         ("maxrate", &p.maxrate),
         ("bufsize", &p.bufsize),
     ] {
-        if let Some(Err(e)) = v.as_deref().map(parse_bitrate) {
+        if let Some(e) = v.as_ref().and_then(|v| v.error()) {
             sink.push(key, e);
         }
     }
-    if let Some(Err(e)) = p.resolution.as_deref().map(parse_resolution) {
+    if let Some(e) = p.resolution.as_ref().and_then(|v| v.error()) {
         sink.push("resolution", e);
     }
-    if let Some(Err(e)) = p.framerate.as_deref().map(parse_framerate) {
+    if let Some(e) = p.framerate.as_ref().and_then(|v| v.error()) {
         sink.push("framerate", e);
     }
     if p.gop == Some(0) {

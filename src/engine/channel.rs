@@ -8,11 +8,14 @@
 //! a source that never produced anything keeps failing (the first client then gets a 503;
 //! the next request tries again).
 
+use super::failover::{CheckBackoff, Failover, Report, Session, Step};
 use super::hub::Hub;
-use super::pipeline::{self, End, Timeline};
-use super::source::SourceKind;
+use super::pipeline::{self, End};
 use super::status::{State, Status};
+use super::timeline::Timeline;
+use crate::config::source::SourceKind;
 use crate::config::{EngineConfig, Profile, StreamConfig};
+use crate::sync::lock;
 use chrono::Utc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -105,10 +108,6 @@ pub enum Ensure {
     Restarting,
     /// The channel was deleted.
     Removed,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Channel {
@@ -343,7 +342,7 @@ impl Channel {
 
     /// Records a switch to source `index` (0: the primary) and why.
     fn switch_to(&self, index: usize, source: &str, why: &str) {
-        let shown = pipeline::redact_source(source);
+        let shown = crate::auth::redact_source(source);
         if index == 0 {
             tracing::info!(channel = self.id, source = %shown, why, "back on the primary source");
         } else {
@@ -356,15 +355,66 @@ impl Channel {
         st.last_switch = Some(why.to_owned());
     }
 
-    /// Runs producer sessions back to back. Returns true when the channel ended for good
-    /// (a file without `loop` finished, or no source produced anything), false when it
-    /// stopped (asked to, or idle).
-    ///
-    /// With `backup_sources`, a failed session moves on to the next source at once (each
-    /// is tried in turn, so none is skipped and none retried forever); only a whole round
-    /// without output backs off. While a backup plays, the primary is checked in the
-    /// background (every `engine.failback_check_secs`, doubling after each failed check,
-    /// at most 5 min) and taken back as soon as it is healthy.
+    /// The primary source and its backups, each as the stream and profile to run with.
+    fn candidates(&self) -> Vec<(StreamConfig, Profile)> {
+        let stream = self.stream();
+        let profile = lock(&self.profile).clone();
+        std::iter::once((stream.as_ref().clone(), profile.clone()))
+            .chain(stream.backup_sources.iter().map(|b| {
+                let mut s = stream.as_ref().clone();
+                s.source = b.source.clone();
+                let mut p = profile.clone();
+                if !b.input_options.is_empty() {
+                    p.input_options = b.input_options.clone();
+                }
+                (s, p)
+            }))
+            .collect()
+    }
+
+    /// Runs one producer session; also whether it delivered output.
+    fn session(
+        self: &Arc<Self>,
+        (stream, profile): &(StreamConfig, Profile),
+        keep_going: Arc<dyn Fn() -> bool + Send + Sync>,
+        timeline: &mut Timeline,
+    ) -> (Session, bool) {
+        let on_running = || {
+            if *self.state.borrow() != State::Running {
+                self.set_state(State::Running);
+            }
+        };
+        let ctx = pipeline::Ctx {
+            stream,
+            profile,
+            hub: self.hub.clone(),
+            status: &self.status,
+            keep_going,
+            on_running: &on_running,
+            stall_timeout: Duration::from_secs(self.settings.stall_timeout_secs),
+            open_timeout: Duration::from_secs(self.settings.start_timeout_secs),
+        };
+        let before = self.hub.stats.bytes_in.load(Ordering::Relaxed);
+        let result = match &stream.custom_ffmpeg {
+            Some(cmd) => super::process::run(&ctx, cmd, self.settings.ffmpeg_path.as_deref()),
+            None => pipeline::run(&ctx, timeline),
+        };
+        let produced = self.hub.stats.bytes_in.load(Ordering::Relaxed) > before;
+        let session = match result {
+            Ok(End::Stopped) => Session::Stopped,
+            Ok(End::Eof) => Session::Eof,
+            Err(e) => {
+                tracing::debug!(channel = e.channel, stage = e.stage.as_str(), source = %e.source, error = %e.detail, "producer session failed");
+                Session::Failed(e.detail)
+            }
+        };
+        (session, produced)
+    }
+
+    /// Runs producer sessions back to back, following the [`Failover`] policy. Returns
+    /// true when the channel ended for good (a file without `loop` finished, or no source
+    /// produced anything), false when it stopped (asked to, or idle). While a backup
+    /// plays, the primary is checked in the background and taken back once healthy.
     fn produce(self: &Arc<Self>, stop: &Arc<AtomicBool>, timeline: &mut Timeline) -> bool {
         let base: Arc<dyn Fn() -> bool + Send + Sync> = {
             let ch = self.clone();
@@ -376,153 +426,83 @@ impl Channel {
             })
         };
         let stream = self.stream();
-        let profile = lock(&self.profile).clone();
-        let candidates: Vec<(StreamConfig, Profile)> =
-            std::iter::once((stream.as_ref().clone(), profile.clone()))
-                .chain(stream.backup_sources.iter().map(|b| {
-                    let mut s = stream.as_ref().clone();
-                    s.source = b.source.clone();
-                    let mut p = profile.clone();
-                    if !b.input_options.is_empty() {
-                        p.input_options = b.input_options.clone();
-                    }
-                    (s, p)
-                }))
-                .collect();
-        let n = candidates.len();
-        let mut active = 0usize;
+        let candidates = self.candidates();
+        let mut policy = Failover::new(candidates.len());
         let primary_back = Arc::new(AtomicBool::new(false));
-        let mut checker: Option<JoinHandle<()>> = None;
-        let mut failures: u32 = 0;
-        let producer = if stream.custom_ffmpeg.is_some() {
-            "process"
-        } else {
-            "libav"
+        // On a backup, a session also ends when the primary is back.
+        let on_backup: Arc<dyn Fn() -> bool + Send + Sync> = {
+            let (b, back) = (base.clone(), primary_back.clone());
+            Arc::new(move || b() && !back.load(Ordering::SeqCst))
         };
+        let mut checker: Option<JoinHandle<()>> = None;
+        let producer = producer_of(&stream);
         {
             let mut st = lock(&self.status);
             st.producer = producer;
-            st.active_source = Some(pipeline::redact_source(&stream.source));
+            st.active_source = Some(crate::auth::redact_source(&stream.source));
             st.active_source_index = 0;
         }
-        let on_running = {
-            let ch = self.clone();
-            move || {
-                if *ch.state.borrow() != State::Running {
-                    ch.set_state(State::Running);
-                }
-            }
-        };
         tracing::info!(channel = self.id, name = %stream.name, producer, "channel starting");
         let ended = loop {
             if !base() {
                 break false;
             }
-            let (cur, cur_profile) = &candidates[active];
-            // On a backup, the session also ends when the primary is back.
-            let keep_going: Arc<dyn Fn() -> bool + Send + Sync> = if active == 0 {
+            let cur = &candidates[policy.active()];
+            let keep_going = if policy.active() == 0 {
                 base.clone()
             } else {
-                let (b, back) = (base.clone(), primary_back.clone());
-                Arc::new(move || b() && !back.load(Ordering::SeqCst))
+                on_backup.clone()
             };
-            let ctx = pipeline::Ctx {
-                stream: cur,
-                profile: cur_profile,
-                hub: self.hub.clone(),
-                status: &self.status,
-                keep_going: keep_going.clone(),
-                on_running: &on_running,
-                stall_timeout: Duration::from_secs(self.settings.stall_timeout_secs),
-                open_timeout: Duration::from_secs(self.settings.start_timeout_secs),
+            let (session, produced) = self.session(cur, keep_going, timeline);
+            let report = Report {
+                session,
+                produced,
+                wanted: base(),
+                looping: cur.0.loop_source,
+                file: SourceKind::classify(&cur.0.source) == SourceKind::File,
+                has_keyframe: self.hub.has_keyframe(),
             };
-            let produced_before = self.hub.stats.bytes_in.load(Ordering::Relaxed);
-            let result = match &cur.custom_ffmpeg {
-                Some(cmd) => super::process::run(&ctx, cmd, self.settings.ffmpeg_path.as_deref()),
-                None => pipeline::run(&ctx, timeline),
-            };
-            let produced = self.hub.stats.bytes_in.load(Ordering::Relaxed) > produced_before;
-            let error = match result {
-                Ok(End::Stopped)
-                    if active != 0 && base() && primary_back.swap(false, Ordering::SeqCst) =>
-                {
-                    self.switch_to(
-                        0,
-                        &candidates[0].0.source,
-                        "the primary source is healthy again",
-                    );
-                    active = 0;
-                    failures = 0;
-                    continue;
-                }
-                Ok(End::Stopped) => break false,
-                Ok(End::Eof) if cur.loop_source && produced => {
-                    failures = 0;
-                    continue;
-                }
-                Ok(End::Eof) if SourceKind::classify(&cur.source) == SourceKind::File => {
-                    // A file without `loop` plays once: its clients get a clean end.
-                    tracing::info!(channel = self.id, "the file ended");
-                    self.set_state(State::Idle);
-                    self.hub.close();
-                    break true;
-                }
-                Ok(End::Eof) => "the source ended".to_owned(),
-                Err(e) => e,
-            };
-            if !base() {
-                break false;
-            }
-            // A session that produced output was healthy: start the backoff over.
-            if produced {
-                failures = 0;
-            }
-            failures += 1;
-            tracing::warn!(channel = self.id, error = %error, failures, "channel producer stopped");
+            let (error, retry) =
+                match policy.after(report, || primary_back.swap(false, Ordering::SeqCst)) {
+                    Step::Stop => break false,
+                    Step::Again => continue,
+                    Step::BackToPrimary => {
+                        let why = "the primary source is healthy again";
+                        self.switch_to(0, &candidates[0].0.source, why);
+                        continue;
+                    }
+                    Step::FileEnded => {
+                        tracing::info!(channel = self.id, "the file ended");
+                        self.set_state(State::Idle);
+                        self.hub.close();
+                        break true;
+                    }
+                    Step::Failed { error, retry } => (error, retry),
+                };
+            tracing::warn!(channel = self.id, error = %error, "channel producer stopped");
             {
                 let mut st = lock(&self.status);
-                st.last_error = Some(error.clone());
+                st.last_error = Some(error);
                 st.restarts += 1;
             }
-            if !self.hub.has_keyframe() && failures >= (n as u32).max(2) {
+            let Some(retry) = retry else {
                 lock(&self.status).start_failures += 1;
                 self.set_state(State::Failed);
                 tracing::warn!(channel = self.id, "channel failed to start");
                 // Clients still attached (e.g. after a change to a bad source) get an end.
                 self.hub.close();
                 break true;
-            }
+            };
             self.set_state(State::Retrying);
-            if n > 1 {
-                let next = (active + 1) % n;
-                let what = if active == 0 {
-                    "the primary source".to_owned()
-                } else {
-                    format!("backup source {active}")
-                };
-                self.switch_to(
-                    next,
-                    &candidates[next].0.source,
-                    &format!("{what} failed: {error}"),
-                );
-                active = next;
-                if active != 0 && checker.as_ref().is_none_or(|h| h.is_finished()) {
+            if let Some(sw) = retry.switch {
+                self.switch_to(sw.to, &candidates[sw.to].0.source, &sw.why);
+                if sw.to != 0 && checker.as_ref().is_none_or(|h| h.is_finished()) {
                     primary_back.store(false, Ordering::SeqCst);
-                    let (b, back) = (base.clone(), primary_back.clone());
-                    let keep: Arc<dyn Fn() -> bool + Send + Sync> =
-                        Arc::new(move || b() && !back.load(Ordering::SeqCst));
-                    checker = self.watch_primary(&candidates[0], primary_back.clone(), keep);
-                }
-                if failures < n as u32 {
-                    // Not every source has failed yet this round: try the next one now.
-                    continue;
+                    checker =
+                        self.watch_primary(&candidates[0], primary_back.clone(), on_backup.clone());
                 }
             }
-            // A whole round failed: 0.5 s, 1 s, 2 s, ... up to 10 s between rounds.
-            let rounds = failures.div_ceil(n as u32).max(1);
-            let backoff =
-                Duration::from_millis(500u64 << (rounds - 1).min(5)).min(Duration::from_secs(10));
-            let until = Instant::now() + backoff;
+            let until = Instant::now() + retry.wait;
             while Instant::now() < until && base() {
                 std::thread::sleep(Duration::from_millis(50));
             }
@@ -545,29 +525,24 @@ impl Channel {
         keep_going: Arc<dyn Fn() -> bool + Send + Sync>,
     ) -> Option<JoinHandle<()>> {
         let (stream, profile) = primary.clone();
-        let first = Duration::from_secs(self.settings.failback_check_secs.max(1));
+        let mut waits = CheckBackoff::new(Duration::from_secs(self.settings.failback_check_secs));
         let open_timeout = Duration::from_secs(self.settings.start_timeout_secs);
         let id = self.id;
         let spawned = std::thread::Builder::new()
             .name(format!("amps-chk-{id}"))
-            .spawn(move || {
-                let mut wait = first;
-                loop {
-                    let until = Instant::now() + wait;
-                    while Instant::now() < until {
-                        if !keep_going() || back.load(Ordering::SeqCst) {
-                            return;
-                        }
-                        std::thread::sleep(Duration::from_millis(50));
-                    }
-                    let healthy =
-                        pipeline::probe(&stream, &profile, open_timeout, keep_going.clone());
-                    tracing::debug!(channel = id, healthy, "checked the primary source");
-                    if healthy {
-                        back.store(true, Ordering::SeqCst);
+            .spawn(move || loop {
+                let until = Instant::now() + waits.next_wait();
+                while Instant::now() < until {
+                    if !keep_going() || back.load(Ordering::SeqCst) {
                         return;
                     }
-                    wait = (wait * 2).min(Duration::from_secs(300));
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                let healthy = pipeline::probe(&stream, &profile, open_timeout, keep_going.clone());
+                tracing::debug!(channel = id, healthy, "checked the primary source");
+                if healthy {
+                    back.store(true, Ordering::SeqCst);
+                    return;
                 }
             });
         match spawned {

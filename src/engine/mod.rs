@@ -8,7 +8,9 @@
 //! - [`ts`] and [`hub`]: TS inspection and the per-channel fan-out buffer.
 //! - [`channel`]: a channel's runtime and its worker thread.
 //! - [`hls`]: HLS segments and playlists cut from a channel's TS output.
-//! - [`thumb`]: JPEG thumbnails of a channel's latest keyframe.
+//! - [`hls_session`]: HLS sessions, one more reader of a channel's hub each.
+//! - [`thumb`] and [`thumbs`]: JPEG thumbnails of a channel's latest keyframe, cached.
+//! - [`timeline`] and [`failover`]: pure policy (timestamps, pacing; source failover).
 //!
 //! This module owns the channel runtimes: at most one producer per channel, started by the
 //! first client, stopped after the idle grace period, restarted when the registry says the
@@ -18,161 +20,45 @@
 
 pub mod channel;
 pub mod command;
+pub mod error;
+pub mod failover;
 pub mod hls;
+pub mod hls_session;
 pub mod hub;
 pub mod pipeline;
 pub mod process;
 pub mod source;
 pub mod status;
+pub mod subscription;
 pub mod thumb;
+pub mod thumbs;
+pub mod timeline;
 pub mod transcode;
 pub mod ts;
 
 use crate::config::{EngineConfig, Profile, StreamConfig};
 use crate::error::{Error, ErrorKind};
 use crate::registry::{Change, Registry};
+use crate::sync::lock;
 use bytes::Bytes;
 use channel::Channel;
-use hub::Cursor;
+pub use hls_session::HlsSession;
+use hls_session::HlsSessions;
 use status::{State, Status};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+pub use subscription::Subscription;
+use thumbs::Thumbnails;
 
 pub struct Engine {
     registry: Arc<Registry>,
     settings: EngineConfig,
     channels: Mutex<HashMap<u32, Arc<Channel>>>,
-    hls: Mutex<HashMap<u32, Arc<HlsSession>>>,
-    /// Where each channel's next HLS session continues its numbering (see
-    /// [`hls::Segmenter::continue_after`]).
-    hls_positions: Mutex<HashMap<u32, (u64, u64)>>,
-    /// The latest thumbnail of each channel and when it was made.
-    thumbs: Mutex<HashMap<u32, (Instant, Bytes)>>,
-    /// One thumbnail is made at a time (they are decodes; the machine may have 2 cores).
-    thumb_gate: Arc<tokio::sync::Semaphore>,
+    hls: Arc<HlsSessions>,
+    thumbs: Arc<Thumbnails>,
     shutdown: Arc<AtomicBool>,
-}
-
-/// How long a thumbnail is reused before a new one is made.
-const THUMB_FRESH: Duration = Duration::from_secs(5);
-/// Thumbnail width in pixels.
-const THUMB_WIDTH: u32 = 320;
-
-/// A channel's HLS output while HLS viewers keep asking for it. It holds one client place
-/// on the channel (so the producer runs) and ends when no playlist or segment has been
-/// requested for a while, when the channel ends, or at shutdown.
-pub struct HlsSession {
-    pub id: u32,
-    /// Part of every segment name: a later session never reuses a name a cache may hold.
-    pub name: String,
-    segmenter: Mutex<hls::Segmenter>,
-    changed: tokio::sync::Notify,
-    created: Instant,
-    /// Milliseconds after `created` of the last request.
-    last_request: AtomicU64,
-    ended: AtomicBool,
-    error: Mutex<Option<String>>,
-}
-
-impl std::fmt::Debug for HlsSession {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HlsSession")
-            .field("id", &self.id)
-            .field("name", &self.name)
-            .finish_non_exhaustive()
-    }
-}
-
-impl HlsSession {
-    fn new(id: u32, settings: &EngineConfig) -> HlsSession {
-        use std::time::{SystemTime, UNIX_EPOCH};
-        let ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis());
-        HlsSession {
-            id,
-            name: format!("{ms:x}"),
-            segmenter: Mutex::new(hls::Segmenter::new(
-                settings.hls_segment_secs,
-                settings.hls_list_size + 4,
-            )),
-            changed: tokio::sync::Notify::new(),
-            created: Instant::now(),
-            last_request: AtomicU64::new(0),
-            ended: AtomicBool::new(false),
-            error: Mutex::new(None),
-        }
-    }
-
-    fn touch(&self) {
-        self.last_request
-            .store(self.created.elapsed().as_millis() as u64, Ordering::SeqCst);
-    }
-
-    fn idle_for(&self) -> Duration {
-        let ms = (self.created.elapsed().as_millis() as u64)
-            .saturating_sub(self.last_request.load(Ordering::SeqCst));
-        Duration::from_millis(ms)
-    }
-
-    fn end(&self, error: Option<String>) {
-        if error.is_some() {
-            *lock(&self.error) = error;
-        }
-        self.ended.store(true, Ordering::SeqCst);
-        self.changed.notify_waiters();
-    }
-
-    pub fn ended(&self) -> bool {
-        self.ended.load(Ordering::SeqCst)
-    }
-
-    /// A finished segment by sequence number (None once it left the kept window).
-    pub fn segment(&self, seq: u64) -> Option<hls::Segment> {
-        self.touch();
-        lock(&self.segmenter).segment(seq)
-    }
-
-    /// The live playlist; waits (up to `limit`) until a new session has enough segments
-    /// to list (see [`hls::Segmenter::playlist`]).
-    pub async fn playlist(
-        &self,
-        window: usize,
-        limit: Duration,
-        uri: impl Fn(u64) -> String,
-    ) -> Result<String, Error> {
-        self.touch();
-        let deadline = tokio::time::Instant::now() + limit;
-        loop {
-            let changed = self.changed.notified();
-            tokio::pin!(changed);
-            changed.as_mut().enable();
-            if let Some(p) = lock(&self.segmenter).playlist(window, &uri) {
-                // A first request may have waited for segments: its player asks again
-                // from now on.
-                self.touch();
-                return Ok(p);
-            }
-            if self.ended() {
-                let why = lock(&self.error)
-                    .clone()
-                    .unwrap_or_else(|| "the channel ended".into());
-                return Err(Error::new(ErrorKind::Unavailable, why));
-            }
-            if tokio::time::timeout_at(deadline, changed).await.is_err() {
-                return Err(Error::new(
-                    ErrorKind::Unavailable,
-                    format!(
-                        "stream {} produced no HLS playlist within {} s",
-                        self.id,
-                        limit.as_secs()
-                    ),
-                ));
-            }
-        }
-    }
 }
 
 impl std::fmt::Debug for Engine {
@@ -181,62 +67,16 @@ impl std::fmt::Debug for Engine {
     }
 }
 
-/// A client's subscription to a channel: a stream of TS chunks. Dropping it leaves.
-pub struct Subscription {
-    channel: Arc<Channel>,
-    cursor: Cursor,
-}
-
-impl Subscription {
-    /// A client's place on `channel`, or None when the channel is at `limit` clients
-    /// (0: no limit). Counting and checking are one atomic step.
-    fn join(channel: Arc<Channel>, limit: usize) -> Option<Subscription> {
-        channel.try_join(limit).then(|| Subscription {
-            channel,
-            cursor: Cursor::default(),
-        })
-    }
-
-    /// The next chunks, or None when the channel ends (or this client was too slow).
-    pub async fn next(&mut self) -> Option<Vec<Bytes>> {
-        self.channel.hub.next(&mut self.cursor).await
-    }
-
-    /// Starts this (not yet read) subscription at the oldest keyframe of the channel's
-    /// backlog rather than the newest.
-    pub fn from_oldest(mut self) -> Subscription {
-        self.cursor = Cursor::from_oldest();
-        self
-    }
-
-    /// Like [`Subscription::next`], each chunk with what it is (for the HLS segmenter).
-    pub async fn next_parts(&mut self) -> Option<Vec<(Bytes, hub::PartKind)>> {
-        self.channel.hub.next_parts(&mut self.cursor).await
-    }
-}
-
-impl Drop for Subscription {
-    fn drop(&mut self) {
-        self.channel.client_left();
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 impl Engine {
     pub fn new(registry: Arc<Registry>, settings: EngineConfig) -> Arc<Engine> {
         crate::libav::init();
         Arc::new(Engine {
             registry,
-            settings,
             channels: Mutex::new(HashMap::new()),
-            hls: Mutex::new(HashMap::new()),
-            hls_positions: Mutex::new(HashMap::new()),
-            thumbs: Mutex::new(HashMap::new()),
-            thumb_gate: Arc::new(tokio::sync::Semaphore::new(1)),
+            hls: Arc::new(HlsSessions::new(&settings)),
+            thumbs: Arc::new(Thumbnails::default()),
             shutdown: Arc::new(AtomicBool::new(false)),
+            settings,
         })
     }
 
@@ -344,142 +184,53 @@ impl Engine {
         if self.registry.get(id).is_none() {
             return Err(crate::registry::no_such(id));
         }
-        let mut map = lock(&self.hls);
-        if let Some(s) = map.get(&id).filter(|s| !s.ended()) {
-            s.touch();
-            return Ok(s.clone());
+        let (session, new) = self.hls.open(id);
+        if new {
+            let engine = self.clone();
+            let s = session.clone();
+            tokio::spawn(async move {
+                match engine.subscribe(id).await {
+                    // From the oldest buffered keyframe: on a channel that already runs,
+                    // the window fills at once and players start a few segments behind
+                    // the live edge, as they should, instead of stalling at it.
+                    Ok(sub) => {
+                        engine
+                            .hls
+                            .feed(s, sub.from_oldest(), &engine.shutdown)
+                            .await
+                    }
+                    Err(e) => engine.hls.failed(&s, e.message()),
+                }
+            });
         }
-        let session = Arc::new(HlsSession::new(id, &self.settings));
-        if let Some((seq, disc)) = lock(&self.hls_positions).get(&id).copied() {
-            lock(&session.segmenter).continue_after(seq, disc);
-        }
-        session.touch();
-        map.insert(id, session.clone());
-        tokio::spawn(self.clone().run_hls(session.clone()));
         Ok(session)
     }
 
     /// The running HLS session of channel `id` (segments are only served from one).
     pub fn hls_running(&self, id: u32) -> Option<Arc<HlsSession>> {
-        lock(&self.hls).get(&id).filter(|s| !s.ended()).cloned()
-    }
-
-    /// How long an HLS session lives without requests: the playlist window, at least 10 s,
-    /// plus 10 s for players that pause between reloads.
-    fn hls_idle(&self) -> Duration {
-        let window = self.settings.hls_segment_secs * self.settings.hls_list_size as f64;
-        Duration::from_secs_f64(window.max(10.0) + 10.0)
-    }
-
-    /// Feeds a session's segmenter from the channel's hub until the session goes idle or
-    /// the channel ends.
-    async fn run_hls(self: Arc<Self>, session: Arc<HlsSession>) {
-        // From the oldest buffered keyframe: on a channel that already runs, the window
-        // fills at once and players start a few segments behind the live edge, as they
-        // should, instead of stalling at it.
-        let mut sub = match self.subscribe(session.id).await {
-            Ok(sub) => sub.from_oldest(),
-            Err(e) => {
-                session.end(Some(e.message().to_owned()));
-                self.drop_hls(&session);
-                return;
-            }
-        };
-        tracing::info!(channel = session.id, session = %session.name, "HLS output started");
-        let idle = self.hls_idle();
-        loop {
-            tokio::select! {
-                parts = sub.next_parts() => match parts {
-                    Some(parts) => {
-                        let now = Instant::now();
-                        let mut seg = lock(&session.segmenter);
-                        for (data, kind) in parts {
-                            seg.feed(data, kind, now);
-                        }
-                        drop(seg);
-                        session.changed.notify_waiters();
-                    }
-                    None => break,
-                },
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-            }
-            if session.idle_for() > idle || self.shutdown.load(Ordering::SeqCst) {
-                break;
-            }
-        }
-        tracing::info!(channel = session.id, session = %session.name, "HLS output stopped");
-        let position = lock(&session.segmenter).position();
-        lock(&self.hls_positions).insert(session.id, position);
-        session.end(None);
-        self.drop_hls(&session);
-    }
-
-    fn drop_hls(&self, session: &Arc<HlsSession>) {
-        let mut map = lock(&self.hls);
-        if map
-            .get(&session.id)
-            .is_some_and(|s| Arc::ptr_eq(s, session))
-        {
-            map.remove(&session.id);
-        }
-    }
-
-    /// A JPEG of channel `id`'s live picture (its latest keyframe), at most
-    /// [`THUMB_FRESH`] old. Never starts a channel: 404 when it is not running. One is made
-    /// at a time, in a task that caches its result even when the request that asked for it
-    /// has gone (a refreshing dashboard drops image requests), so requests never pile up
-    /// decodes.
-    pub async fn thumbnail(self: &Arc<Self>, id: u32) -> Result<Bytes, Error> {
-        if self.registry.get(id).is_none() {
-            return Err(crate::registry::no_such(id));
-        }
-        if let Some(b) = self.fresh_thumbnail(id) {
-            return Ok(b);
-        }
-        let engine = self.clone();
-        let made = tokio::spawn(async move {
-            let _gate = engine
-                .thumb_gate
-                .clone()
-                .acquire_owned()
-                .await
-                .map_err(|_| Error::new(ErrorKind::Unavailable, "the server is shutting down"))?;
-            if let Some(b) = engine.fresh_thumbnail(id) {
-                return Ok(b); // made while this one waited
-            }
-            let no_picture = || {
-                Error::not_found(format!(
-                    "stream {id} is not running: there is no picture to show"
-                ))
-            };
-            let ch = lock(&engine.channels).get(&id).cloned();
-            let ch = ch.filter(|c| c.is_running()).ok_or_else(no_picture)?;
-            let ts = ch.hub.keyframe(8 * 1024 * 1024).ok_or_else(no_picture)?;
-            let jpeg = tokio::task::spawn_blocking(move || thumb::jpeg(ts, THUMB_WIDTH))
-                .await
-                .map_err(|e| Error::new(ErrorKind::Internal, format!("thumbnail: {e}")))?
-                .map_err(|e| Error::new(ErrorKind::Unavailable, e))?;
-            let jpeg = Bytes::from(jpeg);
-            let live: Vec<u32> = lock(&engine.channels).keys().copied().collect();
-            let mut thumbs = lock(&engine.thumbs);
-            thumbs.retain(|k, _| live.contains(k));
-            thumbs.insert(id, (Instant::now(), jpeg.clone()));
-            Ok(jpeg)
-        });
-        made.await
-            .map_err(|e| Error::new(ErrorKind::Internal, format!("thumbnail: {e}")))?
-    }
-
-    fn fresh_thumbnail(&self, id: u32) -> Option<Bytes> {
-        lock(&self.thumbs)
-            .get(&id)
-            .filter(|(at, _)| at.elapsed() < THUMB_FRESH)
-            .map(|(_, b)| b.clone())
+        self.hls.running(id)
     }
 
     /// Whether channel `id` has HLS output now.
     pub fn hls_active(&self, id: u32) -> bool {
-        self.hls_running(id).is_some()
+        self.hls.running(id).is_some()
+    }
+
+    /// A JPEG of channel `id`'s live picture (see [`Thumbnails::get`]). Never starts a
+    /// channel: 404 when it is not running.
+    pub async fn thumbnail(self: &Arc<Self>, id: u32) -> Result<Bytes, Error> {
+        if self.registry.get(id).is_none() {
+            return Err(crate::registry::no_such(id));
+        }
+        let engine = self.clone();
+        let keyframe = move || {
+            let ch = lock(&engine.channels).get(&id).cloned();
+            ch.filter(|c| c.is_running())
+                .and_then(|c| c.hub.keyframe(8 * 1024 * 1024))
+        };
+        let engine = self.clone();
+        let live = move || lock(&engine.channels).keys().copied().collect();
+        self.thumbs.clone().get(id, keyframe, live).await
     }
 
     /// Status of channel `id` (idle if it never ran). None for an unknown channel.

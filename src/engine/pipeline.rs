@@ -6,12 +6,16 @@
 //! Sessions after the first continue the output timeline (a timestamp offset), so a
 //! reconnect or a loop shows up to players as a short gap, flagged as a discontinuity.
 
+use super::error::{Error, Stage};
 use super::hub::{Hub, HubWriter};
-use super::source::{self, SourceKind};
+use super::source;
 use super::status::Status;
+use super::timeline::{JumpSmoother, SessionStamps, Timeline};
 use super::transcode::Transcoder;
+use crate::auth::redact_source;
+use crate::config::source::SourceKind;
 use crate::config::{Profile, StreamConfig};
-use ff::format::context::StreamIo;
+use ff::format::context::{Input, Output, StreamIo};
 use ff::{media, Dictionary, Packet, Rational, Rescale};
 use ffmpeg_next as ff;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -20,13 +24,6 @@ use std::time::{Duration, Instant};
 
 /// MPEG-TS output time base.
 const TS_TB: Rational = Rational(1, 90_000);
-/// How far ahead of real time output may run (fast start for new clients, smoothing).
-const LEAD: Duration = Duration::from_millis(1000);
-/// A timestamp this far (90 kHz) from where the output timeline stands is a jump in the
-/// source, not interleaving or B-frame reordering.
-const JUMP: i64 = 5 * 90_000;
-/// How far behind real time output may fall before pacing starts over.
-const REANCHOR: Duration = Duration::from_secs(3);
 
 /// How a session ended without error.
 #[derive(Debug, PartialEq, Eq)]
@@ -51,65 +48,19 @@ pub struct Ctx<'a> {
     pub open_timeout: Duration,
 }
 
-/// The output timeline carried from one session to the next (90 kHz units).
-#[derive(Debug, Default)]
-pub struct Timeline {
-    pub next_start: i64,
-    /// Per output stream index: the last DTS written (output never goes back)...
-    last_dts: Vec<Option<i64>>,
-    /// ...and where earlier sessions' presentation ended, so a new session's first
-    /// packets that overlap it (an encoder's priming frame) are dropped.
-    prev_end: Vec<Option<i64>>,
-    end: Vec<Option<i64>>,
-    /// Real-time pacing continues across sessions (a loop must not run ahead).
-    pacer: Pacer,
-}
-
-impl Timeline {
-    /// A timeline whose output is not paced to real time: sessions run as fast as the CPU
-    /// allows (benchmarks and the load tool measure throughput with it).
-    pub fn unpaced() -> Timeline {
-        Timeline {
-            pacer: Pacer {
-                origin: None,
-                off: true,
-            },
-            ..Timeline::default()
-        }
-    }
-
-    fn begin_session(&mut self) {
-        self.prev_end = self.end.clone();
-        if self.end.iter().any(Option::is_some) {
-            // A one-frame gap between sessions: the MPEG-TS muxer's trailer can emit one
-            // more audio frame than was written (seen with libavformat 59 and AAC), and
-            // it must not collide with the next session's first frame.
-            self.next_start += 3_600;
-        }
-    }
-
-    /// Whether a packet (output timestamps) may be written; records it if so.
-    fn admit(&mut self, ost: usize, dts: i64, pts: i64, dur: i64) -> bool {
-        if self.last_dts.len() <= ost {
-            self.last_dts.resize(ost + 1, None);
-            self.prev_end.resize(ost + 1, None);
-            self.end.resize(ost + 1, None);
-        }
-        if self.last_dts[ost].is_some_and(|l| dts <= l)
-            || self.prev_end[ost].is_some_and(|e| pts < e - dur / 2)
-        {
-            return false;
-        }
-        self.last_dts[ost] = Some(dts);
-        self.end[ost] = Some(self.end[ost].map_or(pts + dur, |e| e.max(pts + dur)));
-        self.next_start = self.next_start.max(pts + dur);
-        true
-    }
-}
-
 enum Route {
     Copy { ost: usize, in_tb: Rational },
     Transcode { ost: usize, tx: Box<Transcoder> },
+}
+
+impl Route {
+    /// Frames encoded so far.
+    fn frames(&self) -> u64 {
+        match self {
+            Route::Copy { .. } => 0,
+            Route::Transcode { tx, .. } => tx.frames,
+        }
+    }
 }
 
 fn now_ms(base: Instant) -> u64 {
@@ -122,99 +73,108 @@ fn codec_name(p: &ff::codec::Parameters) -> String {
         .unwrap_or_else(|| format!("{:?}", p.id()).to_lowercase())
 }
 
-/// Runs one session. Errors are human-readable and name what failed.
-pub fn run(ctx: &Ctx, timeline: &mut Timeline) -> Result<End, String> {
+/// The open input and the watchdog its interrupt callback reads: how long since the
+/// source last delivered, against the open or the stall limit.
+struct Watchdog {
+    base: Instant,
+    last_activity: Arc<AtomicU64>,
+    opening: Arc<AtomicBool>,
+    stall: Duration,
+}
+
+impl Watchdog {
+    fn new(stall: Duration) -> Watchdog {
+        Watchdog {
+            base: Instant::now(),
+            last_activity: Arc::new(AtomicU64::new(0)),
+            opening: Arc::new(AtomicBool::new(true)),
+            stall,
+        }
+    }
+
+    /// libav's interrupt callback: true aborts the blocking call.
+    fn interrupt(
+        &self,
+        open: Duration,
+        keep: Arc<dyn Fn() -> bool + Send + Sync>,
+    ) -> impl FnMut() -> bool + Send + 'static {
+        let (base, la, op) = (self.base, self.last_activity.clone(), self.opening.clone());
+        let (stall, open) = (self.stall.as_millis() as u64, open.as_millis() as u64);
+        move || {
+            let limit = if op.load(Ordering::Relaxed) {
+                open
+            } else {
+                stall
+            };
+            !keep() || now_ms(base).saturating_sub(la.load(Ordering::Relaxed)) > limit
+        }
+    }
+
+    fn opened(&self) {
+        self.opening.store(false, Ordering::Relaxed);
+        self.active();
+    }
+
+    fn active(&self) {
+        self.last_activity
+            .store(now_ms(self.base), Ordering::Relaxed);
+    }
+
+    fn stalled(&self) -> bool {
+        now_ms(self.base).saturating_sub(self.last_activity.load(Ordering::Relaxed))
+            > self.stall.as_millis() as u64
+    }
+}
+
+/// Opens the session's source with the watchdog's interrupt callback installed.
+fn open_input(ctx: &Ctx, watch: &Watchdog) -> Result<Input, String> {
     let kind = SourceKind::classify(&ctx.stream.source);
     let options = source::input_options(&kind, &ctx.profile.input_options);
-    let base = Instant::now();
-    let last_activity = Arc::new(AtomicU64::new(0));
-    let opening = Arc::new(AtomicBool::new(true));
-    let (la, op, keep) = (
-        last_activity.clone(),
-        opening.clone(),
-        ctx.keep_going.clone(),
-    );
-    let (stall, open_limit) = (
-        ctx.stall_timeout.as_millis() as u64,
-        ctx.open_timeout.as_millis() as u64,
-    );
-    let interrupt = move || {
-        let limit = if op.load(Ordering::Relaxed) {
-            open_limit
-        } else {
-            stall
-        };
-        !keep() || now_ms(base).saturating_sub(la.load(Ordering::Relaxed)) > limit
-    };
-    let mut ictx = source::open(&ctx.stream.source, &options, interrupt).map_err(|e| {
+    let interrupt = watch.interrupt(ctx.open_timeout, ctx.keep_going.clone());
+    source::open(&ctx.stream.source, &options, interrupt).map_err(|e| {
         if !(ctx.keep_going)() {
             "stopped".to_owned()
         } else {
             format!("cannot open {}: {e}", redact_source(&ctx.stream.source))
         }
-    })?;
-    if !(ctx.keep_going)() {
-        return Ok(End::Stopped);
-    }
-    opening.store(false, Ordering::Relaxed);
-    last_activity.store(now_ms(base), Ordering::Relaxed);
+    })
+}
 
-    let writer = HubWriter::new(ctx.hub.clone());
-    let io = StreamIo::from_write_with_capacity(writer, 188 * 64)
-        .map_err(|e| format!("output buffer: {e}"))?;
-    let mut octx = ff::format::output_to_stream(io, None, Some("mpegts"))
-        .map_err(|e| format!("MPEG-TS muxer: {e}"))?;
-
+/// Maps the source's best video and audio streams to copy or transcode routes, adding
+/// their output streams to `octx`; records the codecs in the status.
+fn map_streams(ctx: &Ctx, ictx: &Input, octx: &mut Output) -> Result<Vec<Option<Route>>, String> {
     let mut routes: Vec<Option<Route>> = (0..ictx.nb_streams()).map(|_| None).collect();
-    let mut desc_in = Vec::new();
-    let mut desc_out = Vec::new();
+    let (mut desc_in, mut desc_out) = (Vec::new(), Vec::new());
     for medium in [media::Type::Video, media::Type::Audio] {
         let Some(ist) = ictx.streams().best(medium) else {
             continue;
         };
         let params = ist.parameters();
-        let codec = if medium == media::Type::Video {
+        let video = medium == media::Type::Video;
+        let codec = if video {
             ctx.profile.video_codec.as_deref()
         } else {
             ctx.profile.audio_codec.as_deref()
         }
         .unwrap_or("copy");
         desc_in.push(codec_name(&params));
-        let ost_index = octx.nb_streams() as usize;
+        let ost = octx.nb_streams() as usize;
         let route = if codec == "copy" {
-            if matches!(
-                params.id(),
-                ff::codec::Id::RAWVIDEO
-                    | ff::codec::Id::PCM_S16LE
-                    | ff::codec::Id::PCM_F32LE
-                    | ff::codec::Id::PCM_S16BE
-            ) {
-                return Err(format!(
-                    "the source's {} is raw ({}): MPEG-TS cannot carry it; use a profile that encodes (e.g. video_codec: libx264)",
-                    if medium == media::Type::Video { "video" } else { "audio" },
-                    codec_name(&params)
-                ));
-            }
-            let mut ost = octx
-                .add_stream(ff::encoder::find(ff::codec::Id::None))
-                .map_err(|e| format!("output stream: {e}"))?;
-            ost.set_parameters(params.clone());
-            // SAFETY: clearing the container tag of the copied parameters for MPEG-TS.
-            unsafe { (*ost.parameters().as_mut_ptr()).codec_tag = 0 };
+            add_copy(octx, &params, video)?;
             desc_out.push(format!("{} (copy)", codec_name(&params)));
             Route::Copy {
-                ost: ost_index,
+                ost,
                 in_tb: ist.time_base(),
             }
         } else {
-            let tx = if medium == media::Type::Video {
-                Transcoder::video(&ist, ctx.profile, codec, &mut octx)?
+            let tx = if video {
+                Transcoder::video(&ist, ctx.profile, codec, octx)?
             } else {
-                Transcoder::audio(&ist, ctx.profile, codec, &mut octx)?
+                Transcoder::audio(&ist, ctx.profile, codec, octx)?
             };
             desc_out.push(codec.to_owned());
             Route::Transcode {
-                ost: ost_index,
+                ost,
                 tx: Box::new(tx),
             }
         };
@@ -223,90 +183,163 @@ pub fn run(ctx: &Ctx, timeline: &mut Timeline) -> Result<End, String> {
     if routes.iter().all(Option::is_none) {
         return Err("the source has no audio or video stream".into());
     }
-    {
-        let mut st = ctx.status.lock().unwrap_or_else(|p| p.into_inner());
-        st.input_codecs = desc_in;
-        st.output_codecs = desc_out;
-        if let Some(v) = ictx.streams().best(media::Type::Video) {
-            if let Ok(d) = ff::codec::context::Context::from_parameters(v.parameters())
-                .and_then(|c| c.decoder().video())
-            {
-                st.input_resolution = Some(format!("{}x{}", d.width(), d.height()));
-            }
-            let r = v.avg_frame_rate();
-            st.input_frame_rate = (r.denominator() != 0).then(|| f64::from(r));
+    let mut st = ctx.status.lock().unwrap_or_else(|p| p.into_inner());
+    st.input_codecs = desc_in;
+    st.output_codecs = desc_out;
+    if let Some(v) = ictx.streams().best(media::Type::Video) {
+        if let Ok(d) = ff::codec::context::Context::from_parameters(v.parameters())
+            .and_then(|c| c.decoder().video())
+        {
+            st.input_resolution = Some(format!("{}x{}", d.width(), d.height()));
         }
+        let r = v.avg_frame_rate();
+        st.input_frame_rate = (r.denominator() != 0).then(|| f64::from(r));
+    }
+    Ok(routes)
+}
+
+/// Adds an output stream that copies a source stream.
+fn add_copy(octx: &mut Output, params: &ff::codec::Parameters, video: bool) -> Result<(), String> {
+    if matches!(
+        params.id(),
+        ff::codec::Id::RAWVIDEO
+            | ff::codec::Id::PCM_S16LE
+            | ff::codec::Id::PCM_F32LE
+            | ff::codec::Id::PCM_S16BE
+    ) {
+        return Err(format!(
+            "the source's {} is raw ({}): MPEG-TS cannot carry it; use a profile that encodes (e.g. video_codec: libx264)",
+            if video { "video" } else { "audio" },
+            codec_name(params)
+        ));
+    }
+    let mut ost = octx
+        .add_stream(ff::encoder::find(ff::codec::Id::None))
+        .map_err(|e| format!("output stream: {e}"))?;
+    ost.set_parameters(params.clone());
+    // SAFETY: clearing the container tag of the copied parameters for MPEG-TS.
+    unsafe { (*ost.parameters().as_mut_ptr()).codec_tag = 0 };
+    Ok(())
+}
+
+/// Writes a session's packets onto the channel's timeline: timestamps moved by
+/// [`SessionStamps`], real-time pacing, the encoder speed in the status.
+struct Muxer<'a> {
+    ctx: &'a Ctx<'a>,
+    timeline: &'a mut Timeline,
+    stamps: SessionStamps,
+    ost_tbs: Vec<Rational>,
+    started: Instant,
+    media_start: Option<i64>,
+}
+
+impl Muxer<'_> {
+    fn write(
+        &mut self,
+        octx: &mut Output,
+        mut pkt: Packet,
+        ost: usize,
+        tb: Rational,
+    ) -> Result<(), Fail> {
+        pkt.set_stream(ost);
+        pkt.rescale_ts(tb, self.ost_tbs[ost]);
+        let Some(s) = self
+            .stamps
+            .place(self.timeline, ost, pkt.pts(), pkt.dts(), pkt.duration())
+        else {
+            return Ok(());
+        };
+        pkt.set_pts(s.pts);
+        pkt.set_dts(s.dts);
+        pkt.set_position(-1);
+        if let Some(t) = s.dts.or(s.pts) {
+            let m0 = *self.media_start.get_or_insert(t);
+            self.timeline.pacer.wait(t, &*self.ctx.keep_going);
+            let wall = self.started.elapsed().as_secs_f64();
+            if wall > 0.5 {
+                let media = (t - m0) as f64 / 90_000.0;
+                self.ctx
+                    .status
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .speed = Some(media / wall);
+            }
+        }
+        pkt.write_interleaved(octx)
+            .map_err(|e| (Stage::Mux, format!("muxing: {e}")))
     }
 
+    /// Sends a packet through its route (copy, or decode/encode) to the output.
+    fn route(
+        &mut self,
+        octx: &mut Output,
+        route: &mut Route,
+        pkt: Option<Packet>,
+    ) -> Result<(), Fail> {
+        match (route, pkt) {
+            (Route::Copy { ost, in_tb }, Some(p)) => self.write(octx, p, *ost, *in_tb),
+            (Route::Copy { .. }, None) => Ok(()),
+            (Route::Transcode { ost, tx }, p) => {
+                for e in tx.push(p.as_ref()).map_err(at(Stage::Transcode))? {
+                    self.write(octx, e.packet, *ost, e.time_base)?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// What failed, and libav's words for it.
+type Fail = (Stage, String);
+
+fn at(stage: Stage) -> impl Fn(String) -> Fail {
+    move |e| (stage, e)
+}
+
+/// Runs one session. Errors name the stage, the channel and the (redacted) source.
+pub fn run(ctx: &Ctx, timeline: &mut Timeline) -> Result<End, Error> {
+    session(ctx, timeline)
+        .map_err(|(stage, detail)| Error::new(ctx.stream.id, &ctx.stream.source, stage, detail))
+}
+
+fn session(ctx: &Ctx, timeline: &mut Timeline) -> Result<End, Fail> {
+    let watch = Watchdog::new(ctx.stall_timeout);
+    let mut ictx = open_input(ctx, &watch).map_err(at(Stage::Open))?;
+    if !(ctx.keep_going)() {
+        return Ok(End::Stopped);
+    }
+    watch.opened();
+    let writer = HubWriter::new(ctx.hub.clone());
+    let io = StreamIo::from_write_with_capacity(writer, 188 * 64)
+        .map_err(|e| (Stage::Setup, format!("output buffer: {e}")))?;
+    let mut octx = ff::format::output_to_stream(io, None, Some("mpegts"))
+        .map_err(|e| (Stage::Setup, format!("MPEG-TS muxer: {e}")))?;
+    let mut routes = map_streams(ctx, &ictx, &mut octx).map_err(at(Stage::Setup))?;
     let mut opts = Dictionary::new();
     opts.set("flush_packets", "1");
     opts.set("mpegts_flags", "+initial_discontinuity");
     octx.write_header_with(opts)
-        .map_err(|e| format!("MPEG-TS header: {e}"))?;
+        .map_err(|e| (Stage::Mux, format!("MPEG-TS header: {e}")))?;
     let ost_tbs: Vec<Rational> = octx.streams().map(|s| s.time_base()).collect();
     debug_assert!(ost_tbs.iter().all(|tb| *tb == TS_TB));
-
     // SAFETY: reading a plain field of the open input context.
     let input_start = match unsafe { (*ictx.as_ptr()).start_time } {
         t if t == ff::ffi::AV_NOPTS_VALUE => None,
         t => Some(t.rescale(Rational(1, 1_000_000), TS_TB)),
     };
-    let mut offset: Option<i64> = None;
-    timeline.begin_session();
     let frames_before = ctx
         .status
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .frames_encoded;
-    let session_start = timeline.next_start;
-    let started = Instant::now();
-    let mut media_start: Option<i64> = None;
-
-    let mut write = |octx: &mut ff::format::context::Output,
-                     mut pkt: Packet,
-                     ost: usize,
-                     tb: Rational|
-     -> Result<(), String> {
-        pkt.set_stream(ost);
-        pkt.rescale_ts(tb, ost_tbs[ost]);
-        // One offset for all streams, from the input's start (the earliest stream start),
-        // so no stream of this session goes below where the last session ended.
-        let anchor = input_start.or(pkt.dts()).or(pkt.pts()).unwrap_or(0);
-        let off = *offset.get_or_insert_with(|| session_start - anchor);
-        pkt.set_pts(pkt.pts().map(|t| t + off));
-        pkt.set_dts(pkt.dts().map(|t| t + off));
-        pkt.set_position(-1);
-        if pkt.dts().is_none() {
-            pkt.set_dts(pkt.pts());
-        }
-        if let (Some(d), Some(p)) = (pkt.dts(), pkt.pts()) {
-            // Unknown durations count as one 25 fps frame, so the next session never
-            // repeats this one's last timestamp.
-            let dur = if pkt.duration() > 0 {
-                pkt.duration()
-            } else {
-                3_600
-            };
-            if !timeline.admit(ost, d, p, dur) {
-                return Ok(());
-            }
-        }
-        if let Some(t) = pkt.dts().or(pkt.pts()) {
-            media_start.get_or_insert(t);
-            timeline.pacer.wait(t, &*ctx.keep_going);
-            if let Some(m0) = media_start {
-                let media = (t - m0) as f64 / 90_000.0;
-                let wall = started.elapsed().as_secs_f64();
-                if wall > 0.5 {
-                    let mut st = ctx.status.lock().unwrap_or_else(|p| p.into_inner());
-                    st.speed = Some(media / wall);
-                }
-            }
-        }
-        pkt.write_interleaved(octx)
-            .map_err(|e| format!("muxing: {e}"))
+    let mut mux = Muxer {
+        ctx,
+        stamps: SessionStamps::begin(timeline, input_start),
+        timeline,
+        ost_tbs,
+        started: Instant::now(),
+        media_start: None,
     };
-
     let in_tbs: Vec<Rational> = ictx.streams().map(|s| s.time_base()).collect();
     let mut jumps = JumpSmoother::default();
     let end = loop {
@@ -317,151 +350,52 @@ pub fn run(ctx: &Ctx, timeline: &mut Timeline) -> Result<End, String> {
         match pkt.read(&mut ictx) {
             Ok(()) => {}
             Err(ff::Error::Eof) => break End::Eof,
-            Err(e) => {
-                if !(ctx.keep_going)() {
-                    break End::Stopped;
-                }
-                // Our interrupt callback is the only source of AVERROR_EXIT, and with
-                // keep_going still true it fired for a stall.
-                let stalled = matches!(e, ff::Error::Exit)
-                    || now_ms(base).saturating_sub(last_activity.load(Ordering::Relaxed)) > stall;
-                return Err(if stalled {
-                    format!(
-                        "no data from the source for {} s",
-                        ctx.stall_timeout.as_secs()
-                    )
-                } else {
-                    format!("reading the source: {e}")
-                });
+            Err(_) if !(ctx.keep_going)() => break End::Stopped,
+            // Our interrupt callback is the only source of AVERROR_EXIT, and with
+            // keep_going still true it fired for a stall.
+            Err(e) if matches!(e, ff::Error::Exit) || watch.stalled() => {
+                let secs = ctx.stall_timeout.as_secs();
+                return Err((Stage::Read, format!("no data from the source for {secs} s")));
             }
+            Err(e) => return Err((Stage::Read, format!("reading the source: {e}"))),
         }
-        last_activity.store(now_ms(base), Ordering::Relaxed);
+        watch.active();
         let Some(route) = routes.get_mut(pkt.stream()).and_then(Option::as_mut) else {
             continue;
         };
         let tb = in_tbs[pkt.stream()];
-        jumps.smooth(&mut pkt, tb);
-        match route {
-            Route::Copy { ost, in_tb } => write(&mut octx, pkt, *ost, *in_tb)?,
-            Route::Transcode { ost, tx } => {
-                for e in tx.push(Some(&pkt))? {
-                    write(&mut octx, e.packet, *ost, e.time_base)?;
-                }
-            }
-        }
+        smooth(&mut jumps, &mut pkt, tb);
+        mux.route(&mut octx, route, Some(pkt))?;
         // Time spent pacing is not a stall of the source.
-        last_activity.store(now_ms(base), Ordering::Relaxed);
-        if !ctx.hub.has_keyframe() {
-            continue;
+        watch.active();
+        if ctx.hub.has_keyframe() {
+            (ctx.on_running)();
+            let frames: u64 = routes.iter().flatten().map(Route::frames).sum();
+            ctx.status
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .frames_encoded = frames_before + frames;
         }
-        (ctx.on_running)();
-        let mut st = ctx.status.lock().unwrap_or_else(|p| p.into_inner());
-        st.frames_encoded = frames_before
-            + routes
-                .iter()
-                .flatten()
-                .map(|r| {
-                    if let Route::Transcode { tx, .. } = r {
-                        tx.frames
-                    } else {
-                        0
-                    }
-                })
-                .sum::<u64>();
     };
-
     if end == End::Eof {
         for route in routes.iter_mut().flatten() {
-            if let Route::Transcode { ost, tx } = route {
-                for e in tx.push(None)? {
-                    write(&mut octx, e.packet, *ost, e.time_base)?;
-                }
-            }
+            mux.route(&mut octx, route, None)?;
         }
     }
     let _ = octx.write_trailer();
     Ok(end)
 }
 
-/// Hides jumps in a source's timestamps (an upstream encoder restart, a splice, a
-/// provider switching feeds): forward, the pacer would sleep through the gap and a
-/// transcode's fps filter would fill it with copies; backward, every packet would be
-/// refused until the clock caught up. A packet more than [`JUMP`] away from the latest
-/// input time shifts the rest of the session so it continues from there.
-#[derive(Debug, Default)]
-struct JumpSmoother {
-    /// Added to every input timestamp (90 kHz): one shift for all streams, so they stay
-    /// in sync.
-    shift: i64,
-    /// Per input stream, the latest time seen after the shift (90 kHz). Each packet is
-    /// compared with its own stream, so streams far apart never look like jumps.
-    latest: Vec<Option<i64>>,
-}
-
-impl JumpSmoother {
-    fn smooth(&mut self, pkt: &mut Packet, tb: Rational) {
-        let Some(t) = pkt.dts().or(pkt.pts()) else {
-            return;
-        };
-        let index = pkt.stream();
-        if self.latest.len() <= index {
-            self.latest.resize(index + 1, None);
-        }
-        let raw = t.rescale(tb, TS_TB);
-        let t90 = raw + self.shift;
-        if let Some(latest) = self.latest[index] {
-            if (t90 - latest).abs() > JUMP {
-                tracing::info!(
-                    jump_secs = (t90 - latest) as f64 / 90_000.0,
-                    "the source's timestamps jumped; the output continues without a gap"
-                );
-                // Continue one frame (at 25 fps) after the latest time.
-                self.shift += latest + 3_600 - t90;
-            }
-        }
-        if self.shift != 0 {
-            let d = self.shift.rescale(TS_TB, tb);
-            pkt.set_pts(pkt.pts().map(|v| v + d));
-            pkt.set_dts(pkt.dts().map(|v| v + d));
-        }
-        let adjusted = raw + self.shift;
-        self.latest[index] = Some(self.latest[index].map_or(adjusted, |l| l.max(adjusted)));
-    }
-}
-
-/// Paces output to real time. Files and generated sources would otherwise run as fast as
-/// the CPU allows; for live sources it is a no-op (they are never ahead), and it smooths
-/// the bursts HLS sources deliver. Output behind schedule is sent at once (catching up).
-#[derive(Debug, Default)]
-struct Pacer {
-    origin: Option<(Instant, i64)>,
-    off: bool,
-}
-
-impl Pacer {
-    fn wait(&mut self, ts: i64, keep_going: &dyn Fn() -> bool) {
-        if self.off {
-            return;
-        }
-        let (t0, ts0) = *self.origin.get_or_insert((Instant::now(), ts));
-        let ahead_ticks = ts - ts0;
-        if ahead_ticks <= 0 {
-            return;
-        }
-        let due =
-            t0 + Duration::from_micros((ahead_ticks as u64).saturating_mul(1_000_000) / 90_000);
-        if due + REANCHOR < Instant::now() {
-            // Far behind (the source was down for a while): start pacing afresh from here
-            // rather than bursting everything "missed".
-            self.origin = Some((Instant::now(), ts));
-            return;
-        }
-        while let Some(left) = due.checked_duration_since(Instant::now() + LEAD) {
-            if !keep_going() {
-                return;
-            }
-            std::thread::sleep(left.min(Duration::from_millis(100)));
-        }
+/// Applies the [`JumpSmoother`]'s shift to a packet in time base `tb`.
+fn smooth(jumps: &mut JumpSmoother, pkt: &mut Packet, tb: Rational) {
+    let Some(t) = pkt.dts().or(pkt.pts()) else {
+        return;
+    };
+    let shift = jumps.shift_for(pkt.stream(), t.rescale(tb, TS_TB));
+    if shift != 0 {
+        let d = shift.rescale(TS_TB, tb);
+        pkt.set_pts(pkt.pts().map(|v| v + d));
+        pkt.set_dts(pkt.dts().map(|v| v + d));
     }
 }
 
@@ -495,34 +429,9 @@ pub fn probe(
     packets >= 20
 }
 
-/// A source URL fit for status and logs: credentials and query strings removed.
-pub fn redact_source(source: &str) -> String {
-    let mut s = source.to_owned();
-    if let Some(q) = s.find('?') {
-        s.truncate(q);
-        s.push_str("?…");
-    }
-    if let Some(scheme_end) = s.find("://") {
-        let rest = &s[scheme_end + 3..];
-        if let Some(at) = rest.find('@').filter(|at| rest[..*at].find('/').is_none()) {
-            s = format!("{}://***@{}", &s[..scheme_end], &rest[at + 1..]);
-        }
-    }
-    s
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn source_redaction_hides_credentials_and_queries() {
-        assert_eq!(
-            redact_source("http://user:pw@host/x.ts?token=1"),
-            "http://***@host/x.ts?…"
-        );
-        assert_eq!(redact_source("/media/a.ts"), "/media/a.ts");
-    }
 
     #[test]
     fn jumps_in_source_timestamps_are_smoothed_away() {
@@ -540,7 +449,7 @@ mod tests {
             let mut p = Packet::empty();
             p.set_dts(Some(t));
             p.set_pts(Some(t));
-            j.smooth(&mut p, tb);
+            smooth(&mut j, &mut p, tb);
             seen.push(p.dts().unwrap());
         }
         for w in seen.windows(2) {
@@ -552,20 +461,5 @@ mod tests {
             );
         }
         assert_eq!(*seen.last().unwrap(), 299 * 3_600, "no time lost or added");
-    }
-
-    #[test]
-    fn pacer_lets_output_run_ahead_by_the_lead_only() {
-        let mut p = Pacer::default();
-        let t0 = Instant::now();
-        p.wait(0, &|| true);
-        p.wait(90_000 / 2, &|| true); // 0.5 s of media: inside the lead, no wait
-        assert!(t0.elapsed() < Duration::from_millis(100));
-        p.wait(90_000 * 13 / 10, &|| true); // 1.3 s: waits about 0.3 s
-        let waited = t0.elapsed();
-        assert!(
-            waited >= Duration::from_millis(280) && waited < Duration::from_millis(600),
-            "{waited:?}"
-        );
     }
 }

@@ -8,21 +8,24 @@
 //! kept in the channel status.
 
 use super::command::argv;
+use super::error::{Error, Stage};
 use super::hub::HubWriter;
 use super::pipeline::{Ctx, End};
+use super::status::Status;
 use crate::config::CustomFfmpeg;
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 const STDERR_LINES: usize = 20;
 const TERM_GRACE: Duration = Duration::from_secs(2);
 
-/// Runs the command until its output ends, it stalls, or the channel stops.
-pub fn run(ctx: &Ctx, cmd: &CustomFfmpeg, ffmpeg_path: Option<&str>) -> Result<End, String> {
-    let args = argv(cmd, ctx.stream, ffmpeg_path)?;
+/// Starts the command in its own process group, with amps' environment minus the token.
+fn spawn(args: &[String], cmd: &CustomFfmpeg) -> Result<Child, String> {
     let mut command = Command::new(&args[0]);
     command
         .args(&args[1..])
@@ -42,21 +45,19 @@ pub fn run(ctx: &Ctx, cmd: &CustomFfmpeg, ffmpeg_path: Option<&str>) -> Result<E
             Ok(())
         });
     }
-    let mut child = command
+    command
         .spawn()
-        .map_err(|e| format!("cannot start {:?}: {e}", args[0]))?;
-    let pid = child.id();
-    tracing::info!(channel = ctx.stream.id, pid, program = %args[0], "custom command started");
+        .map_err(|e| format!("cannot start {:?}: {e}", args[0]))
+}
 
-    let status = ctx.status.clone();
-    status
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .stderr_tail
-        .clear();
-    let stderr = child.stderr.take().expect("piped");
-    let channel = ctx.stream.id;
-    let reader = std::thread::Builder::new()
+/// Keeps the last [`STDERR_LINES`] lines of the child's stderr in the status and logs a
+/// few of them (at most 5 every 10 s).
+fn read_stderr(
+    stderr: std::process::ChildStderr,
+    channel: u32,
+    status: Arc<Mutex<Status>>,
+) -> Result<JoinHandle<()>, String> {
+    std::thread::Builder::new()
         .name(format!("amps-ch-{channel}-err"))
         .spawn(move || {
             let mut logged = 0u32;
@@ -76,16 +77,18 @@ pub fn run(ctx: &Ctx, cmd: &CustomFfmpeg, ffmpeg_path: Option<&str>) -> Result<E
                 st.stderr_tail.drain(..excess);
             }
         })
-        .map_err(|e| format!("cannot start a thread: {e}"))?;
+        .map_err(|e| format!("cannot start a thread: {e}"))
+}
 
-    let mut stdout = child.stdout.take().expect("piped");
+/// Copies the child's stdout into the hub until it ends, stalls, or the channel stops.
+fn pump(ctx: &Ctx, stdout: &mut ChildStdout) -> Result<End, String> {
     let mut writer = HubWriter::new(ctx.hub.clone());
     let mut buf = vec![0u8; 188 * 256];
     let mut last_data = Instant::now();
     let fd = stdout.as_raw_fd();
-    let outcome = loop {
+    loop {
         if !(ctx.keep_going)() {
-            break Ok(End::Stopped);
+            return Ok(End::Stopped);
         }
         let mut pfd = libc::pollfd {
             fd,
@@ -100,7 +103,7 @@ pub fn run(ctx: &Ctx, cmd: &CustomFfmpeg, ffmpeg_path: Option<&str>) -> Result<E
         }
         if ready == 0 {
             if last_data.elapsed() > ctx.stall_timeout {
-                break Err(format!(
+                return Err(format!(
                     "the command wrote nothing for {} s",
                     ctx.stall_timeout.as_secs()
                 ));
@@ -108,7 +111,7 @@ pub fn run(ctx: &Ctx, cmd: &CustomFfmpeg, ffmpeg_path: Option<&str>) -> Result<E
             continue;
         }
         match stdout.read(&mut buf) {
-            Ok(0) => break Ok(End::Eof),
+            Ok(0) => return Ok(End::Eof),
             Ok(n) => {
                 last_data = Instant::now();
                 let _ = writer.write_all(&buf[..n]);
@@ -117,18 +120,31 @@ pub fn run(ctx: &Ctx, cmd: &CustomFfmpeg, ffmpeg_path: Option<&str>) -> Result<E
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => break Err(format!("reading the command's output: {e}")),
+            Err(e) => return Err(format!("reading the command's output: {e}")),
         }
-    };
+    }
+}
+
+/// Runs the command until its output ends, it stalls, or the channel stops.
+pub fn run(ctx: &Ctx, cmd: &CustomFfmpeg, ffmpeg_path: Option<&str>) -> Result<End, Error> {
+    let fail = |stage, detail| Error::new(ctx.stream.id, &ctx.stream.source, stage, detail);
+    let args = argv(cmd, ctx.stream, ffmpeg_path).map_err(|e| fail(Stage::Setup, e))?;
+    supervise(ctx, cmd, &args).map_err(|e| fail(Stage::Process, e))
+}
+
+/// Starts the command and feeds its output to the hub until it ends.
+fn supervise(ctx: &Ctx, cmd: &CustomFfmpeg, args: &[String]) -> Result<End, String> {
+    let mut child = spawn(args, cmd)?;
+    tracing::info!(channel = ctx.stream.id, pid = child.id(), program = %args[0], "custom command started");
+    let lock = || ctx.status.lock().unwrap_or_else(|p| p.into_inner());
+    lock().stderr_tail.clear();
+    let stderr = child.stderr.take().expect("piped");
+    let reader = read_stderr(stderr, ctx.stream.id, ctx.status.clone())?;
+    let mut stdout = child.stdout.take().expect("piped");
+    let outcome = pump(ctx, &mut stdout);
     let exit = terminate(&mut child, matches!(outcome, Ok(End::Eof)));
     let _ = reader.join();
-    let last = ctx
-        .status
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .stderr_tail
-        .last()
-        .cloned();
+    let last = lock().stderr_tail.last().cloned();
     match outcome {
         Ok(End::Eof) => {
             let why = match exit {

@@ -1,62 +1,13 @@
-//! Opening a channel's source with libav: what kind of source it is, which libav protocols
-//! it may use, the fast-start probing defaults, and an interrupt callback installed before
+//! Opening a channel's source with libav: the fast-start probing defaults and protocol
+//! whitelist of its kind ([`SourceKind`], decided in `config`), and an interrupt callback installed before
 //! `avformat_open_input` so probing and every later read can be aborted.
 
+use crate::config::source::SourceKind;
 use ff::format::context::Input;
 use ff::Dictionary;
 use ffmpeg_next as ff;
 use std::collections::BTreeMap;
 use std::ffi::CString;
-
-/// What a `source` string names.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum SourceKind {
-    /// `lavfi:<filtergraph>`: a generated source (test patterns).
-    Lavfi(String),
-    /// `http://` or `https://` (MPEG-TS, HLS playlists, anything libav demuxes).
-    Http,
-    /// `rtmp://`, `rtsp://`, `udp://`, `rtp://`, `srt://`.
-    Network(&'static str),
-    /// A local file path (or `file:` URL).
-    File,
-}
-
-impl SourceKind {
-    pub fn classify(source: &str) -> SourceKind {
-        let lower = source.trim().to_ascii_lowercase();
-        if let Some(graph) = source.trim().strip_prefix("lavfi:") {
-            return SourceKind::Lavfi(graph.to_owned());
-        }
-        if lower.starts_with("http://") || lower.starts_with("https://") {
-            return SourceKind::Http;
-        }
-        for (prefix, protocols) in [
-            ("rtmp://", "rtmp,rtmps,tcp,tls"),
-            ("rtmps://", "rtmp,rtmps,tcp,tls"),
-            ("rtsp://", "rtsp,rtp,udp,tcp,tls"),
-            ("udp://", "udp,rtp"),
-            ("rtp://", "rtp,udp"),
-            ("srt://", "srt,udp"),
-        ] {
-            if lower.starts_with(prefix) {
-                return SourceKind::Network(protocols);
-            }
-        }
-        SourceKind::File
-    }
-
-    /// libav's `protocol_whitelist` for this kind: an HTTP source (and the HLS child
-    /// playlists and segments it names) can never reach `file:`, `concat:`, `subfile:` or
-    /// `data:`.
-    pub fn protocols(&self) -> &'static str {
-        match self {
-            SourceKind::Lavfi(_) => "none",
-            SourceKind::Http => "http,https,tcp,tls,crypto",
-            SourceKind::Network(p) => p,
-            SourceKind::File => "file,crypto",
-        }
-    }
-}
 
 /// The libav options used to open a source: fast-start probing, timeouts for network
 /// sources, the protocol whitelist, then the profile's `input_options` on top.

@@ -4,7 +4,7 @@
 //! frame sizing for AAC (1024-sample frames), pixel format conversion and frame-rate
 //! conversion are libav's, and no non-`Send` swscale context crosses threads.
 
-use crate::config::units::{parse_bitrate, parse_framerate, parse_resolution};
+use crate::config::units::{Bitrate, Resolution, Value};
 use crate::config::Profile;
 use ff::format::context::Output;
 use ff::{codec, filter, frame, ChannelLayout, Dictionary, Packet, Rational, Rescale};
@@ -76,9 +76,9 @@ fn options(p: &Profile, extra: &[(&str, String)]) -> Dictionary<'static> {
 }
 
 /// Output size for `resolution` given the source size; a missing side keeps the aspect.
-pub fn target_size(res: Option<&str>, src: (u32, u32)) -> (u32, u32) {
+pub fn target_size(res: Option<&Resolution>, src: (u32, u32)) -> (u32, u32) {
     let even = |v: f64| ((v / 2.0).round() as u32).max(1) * 2;
-    match res.and_then(|r| parse_resolution(r).ok()) {
+    match res {
         Some(r) => match (r.width, r.height) {
             (Some(w), Some(h)) => (w, h),
             (None, Some(h)) => (
@@ -93,6 +93,64 @@ pub fn target_size(res: Option<&str>, src: (u32, u32)) -> (u32, u32) {
         },
         None => (src.0 & !1, src.1 & !1),
     }
+}
+
+/// A bitrate field's value in bits per second.
+fn bps(v: &Option<Value<Bitrate>>) -> Option<u64> {
+    v.as_ref().and_then(Value::get).map(|b| b.bps())
+}
+
+/// The profile's video rate control: bitrate, maximum and buffer.
+fn rate_control(enc: &mut ff::encoder::video::Video, p: &Profile) {
+    if let Some(b) = bps(&p.video_bitrate) {
+        enc.set_bit_rate(b as usize);
+    }
+    if let Some(m) = bps(&p.maxrate) {
+        enc.set_max_bit_rate(m as usize);
+    }
+    if let Some(s) = bps(&p.bufsize) {
+        // SAFETY: plain field write on an encoder context that is not open yet.
+        unsafe { (*enc.as_mut_ptr()).rc_buffer_size = s.min(i32::MAX as u64) as i32 };
+    }
+}
+
+/// The video filter graph: the decoder's frames scaled to `size`, converted to `pix` and
+/// `fps`; also the time base of its output.
+fn video_graph(
+    dec: &ff::decoder::Video,
+    in_tb: Rational,
+    (w, h): (u32, u32),
+    pix: ff::format::Pixel,
+    fps: Rational,
+) -> Result<(filter::Graph, Rational), String> {
+    let mut graph = filter::Graph::new();
+    let src_fmt = dec.format();
+    let sar = dec.aspect_ratio();
+    let args = format!(
+        "video_size={}x{}:pix_fmt={}:time_base={}/{}:pixel_aspect={}/{}",
+        dec.width(),
+        dec.height(),
+        ff::ffi::AVPixelFormat::from(src_fmt) as i32,
+        in_tb.numerator(),
+        in_tb.denominator(),
+        sar.numerator().max(1),
+        sar.denominator().max(1),
+    );
+    endpoints(&mut graph, "buffer", "buffersink", &args)?;
+    let pix_name = pix.descriptor().map(|d| d.name()).unwrap_or("yuv420p");
+    let spec = format!(
+        "scale={w}:{h},format={pix_name},fps={}/{}",
+        fps.numerator(),
+        fps.denominator()
+    );
+    graph
+        .output("in", 0)
+        .and_then(|g| g.input("out", 0))
+        .and_then(|g| g.parse(&spec))
+        .map_err(|e| err("video filter graph", e))?;
+    graph.validate().map_err(|e| err("video filter graph", e))?;
+    let sink_tb = sink_time_base(&mut graph);
+    Ok((graph, sink_tb))
 }
 
 impl Transcoder {
@@ -120,9 +178,12 @@ impl Transcoder {
         dec.set_packet_time_base(in_tb);
         let codec =
             ff::encoder::find_by_name(name).ok_or_else(|| format!("no video encoder {name:?}"))?;
-        let (w, h) = target_size(p.resolution.as_deref(), (dec.width(), dec.height()));
-        let fps = match p.framerate.as_deref().and_then(|f| parse_framerate(f).ok()) {
-            Some((n, d)) => Rational::new(n, d),
+        let (w, h) = target_size(
+            p.resolution.as_ref().and_then(Value::get),
+            (dec.width(), dec.height()),
+        );
+        let fps = match p.framerate.as_ref().and_then(Value::get) {
+            Some(f) => Rational::new(f.num, f.den),
             None => {
                 let r = ist.avg_frame_rate();
                 if r.numerator() > 0 && r.denominator() > 0 && f64::from(r) <= 240.0 {
@@ -145,33 +206,7 @@ impl Transcoder {
             })
             .unwrap_or(ff::format::Pixel::YUV420P);
 
-        let mut graph = filter::Graph::new();
-        let src_fmt = dec.format();
-        let sar = dec.aspect_ratio();
-        let args = format!(
-            "video_size={}x{}:pix_fmt={}:time_base={}/{}:pixel_aspect={}/{}",
-            dec.width(),
-            dec.height(),
-            ff::ffi::AVPixelFormat::from(src_fmt) as i32,
-            in_tb.numerator(),
-            in_tb.denominator(),
-            sar.numerator().max(1),
-            sar.denominator().max(1),
-        );
-        endpoints(&mut graph, "buffer", "buffersink", &args)?;
-        let pix_name = pix.descriptor().map(|d| d.name()).unwrap_or("yuv420p");
-        let spec = format!(
-            "scale={w}:{h},format={pix_name},fps={}/{}",
-            fps.numerator(),
-            fps.denominator()
-        );
-        graph
-            .output("in", 0)
-            .and_then(|g| g.input("out", 0))
-            .and_then(|g| g.parse(&spec))
-            .map_err(|e| err("video filter graph", e))?;
-        graph.validate().map_err(|e| err("video filter graph", e))?;
-        let sink_tb = sink_time_base(&mut graph);
+        let (graph, sink_tb) = video_graph(&dec, in_tb, (w, h), pix, fps)?;
 
         let mut ost = octx
             .add_stream(codec)
@@ -186,20 +221,7 @@ impl Transcoder {
         enc.set_time_base(sink_tb);
         enc.set_frame_rate(Some(fps));
         enc.set_aspect_ratio(Rational::new(1, 1));
-        if let Some(b) = p
-            .video_bitrate
-            .as_deref()
-            .and_then(|b| parse_bitrate(b).ok())
-        {
-            enc.set_bit_rate(b as usize);
-        }
-        if let Some(m) = p.maxrate.as_deref().and_then(|b| parse_bitrate(b).ok()) {
-            enc.set_max_bit_rate(m as usize);
-        }
-        if let Some(s) = p.bufsize.as_deref().and_then(|b| parse_bitrate(b).ok()) {
-            // SAFETY: plain field write on an encoder context that is not open yet.
-            unsafe { (*enc.as_mut_ptr()).rc_buffer_size = s.min(i32::MAX as u64) as i32 };
-        }
+        rate_control(&mut enc, p);
         let gop = p
             .gop
             .unwrap_or_else(|| (f64::from(fps) * 2.0).round().max(1.0) as u32);
@@ -310,11 +332,7 @@ impl Transcoder {
         enc.set_format(sample_fmt);
         let enc_tb = Rational::new(1, rate);
         enc.set_time_base(enc_tb);
-        if let Some(b) = p
-            .audio_bitrate
-            .as_deref()
-            .and_then(|b| parse_bitrate(b).ok())
-        {
+        if let Some(b) = bps(&p.audio_bitrate) {
             enc.set_bit_rate(b as usize);
         }
         let enc = enc
@@ -451,12 +469,18 @@ impl Transcoder {
 mod tests {
     use super::*;
 
+    fn res(s: &str) -> Option<&'static Resolution> {
+        Some(Box::leak(Box::new(
+            crate::config::units::parse_resolution(s).unwrap(),
+        )))
+    }
+
     #[test]
     fn target_sizes_keep_aspect_and_evenness() {
-        assert_eq!(target_size(Some("1280x720"), (1920, 1080)), (1280, 720));
-        assert_eq!(target_size(Some("x720"), (1920, 1080)), (1280, 720));
-        assert_eq!(target_size(Some("x480"), (1920, 1080)), (854, 480));
-        assert_eq!(target_size(Some("640x"), (1920, 800)), (640, 266));
+        assert_eq!(target_size(res("1280x720"), (1920, 1080)), (1280, 720));
+        assert_eq!(target_size(res("x720"), (1920, 1080)), (1280, 720));
+        assert_eq!(target_size(res("x480"), (1920, 1080)), (854, 480));
+        assert_eq!(target_size(res("640x"), (1920, 800)), (640, 266));
         assert_eq!(target_size(None, (721, 481)), (720, 480));
     }
 }

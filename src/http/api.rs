@@ -5,7 +5,7 @@
 //! Changes apply at once; subscribers (the engine) react to the registry's notifications.
 
 use super::reply::{json, parse_json};
-use super::AppState;
+use super::state::AppState;
 use crate::config::{Program, StreamConfig};
 use crate::error::{Error, ErrorKind};
 use crate::registry::Origin;

@@ -6,203 +6,31 @@
 //! - `GET /watch/<id>`: a channel in a `<video>` element, through hls.js (bundled into the
 //!   binary, see `assets/vendor/`), or the browser's own HLS where Media Source Extensions
 //!   are missing (iPhone) or `?player=native` asks for it.
-//! - `GET /login`, `POST /login`, `POST /logout`: a form that trades the token for a
-//!   session cookie (`HttpOnly`, `SameSite=Strict`, a random session id kept by
-//!   [`crate::auth::Sessions`], never the token, and pages opened with it never show
-//!   the token). The cookie authorises reading only (GET/HEAD); see
-//!   [`super::authorized`].
+//! - The login form is in `login.rs`; pages opened with its session cookie never show
+//!   the token, and the cookie authorises reading only (GET/HEAD, see `access.rs`).
 //! - `GET /thumb/<id>.jpg`, `GET /ui/<file>`: thumbnails and the page's static files.
 //!
 //! Every page sends a strict Content-Security-Policy: scripts and styles come only from
 //! `/ui/`, nothing inline, no framing.
 
+use super::html::{head, html, STYLE};
 use super::reply;
-use super::{AppState, ClientAddr};
+use super::state::{base_url, AppState};
 use crate::engine::status::{State, Status};
 use crate::epg::escape;
 use crate::error::Error;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use std::fmt::Write;
-use std::time::Instant;
-use warp::http::{header, HeaderValue, StatusCode};
+use warp::http::{HeaderValue, StatusCode};
 use warp::reply::Response;
-use warp::Reply;
 
 const HLS_JS: &[u8] = include_bytes!("../../assets/vendor/hls.light.min.js");
-const STYLE: &str = include_str!("../../assets/ui/style.css");
 const DASHBOARD_JS: &str = include_str!("../../assets/ui/dashboard.js");
 const PLAYER_JS: &str = include_str!("../../assets/ui/player.js");
 
-const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
-media-src 'self' blob:; connect-src 'self'; worker-src 'self' blob:; form-action 'self'; \
-frame-ancestors 'none'; base-uri 'none'";
-
 /// Seconds between the dashboard's refreshes (and the thumbnails' age at most).
 const REFRESH_SECS: u64 = 5;
-
-/// Paths that are pages (a browser without a session gets the login form there).
-pub fn is_page(path: &str) -> bool {
-    path == "/" || path.starts_with("/watch/")
-}
-
-/// The login page's policy: as [`CSP`], but its style sheet is inline (the page is served
-/// without a session, and `/ui/` needs one), allowed by its hash only.
-fn login_csp() -> &'static HeaderValue {
-    static V: std::sync::OnceLock<HeaderValue> = std::sync::OnceLock::new();
-    V.get_or_init(|| {
-        use base64::Engine;
-        use sha2::Digest;
-        let hash = base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(STYLE));
-        let csp = CSP.replace("style-src 'self'", &format!("style-src 'sha256-{hash}'"));
-        HeaderValue::from_str(&csp).expect("a valid header")
-    })
-}
-
-fn html(status: StatusCode, body: String) -> Response {
-    html_with(status, body, HeaderValue::from_static(CSP))
-}
-
-fn html_with(status: StatusCode, body: String, csp: HeaderValue) -> Response {
-    let mut resp = warp::reply::with_status(body, status).into_response();
-    let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    h.insert(header::CONTENT_SECURITY_POLICY, csp);
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert("x-frame-options", HeaderValue::from_static("DENY"));
-    h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
-    h.insert(
-        "x-content-type-options",
-        HeaderValue::from_static("nosniff"),
-    );
-    resp
-}
-
-fn head(title: &str, scripts: &[&str]) -> String {
-    head_with(
-        title,
-        scripts,
-        "<link rel=\"stylesheet\" href=\"/ui/style.css\">",
-    )
-}
-
-fn head_with(title: &str, scripts: &[&str], style: &str) -> String {
-    // `data:,` as the icon: browsers ask for no /favicon.ico.
-    let mut s = format!(
-        "<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n<title>{}</title>\n<link rel=\"icon\" href=\"data:,\">\n{style}\n",
-        escape(title)
-    );
-    for js in scripts {
-        let _ = writeln!(s, "<script src=\"/ui/{js}\" defer></script>");
-    }
-    s.push_str("</head>\n");
-    s
-}
-
-/// The login form, with an error line when a token was refused.
-pub fn login_page(status: StatusCode, error: Option<&str>) -> Response {
-    let mut s = head_with("Amps: log in", &[], &format!("<style>{STYLE}</style>"));
-    s.push_str("<body class=\"login\">\n<main>\n<h1>Amps</h1>\n");
-    if let Some(e) = error {
-        let _ = writeln!(s, "<p class=\"error\" role=\"alert\">{}</p>", escape(e));
-    }
-    s.push_str(
-        "<form method=\"post\" action=\"/login\">\n<input name=\"username\" type=\"hidden\" value=\"amps\" autocomplete=\"username\">\n<label for=\"token\">Token</label>\n<input id=\"token\" name=\"token\" type=\"password\" autocomplete=\"current-password\" required autofocus>\n<button type=\"submit\">Log in</button>\n</form>\n<p class=\"hint\">The token is <code>server.auth_token</code> in config.yaml (or <code>AMPS_TOKEN</code>).</p>\n</main>\n</body>\n</html>\n",
-    );
-    html_with(status, s, login_csp().clone())
-}
-
-fn redirect(to: &'static str) -> Response {
-    let mut resp = StatusCode::SEE_OTHER.into_response();
-    resp.headers_mut()
-        .insert(header::LOCATION, HeaderValue::from_static(to));
-    resp
-}
-
-fn cookie(state: &AppState, value: &str, max_age: u64) -> HeaderValue {
-    let secure = state
-        .server
-        .public_url
-        .as_deref()
-        .is_some_and(|u| u.starts_with("https://"));
-    let v = format!(
-        "{}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{}",
-        crate::auth::SESSION_COOKIE,
-        if secure { "; Secure" } else { "" }
-    );
-    HeaderValue::from_str(&v).unwrap_or(HeaderValue::from_static(""))
-}
-
-/// `GET /login`: the form, or straight to the dashboard when no token is configured.
-pub fn login_form(state: &AppState) -> Response {
-    if !state.token.required() {
-        return redirect("/");
-    }
-    login_page(StatusCode::OK, None)
-}
-
-/// `POST /login` with a form body `token=...`: sets the session cookie and goes to the
-/// dashboard. Failed attempts count towards the address's block like any wrong token.
-pub fn login(state: &AppState, body: &[u8], client: Option<ClientAddr>) -> Response {
-    let ip = client
-        .map(|c| c.0.ip())
-        .filter(|ip| !ip.is_loopback() || state.server.auth_limit_loopback);
-    let now = Instant::now();
-    if let Some(secs) = ip.and_then(|ip| state.auth_limiter.blocked(ip, now)) {
-        state.metrics.auth_blocked.inc();
-        let mut resp = login_page(
-            StatusCode::TOO_MANY_REQUESTS,
-            Some(&format!(
-                "Too many wrong tokens from this address; try again in {secs} s."
-            )),
-        );
-        if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
-            resp.headers_mut().insert(header::RETRY_AFTER, v);
-        }
-        return resp;
-    }
-    let form = String::from_utf8_lossy(body);
-    let token = crate::auth::query_token(form.trim());
-    if !state.token.required() {
-        return redirect("/");
-    }
-    if token.is_some() && state.token.allows(token.as_deref()) {
-        if let Some(ip) = ip {
-            state.auth_limiter.succeeded(ip);
-        }
-        let Some(value) = state.sessions.create() else {
-            return reply::error(&Error::new(
-                crate::error::ErrorKind::Internal,
-                "no random numbers for a session (getrandom failed)",
-            ));
-        };
-        let mut resp = redirect("/");
-        resp.headers_mut()
-            .insert(header::SET_COOKIE, cookie(state, &value, 30 * 24 * 3600));
-        return resp;
-    }
-    state.metrics.auth_failures.inc();
-    if let Some(ip) = ip {
-        if state.auth_limiter.failed(ip, now) {
-            tracing::warn!(client = %ip, "too many failed logins; refusing this address for a while");
-        }
-    }
-    login_page(StatusCode::UNAUTHORIZED, Some("That token is not right."))
-}
-
-/// `POST /logout`: ends the session and clears its cookie.
-pub fn logout(state: &AppState, cookies: Option<&str>) -> Response {
-    if let Some(v) = cookies.and_then(|h| crate::auth::cookie(h, crate::auth::SESSION_COOKIE)) {
-        state.sessions.end(v);
-    }
-    let mut resp = redirect("/login");
-    resp.headers_mut()
-        .insert(header::SET_COOKIE, cookie(state, "", 0));
-    resp
-}
 
 fn human_secs(s: u64) -> String {
     match s {
@@ -227,7 +55,7 @@ fn when(t: DateTime<Utc>, now: DateTime<Utc>) -> String {
 
 /// A source as the dashboard shows it: credentials and query removed, long graphs cut.
 fn shown_source(s: &str) -> String {
-    let s = crate::engine::pipeline::redact_source(s);
+    let s = crate::auth::redact_source(s);
     if s.chars().count() > 64 {
         format!("{}…", s.chars().take(63).collect::<String>())
     } else {
@@ -373,7 +201,7 @@ fn channel_card(
 fn token_query(state: &AppState, with_token: bool) -> String {
     match state.server.auth_token.as_deref() {
         None => String::new(),
-        Some(t) if with_token => format!("?token={}", crate::auth::encode_for_query(t)),
+        Some(t) if with_token => crate::auth::token_query(Some(t)),
         Some(_) => "?token=YOUR_TOKEN".to_owned(),
     }
 }
@@ -391,7 +219,7 @@ pub fn page(state: &AppState, host: Option<&str>, with_token: bool) -> Response 
         .filter(|s| matches!(s.state, State::Running | State::Retrying))
         .count();
     let viewers: usize = statuses.iter().map(|s| s.clients).sum();
-    let base = super::base_url(state, host);
+    let base = base_url(state, host);
     let tok = token_query(state, with_token);
     let mut s = head("Amps", &["dashboard.js"]);
     let _ = writeln!(
@@ -446,7 +274,7 @@ pub fn watch_page(state: &AppState, id: u32, host: Option<&str>, with_token: boo
         return reply::error(&crate::registry::no_such(id));
     };
     let st = state.engine.status(id).unwrap_or_default();
-    let base = super::base_url(state, host);
+    let base = base_url(state, host);
     let tok = token_query(state, with_token);
     let mut s = head(
         &format!("{}: Amps", stream.name),
@@ -503,13 +331,7 @@ pub fn asset(name: &str) -> Response {
 }
 
 /// `GET /thumb/<id>.jpg`: the channel's live picture.
-pub async fn thumbnail(state: &AppState, file: &str) -> Response {
-    let Some(id) = file
-        .strip_suffix(".jpg")
-        .and_then(|n| n.parse::<u32>().ok())
-    else {
-        return reply::error(&Error::not_found(format!("no thumbnail {file:?}")));
-    };
+pub async fn thumbnail(state: &AppState, id: u32) -> Response {
     match state.engine.thumbnail(id).await {
         Ok(jpeg) => reply::bytes(
             jpeg,

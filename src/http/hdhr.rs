@@ -8,7 +8,8 @@
 //! No UDP discovery is answered: Jellyfin would replace the configured URL (and its token)
 //! with the bare address of a discovered device.
 
-use super::AppState;
+use super::state::AppState;
+use crate::config::device_id::with_check_digit;
 use crate::config::StreamConfig;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -100,54 +101,6 @@ pub fn redact_path(path: &str, replacement: &str) -> String {
     path.to_owned()
 }
 
-const CHECK_TABLE: [u8; 16] = [
-    0xA, 0x5, 0xF, 0x6, 0x7, 0xC, 0x1, 0xB, 0x9, 0x2, 0x8, 0xD, 0x4, 0x3, 0xE, 0x0,
-];
-
-fn check_digit(first7: &[u8; 7]) -> u8 {
-    first7.iter().enumerate().fold(0, |acc, (i, &d)| {
-        acc ^ if i % 2 == 0 {
-            CHECK_TABLE[d as usize]
-        } else {
-            d
-        }
-    })
-}
-
-fn hex_digits(s: &str) -> Option<Vec<u8>> {
-    s.chars().map(|c| c.to_digit(16).map(|d| d as u8)).collect()
-}
-
-/// Whether `id` is 8 hex digits whose last is the HDHomeRun check digit (libhdhomerun's
-/// `hdhomerun_discover_validate_device_id`).
-pub fn valid_device_id(id: &str) -> bool {
-    match hex_digits(id) {
-        Some(d) if d.len() == 8 => {
-            let first: [u8; 7] = d[..7].try_into().unwrap_or_default();
-            check_digit(&first) == d[7]
-        }
-        _ => false,
-    }
-}
-
-/// A valid device id: `seed`'s first seven hex digits completed with the check digit, or
-/// (if `seed` does not start with seven hex digits) one derived from a hash of `seed`.
-pub fn with_check_digit(seed: &str) -> String {
-    let first: [u8; 7] = match seed.get(..7).and_then(hex_digits) {
-        Some(d) => d.try_into().unwrap_or_default(),
-        None => {
-            let h = Sha256::digest(seed.as_bytes());
-            std::array::from_fn(|i| (h[i] >> 4) & 0xF)
-        }
-    };
-    let mut out: String = first
-        .iter()
-        .map(|d| char::from_digit(*d as u32, 16).unwrap_or('0'))
-        .collect();
-    out.push(char::from_digit(check_digit(&first) as u32, 16).unwrap_or('0'));
-    out.to_ascii_uppercase()
-}
-
 fn device_id(st: &AppState) -> String {
     match &st.hdhomerun.device_id {
         Some(id) => id.to_ascii_uppercase(),
@@ -175,7 +128,7 @@ fn hostname() -> String {
 
 /// The tuner's base URL, with the token as a path segment.
 pub fn base(st: &AppState, host: Option<&str>) -> String {
-    let root = super::base_url(st, host);
+    let root = super::state::base_url(st, host);
     match &st.server.auth_token {
         Some(t) => format!("{root}/hdhr/{}", crate::auth::encode_for_query(t)),
         None => format!("{root}/hdhr"),
@@ -236,13 +189,6 @@ fn with_type(mut resp: Response, ctype: &'static str) -> Response {
     resp
 }
 
-fn xml_escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
 /// Answers a tuner file (all but the channel streams).
 pub fn answer(st: &AppState, target: Target, host: Option<&str>) -> Response {
     let base = base(st, host);
@@ -291,10 +237,10 @@ pub fn answer(st: &AppState, target: Target, host: Option<&str>) -> Response {
         }
         Target::DeviceXml => {
             let id = device_id(st);
-            let name = xml_escape(&st.hdhomerun.friendly_name);
+            let name = crate::epg::escape(&st.hdhomerun.friendly_name);
             let xml = format!(
                 "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<root xmlns=\"urn:schemas-upnp-org:device-1-0\">\n  <specVersion><major>1</major><minor>0</minor></specVersion>\n  <URLBase>{}</URLBase>\n  <device>\n    <deviceType>urn:schemas-upnp-org:device:MediaServer:1</deviceType>\n    <friendlyName>{name}</friendlyName>\n    <manufacturer>Silicondust</manufacturer>\n    <modelName>{MODEL}</modelName>\n    <modelNumber>{MODEL}</modelNumber>\n    <serialNumber>{id}</serialNumber>\n    <UDN>uuid:{}</UDN>\n  </device>\n</root>\n",
-                xml_escape(&base),
+                crate::epg::escape(&base),
                 uuid_for(&id),
             );
             with_type(xml.into_response(), "application/xml")
@@ -330,21 +276,6 @@ pub fn channel_for(st: &AppState, number: u32) -> Option<Arc<StreamConfig>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn device_ids_follow_libhdhomerun() {
-        assert!(valid_device_id("12345674"));
-        assert!(valid_device_id("1010C032"));
-        assert!(valid_device_id("1010c032"));
-        assert!(!valid_device_id("12345678"));
-        assert!(!valid_device_id("1234567"));
-        assert!(!valid_device_id("1234567G"));
-        assert_eq!(with_check_digit("1234567"), "12345674");
-        for seed in ["amps:Amps:5000", "x", "zzzzzzzzz", ""] {
-            let id = with_check_digit(seed);
-            assert!(valid_device_id(&id), "{seed} -> {id}");
-        }
-    }
 
     #[test]
     fn paths_split_into_token_and_target() {

@@ -5,7 +5,7 @@
 //! frees the client's place at once.
 
 use super::reply;
-use super::AppState;
+use super::state::AppState;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use std::convert::Infallible;
@@ -83,13 +83,7 @@ pub async fn hls_playlist(state: &AppState, id: u32, query: &str, with_token: bo
         + Duration::from_secs_f64(
             (crate::engine::hls::MIN_LISTED + 2) as f64 * engine.hls_segment_secs,
         );
-    let token = state
-        .server
-        .auth_token
-        .as_deref()
-        .filter(|_| with_token)
-        .map(|t| format!("?token={}", crate::auth::encode_for_query(t)))
-        .unwrap_or_default();
+    let token = crate::auth::token_query(state.server.auth_token.as_deref().filter(|_| with_token));
     let name = session.name.clone();
     let uri = move |seq: u64| format!("{name}-{seq}.ts{token}");
     let text = match session.playlist(engine.hls_list_size, limit, uri).await {

@@ -1,6 +1,6 @@
-//! Turning results into HTTP responses: JSON bodies, JSON errors, and the one mapping from
-//! warp's routing rejections to statuses. Handlers return `Result<Response, Error>`; only
-//! routing and auth reject.
+//! Turning results into HTTP responses: JSON bodies, JSON errors (the one place an
+//! [`Error`] becomes a status and a body), typed byte bodies. Handlers return
+//! `Result<Response, Error>`; routing and auth answers are built here too.
 
 use crate::error::{Error, ErrorKind};
 use serde::de::DeserializeOwned;
@@ -107,62 +107,32 @@ pub fn typed(resp: &mut Response, content_type: &'static str, cache: warp::http:
     );
 }
 
-/// Rejections that reach the top: auth failures, unknown routes, wrong methods, limits.
-#[derive(Debug)]
-pub struct Unauthorized {
-    /// Answer with the dashboard's login form (a browser asked for a page).
-    pub login: bool,
+/// 401: no valid token.
+pub fn unauthorized() -> Response {
+    error(&Error::new(
+        ErrorKind::Unauthorized,
+        "a valid token is required: send Authorization: Bearer <token>, X-Amps-Token: <token> or ?token=<token>",
+    ))
 }
-impl warp::reject::Reject for Unauthorized {}
 
-/// Too many failed token checks from this address: refused for this many more seconds.
-#[derive(Debug)]
-pub struct Blocked(pub u64);
-impl warp::reject::Reject for Blocked {}
+/// 429: too many failed token checks from this address, with `Retry-After`.
+pub fn blocked(secs: u64) -> Response {
+    let mut resp = error(&Error::new(
+        ErrorKind::TooManyRequests,
+        format!("too many failed token checks from this address; try again in {secs} s"),
+    ));
+    if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+        resp.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    resp
+}
 
-pub async fn recover(r: warp::Rejection) -> Result<Response, std::convert::Infallible> {
-    if let Some(Blocked(secs)) = r.find::<Blocked>() {
-        let mut resp = error(&Error::new(
-            ErrorKind::TooManyRequests,
-            format!("too many failed token checks from this address; try again in {secs} s"),
-        ));
-        if let Ok(v) = warp::http::HeaderValue::from_str(&secs.to_string()) {
-            resp.headers_mut()
-                .insert(warp::http::header::RETRY_AFTER, v);
-        }
-        return Ok(resp);
-    }
-    if r.find::<Unauthorized>().is_some_and(|u| u.login) {
-        return Ok(super::dashboard::login_page(StatusCode::UNAUTHORIZED, None));
-    }
-    let e = if r.find::<Unauthorized>().is_some() {
-        Error::new(
-            ErrorKind::Unauthorized,
-            "a valid token is required: send Authorization: Bearer <token>, X-Amps-Token: <token> or ?token=<token>",
-        )
-    } else if r.is_not_found() {
-        Error::not_found("no such route")
-    } else if r.find::<warp::reject::MethodNotAllowed>().is_some() {
-        return Ok(json(
-            StatusCode::METHOD_NOT_ALLOWED,
-            &serde_json::json!({"error": "method_not_allowed", "detail": "this route does not accept that method"}),
-        ));
-    } else if r.find::<warp::reject::PayloadTooLarge>().is_some() {
-        Error::new(
-            ErrorKind::PayloadTooLarge,
-            "the request body is larger than server.max_body_bytes",
-        )
-    } else if r.find::<warp::reject::LengthRequired>().is_some() {
-        Error::new(ErrorKind::BadRequest, "a Content-Length header is required")
-    } else if let Some(h) = r.find::<warp::reject::InvalidHeader>() {
-        Error::new(ErrorKind::BadRequest, h.to_string())
-    } else if let Some(q) = r.find::<warp::reject::InvalidQuery>() {
-        Error::new(ErrorKind::BadRequest, q.to_string())
-    } else {
-        tracing::warn!(rejection = ?r, "unhandled rejection");
-        Error::new(ErrorKind::BadRequest, "the request could not be handled")
-    };
-    Ok(error(&e))
+/// 405: a known route, another method.
+pub fn method_not_allowed() -> Response {
+    json(
+        StatusCode::METHOD_NOT_ALLOWED,
+        &serde_json::json!({"error": "method_not_allowed", "detail": "this route does not accept that method"}),
+    )
 }
 
 #[cfg(test)]

@@ -1,56 +1,15 @@
-//! The guide and the schedule: `GET /epg.xml` (XMLTV, gzip when asked) and the
-//! `/api/schedule` resource for scheduled streams.
+//! `/api/schedule`: the scheduled streams, created, replaced and deleted through the API.
+//! Like `/api/streams`, the scheduler validates and applies (see `crate::schedule`).
 
 use super::api::Body;
 use super::reply::{json, parse_json};
-use super::AppState;
+use super::state::AppState;
 use crate::config::StreamConfig;
-use crate::error::{Error, ErrorKind};
+use crate::error::Error;
 use crate::registry::Origin;
-use std::io::Write;
-use warp::http::{header, HeaderValue, StatusCode};
+use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::Reply;
-
-/// XMLTV of every channel; gzip-compressed when the client accepts it.
-pub fn epg(state: &AppState, accept_encoding: Option<String>) -> Result<Response, Error> {
-    let minutes = i64::from(state.server.guide_program_minutes);
-    let xml = crate::epg::render(
-        &state.registry.list(),
-        chrono::Duration::minutes(minutes),
-        state.clock.now(),
-    );
-    let gzip = accept_encoding.is_some_and(|a| {
-        a.split(',').any(|e| {
-            e.trim()
-                .split(';')
-                .next()
-                .is_some_and(|n| n.trim().eq_ignore_ascii_case("gzip"))
-        })
-    });
-    let mut resp = if gzip {
-        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-        enc.write_all(xml.as_bytes())
-            .and_then(|_| enc.finish())
-            .map(|bytes| {
-                let mut r = bytes.into_response();
-                r.headers_mut()
-                    .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
-                r
-            })
-            .map_err(|e| Error::new(ErrorKind::Internal, format!("gzip: {e}")))?
-    } else {
-        xml.into_response()
-    };
-    let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/xml; charset=utf-8"),
-    );
-    h.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    Ok(resp)
-}
 
 /// Saves scheduled stream `id` as it is now to the state file (when configured).
 fn persist_scheduled(state: &AppState, id: u32) -> Result<(), Error> {

@@ -1,0 +1,170 @@
+//! Who may be served: the parts of a request the server looks at (read once by one warp
+//! filter), the token it presents, and the one authorisation check every protected route
+//! passes. Also the bounded request body reader.
+
+use super::hdhr;
+use super::routes::Path;
+use super::state::{AppState, ClientAddr};
+use crate::error::{Error, ErrorKind};
+use bytes::{Buf, Bytes};
+use futures_util::{Stream, StreamExt};
+use std::pin::Pin;
+use std::time::Instant;
+use warp::http::{HeaderMap, Method};
+use warp::{Filter, Rejection};
+
+/// A request body, not read until a handler asks for it.
+pub type BodyStream = Pin<Box<dyn Stream<Item = Result<Bytes, warp::Error>> + Send>>;
+
+/// A request as the handlers see it.
+pub struct Request {
+    pub method: Method,
+    /// The raw path (never logged with its token: see `hdhr::redact_path`).
+    pub raw_path: String,
+    pub path: Path,
+    /// The raw query string ("" when none).
+    pub query: String,
+    pub headers: HeaderMap,
+    pub client: Option<ClientAddr>,
+    body: Option<BodyStream>,
+}
+
+/// Reads a request's parts. Rejects only when warp cannot hand over the body (never for
+/// a request straight from the server loop).
+pub fn request() -> impl Filter<Extract = (Request,), Error = Rejection> + Clone {
+    warp::method()
+        .and(warp::path::full())
+        .and(warp::query::raw().or(warp::any().map(String::new)).unify())
+        .and(warp::header::headers_cloned())
+        .and(warp::ext::optional::<ClientAddr>())
+        .and(warp::body::stream())
+        .map(
+            |method, full: warp::path::FullPath, query, headers, client, body| Request {
+                method,
+                path: Path::decode(full.as_str()),
+                raw_path: full.as_str().to_owned(),
+                query,
+                headers,
+                client,
+                body: Some(boxed(body)),
+            },
+        )
+}
+
+fn boxed<S, B>(body: S) -> BodyStream
+where
+    S: Stream<Item = Result<B, warp::Error>> + Send + 'static,
+    B: Buf,
+{
+    Box::pin(body.map(|r| r.map(|mut b| b.copy_to_bytes(b.remaining()))))
+}
+
+/// Why a request is not served.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Denied {
+    /// Too many failed token checks from this address: refused for this many seconds.
+    Blocked(u64),
+    /// No valid token (`login`: answer with the login form, a browser asked for a page).
+    Unauthorized { login: bool },
+}
+
+impl Request {
+    /// A header as text (None when absent or not visible ASCII).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    pub fn is_read(&self) -> bool {
+        self.method == Method::GET || self.method == Method::HEAD
+    }
+
+    /// The token the request carries: a header, the query, or (tuner clients, which
+    /// cannot send headers) the `/hdhr/<token>/` path.
+    fn presented(&self) -> Option<String> {
+        crate::auth::presented(
+            self.header("authorization"),
+            self.header("x-amps-token"),
+            Some(&self.query),
+        )
+        .or_else(|| hdhr::path_token(&self.raw_path))
+    }
+
+    /// Whether the request itself carries the valid token (in a header, the query or the
+    /// tuner path), rather than only a session cookie. Pages and playlists show the token
+    /// only to such requests, so a session cookie never reveals it. Also true when no
+    /// token is configured.
+    pub fn presents_token(&self, state: &AppState) -> bool {
+        !state.token.required() || state.token.allows(self.presented().as_deref())
+    }
+
+    /// The one check of every protected route. The dashboard's session cookie counts too,
+    /// for reading (GET and HEAD) only: a cookie rides along on requests other sites
+    /// trigger, so it never authorises a change.
+    pub fn authorize(&self, state: &AppState) -> Result<(), Denied> {
+        let ip = state.limited_ip(self.client);
+        let now = Instant::now();
+        if let Some(secs) = ip.and_then(|ip| state.auth_limiter.blocked(ip, now)) {
+            state.metrics.auth_blocked.inc();
+            return Err(Denied::Blocked(secs));
+        }
+        let session = self
+            .header("cookie")
+            .and_then(|h| crate::auth::cookie(h, crate::auth::SESSION_COOKIE));
+        if state.token.allows(self.presented().as_deref())
+            || (self.is_read() && session.is_some_and(|v| state.sessions.valid(v)))
+        {
+            if let Some(ip) = ip {
+                state.auth_limiter.succeeded(ip);
+            }
+            return Ok(());
+        }
+        state.metrics.auth_failures.inc();
+        if let Some(ip) = ip {
+            if state.auth_limiter.failed(ip, now) {
+                tracing::warn!(client = %ip, secs = state.server.auth_block_secs, "too many failed token checks; refusing this address for a while");
+            }
+        }
+        let login = self.is_read()
+            && self.path.is_page()
+            && self
+                .header("accept")
+                .is_some_and(|a| a.contains("text/html"));
+        Err(Denied::Unauthorized { login })
+    }
+
+    /// The body, at most `limit` bytes, announced by `Content-Length`. Errors name the
+    /// limit's key (`limit_key`).
+    pub async fn body(&mut self, limit: u64, limit_key: &str) -> Result<Bytes, Error> {
+        let len = match self.header("content-length").map(str::parse::<u64>) {
+            None => {
+                return Err(Error::new(
+                    ErrorKind::BadRequest,
+                    "a Content-Length header is required",
+                ))
+            }
+            Some(Err(_)) => {
+                return Err(Error::new(
+                    ErrorKind::BadRequest,
+                    "the Content-Length header is not a number",
+                ))
+            }
+            Some(Ok(n)) => n,
+        };
+        if len > limit {
+            return Err(Error::new(
+                ErrorKind::PayloadTooLarge,
+                format!("the request body ({len} bytes) is larger than {limit_key} ({limit})"),
+            ));
+        }
+        let unreadable = || Error::new(ErrorKind::BadRequest, "the request body could not be read");
+        let mut stream = self.body.take().ok_or_else(unreadable)?;
+        let mut out = Vec::with_capacity(len as usize);
+        while let Some(chunk) = stream.next().await {
+            out.extend_from_slice(&chunk.map_err(|_| unreadable())?);
+            if out.len() as u64 > len {
+                return Err(unreadable());
+            }
+        }
+        Ok(Bytes::from(out))
+    }
+}

@@ -1,0 +1,364 @@
+//! The one route table. A request path is decoded once into a typed [`Path`]; the metric
+//! label and the access-log name come from [`Path::pattern`], and [`ROUTES`] lists every
+//! (method, pattern) the server answers, with an example path and whether it is public.
+//! The dispatcher (`dispatch.rs`) matches on `Path` exhaustively, so a new variant cannot
+//! be left without a handler, and the unit tests below check that the table and the
+//! decoder agree.
+//!
+//! Where to add a route: a variant here (with its decoding and pattern), a row in
+//! [`ROUTES`], and an arm in `dispatch::route`.
+
+use super::hdhr::{self, Target};
+
+/// Every path the server knows, with its parameters.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Path {
+    Health,
+    Login,
+    Logout,
+    /// `/`: the dashboard.
+    Dashboard,
+    /// `/watch/<id>`: a channel in the browser.
+    Watch(u32),
+    /// `/ui/<file>`: the dashboard's static files.
+    Ui(String),
+    /// `/thumb/<id>.jpg`.
+    Thumb(u32),
+    Playlist,
+    Metrics,
+    Epg,
+    /// `/api/streams`.
+    Streams,
+    /// `/api/streams/<id>`.
+    Stream(u32),
+    /// `/api/streams/<id>/programs`.
+    Programs(u32),
+    /// `/api/streams/<id>/status`.
+    Status(u32),
+    Reload,
+    /// `/api/schedule`.
+    Schedule,
+    /// `/api/schedule/<id>`.
+    Scheduled(u32),
+    /// `/stream/<id>`: the channel's MPEG-TS.
+    Media(u32),
+    /// `/hls/<id>/index.m3u8`.
+    HlsPlaylist(u32),
+    /// `/hls/<id>/<session>-<seq>.ts`.
+    HlsSegment(u32, String),
+    /// `/hdhr/[<token>/]...`: the tuner emulation.
+    Tuner(Target),
+    NotFound,
+}
+
+/// A decimal channel id (digits only, fits `u32`).
+fn id(s: &str) -> Option<u32> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+impl Path {
+    /// Decodes a request path (without the query).
+    pub fn decode(path: &str) -> Path {
+        use Path::*;
+        let Some(rest) = path.strip_prefix('/') else {
+            return NotFound;
+        };
+        if let Some(tail) = rest.strip_prefix("hdhr/") {
+            return hdhr::split(tail).map_or(NotFound, |(_, t)| Tuner(t));
+        }
+        let segs: Vec<&str> = rest.split('/').collect();
+        let with = |s: &str, f: fn(u32) -> Path| id(s).map_or(NotFound, f);
+        match segs.as_slice() {
+            [""] => Dashboard,
+            ["health"] => Health,
+            ["login"] => Login,
+            ["logout"] => Logout,
+            ["watch", n] => with(n, Watch),
+            ["ui", f] if !f.is_empty() => Ui((*f).to_owned()),
+            ["thumb", f] => f.strip_suffix(".jpg").and_then(id).map_or(NotFound, Thumb),
+            ["playlist.m3u"] => Playlist,
+            ["metrics"] => Metrics,
+            ["epg.xml"] => Epg,
+            ["api", "streams"] => Streams,
+            ["api", "streams", n] => with(n, Stream),
+            ["api", "streams", n, "programs"] => with(n, Programs),
+            ["api", "streams", n, "status"] => with(n, Status),
+            ["api", "reload"] => Reload,
+            ["api", "schedule"] => Schedule,
+            ["api", "schedule", n] => with(n, Scheduled),
+            ["stream", n] => with(n, Media),
+            ["hls", n, "index.m3u8"] => with(n, HlsPlaylist),
+            ["hls", n, f] if f.ends_with(".ts") => {
+                id(n).map_or(NotFound, |n| HlsSegment(n, (*f).to_owned()))
+            }
+            _ => NotFound,
+        }
+    }
+
+    /// The route pattern: a bounded metric label and the access log's route name.
+    pub fn pattern(&self) -> &'static str {
+        use Path::*;
+        match self {
+            Health => "/health",
+            Login => "/login",
+            Logout => "/logout",
+            Dashboard => "/",
+            Watch(_) => "/watch/{id}",
+            Ui(_) => "/ui/{file}",
+            Thumb(_) => "/thumb/{id}.jpg",
+            Playlist => "/playlist.m3u",
+            Metrics => "/metrics",
+            Epg => "/epg.xml",
+            Streams => "/api/streams",
+            Stream(_) => "/api/streams/{id}",
+            Programs(_) => "/api/streams/{id}/programs",
+            Status(_) => "/api/streams/{id}/status",
+            Reload => "/api/reload",
+            Schedule => "/api/schedule",
+            Scheduled(_) => "/api/schedule/{id}",
+            Media(_) => "/stream/{id}",
+            HlsPlaylist(_) => "/hls/{id}/index.m3u8",
+            HlsSegment(..) => "/hls/{id}/{segment}",
+            Tuner(t) => match t {
+                Target::Discover => "/hdhr/{token}/discover.json",
+                Target::Lineup => "/hdhr/{token}/lineup.json",
+                Target::LineupStatus => "/hdhr/{token}/lineup_status.json",
+                Target::LineupPost => "/hdhr/{token}/lineup.post",
+                Target::DeviceXml => "/hdhr/{token}/device.xml",
+                Target::Channel(_) => "/hdhr/{token}/auto/v{n}",
+            },
+            NotFound => "other",
+        }
+    }
+
+    /// Pages: a browser without a session gets the login form there.
+    pub fn is_page(&self) -> bool {
+        matches!(self, Path::Dashboard | Path::Watch(_))
+    }
+
+    /// Whether `method` on this path is answered without the token.
+    pub fn is_public(&self, method: &str) -> bool {
+        let pattern = self.pattern();
+        ROUTES
+            .iter()
+            .any(|r| r.public && r.method == method && r.pattern == pattern)
+    }
+}
+
+/// One route: method, pattern (as used in metrics labels), an example path for tests,
+/// and whether it is public.
+#[derive(Clone, Copy, Debug)]
+pub struct RouteSpec {
+    pub method: &'static str,
+    pub pattern: &'static str,
+    pub example: &'static str,
+    pub public: bool,
+}
+
+const fn route(method: &'static str, pattern: &'static str, example: &'static str) -> RouteSpec {
+    RouteSpec {
+        method,
+        pattern,
+        example,
+        public: false,
+    }
+}
+
+/// A route answered without the token (its example is its pattern).
+const fn public(method: &'static str, pattern: &'static str) -> RouteSpec {
+    RouteSpec {
+        method,
+        pattern,
+        example: pattern,
+        public: true,
+    }
+}
+
+/// Every (method, route) the server answers.
+pub const ROUTES: &[RouteSpec] = &[
+    public("GET", "/health"),
+    public("GET", "/login"),
+    public("POST", "/login"),
+    public("POST", "/logout"),
+    route("GET", "/", "/"),
+    route("GET", "/watch/{id}", "/watch/1"),
+    route("GET", "/ui/{file}", "/ui/style.css"),
+    route("GET", "/thumb/{id}.jpg", "/thumb/1.jpg"),
+    route("GET", "/playlist.m3u", "/playlist.m3u"),
+    route("GET", "/metrics", "/metrics"),
+    route("GET", "/api/streams", "/api/streams"),
+    route("POST", "/api/streams", "/api/streams"),
+    route("GET", "/api/streams/{id}", "/api/streams/1"),
+    route("PUT", "/api/streams/{id}", "/api/streams/1"),
+    route("PATCH", "/api/streams/{id}", "/api/streams/1"),
+    route("DELETE", "/api/streams/{id}", "/api/streams/1"),
+    route(
+        "GET",
+        "/api/streams/{id}/programs",
+        "/api/streams/1/programs",
+    ),
+    route(
+        "PUT",
+        "/api/streams/{id}/programs",
+        "/api/streams/1/programs",
+    ),
+    route("GET", "/api/streams/{id}/status", "/api/streams/1/status"),
+    route("POST", "/api/reload", "/api/reload"),
+    route("GET", "/stream/{id}", "/stream/1"),
+    route("HEAD", "/stream/{id}", "/stream/1"),
+    route("GET", "/hls/{id}/index.m3u8", "/hls/1/index.m3u8"),
+    route("GET", "/hls/{id}/{segment}", "/hls/1/0-0.ts"),
+    route("GET", "/epg.xml", "/epg.xml"),
+    route("GET", "/api/schedule", "/api/schedule"),
+    route("POST", "/api/schedule", "/api/schedule"),
+    route("GET", "/api/schedule/{id}", "/api/schedule/900"),
+    route("PUT", "/api/schedule/{id}", "/api/schedule/900"),
+    route("DELETE", "/api/schedule/{id}", "/api/schedule/900"),
+    route(
+        "GET",
+        "/hdhr/{token}/discover.json",
+        "/hdhr/x/discover.json",
+    ),
+    route("GET", "/hdhr/{token}/lineup.json", "/hdhr/x/lineup.json"),
+    route(
+        "GET",
+        "/hdhr/{token}/lineup_status.json",
+        "/hdhr/x/lineup_status.json",
+    ),
+    route("POST", "/hdhr/{token}/lineup.post", "/hdhr/x/lineup.post"),
+    route("GET", "/hdhr/{token}/device.xml", "/hdhr/x/device.xml"),
+    route("GET", "/hdhr/{token}/auto/v{n}", "/hdhr/x/auto/v2"),
+    route("HEAD", "/hdhr/{token}/auto/v{n}", "/hdhr/x/auto/v2"),
+];
+
+/// The route pattern a request belongs to, for bounded metric labels.
+pub fn pattern_of(path: &str) -> &'static str {
+    Path::decode(path).pattern()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_decode_into_typed_routes() {
+        use Path::*;
+        let cases: &[(&str, Path)] = &[
+            ("/", Dashboard),
+            ("/health", Health),
+            ("/login", Login),
+            ("/logout", Logout),
+            ("/watch/7", Watch(7)),
+            ("/ui/style.css", Ui("style.css".into())),
+            ("/thumb/12.jpg", Thumb(12)),
+            ("/playlist.m3u", Playlist),
+            ("/metrics", Metrics),
+            ("/epg.xml", Epg),
+            ("/api/streams", Streams),
+            ("/api/streams/42", Stream(42)),
+            ("/api/streams/42/programs", Programs(42)),
+            ("/api/streams/42/status", Status(42)),
+            ("/api/reload", Reload),
+            ("/api/schedule", Schedule),
+            ("/api/schedule/900", Scheduled(900)),
+            ("/stream/1", Media(1)),
+            ("/hls/3/index.m3u8", HlsPlaylist(3)),
+            ("/hls/3/19a4c-17.ts", HlsSegment(3, "19a4c-17.ts".into())),
+            ("/hdhr/secret/discover.json", Tuner(Target::Discover)),
+            ("/hdhr/discover.json", Tuner(Target::Discover)),
+            ("/hdhr/t/auto/v12", Tuner(Target::Channel(12))),
+            ("/hdhr/t/capability", Tuner(Target::DeviceXml)),
+            // Refused shapes.
+            ("", NotFound),
+            ("/etc/passwd", NotFound),
+            ("/stream/abc", NotFound),
+            ("/stream/+5", NotFound),
+            ("/stream/4294967296", NotFound),
+            ("/stream/1/x", NotFound),
+            ("/thumb/x.jpg", NotFound),
+            ("/thumb/1.png", NotFound),
+            ("/ui/", NotFound),
+            ("/hls/3/../../etc", NotFound),
+            ("/hls/x/index.m3u8", NotFound),
+            ("/hls/3/seg.mp4", NotFound),
+            ("/api/streams/1/other", NotFound),
+            ("//health", NotFound),
+            ("/hdhr/t/auto/vx", NotFound),
+        ];
+        for (path, want) in cases {
+            assert_eq!(&Path::decode(path), want, "{path:?}");
+        }
+    }
+
+    #[test]
+    fn patterns_are_bounded() {
+        assert_eq!(pattern_of("/api/streams/42"), "/api/streams/{id}");
+        assert_eq!(
+            pattern_of("/api/streams/42/programs"),
+            "/api/streams/{id}/programs"
+        );
+        assert_eq!(pattern_of("/etc/passwd"), "other");
+        assert_eq!(pattern_of("/health"), "/health");
+        assert_eq!(pattern_of("/stream/12"), "/stream/{id}");
+        assert_eq!(pattern_of("/hls/3/19a4c-17.ts"), "/hls/{id}/{segment}");
+        assert_eq!(pattern_of("/hls/3/../../etc"), "other");
+        assert_eq!(
+            pattern_of("/hdhr/secret/lineup.json"),
+            "/hdhr/{token}/lineup.json"
+        );
+    }
+
+    #[test]
+    fn the_table_and_the_decoder_agree() {
+        for r in ROUTES {
+            let p = Path::decode(r.example);
+            assert_ne!(p, Path::NotFound, "{} does not decode", r.example);
+            assert_eq!(p.pattern(), r.pattern, "{}", r.example);
+            assert_eq!(
+                p.is_public(r.method),
+                r.public,
+                "{} {}",
+                r.method,
+                r.pattern
+            );
+        }
+        // Every pattern the decoder can give (but "other") has a row.
+        let mut patterns: Vec<&str> = ROUTES.iter().map(|r| r.pattern).collect();
+        patterns.dedup();
+        for p in [
+            "/",
+            "/watch/1",
+            "/ui/a",
+            "/thumb/1.jpg",
+            "/playlist.m3u",
+            "/metrics",
+            "/epg.xml",
+            "/api/streams",
+            "/api/streams/1",
+            "/api/streams/1/programs",
+            "/api/streams/1/status",
+            "/api/reload",
+            "/api/schedule",
+            "/api/schedule/1",
+            "/stream/1",
+            "/hls/1/index.m3u8",
+            "/hls/1/a-1.ts",
+            "/health",
+            "/login",
+            "/logout",
+            "/hdhr/x/discover.json",
+            "/hdhr/x/lineup.json",
+            "/hdhr/x/lineup_status.json",
+            "/hdhr/x/lineup.post",
+            "/hdhr/x/device.xml",
+            "/hdhr/x/auto/v1",
+        ] {
+            assert!(patterns.contains(&pattern_of(p)), "{p} has no row");
+        }
+        assert!(Path::Dashboard.is_page() && Path::Watch(1).is_page());
+        assert!(!Path::Playlist.is_page());
+    }
+}
