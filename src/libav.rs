@@ -14,7 +14,7 @@ pub fn init() {
         if let Err(e) = ffmpeg_next::init() {
             tracing::warn!(error = %e, "libav initialisation reported an error");
         }
-        ffmpeg_next::util::log::set_level(ffmpeg_next::util::log::Level::Error);
+        crate::engine::avlog::install();
     });
 }
 

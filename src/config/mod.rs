@@ -14,8 +14,8 @@ pub mod validate;
 pub mod yaml_index;
 
 pub use model::{
-    BackupSource, Config, CustomFfmpeg, EngineConfig, HdhrConfig, Profile, Program, Schedule,
-    ServerConfig, StreamConfig,
+    AudioTracks, BackupSource, Config, CustomFfmpeg, Deinterlace, DeinterlaceRate, EngineConfig,
+    HdhrConfig, Profile, Program, Schedule, ServerConfig, StreamConfig, Subtitles,
 };
 pub use time::Timestamp;
 

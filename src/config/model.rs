@@ -214,6 +214,79 @@ impl Default for EngineConfig {
     }
 }
 
+/// Which audio tracks a profile keeps (`audio_tracks`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum AudioTracks {
+    /// Every audio track, in source order.
+    #[default]
+    All,
+    /// The first audio track only.
+    First,
+    /// The tracks in these languages (ISO 639 codes), in this order; the first track
+    /// when none matches.
+    Languages(Vec<String>),
+}
+
+impl Serialize for AudioTracks {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            AudioTracks::All => s.serialize_str("all"),
+            AudioTracks::First => s.serialize_str("first"),
+            AudioTracks::Languages(l) => l.serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for AudioTracks {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Word(String),
+            List(Vec<String>),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Word(w) if w == "all" => Ok(AudioTracks::All),
+            Raw::Word(w) if w == "first" => Ok(AudioTracks::First),
+            Raw::Word(w) => Err(serde::de::Error::custom(format!(
+                "{w:?} is not `all`, `first` or a list of language codes"
+            ))),
+            Raw::List(l) => Ok(AudioTracks::Languages(l)),
+        }
+    }
+}
+
+/// What a profile does with subtitle and teletext streams.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Subtitles {
+    #[default]
+    Copy,
+    None,
+}
+
+/// Whether a transcode deinterlaces.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Deinterlace {
+    /// Interlaced sources (by their field order or their frames' flags) only.
+    #[default]
+    Auto,
+    On,
+    Off,
+}
+
+/// The rate of a deinterlaced picture.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeinterlaceRate {
+    /// One picture per frame (25i -> 25p).
+    #[default]
+    Frame,
+    /// One picture per field (25i -> 50p).
+    Field,
+}
+
 /// A named ffmpeg profile: how a channel's source becomes MPEG-TS.
 ///
 /// `copy` for both codecs relays the source untouched; an encoder name transcodes.
@@ -250,6 +323,15 @@ pub struct Profile {
     pub audio_sample_rate: Option<u32>,
     /// Output container; only `mpegts` is served.
     pub format: Option<String>,
+    /// Which audio tracks a transcode keeps: `all` (default), `first`, or a list of
+    /// language codes in preference order. A relay (`audio_codec: copy`) follows it too.
+    pub audio_tracks: Option<AudioTracks>,
+    /// Subtitle and teletext streams: `copy` (default) or `none`.
+    pub subtitles: Option<Subtitles>,
+    /// `auto` (default: interlaced sources only), `on` or `off`.
+    pub deinterlace: Option<Deinterlace>,
+    /// A deinterlaced picture per `frame` (default) or per `field` (double rate).
+    pub deinterlace_rate: Option<DeinterlaceRate>,
     /// libav options for opening the input (`user_agent`, `headers`, `rw_timeout`, ...).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub input_options: BTreeMap<String, String>,

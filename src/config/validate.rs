@@ -411,6 +411,22 @@ pub fn validate_profile(
     if let Some(e) = p.framerate.as_ref().and_then(|v| v.error()) {
         sink.push("framerate", e);
     }
+    if let Some(super::model::AudioTracks::Languages(langs)) = &p.audio_tracks {
+        if langs.is_empty() {
+            sink.push(
+                "audio_tracks",
+                "list at least one language code, or use `all`",
+            );
+        }
+        for l in langs {
+            if !(2..=3).contains(&l.len()) || !l.bytes().all(|b| b.is_ascii_lowercase()) {
+                sink.push(
+                    "audio_tracks",
+                    format!("{l:?} is not a language code (ISO 639, e.g. eng or deu)"),
+                );
+            }
+        }
+    }
     if p.gop == Some(0) {
         sink.push("gop", "must be at least 1 frame");
     }

@@ -208,6 +208,7 @@ impl Channel {
         s.client_skips = st.skips.load(Ordering::Relaxed);
         s.client_drops = st.drops.load(Ordering::Relaxed);
         s.buffered_bytes = self.hub.buffered_bytes();
+        s.libav_log = super::avlog::tail(self.id);
         let active = matches!(s.state, State::Starting | State::Running | State::Retrying);
         if let (Some(t), true) = (s.started_at, active) {
             let secs = (Utc::now() - t).num_seconds().max(0) as u64;
@@ -273,7 +274,10 @@ impl Channel {
         }
         let spawned = std::thread::Builder::new()
             .name(format!("amps-ch-{}", self.id))
-            .spawn(move || ch.work(flags.0, flags.1, flags.2));
+            .spawn(move || {
+                let _log = super::avlog::enter(ch.id);
+                ch.work(flags.0, flags.1, flags.2)
+            });
         match spawned {
             Ok(handle) => {
                 *w = Some(Worker {
@@ -531,6 +535,7 @@ impl Channel {
         let spawned = std::thread::Builder::new()
             .name(format!("amps-chk-{id}"))
             .spawn(move || loop {
+                let _log = super::avlog::enter(id);
                 let until = Instant::now() + waits.next_wait();
                 while Instant::now() < until {
                     if !keep_going() || back.load(Ordering::SeqCst) {

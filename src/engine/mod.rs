@@ -18,6 +18,7 @@
 //! or the server shuts down. libav never touches tokio: producers run on named OS threads
 //! and hand bytes to the async side through the hub.
 
+pub mod avlog;
 pub mod channel;
 pub mod command;
 pub mod error;
@@ -25,6 +26,7 @@ pub mod failover;
 pub mod hls;
 pub mod hls_session;
 pub mod hub;
+pub mod mapping;
 pub mod pipeline;
 pub mod process;
 pub mod source;
@@ -303,6 +305,7 @@ impl Engine {
                 let handle = ch.stop();
                 ch.hub.close();
                 join(handle).await;
+                avlog::forget(old.id);
             }
         }
     }

@@ -8,6 +8,7 @@
 
 use super::error::{Error, Stage};
 use super::hub::{Hub, HubWriter};
+use super::mapping;
 use super::source;
 use super::status::Status;
 use super::timeline::{JumpSmoother, SessionStamps, Timeline};
@@ -140,86 +141,124 @@ fn open_input(ctx: &Ctx, watch: &Watchdog) -> Result<Input, String> {
     })
 }
 
-/// Maps the source's best video and audio streams to copy or transcode routes, adding
-/// their output streams to `octx`; records the codecs in the status.
+/// What mapping needs to know of the input's streams.
+fn sources(ictx: &Input) -> Vec<mapping::Source> {
+    ictx.streams()
+        .map(|st| {
+            let par = st.parameters();
+            let kind = match par.medium() {
+                media::Type::Video => mapping::Kind::Video,
+                media::Type::Audio => mapping::Kind::Audio,
+                media::Type::Subtitle => mapping::Kind::Subtitle,
+                media::Type::Data => mapping::Kind::Data,
+                _ => mapping::Kind::Other,
+            };
+            mapping::Source {
+                index: st.index(),
+                kind,
+                codec: par.id(),
+                language: st.metadata().get("language").map(str::to_owned),
+                attached_picture: st
+                    .disposition()
+                    .contains(ff::format::stream::Disposition::ATTACHED_PIC),
+            }
+        })
+        .collect()
+}
+
+/// Maps the source's streams (see [`mapping::plan`]) to copy or transcode routes,
+/// adding their output streams to `octx`; records the codecs in the status.
 fn map_streams(ctx: &Ctx, ictx: &Input, octx: &mut Output) -> Result<Vec<Option<Route>>, String> {
+    let best_video = ictx.streams().best(media::Type::Video).map(|s| s.index());
+    let plan = mapping::plan(&sources(ictx), best_video, ctx.profile)?;
     let mut routes: Vec<Option<Route>> = (0..ictx.nb_streams()).map(|_| None).collect();
     let (mut desc_in, mut desc_out) = (Vec::new(), Vec::new());
-    for medium in [media::Type::Video, media::Type::Audio] {
-        let Some(ist) = ictx.streams().best(medium) else {
+    let channel = ctx.stream.id;
+    for (index, action) in &plan.outputs {
+        let Some(ist) = ictx.stream(*index) else {
             continue;
         };
         let params = ist.parameters();
-        let video = medium == media::Type::Video;
-        let codec = if video {
-            ctx.profile.video_codec.as_deref()
-        } else {
-            ctx.profile.audio_codec.as_deref()
-        }
-        .unwrap_or("copy");
-        desc_in.push(codec_name(&params));
-        let ost = octx.nb_streams() as usize;
-        let route = if codec == "copy" {
-            add_copy(octx, &params, video)?;
-            desc_out.push(format!("{} (copy)", codec_name(&params)));
-            Route::Copy {
-                ost,
-                in_tb: ist.time_base(),
+        desc_in.push(stream_label(&ist, &codec_name(&params)));
+        let route = match action {
+            mapping::Action::Copy => {
+                let ost = add_copy(octx, &ist)?;
+                desc_out.push(stream_label(
+                    &ist,
+                    &format!("{} (copy)", codec_name(&params)),
+                ));
+                Route::Copy {
+                    ost,
+                    in_tb: ist.time_base(),
+                }
             }
-        } else {
-            let tx = if video {
-                Transcoder::video(&ist, ctx.profile, codec, octx)?
-            } else {
-                Transcoder::audio(&ist, ctx.profile, codec, octx)?
-            };
-            desc_out.push(codec.to_owned());
-            Route::Transcode {
-                ost,
-                tx: Box::new(tx),
+            mapping::Action::Encode(codec) => {
+                let tx = if params.medium() == media::Type::Video {
+                    Transcoder::video(&ist, ctx.profile, codec, octx, channel)?
+                } else {
+                    Transcoder::audio(&ist, ctx.profile, codec, octx, channel)?
+                };
+                desc_out.push(stream_label(&ist, codec));
+                Route::Transcode {
+                    ost: octx.nb_streams() as usize - 1,
+                    tx: Box::new(tx),
+                }
             }
         };
-        routes[ist.index()] = Some(route);
-    }
-    if routes.iter().all(Option::is_none) {
-        return Err("the source has no audio or video stream".into());
+        routes[*index] = Some(route);
     }
     let mut st = ctx.status.lock().unwrap_or_else(|p| p.into_inner());
+    if !plan.skipped.is_empty() && st.skipped_streams != plan.skipped {
+        tracing::warn!(channel, skipped = ?plan.skipped, "source streams left out of the output");
+    }
+    st.skipped_streams = plan.skipped;
     st.input_codecs = desc_in;
     st.output_codecs = desc_out;
     if let Some(v) = ictx.streams().best(media::Type::Video) {
-        if let Ok(d) = ff::codec::context::Context::from_parameters(v.parameters())
-            .and_then(|c| c.decoder().video())
-        {
-            st.input_resolution = Some(format!("{}x{}", d.width(), d.height()));
-        }
+        let p = v.parameters();
+        // SAFETY: reading plain fields of valid codec parameters.
+        let (w, h) = unsafe { ((*p.as_ptr()).width, (*p.as_ptr()).height) };
+        st.input_resolution = (w > 0).then(|| format!("{w}x{h}"));
         let r = v.avg_frame_rate();
         st.input_frame_rate = (r.denominator() != 0).then(|| f64::from(r));
     }
     Ok(routes)
 }
 
-/// Adds an output stream that copies a source stream.
-fn add_copy(octx: &mut Output, params: &ff::codec::Parameters, video: bool) -> Result<(), String> {
-    if matches!(
-        params.id(),
-        ff::codec::Id::RAWVIDEO
-            | ff::codec::Id::PCM_S16LE
-            | ff::codec::Id::PCM_F32LE
-            | ff::codec::Id::PCM_S16BE
-    ) {
-        return Err(format!(
-            "the source's {} is raw ({}): MPEG-TS cannot carry it; use a profile that encodes (e.g. video_codec: libx264)",
-            if video { "video" } else { "audio" },
-            codec_name(params)
-        ));
+/// A stream as the status lists it: codec, then language and dispositions if any
+/// (`aac [deu, hearing_impaired]`). Video shows the codec alone, as it always has.
+fn stream_label(ist: &ff::format::stream::Stream, codec: &str) -> String {
+    let mut tags: Vec<String> = ist
+        .metadata()
+        .get("language")
+        .map(str::to_owned)
+        .into_iter()
+        .collect();
+    if ist.parameters().medium() != media::Type::Video {
+        tags.extend(
+            mapping::disposition_names(ist.disposition())
+                .into_iter()
+                .filter(|d| *d != "default")
+                .map(str::to_owned),
+        );
     }
+    if tags.is_empty() {
+        codec.to_owned()
+    } else {
+        format!("{codec} [{}]", tags.join(", "))
+    }
+}
+
+/// Adds an output stream that copies a source stream; its index.
+fn add_copy(octx: &mut Output, ist: &ff::format::stream::Stream) -> Result<usize, String> {
     let mut ost = octx
         .add_stream(ff::encoder::find(ff::codec::Id::None))
         .map_err(|e| format!("output stream: {e}"))?;
-    ost.set_parameters(params.clone());
+    ost.set_parameters(ist.parameters());
     // SAFETY: clearing the container tag of the copied parameters for MPEG-TS.
     unsafe { (*ost.parameters().as_mut_ptr()).codec_tag = 0 };
-    Ok(())
+    mapping::carry_stream_info(ist, &mut ost);
+    Ok(ost.index())
 }
 
 /// Writes a session's packets onto the channel's timeline: timestamps moved by
@@ -280,7 +319,7 @@ impl Muxer<'_> {
             (Route::Copy { ost, in_tb }, Some(p)) => self.write(octx, p, *ost, *in_tb),
             (Route::Copy { .. }, None) => Ok(()),
             (Route::Transcode { ost, tx }, p) => {
-                for e in tx.push(p.as_ref()).map_err(at(Stage::Transcode))? {
+                for e in tx.push(p.as_ref(), octx).map_err(at(Stage::Transcode))? {
                     self.write(octx, e.packet, *ost, e.time_base)?;
                 }
                 Ok(())

@@ -62,6 +62,12 @@ pub struct Status {
     /// HLS output is running (`/hls/<id>/index.m3u8` was requested lately). Its session
     /// counts as one of `clients`.
     pub hls: bool,
+    /// Source streams the output leaves out, and why.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub skipped_streams: Vec<String>,
+    /// Last lines libav logged for this channel (decoder errors and the like).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub libav_log: Vec<String>,
     /// Last lines a custom command wrote to stderr.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub stderr_tail: Vec<String>,

@@ -1,11 +1,22 @@
-//! Decode -> filter (scale/fps/format or resample) -> encode, for one stream.
+//! Decode -> filter (deinterlace/scale/fps/format, or resample/downmix) -> encode, for one
+//! stream.
+//!
+//! As the ffmpeg CLI does (fftools `ffmpeg_filter.c`), the filter graph is configured
+//! from the first decoded frame, not from the probed stream parameters, and rebuilt when
+//! a frame's properties change (size, pixel format, sample rate, sample format, channel
+//! layout): a source joined before its parameter sets, or one that switches from stereo
+//! to 5.1 at a programme boundary or changes size at an ad break, keeps going with
+//! continuous timestamps. A damaged packet the decoder refuses is skipped, never the
+//! channel. The output (encoder settings) stays as it was first set up, so players never
+//! see the output change.
 //!
 //! Scaling and resampling go through a libavfilter graph built on the pipeline thread, so
-//! frame sizing for AAC (1024-sample frames), pixel format conversion and frame-rate
-//! conversion are libav's, and no non-`Send` swscale context crosses threads.
+//! frame sizing for AAC (1024-sample frames), pixel format conversion, downmixing
+//! (swresample's matrix, not channel dropping) and frame-rate conversion are libav's, and
+//! no non-`Send` swscale context crosses threads.
 
 use crate::config::units::{Bitrate, Resolution, Value};
-use crate::config::Profile;
+use crate::config::{Deinterlace, DeinterlaceRate, Profile};
 use ff::format::context::Output;
 use ff::{codec, filter, frame, ChannelLayout, Dictionary, Packet, Rational, Rescale};
 use ffmpeg_next as ff;
@@ -16,52 +27,139 @@ pub struct Encoded {
     pub time_base: Rational,
 }
 
+/// The properties of decoded frames a filter graph is built for; a frame with others
+/// rebuilds the graph.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum FrameProps {
+    Video {
+        width: i32,
+        height: i32,
+        format: i32,
+        sar: (i32, i32),
+    },
+    Audio {
+        rate: i32,
+        format: i32,
+        layout: u64,
+        channels: i32,
+    },
+}
+
+impl FrameProps {
+    /// The properties of a decoded frame; None for a frame no filter can take.
+    fn of(f: &frame::Frame, video: bool) -> Option<FrameProps> {
+        // SAFETY: reading plain fields of a frame the decoder filled.
+        let p = unsafe { &*f.as_ptr() };
+        if video {
+            (p.width > 0 && p.height > 0 && p.format >= 0).then_some(FrameProps::Video {
+                width: p.width,
+                height: p.height,
+                format: p.format,
+                sar: (
+                    p.sample_aspect_ratio.num.max(1),
+                    p.sample_aspect_ratio.den.max(1),
+                ),
+            })
+        } else {
+            let channels = p.ch_layout.nb_channels;
+            let native = p.ch_layout.order == ff::ffi::AVChannelOrder::AV_CHANNEL_ORDER_NATIVE;
+            // SAFETY: `u.mask` is the member in use for the native order.
+            let mask = if native {
+                unsafe { p.ch_layout.u.mask }
+            } else {
+                0
+            };
+            let layout = if mask != 0 {
+                mask
+            } else {
+                ChannelLayout::default(channels).bits()
+            };
+            (p.sample_rate > 0 && p.format >= 0 && channels > 0).then_some(FrameProps::Audio {
+                rate: p.sample_rate,
+                format: p.format,
+                layout,
+                channels,
+            })
+        }
+    }
+
+    /// The buffer source's arguments for frames with these properties.
+    fn source_args(&self, tb: Rational) -> String {
+        match *self {
+            FrameProps::Video {
+                width,
+                height,
+                format,
+                sar,
+            } => format!(
+                "video_size={width}x{height}:pix_fmt={format}:time_base={}/{}:pixel_aspect={}/{}",
+                tb.numerator(),
+                tb.denominator(),
+                sar.0,
+                sar.1
+            ),
+            FrameProps::Audio {
+                rate,
+                format,
+                layout,
+                ..
+            } => format!(
+                "time_base={}/{}:sample_rate={rate}:sample_fmt={format}:channel_layout=0x{layout:x}",
+                tb.numerator(),
+                tb.denominator()
+            ),
+        }
+    }
+}
+
+/// The video output, decided once.
+struct VideoOut {
+    codec: ff::Codec,
+    pix: ff::format::Pixel,
+    fps: Rational,
+    enc: Option<ff::encoder::video::Encoder>,
+    /// Output size and aspect, from the first frame.
+    size: Option<(u32, u32, Rational)>,
+    /// The graph deinterlaces (decided by the profile, the field order and the frames).
+    deinterlacing: bool,
+    /// The source declares interlaced fields (its field order).
+    field_coded: bool,
+}
+
 enum Kind {
     Video {
         dec: ff::decoder::Video,
-        enc: ff::encoder::video::Encoder,
+        out: Box<VideoOut>,
     },
     Audio {
         dec: ff::decoder::Audio,
         enc: ff::encoder::audio::Encoder,
+        /// The encoder's frame size (0: any).
+        frame_size: u32,
     },
 }
 
 pub struct Transcoder {
     kind: Kind,
-    graph: filter::Graph,
+    profile: Profile,
+    /// The output stream's index in the muxer.
+    ost: usize,
+    graph: Option<(filter::Graph, FrameProps)>,
     sink_tb: Rational,
     enc_tb: Rational,
     in_tb: Rational,
     pub frames: u64,
+    /// Decoded frames dropped because no graph would take them (damaged input).
+    pub dropped: u64,
 }
 
 fn err(what: &str, e: ff::Error) -> String {
     format!("{what}: {e}")
 }
 
-/// Adds the graph's source ("in", with `args`) and sink ("out") filters.
-fn endpoints(
-    graph: &mut filter::Graph,
-    source: &str,
-    sink: &str,
-    args: &str,
-) -> Result<(), String> {
-    let find =
-        |name: &str| filter::find(name).ok_or_else(|| format!("this libav has no {name} filter"));
-    graph
-        .add(&find(source)?, "in", args)
-        .map_err(|e| err(&format!("{source} filter"), e))?;
-    graph
-        .add(&find(sink)?, "out", "")
-        .map_err(|e| err(&format!("{sink} filter"), e))?;
-    Ok(())
-}
-
-fn sink_time_base(graph: &mut filter::Graph) -> Rational {
-    let ctx = graph.get("out").expect("sink added");
-    // SAFETY: `ctx` is the validated buffersink of `graph`.
-    unsafe { Rational::from(ff::ffi::av_buffersink_get_time_base(ctx.as_ptr())) }
+/// A bitrate field's value in bits per second.
+fn bps(v: &Option<Value<Bitrate>>) -> Option<u64> {
+    v.as_ref().and_then(Value::get).map(|b| b.bps())
 }
 
 fn options(p: &Profile, extra: &[(&str, String)]) -> Dictionary<'static> {
@@ -75,19 +173,23 @@ fn options(p: &Profile, extra: &[(&str, String)]) -> Dictionary<'static> {
     d
 }
 
-/// Output size for `resolution` given the source size; a missing side keeps the aspect.
-pub fn target_size(res: Option<&Resolution>, src: (u32, u32)) -> (u32, u32) {
+/// Output size for `resolution` given the source size and sample aspect: a missing side
+/// keeps the displayed aspect ratio (so anamorphic 576i scales to its 16:9 or 4:3 shape).
+pub fn target_size(res: Option<&Resolution>, src: (u32, u32), sar: Rational) -> (u32, u32) {
     let even = |v: f64| ((v / 2.0).round() as u32).max(1) * 2;
+    let sar = if sar.numerator() > 0 && sar.denominator() > 0 {
+        f64::from(sar)
+    } else {
+        1.0
+    };
+    let display_w = f64::from(src.0) * sar;
     match res {
         Some(r) => match (r.width, r.height) {
             (Some(w), Some(h)) => (w, h),
-            (None, Some(h)) => (
-                even(f64::from(src.0) * f64::from(h) / f64::from(src.1.max(1))),
-                h,
-            ),
+            (None, Some(h)) => (even(display_w * f64::from(h) / f64::from(src.1.max(1))), h),
             (Some(w), None) => (
                 w,
-                even(f64::from(src.1) * f64::from(w) / f64::from(src.0.max(1))),
+                even(f64::from(src.1) * f64::from(w) / display_w.max(1.0)),
             ),
             (None, None) => src,
         },
@@ -95,101 +197,77 @@ pub fn target_size(res: Option<&Resolution>, src: (u32, u32)) -> (u32, u32) {
     }
 }
 
-/// A bitrate field's value in bits per second.
-fn bps(v: &Option<Value<Bitrate>>) -> Option<u64> {
-    v.as_ref().and_then(Value::get).map(|b| b.bps())
+/// A decoder for input stream `ist`, on every core as the ffmpeg CLI does (a 4K HEVC
+/// source needs it), its log lines marked as channel `channel`'s.
+fn decoder(
+    ist: &ff::format::stream::Stream,
+    channel: u32,
+) -> Result<codec::decoder::Decoder, String> {
+    let mut c = codec::context::Context::from_parameters(ist.parameters())
+        .map_err(|e| err("decoder", e))?;
+    // SAFETY: plain field writes on a decoder context that is not open yet.
+    unsafe {
+        let p = c.as_mut_ptr();
+        (*p).thread_count = 0;
+        (*p).thread_type = ff::ffi::FF_THREAD_FRAME | ff::ffi::FF_THREAD_SLICE;
+        (*p).opaque = super::avlog::tag(channel);
+    }
+    let mut dec = c.decoder();
+    dec.set_packet_time_base(ist.time_base());
+    Ok(dec)
 }
 
-/// The profile's video rate control: bitrate, maximum and buffer.
-fn rate_control(enc: &mut ff::encoder::video::Video, p: &Profile) {
-    if let Some(b) = bps(&p.video_bitrate) {
-        enc.set_bit_rate(b as usize);
-    }
-    if let Some(m) = bps(&p.maxrate) {
-        enc.set_max_bit_rate(m as usize);
-    }
-    if let Some(s) = bps(&p.bufsize) {
-        // SAFETY: plain field write on an encoder context that is not open yet.
-        unsafe { (*enc.as_mut_ptr()).rc_buffer_size = s.min(i32::MAX as u64) as i32 };
-    }
-}
-
-/// The video filter graph: the decoder's frames scaled to `size`, converted to `pix` and
-/// `fps`; also the time base of its output.
-fn video_graph(
-    dec: &ff::decoder::Video,
-    in_tb: Rational,
-    (w, h): (u32, u32),
-    pix: ff::format::Pixel,
-    fps: Rational,
-) -> Result<(filter::Graph, Rational), String> {
-    let mut graph = filter::Graph::new();
-    let src_fmt = dec.format();
-    let sar = dec.aspect_ratio();
-    let args = format!(
-        "video_size={}x{}:pix_fmt={}:time_base={}/{}:pixel_aspect={}/{}",
-        dec.width(),
-        dec.height(),
-        ff::ffi::AVPixelFormat::from(src_fmt) as i32,
-        in_tb.numerator(),
-        in_tb.denominator(),
-        sar.numerator().max(1),
-        sar.denominator().max(1),
-    );
-    endpoints(&mut graph, "buffer", "buffersink", &args)?;
-    let pix_name = pix.descriptor().map(|d| d.name()).unwrap_or("yuv420p");
-    let spec = format!(
-        "scale={w}:{h},format={pix_name},fps={}/{}",
-        fps.numerator(),
-        fps.denominator()
-    );
-    graph
-        .output("in", 0)
-        .and_then(|g| g.input("out", 0))
-        .and_then(|g| g.parse(&spec))
-        .map_err(|e| err("video filter graph", e))?;
-    graph.validate().map_err(|e| err("video filter graph", e))?;
-    let sink_tb = sink_time_base(&mut graph);
-    Ok((graph, sink_tb))
+/// Adds the output stream for `codec` and copies the source stream's language, title and
+/// disposition to it.
+fn add_output(
+    octx: &mut Output,
+    codec: ff::Codec,
+    ist: &ff::format::stream::Stream,
+) -> Result<usize, String> {
+    let mut ost = octx
+        .add_stream(codec)
+        .map_err(|e| err("output stream", e))?;
+    super::mapping::carry_stream_info(ist, &mut ost);
+    Ok(ost.index())
 }
 
 impl Transcoder {
-    /// A video transcoder for input stream `ist`, adding its output stream to `octx`.
+    /// A video transcoder for input stream `ist`, adding its output stream to `octx`. The
+    /// encoder opens on the first decoded frame.
     pub fn video(
         ist: &ff::format::stream::Stream,
         p: &Profile,
         name: &str,
         octx: &mut Output,
+        channel: u32,
     ) -> Result<Transcoder, String> {
-        let in_tb = ist.time_base();
-        let mut dec = codec::context::Context::from_parameters(ist.parameters())
-            .map(|mut c| {
-                // Decode on every core, as the ffmpeg CLI does (a 4K HEVC source needs it).
-                // SAFETY: plain field writes on a decoder context that is not open yet.
-                unsafe {
-                    (*c.as_mut_ptr()).thread_count = 0;
-                    (*c.as_mut_ptr()).thread_type =
-                        ff::ffi::FF_THREAD_FRAME | ff::ffi::FF_THREAD_SLICE;
-                }
-                c
-            })
-            .and_then(|c| c.decoder().video())
+        let dec = decoder(ist, channel)?
+            .video()
             .map_err(|e| err("video decoder", e))?;
-        dec.set_packet_time_base(in_tb);
         let codec =
             ff::encoder::find_by_name(name).ok_or_else(|| format!("no video encoder {name:?}"))?;
-        let (w, h) = target_size(
-            p.resolution.as_ref().and_then(Value::get),
-            (dec.width(), dec.height()),
+        // SAFETY: reading a plain field of the stream's parameters.
+        let field_order = unsafe { (*ist.parameters().as_ptr()).field_order };
+        let field_coded = !matches!(
+            field_order,
+            ff::ffi::AVFieldOrder::AV_FIELD_PROGRESSIVE | ff::ffi::AVFieldOrder::AV_FIELD_UNKNOWN
         );
+        let field_rate = field_coded
+            && p.deinterlace != Some(Deinterlace::Off)
+            && p.deinterlace_rate == Some(DeinterlaceRate::Field);
         let fps = match p.framerate.as_ref().and_then(Value::get) {
             Some(f) => Rational::new(f.num, f.den),
             None => {
                 let r = ist.avg_frame_rate();
-                if r.numerator() > 0 && r.denominator() > 0 && f64::from(r) <= 240.0 {
+                let r = if r.numerator() > 0 && r.denominator() > 0 && f64::from(r) <= 240.0 {
                     r
                 } else {
                     Rational::new(25, 1)
+                };
+                if field_rate {
+                    Rational::new(r.numerator() * 2, r.denominator())
+                } else {
+                    r
                 }
             }
         };
@@ -205,66 +283,62 @@ impl Transcoder {
                 }
             })
             .unwrap_or(ff::format::Pixel::YUV420P);
-
-        let (graph, sink_tb) = video_graph(&dec, in_tb, (w, h), pix, fps)?;
-
-        let mut ost = octx
-            .add_stream(codec)
-            .map_err(|e| err("output stream", e))?;
-        let mut enc = codec::context::Context::new_with_codec(codec)
-            .encoder()
-            .video()
-            .map_err(|e| err("video encoder", e))?;
-        enc.set_width(w);
-        enc.set_height(h);
-        enc.set_format(pix);
-        enc.set_time_base(sink_tb);
-        enc.set_frame_rate(Some(fps));
-        enc.set_aspect_ratio(Rational::new(1, 1));
-        rate_control(&mut enc, p);
-        let gop = p
-            .gop
-            .unwrap_or_else(|| (f64::from(fps) * 2.0).round().max(1.0) as u32);
-        enc.set_gop(gop);
-        let mut extra = vec![("threads", p.threads.unwrap_or(0).to_string())];
-        if let Some(preset) = &p.preset {
-            extra.push(("preset", preset.clone()));
+        let ost = add_output(octx, codec, ist)?;
+        // The muxer needs the stream's type and codec before the header; the rest comes
+        // with the encoder.
+        if let Some(s) = octx.stream_mut(ost) {
+            // SAFETY: plain field writes on the new output stream's parameters.
+            unsafe {
+                let par = s.parameters().as_mut_ptr();
+                (*par).codec_type = ff::ffi::AVMediaType::AVMEDIA_TYPE_VIDEO;
+                (*par).codec_id = codec.id().into();
+                (*par).width = dec.width().max(2) as i32;
+                (*par).height = dec.height().max(2) as i32;
+            }
         }
-        if let Some(tune) = &p.tune {
-            extra.push(("tune", tune.clone()));
-        }
-        let enc = enc
-            .open_as_with(codec, options(p, &extra))
-            .map_err(|e| err(&format!("opening {name}"), e))?;
-        ost.set_parameters(&enc);
-        // SAFETY: clearing the tag lets the muxer choose the right one for MPEG-TS.
-        unsafe { (*ost.parameters().as_mut_ptr()).codec_tag = 0 };
+        let tb = Rational::new(fps.denominator(), fps.numerator());
         Ok(Transcoder {
-            kind: Kind::Video { dec, enc },
-            graph,
-            sink_tb,
-            enc_tb: sink_tb,
-            in_tb,
+            kind: Kind::Video {
+                dec,
+                out: Box::new(VideoOut {
+                    codec,
+                    pix,
+                    fps,
+                    enc: None,
+                    size: None,
+                    deinterlacing: false,
+                    field_coded,
+                }),
+            },
+            profile: p.clone(),
+            ost,
+            graph: None,
+            sink_tb: tb,
+            enc_tb: tb,
+            in_tb: ist.time_base(),
             frames: 0,
+            dropped: 0,
         })
     }
 
     /// An audio transcoder for input stream `ist`, adding its output stream to `octx`.
+    /// The encoder opens now (the muxer needs its parameters); its rate and channels come
+    /// from the profile, else from the source (at most stereo).
     pub fn audio(
         ist: &ff::format::stream::Stream,
         p: &Profile,
         name: &str,
         octx: &mut Output,
+        channel: u32,
     ) -> Result<Transcoder, String> {
-        let in_tb = ist.time_base();
-        let mut dec = codec::context::Context::from_parameters(ist.parameters())
-            .and_then(|c| c.decoder().audio())
+        let dec = decoder(ist, channel)?
+            .audio()
             .map_err(|e| err("audio decoder", e))?;
-        dec.set_packet_time_base(in_tb);
         let codec =
             ff::encoder::find_by_name(name).ok_or_else(|| format!("no audio encoder {name:?}"))?;
         let acodec = codec.audio().map_err(|e| err("audio encoder", e))?;
-        let want_rate = p.audio_sample_rate.unwrap_or(dec.rate()).max(8000) as i32;
+        let src_rate = if dec.rate() > 0 { dec.rate() } else { 48_000 };
+        let want_rate = p.audio_sample_rate.unwrap_or(src_rate).max(8000) as i32;
         let rate = match acodec.rates() {
             Some(r) => {
                 let r: Vec<i32> = r.collect();
@@ -278,50 +352,21 @@ impl Transcoder {
             }
             None => want_rate,
         };
+        let src_channels = if dec.channels() > 0 {
+            dec.channels()
+        } else {
+            2
+        };
         let channels = p
             .audio_channels
             .map(i32::from)
-            .unwrap_or_else(|| i32::from(dec.channels()).clamp(1, 2));
+            .unwrap_or_else(|| i32::from(src_channels).clamp(1, 2));
         let layout = ChannelLayout::default(channels);
         let sample_fmt = acodec
             .formats()
             .and_then(|mut f| f.next())
             .unwrap_or(ff::format::Sample::F32(ff::format::sample::Type::Planar));
-
-        if dec.format() == ff::format::Sample::None {
-            return Err("audio decoder: the source's sample format is unknown".into());
-        }
-        let in_layout = if dec.channel_layout().bits() == 0 {
-            ChannelLayout::default(i32::from(dec.channels()))
-        } else {
-            dec.channel_layout()
-        };
-        let mut graph = filter::Graph::new();
-        let args = format!(
-            "time_base={}/{}:sample_rate={}:sample_fmt={}:channel_layout=0x{:x}",
-            in_tb.numerator(),
-            in_tb.denominator(),
-            dec.rate(),
-            dec.format().name(),
-            in_layout.bits()
-        );
-        endpoints(&mut graph, "abuffer", "abuffersink", &args)?;
-        {
-            let mut out = graph.get("out").expect("sink added");
-            out.set_sample_format(sample_fmt);
-            out.set_channel_layout(layout);
-            out.set_sample_rate(rate as u32);
-        }
-        graph
-            .output("in", 0)
-            .and_then(|g| g.input("out", 0))
-            .and_then(|g| g.parse("aresample=async=1000"))
-            .map_err(|e| err("audio filter graph", e))?;
-        graph.validate().map_err(|e| err("audio filter graph", e))?;
-
-        let mut ost = octx
-            .add_stream(codec)
-            .map_err(|e| err("output stream", e))?;
+        let ost = add_output(octx, codec, ist)?;
         let mut enc = codec::context::Context::new_with_codec(codec)
             .encoder()
             .audio()
@@ -338,35 +383,183 @@ impl Transcoder {
         let enc = enc
             .open_as_with(codec, options(p, &[]))
             .map_err(|e| err(&format!("opening {name}"), e))?;
-        if !codec
+        let variable = codec
             .capabilities()
-            .contains(codec::capabilities::Capabilities::VARIABLE_FRAME_SIZE)
-            && enc.frame_size() > 0
-        {
-            graph
-                .get("out")
-                .expect("sink added")
-                .sink()
-                .set_frame_size(enc.frame_size());
-        }
-        let sink_tb = sink_time_base(&mut graph);
-        ost.set_parameters(&enc);
-        // SAFETY: as for video.
-        unsafe { (*ost.parameters().as_mut_ptr()).codec_tag = 0 };
+            .contains(codec::capabilities::Capabilities::VARIABLE_FRAME_SIZE);
+        let frame_size = if variable { 0 } else { enc.frame_size() };
+        set_output_parameters(octx, ost, &enc);
         Ok(Transcoder {
-            kind: Kind::Audio { dec, enc },
-            graph,
-            sink_tb,
+            kind: Kind::Audio {
+                dec,
+                enc,
+                frame_size,
+            },
+            profile: p.clone(),
+            ost,
+            graph: None,
+            sink_tb: enc_tb,
             enc_tb,
-            in_tb,
+            in_tb: ist.time_base(),
             frames: 0,
+            dropped: 0,
         })
     }
 
+    /// The graph's filters after the source, for frames with `props`.
+    fn filter_spec(&mut self, props: FrameProps, interlaced_frame: bool) -> Result<String, String> {
+        match &mut self.kind {
+            Kind::Audio { enc, .. } => Ok(format!(
+                "aresample=async=1000,aformat=sample_fmts={}:sample_rates={}:channel_layouts=0x{:x}",
+                enc.format().name(),
+                enc.rate(),
+                enc.channel_layout().bits()
+            )),
+            Kind::Video { out, .. } => {
+                let FrameProps::Video { width, height, sar, .. } = props else {
+                    return Err("a video transcoder got audio".into());
+                };
+                let sar = Rational::new(sar.0, sar.1);
+                let (w, h, out_sar) = *out.size.get_or_insert_with(|| {
+                    let keep = self.profile.resolution.is_none();
+                    let res = self.profile.resolution.as_ref().and_then(Value::get);
+                    let (w, h) = target_size(res, (width as u32, height as u32), sar);
+                    (w, h, if keep { sar } else { Rational::new(1, 1) })
+                });
+                let mode = self.profile.deinterlace.unwrap_or_default();
+                out.deinterlacing = match mode {
+                    Deinterlace::Off => false,
+                    Deinterlace::On => true,
+                    Deinterlace::Auto => out.deinterlacing || out.field_coded || interlaced_frame,
+                };
+                let mut spec = String::new();
+                if out.deinterlacing {
+                    // Field-coded sources (and `on`): every frame; otherwise only the
+                    // frames flagged interlaced, progressive ones pass untouched.
+                    let deint = if out.field_coded || mode == Deinterlace::On {
+                        "all"
+                    } else {
+                        "interlaced"
+                    };
+                    let per = match self.profile.deinterlace_rate.unwrap_or_default() {
+                        DeinterlaceRate::Frame => "send_frame",
+                        DeinterlaceRate::Field => "send_field",
+                    };
+                    spec.push_str(&format!("bwdif=mode={per}:parity=auto:deint={deint},"));
+                }
+                let pix = out.pix.descriptor().map(|d| d.name()).unwrap_or("yuv420p");
+                spec.push_str(&format!(
+                    "scale={w}:{h},setsar={}/{},format={pix},fps={}/{}",
+                    out_sar.numerator(),
+                    out_sar.denominator(),
+                    out.fps.numerator(),
+                    out.fps.denominator()
+                ));
+                Ok(spec)
+            }
+        }
+    }
+
+    /// Builds the filter graph for frames with `props` (the old one, if any, was
+    /// drained by the caller).
+    fn build_graph(&mut self, props: FrameProps, interlaced_frame: bool) -> Result<(), String> {
+        let video = matches!(props, FrameProps::Video { .. });
+        let (source, sink) = if video {
+            ("buffer", "buffersink")
+        } else {
+            ("abuffer", "abuffersink")
+        };
+        let spec = self.filter_spec(props, interlaced_frame)?;
+        let find = |name: &str| {
+            filter::find(name).ok_or_else(|| format!("this libav has no {name} filter"))
+        };
+        let mut graph = filter::Graph::new();
+        graph
+            .add(&find(source)?, "in", &props.source_args(self.in_tb))
+            .map_err(|e| err(&format!("{source} filter"), e))?;
+        graph
+            .add(&find(sink)?, "out", "")
+            .map_err(|e| err(&format!("{sink} filter"), e))?;
+        graph
+            .output("in", 0)
+            .and_then(|g| g.input("out", 0))
+            .and_then(|g| g.parse(&spec))
+            .map_err(|e| err("filter graph", e))?;
+        graph.validate().map_err(|e| err("filter graph", e))?;
+        if let Kind::Audio { frame_size, .. } = &self.kind {
+            if *frame_size > 0 {
+                graph
+                    .get("out")
+                    .expect("sink added")
+                    .sink()
+                    .set_frame_size(*frame_size);
+            }
+        }
+        let ctx = graph.get("out").expect("sink added");
+        // SAFETY: `ctx` is the validated buffersink of `graph`.
+        self.sink_tb =
+            unsafe { Rational::from(ff::ffi::av_buffersink_get_time_base(ctx.as_ptr())) };
+        self.graph = Some((graph, props));
+        Ok(())
+    }
+
+    /// Opens the video encoder for the first filtered frame's size.
+    fn open_video_encoder(&mut self, octx: &mut Output) -> Result<(), String> {
+        let p = &self.profile;
+        let Kind::Video { out, .. } = &mut self.kind else {
+            return Ok(());
+        };
+        if out.enc.is_some() {
+            return Ok(());
+        }
+        let (w, h, sar) = out.size.ok_or("no output size")?;
+        let mut enc = codec::context::Context::new_with_codec(out.codec)
+            .encoder()
+            .video()
+            .map_err(|e| err("video encoder", e))?;
+        enc.set_width(w);
+        enc.set_height(h);
+        enc.set_format(out.pix);
+        enc.set_time_base(self.sink_tb);
+        enc.set_frame_rate(Some(out.fps));
+        enc.set_aspect_ratio(sar);
+        if let Some(b) = bps(&p.video_bitrate) {
+            enc.set_bit_rate(b as usize);
+        }
+        if let Some(m) = bps(&p.maxrate) {
+            enc.set_max_bit_rate(m as usize);
+        }
+        if let Some(s) = bps(&p.bufsize) {
+            // SAFETY: plain field write on an encoder context that is not open yet.
+            unsafe { (*enc.as_mut_ptr()).rc_buffer_size = s.min(i32::MAX as u64) as i32 };
+        }
+        let gop = p
+            .gop
+            .unwrap_or_else(|| (f64::from(out.fps) * 2.0).round().max(1.0) as u32);
+        enc.set_gop(gop);
+        let mut extra = vec![("threads", p.threads.unwrap_or(0).to_string())];
+        if let Some(preset) = &p.preset {
+            extra.push(("preset", preset.clone()));
+        }
+        if let Some(tune) = &p.tune {
+            extra.push(("tune", tune.clone()));
+        }
+        let name = out.codec.name().to_owned();
+        let enc = enc
+            .open_as_with(out.codec, options(p, &extra))
+            .map_err(|e| err(&format!("opening {name}"), e))?;
+        set_output_parameters(octx, self.ost, &enc);
+        self.enc_tb = self.sink_tb;
+        out.enc = Some(enc);
+        Ok(())
+    }
+
     /// Feeds one input packet (or None at end of input) and returns the encoded packets.
-    pub fn push(&mut self, packet: Option<&Packet>) -> Result<Vec<Encoded>, String> {
+    pub fn push(
+        &mut self,
+        packet: Option<&Packet>,
+        octx: &mut Output,
+    ) -> Result<Vec<Encoded>, String> {
         let mut out = Vec::new();
-        // Decode.
         let sent = match (&mut self.kind, packet) {
             (Kind::Video { dec, .. }, Some(p)) => dec.send_packet(p),
             (Kind::Video { dec, .. }, None) => dec.send_eof(),
@@ -384,70 +577,138 @@ impl Transcoder {
                 Kind::Video { dec, .. } => dec.receive_frame(&mut decoded),
                 Kind::Audio { dec, .. } => dec.receive_frame(&mut decoded),
             };
-            if r.is_err() {
-                break;
+            match r {
+                Ok(()) => self.filter(&mut decoded, octx, &mut out)?,
+                Err(ff::Error::Eof)
+                | Err(ff::Error::Other {
+                    errno: ff::util::error::EAGAIN,
+                }) => break,
+                // A decoding error (damaged data): the next packet may decode.
+                Err(e) => {
+                    tracing::debug!(error = %e, "decoder error");
+                    break;
+                }
             }
-            // SAFETY: reading the decoder-set best-effort timestamp of a valid frame.
-            let ts = unsafe { (*decoded.as_ptr()).best_effort_timestamp };
-            decoded.set_pts((ts != ff::ffi::AV_NOPTS_VALUE).then_some(ts));
-            self.graph
-                .get("in")
-                .expect("source added")
-                .source()
-                .add(&decoded)
-                .map_err(|e| err("filter input", e))?;
-            self.drain_filter(&mut out)?;
         }
         if packet.is_none() {
-            let _ = self.graph.get("in").expect("source added").source().flush();
-            self.drain_filter(&mut out)?;
-            match &mut self.kind {
-                Kind::Video { enc, .. } => enc.send_eof().map_err(|e| err("encoder flush", e))?,
-                Kind::Audio { enc, .. } => enc.send_eof().map_err(|e| err("encoder flush", e))?,
+            self.flush_graph(octx, &mut out)?;
+            let flushed = match &mut self.kind {
+                Kind::Video { out: v, .. } => v.enc.as_mut().map(|e| e.send_eof()),
+                Kind::Audio { enc, .. } => Some(enc.send_eof()),
+            };
+            if let Some(r) = flushed {
+                r.map_err(|e| err("encoder flush", e))?;
             }
             self.drain_encoder(&mut out);
         }
         Ok(out)
     }
 
-    fn drain_filter(&mut self, out: &mut Vec<Encoded>) -> Result<(), String> {
+    /// Sends a decoded frame through the graph, rebuilding the graph first when the
+    /// frame's properties differ from those it was built for.
+    fn filter(
+        &mut self,
+        decoded: &mut frame::Frame,
+        octx: &mut Output,
+        out: &mut Vec<Encoded>,
+    ) -> Result<(), String> {
+        let video = matches!(self.kind, Kind::Video { .. });
+        let Some(props) = FrameProps::of(decoded, video) else {
+            self.dropped += 1;
+            return Ok(());
+        };
+        // SAFETY: reading plain fields of a decoded frame.
+        let (ts, interlaced) = unsafe {
+            let f = decoded.as_ptr();
+            ((*f).best_effort_timestamp, (*f).interlaced_frame != 0)
+        };
+        decoded.set_pts((ts != ff::ffi::AV_NOPTS_VALUE).then_some(ts));
+        let newly_interlaced = interlaced
+            && self.profile.deinterlace.unwrap_or_default() == Deinterlace::Auto
+            && matches!(&self.kind, Kind::Video { out, .. } if !out.deinterlacing);
+        let changed = self.graph.as_ref().is_none_or(|(_, p)| *p != props) || newly_interlaced;
+        if changed {
+            if let Some((_, old)) = &self.graph {
+                tracing::info!(from = ?old, to = ?props, "the source's frames changed; rebuilding the filters");
+                self.flush_graph(octx, out)?;
+            }
+            self.build_graph(props, interlaced)?;
+        }
+        let Some((graph, _)) = self.graph.as_mut() else {
+            return Ok(());
+        };
+        if let Err(e) = graph.get("in").expect("source added").source().add(decoded) {
+            // Not fatal: drop the frame (a damaged frame with odd properties).
+            tracing::debug!(error = %e, "the filters refused a frame");
+            self.dropped += 1;
+            return Ok(());
+        }
+        self.drain_filter(octx, out)
+    }
+
+    /// Flushes the current graph (its buffered frames reach the encoder) and drops it.
+    fn flush_graph(&mut self, octx: &mut Output, out: &mut Vec<Encoded>) -> Result<(), String> {
+        if let Some((graph, _)) = self.graph.as_mut() {
+            let _ = graph.get("in").expect("source added").source().flush();
+            self.drain_filter(octx, out)?;
+        }
+        self.graph = None;
+        Ok(())
+    }
+
+    fn drain_filter(&mut self, octx: &mut Output, out: &mut Vec<Encoded>) -> Result<(), String> {
         // SAFETY: as above.
         let mut filtered = unsafe { frame::Frame::empty() };
-        while self
-            .graph
-            .get("out")
-            .expect("sink added")
-            .sink()
-            .frame(&mut filtered)
-            .is_ok()
-        {
+        loop {
+            let Some((graph, _)) = self.graph.as_mut() else {
+                return Ok(());
+            };
+            if graph
+                .get("out")
+                .expect("sink added")
+                .sink()
+                .frame(&mut filtered)
+                .is_err()
+            {
+                return Ok(());
+            }
+            self.open_video_encoder(octx)?;
             if self.sink_tb != self.enc_tb {
                 let pts = filtered.pts().map(|p| p.rescale(self.sink_tb, self.enc_tb));
                 filtered.set_pts(pts);
             }
             let sent = match &mut self.kind {
-                Kind::Video { enc, .. } => {
+                Kind::Video { out: v, .. } => {
                     // SAFETY: clearing the picture type so the encoder decides keyframes.
                     unsafe {
                         (*filtered.as_mut_ptr()).pict_type =
                             ff::ffi::AVPictureType::AV_PICTURE_TYPE_NONE
                     };
-                    enc.send_frame(&filtered)
+                    v.enc.as_mut().map(|e| e.send_frame(&filtered))
                 }
-                Kind::Audio { enc, .. } => enc.send_frame(&filtered),
+                Kind::Audio { enc, .. } => Some(enc.send_frame(&filtered)),
             };
-            sent.map_err(|e| err("encoder", e))?;
-            self.frames += 1;
+            match sent {
+                Some(Ok(())) => self.frames += 1,
+                // The encoder refused one frame (odd timestamps after damage): drop it.
+                Some(Err(e)) => {
+                    tracing::debug!(error = %e, "the encoder refused a frame");
+                    self.dropped += 1;
+                }
+                None => {}
+            }
             self.drain_encoder(out);
         }
-        Ok(())
     }
 
     fn drain_encoder(&mut self, out: &mut Vec<Encoded>) {
         loop {
             let mut packet = Packet::empty();
             let r = match &mut self.kind {
-                Kind::Video { enc, .. } => enc.receive_packet(&mut packet),
+                Kind::Video { out: v, .. } => match v.enc.as_mut() {
+                    Some(e) => e.receive_packet(&mut packet),
+                    None => return,
+                },
                 Kind::Audio { enc, .. } => enc.receive_packet(&mut packet),
             };
             if r.is_err() {
@@ -465,6 +726,15 @@ impl Transcoder {
     }
 }
 
+/// Sets output stream `ost`'s parameters from its opened encoder.
+fn set_output_parameters<P: Into<codec::Parameters>>(octx: &mut Output, ost: usize, enc: P) {
+    if let Some(mut s) = octx.stream_mut(ost) {
+        s.set_parameters(enc);
+        // SAFETY: clearing the tag lets the muxer choose the right one for MPEG-TS.
+        unsafe { (*s.parameters().as_mut_ptr()).codec_tag = 0 };
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -477,10 +747,23 @@ mod tests {
 
     #[test]
     fn target_sizes_keep_aspect_and_evenness() {
-        assert_eq!(target_size(res("1280x720"), (1920, 1080)), (1280, 720));
-        assert_eq!(target_size(res("x720"), (1920, 1080)), (1280, 720));
-        assert_eq!(target_size(res("x480"), (1920, 1080)), (854, 480));
-        assert_eq!(target_size(res("640x"), (1920, 800)), (640, 266));
-        assert_eq!(target_size(None, (721, 481)), (720, 480));
+        let square = Rational::new(1, 1);
+        assert_eq!(
+            target_size(res("1280x720"), (1920, 1080), square),
+            (1280, 720)
+        );
+        assert_eq!(target_size(res("x720"), (1920, 1080), square), (1280, 720));
+        assert_eq!(target_size(res("x480"), (1920, 1080), square), (854, 480));
+        assert_eq!(target_size(res("640x"), (1920, 800), square), (640, 266));
+        assert_eq!(target_size(None, (721, 481), square), (720, 480));
+        // Anamorphic PAL 16:9 (720x576, SAR 64:45) keeps its displayed shape.
+        assert_eq!(
+            target_size(res("x576"), (720, 576), Rational::new(64, 45)),
+            (1024, 576)
+        );
+        assert_eq!(
+            target_size(res("x720"), (720, 576), Rational::new(16, 15)),
+            (960, 720)
+        );
     }
 }

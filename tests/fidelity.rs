@@ -1,0 +1,704 @@
+//! Engine fidelity on media like a real broadcast's, next to the ffmpeg CLI on the same
+//! input: every track of a multi-language source with its language and disposition,
+//! audio track selection and a real downmix, deinterlacing checked on the pictures,
+//! frames that change size and layout mid-stream, damaged bytes, and the input formats
+//! a NAS receives (H.264, HEVC, MPEG-2; AAC ADTS and LATM, AC-3, E-AC-3, MP2, MP3;
+//! 25, 29.97 and 50 fps; 576i, 1080i, 720p, 1080p, 2160p). All media is generated here
+//! by the ffmpeg CLI and checked with ffprobe.
+
+mod common;
+
+use common::{media, save, Server, Viewer, TOKEN};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+fn ffmpeg(args: &[&str]) {
+    let out = Command::new("ffmpeg")
+        .args(["-hide_banner", "-v", "error", "-y"])
+        .args(args)
+        .output()
+        .expect("ffmpeg is installed (./scripts/setup)");
+    assert!(
+        out.status.success(),
+        "ffmpeg {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn dir() -> &'static Path {
+    static D: OnceLock<PathBuf> = OnceLock::new();
+    D.get_or_init(|| tempfile::tempdir().unwrap().keep())
+}
+
+fn config(profiles: &str, streams: &[(u32, &Path, &str)]) -> String {
+    let mut s = format!(
+        "server:\n  auth_token: {TOKEN}\nengine:\n  start_timeout_secs: 20\n  idle_grace_secs: 1\nffmpeg_profiles:\n  relay: {{video_codec: copy, audio_codec: copy}}\n{profiles}streams:\n"
+    );
+    for (id, path, profile) in streams {
+        s.push_str(&format!(
+            "  - {{id: {id}, name: Ch{id}, source: '{}', ffmpeg_profile: {profile}}}\n",
+            path.display()
+        ));
+    }
+    s
+}
+
+/// Plays channel `id` to its end (a file source without `loop`), at most `limit`.
+fn play(s: &Server, id: u32, limit: Duration) -> PathBuf {
+    let mut v = Viewer::open(s, id);
+    let bytes = v.read_for(limit);
+    save(&bytes, &format!("out{id}.ts"))
+}
+
+/// As [`play`], or None when the channel does not start (503).
+fn try_play(s: &Server, id: u32, limit: Duration) -> Option<PathBuf> {
+    let url = s.url(&format!("/stream/{id}?token={TOKEN}"));
+    let agent = ureq::AgentBuilder::new()
+        .timeout_read(Duration::from_secs(3))
+        .build();
+    let resp = match agent.get(&url).call() {
+        Ok(r) => r,
+        Err(ureq::Error::Status(503, _)) => return None,
+        Err(e) => panic!("GET {url}: {e}"),
+    };
+    let mut reader = resp.into_reader();
+    let (t0, mut bytes, mut buf) = (std::time::Instant::now(), Vec::new(), vec![0u8; 65536]);
+    while t0.elapsed() < limit {
+        match std::io::Read::read(&mut reader, &mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => bytes.extend_from_slice(&buf[..n]),
+        }
+    }
+    Some(save(&bytes, &format!("try{id}.ts")))
+}
+
+fn streams(p: &Value) -> Vec<Value> {
+    p["streams"].as_array().cloned().unwrap_or_default()
+}
+
+/// The first value of an ffprobe CSV answer (it repeats per program and stream).
+fn first(csv: &str) -> &str {
+    csv.lines()
+        .map(|l| l.trim().trim_end_matches(','))
+        .find(|l| !l.is_empty())
+        .unwrap_or("")
+}
+
+fn duration(path: &Path) -> f64 {
+    media::probe(path)["format"]["duration"]
+        .as_str()
+        .and_then(|d| d.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// H.264 + AAC (eng, default) + AAC (deu, hearing impaired... as a commentary) + AC-3
+/// 5.1 (eng, visually impaired: audio description), 3 s.
+fn broadcast() -> &'static Path {
+    static F: OnceLock<PathBuf> = OnceLock::new();
+    F.get_or_init(|| {
+        let f = dir().join("broadcast.ts");
+        ffmpeg(&[
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=640x360:rate=25",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440:sample_rate=48000",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=660:sample_rate=48000",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=880:sample_rate=48000",
+            "-filter_complex",
+            "[3:a]pan=5.1|c2=c0|c0=0.2*c0[surround]",
+            "-map",
+            "0:v",
+            "-map",
+            "1:a",
+            "-map",
+            "2:a",
+            "-map",
+            "[surround]",
+            "-t",
+            "3",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-g",
+            "25",
+            "-pix_fmt",
+            "yuv420p",
+            "-c:a:0",
+            "aac",
+            "-c:a:1",
+            "aac",
+            "-c:a:2",
+            "ac3",
+            "-metadata:s:a:0",
+            "language=eng",
+            "-metadata:s:a:1",
+            "language=deu",
+            "-metadata:s:a:2",
+            "language=eng",
+            "-disposition:a:0",
+            "default",
+            "-disposition:a:1",
+            "hearing_impaired",
+            "-disposition:a:2",
+            "visual_impaired",
+            "-f",
+            "mpegts",
+            f.to_str().unwrap(),
+        ]);
+        f
+    })
+}
+
+/// (codec_type, codec_name, language, channels, hearing_impaired, visual_impaired)
+fn track_list(path: &Path) -> Vec<(String, String, String, u64, u64, u64)> {
+    streams(&media::probe(path))
+        .iter()
+        .map(|s| {
+            (
+                s["codec_type"].as_str().unwrap_or("").to_owned(),
+                s["codec_name"].as_str().unwrap_or("").to_owned(),
+                s["tags"]["language"].as_str().unwrap_or("").to_owned(),
+                s["channels"].as_u64().unwrap_or(0),
+                s["disposition"]["hearing_impaired"].as_u64().unwrap_or(0),
+                s["disposition"]["visual_impaired"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_relay_keeps_every_track_with_its_language_and_disposition() {
+    let src = broadcast();
+    let s = Server::start(&config("", &[(1, src, "relay")]));
+    let out = play(&s, 1, Duration::from_secs(12));
+    let got = track_list(&out);
+    // The ffmpeg CLI's own relay of every stream, for comparison.
+    let cli = dir().join("cli-relay.ts");
+    ffmpeg(&[
+        "-i",
+        src.to_str().unwrap(),
+        "-map",
+        "0",
+        "-c",
+        "copy",
+        "-f",
+        "mpegts",
+        cli.to_str().unwrap(),
+    ]);
+    assert_eq!(got, track_list(&cli), "Amps' relay differs from the CLI's");
+    let s2 = |t: &str, c: &str, l: &str, ch: u64, hi: u64, vi: u64| {
+        (t.to_owned(), c.to_owned(), l.to_owned(), ch, hi, vi)
+    };
+    assert_eq!(
+        got,
+        vec![
+            s2("video", "h264", "", 0, 0, 0),
+            s2("audio", "aac", "eng", 1, 0, 0),
+            s2("audio", "aac", "deu", 1, 1, 0),
+            s2("audio", "ac3", "eng", 6, 0, 1),
+        ]
+    );
+    assert_eq!(media::decode_errors(&out), "");
+    assert!(duration(&out) > 2.5, "{}", duration(&out));
+    let st = s.get("/api/streams/1/status").json();
+    assert_eq!(
+        st["output_codecs"],
+        serde_json::json!([
+            "h264 (copy)",
+            "aac (copy) [eng]",
+            "aac (copy) [deu, hearing_impaired]",
+            "ac3 (copy) [eng, visual_impaired]"
+        ])
+    );
+}
+
+/// Mean volume (dB) of the audio stream `index` of `path`.
+fn mean_volume(path: &Path, index: usize) -> f64 {
+    let out = Command::new("ffmpeg")
+        .args(["-hide_banner", "-i"])
+        .arg(path)
+        .args([
+            "-map",
+            &format!("0:a:{index}"),
+            "-af",
+            "volumedetect",
+            "-f",
+            "null",
+            "-",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    text.lines()
+        .find_map(|l| l.split("mean_volume:").nth(1))
+        .and_then(|v| v.trim().trim_end_matches(" dB").parse().ok())
+        .unwrap_or_else(|| panic!("no volume in {text}"))
+}
+
+#[test]
+fn a_transcode_keeps_the_selected_tracks_in_order_and_downmixes_5_1() {
+    let src = broadcast();
+    let profiles = "  pick: {video_codec: libx264, preset: ultrafast, resolution: x240, audio_codec: aac, audio_tracks: [deu, eng]}\n  first: {video_codec: libx264, preset: ultrafast, resolution: x240, audio_codec: aac, audio_tracks: first}\n";
+    let s = Server::start(&config(profiles, &[(1, src, "pick"), (2, src, "first")]));
+    let out = play(&s, 1, Duration::from_secs(12));
+    let got = track_list(&out);
+    let langs: Vec<(&str, &str, &str, u64)> = got
+        .iter()
+        .map(|t| (t.0.as_str(), t.1.as_str(), t.2.as_str(), t.3))
+        .collect();
+    // German first (preference order), then both English tracks; the 5.1 AC-3 track
+    // comes out as stereo AAC, each with its language and disposition.
+    assert_eq!(
+        langs,
+        vec![
+            ("video", "h264", "", 0),
+            ("audio", "aac", "deu", 1),
+            ("audio", "aac", "eng", 1),
+            ("audio", "aac", "eng", 2),
+        ]
+    );
+    assert_eq!((got[1].4, got[3].5), (1, 1), "dispositions: {got:?}");
+    assert_eq!(media::decode_errors(&out), "");
+    // The 5.1 source carries its tone in the centre channel (and a little in front
+    // left): a downmix that drops channels would leave it near silent.
+    let v = mean_volume(&out, 2);
+    let cli = dir().join("cli-downmix.ts");
+    ffmpeg(&[
+        "-i",
+        src.to_str().unwrap(),
+        "-map",
+        "0:a:2",
+        "-c:a",
+        "aac",
+        "-ac",
+        "2",
+        "-f",
+        "mpegts",
+        cli.to_str().unwrap(),
+    ]);
+    let reference = mean_volume(&cli, 0);
+    assert!(
+        (v - reference).abs() < 3.0 && v > -40.0,
+        "downmix mean volume {v} dB, the CLI's {reference} dB"
+    );
+    let out2 = play(&s, 2, Duration::from_secs(12));
+    let t2 = track_list(&out2);
+    assert_eq!(t2.len(), 2, "{t2:?}");
+    assert_eq!(t2[1].2, "eng");
+}
+
+/// `size` at 50 fields per second with a picture that moves 24 px a field, as 25 fps
+/// top-field-first interlaced MPEG-2 (broadcast 1080i/576i).
+fn interlaced(name: &str, size: &str, secs: &str) -> PathBuf {
+    let f = dir().join(name);
+    ffmpeg(&[
+        "-f", "lavfi", "-i",
+        &format!("testsrc2=size={size}:rate=50,scroll=horizontal=0.0125,tinterlace=mode=interleave_top,setfield=tff"),
+        "-f", "lavfi", "-i", "sine=sample_rate=48000",
+        "-t", secs, "-c:v", "mpeg2video", "-b:v", "15M", "-flags", "+ildct+ilme", "-top", "1",
+        "-c:a", "mp2", "-f", "mpegts", f.to_str().unwrap(),
+    ]);
+    f
+}
+
+/// (mean |row y - row y+1|, mean |row y - row y+2|) over a few decoded frames: combing
+/// makes lines one apart (the two fields) differ more than lines two apart.
+fn combing(path: &Path, width: usize, height: usize) -> (f64, f64) {
+    let out = Command::new("ffmpeg")
+        .args(["-hide_banner", "-v", "error", "-ss", "0.6", "-i"])
+        .arg(path)
+        .args([
+            "-frames:v",
+            "6",
+            "-vf",
+            "format=gray",
+            "-f",
+            "rawvideo",
+            "-",
+        ])
+        .output()
+        .unwrap();
+    let px = &out.stdout;
+    let frame = width * height;
+    assert!(px.len() >= frame * 3, "{} bytes of frames", px.len());
+    let (mut d1, mut d2, mut n) = (0f64, 0f64, 0f64);
+    for f in px.chunks_exact(frame) {
+        for y in 0..height - 2 {
+            for x in (0..width).step_by(2) {
+                let a = f[y * width + x] as f64;
+                d1 += (a - f[(y + 1) * width + x] as f64).abs();
+                d2 += (a - f[(y + 2) * width + x] as f64).abs();
+                n += 1.0;
+            }
+        }
+    }
+    (d1 / n, d2 / n)
+}
+
+#[test]
+fn interlaced_sources_are_deinterlaced_and_show_no_combing() {
+    let src = interlaced("1080i.ts", "1920x1080", "2");
+    let fo = media::video_csv(&src, "stream=field_order", &[]);
+    assert_eq!(first(&fo), "tt", "the source is interlaced");
+    let profiles = "  full: {video_codec: libx264, preset: ultrafast, audio_codec: aac}\n  combed: {video_codec: libx264, preset: ultrafast, audio_codec: aac, deinterlace: 'off'}\n  fields: {video_codec: libx264, preset: ultrafast, audio_codec: aac, resolution: x360, deinterlace_rate: field}\n";
+    let s = Server::start(&config(
+        profiles,
+        &[(1, &src, "full"), (2, &src, "combed"), (3, &src, "fields")],
+    ));
+    let out = play(&s, 1, Duration::from_secs(15));
+    let off = play(&s, 2, Duration::from_secs(15));
+    let (d1, d2) = combing(&out, 1920, 1080);
+    let (o1, o2) = combing(&off, 1920, 1080);
+    // Without deinterlacing the check sees the combing (so it can fail)...
+    assert!(o1 > o2 * 1.2, "not deinterlaced: {o1:.2} vs {o2:.2}");
+    // ...and deinterlaced, lines one apart differ no more than lines two apart.
+    assert!(
+        d1 <= d2,
+        "combing left: {d1:.2} vs {d2:.2} (off: {o1:.2} vs {o2:.2})"
+    );
+    assert_eq!(
+        first(&media::video_csv(&out, "stream=field_order", &[])),
+        "progressive"
+    );
+    assert_eq!(
+        first(&media::video_csv(&out, "stream=r_frame_rate", &[])),
+        "25/1"
+    );
+    let fields = play(&s, 3, Duration::from_secs(15));
+    assert_eq!(
+        first(&media::video_csv(&fields, "stream=r_frame_rate", &[])),
+        "50/1"
+    );
+    assert_eq!(media::resolution(&fields), (640, 360));
+    assert_eq!(media::decode_errors(&fields), "");
+    // Progressive sources are untouched: no deinterlacer in their graph.
+    let st = s.get("/api/streams/1/status").json();
+    assert_eq!(st["input_codecs"][0], "mpeg2video");
+}
+
+#[test]
+fn frames_that_change_size_and_layout_mid_stream_keep_the_output_going() {
+    // Three parts, one after the other in one TS: 320x240 stereo 48 kHz, 640x360 5.1
+    // 44.1 kHz, 320x240 mono 48 kHz (an ad break, a programme in 5.1, a mono news).
+    let parts = [
+        ("320x240", "stereo", "48000", "0"),
+        ("640x360", "5.1", "44100", "2"),
+        ("320x240", "mono", "48000", "4"),
+    ];
+    let mut bytes = Vec::new();
+    for (i, (size, layout, rate, offset)) in parts.iter().enumerate() {
+        let f = dir().join(format!("part{i}.ts"));
+        ffmpeg(&[
+            "-f",
+            "lavfi",
+            "-i",
+            &format!("testsrc2=size={size}:rate=25"),
+            "-f",
+            "lavfi",
+            "-i",
+            &format!("sine=sample_rate={rate},aformat=channel_layouts={layout}"),
+            "-t",
+            "2",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-g",
+            "25",
+            "-pix_fmt",
+            "yuv420p",
+            "-c:a",
+            "aac",
+            "-output_ts_offset",
+            offset,
+            "-f",
+            "mpegts",
+            f.to_str().unwrap(),
+        ]);
+        bytes.extend(std::fs::read(&f).unwrap());
+    }
+    let src = dir().join("changing.ts");
+    std::fs::write(&src, &bytes).unwrap();
+    let profiles =
+        "  x264: {video_codec: libx264, preset: ultrafast, resolution: x240, audio_codec: aac}\n";
+    let s = Server::start(&config(profiles, &[(1, &src, "x264")]));
+    let out = play(&s, 1, Duration::from_secs(20));
+    // The CLI transcodes the same file to the end: so must Amps.
+    let cli = dir().join("cli-changing.ts");
+    ffmpeg(&[
+        "-i",
+        src.to_str().unwrap(),
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-c:a",
+        "aac",
+        "-f",
+        "mpegts",
+        cli.to_str().unwrap(),
+    ]);
+    let (ours, theirs) = (duration(&out), duration(&cli));
+    assert!(theirs > 5.5, "the CLI's output lasts {theirs} s");
+    assert!(
+        ours > theirs - 0.7,
+        "Amps delivered {ours} s, the CLI {theirs} s"
+    );
+    // One output size throughout, decodable, one channel the whole way.
+    let widths = media::frame_widths(&out);
+    assert!(
+        widths.iter().all(|w| *w == 320),
+        "{:?}",
+        &widths[..widths.len().min(10)]
+    );
+    assert_eq!(media::decode_errors(&out), "");
+    let st = s.get("/api/streams/1/status").json();
+    assert_eq!(st["restarts"], 0, "{st}");
+}
+
+/// Flips bits of `data` at about `ratio` of its bytes (xorshift, seeded), as zzuf does.
+fn corrupt(data: &[u8], ratio: f64, seed: u64) -> Vec<u8> {
+    let mut x = seed.max(1);
+    let mut out = data.to_vec();
+    let threshold = (ratio * u32::MAX as f64) as u64;
+    for b in out.iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        if (x & 0xffff_ffff) < threshold {
+            *b ^= 1 << ((x >> 40) % 8);
+        }
+    }
+    out
+}
+
+#[test]
+fn damaged_sources_are_delivered_to_the_end_as_far_as_the_cli_gets() {
+    let clean = dir().join("clean.ts");
+    media::generate(&clean, "640x360", 6, &["-b:v", "1M"], &["-b:a", "96k"]);
+    let data = std::fs::read(&clean).unwrap();
+    let cases: Vec<(u64, f64)> = vec![(1, 0.0005), (2, 0.0005), (3, 0.001)];
+    let mut files = Vec::new();
+    for (seed, ratio) in &cases {
+        let f = dir().join(format!("bad{seed}.ts"));
+        std::fs::write(&f, corrupt(&data, *ratio, *seed)).unwrap();
+        files.push(f);
+    }
+    let profiles = "  x264: {video_codec: libx264, preset: ultrafast, audio_codec: aac}\n";
+    let mut chans: Vec<(u32, &Path, &str)> = Vec::new();
+    for (i, f) in files.iter().enumerate() {
+        chans.push((10 + i as u32, f, "x264"));
+        chans.push((20 + i as u32, f, "relay"));
+    }
+    let s = Server::start(&config(profiles, &chans));
+    for (i, f) in files.iter().enumerate() {
+        let cli = dir().join(format!("cli-bad{i}.ts"));
+        let status = Command::new("ffmpeg")
+            .args(["-hide_banner", "-v", "quiet", "-y", "-i"])
+            .arg(f)
+            .args([
+                "-c:v",
+                "libx264",
+                "-preset",
+                "ultrafast",
+                "-c:a",
+                "aac",
+                "-f",
+                "mpegts",
+            ])
+            .arg(&cli)
+            .status()
+            .unwrap();
+        let theirs = if status.success() {
+            duration(&cli)
+        } else {
+            0.0
+        };
+        for (id, what) in [(10 + i as u32, "transcode"), (20 + i as u32, "relay")] {
+            let ours = try_play(&s, id, Duration::from_secs(20)).map_or(0.0, |o| duration(&o));
+            assert!(
+                ours > theirs - 1.0,
+                "{what} of {}: Amps {ours:.2} s, the CLI {theirs:.2} s",
+                f.display()
+            );
+        }
+    }
+    // The server is still there for everyone.
+    assert_eq!(s.get("/health").status, 200);
+}
+
+struct Format {
+    name: &'static str,
+    size: &'static str,
+    rate: &'static str,
+    video: &'static [&'static str],
+    audio: &'static [&'static str],
+    /// Extra output options (muxer flags).
+    mux: &'static [&'static str],
+    vcodec: &'static str,
+    acodec: &'static str,
+}
+
+const FORMATS: &[Format] = &[
+    Format {
+        name: "h264-1080p25-aac",
+        size: "1920x1080",
+        rate: "25",
+        video: &["-c:v", "libx264", "-preset", "ultrafast"],
+        audio: &["-c:a", "aac"],
+        mux: &[],
+        vcodec: "h264",
+        acodec: "aac",
+    },
+    Format {
+        name: "hevc-720p50-ac3",
+        size: "1280x720",
+        rate: "50",
+        video: &[
+            "-c:v",
+            "libx265",
+            "-preset",
+            "ultrafast",
+            "-x265-params",
+            "log-level=error",
+        ],
+        audio: &["-c:a", "ac3"],
+        mux: &[],
+        vcodec: "hevc",
+        acodec: "ac3",
+    },
+    Format {
+        name: "mpeg2-576i-mp2",
+        size: "720x576",
+        rate: "25",
+        video: &[
+            "-c:v",
+            "mpeg2video",
+            "-flags",
+            "+ildct+ilme",
+            "-top",
+            "1",
+            "-aspect",
+            "16:9",
+        ],
+        audio: &["-c:a", "mp2"],
+        mux: &[],
+        vcodec: "mpeg2video",
+        acodec: "mp2",
+    },
+    Format {
+        name: "h264-720p2997-eac3",
+        size: "1280x720",
+        rate: "30000/1001",
+        video: &["-c:v", "libx264", "-preset", "ultrafast"],
+        audio: &["-c:a", "eac3"],
+        mux: &[],
+        vcodec: "h264",
+        acodec: "eac3",
+    },
+    Format {
+        name: "h264-mp3",
+        size: "640x360",
+        rate: "25",
+        video: &["-c:v", "libx264", "-preset", "ultrafast"],
+        audio: &["-c:a", "libmp3lame"],
+        mux: &[],
+        vcodec: "h264",
+        acodec: "mp3",
+    },
+    Format {
+        name: "h264-aac-latm",
+        size: "640x360",
+        rate: "25",
+        video: &["-c:v", "libx264", "-preset", "ultrafast"],
+        audio: &["-c:a", "aac"],
+        mux: &["-mpegts_flags", "latm"],
+        vcodec: "h264",
+        acodec: "aac_latm",
+    },
+    Format {
+        name: "h264-2160p25-aac",
+        size: "3840x2160",
+        rate: "25",
+        video: &["-c:v", "libx264", "-preset", "ultrafast"],
+        audio: &["-c:a", "aac"],
+        mux: &[],
+        vcodec: "h264",
+        acodec: "aac",
+    },
+];
+
+#[test]
+fn common_input_formats_relay_and_transcode() {
+    let mut chans = Vec::new();
+    let mut files = Vec::new();
+    for f in FORMATS {
+        let path = dir().join(format!("{}.ts", f.name));
+        let mut args: Vec<&str> = vec!["-f", "lavfi", "-i"];
+        let v = format!("testsrc2=size={}:rate={}", f.size, f.rate);
+        args.push(&v);
+        args.extend([
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=sample_rate=48000",
+            "-t",
+            "2",
+            "-pix_fmt",
+            "yuv420p",
+        ]);
+        args.extend(f.video);
+        args.extend(f.audio);
+        args.extend(f.mux);
+        let p = path.to_str().unwrap().to_owned();
+        args.extend(["-f", "mpegts", &p]);
+        ffmpeg(&args);
+        files.push(path);
+    }
+    for (i, p) in files.iter().enumerate() {
+        chans.push((1 + i as u32, p.as_path(), "relay"));
+        chans.push((101 + i as u32, p.as_path(), "small"));
+    }
+    let profiles =
+        "  small: {video_codec: libx264, preset: ultrafast, resolution: x360, audio_codec: aac}\n";
+    let s = Server::start(&config(profiles, &chans));
+    for (i, f) in FORMATS.iter().enumerate() {
+        let relay = play(&s, 1 + i as u32, Duration::from_secs(15));
+        assert_eq!(
+            media::codecs(&relay),
+            vec![f.vcodec, f.acodec],
+            "relay of {}",
+            f.name
+        );
+        assert_eq!(media::decode_errors(&relay), "", "relay of {}", f.name);
+        let tx = play(&s, 101 + i as u32, Duration::from_secs(30));
+        assert_eq!(
+            media::codecs(&tx),
+            vec!["h264", "aac"],
+            "transcode of {}",
+            f.name
+        );
+        assert_eq!(media::resolution(&tx).1, 360, "transcode of {}", f.name);
+        assert_eq!(media::decode_errors(&tx), "", "transcode of {}", f.name);
+        assert!(
+            duration(&tx) > 1.5,
+            "transcode of {}: {} s",
+            f.name,
+            duration(&tx)
+        );
+    }
+}
