@@ -66,6 +66,9 @@ pub struct Report {
     /// Bytes after the last whole packet (a read that ended mid-packet: not a fault).
     pub trailing: usize,
     pub cc_errors: usize,
+    /// The part of `cc_errors` on PSI PIDs (PAT, PMT, SDT: PIDs that are no elementary
+    /// stream of the PMT).
+    pub psi_cc_errors: usize,
     pub duplicates: usize,
     /// Packets with `discontinuity_indicator` set.
     pub discontinuities: usize,
@@ -118,10 +121,11 @@ impl Report {
     /// One line of figures for test logs.
     pub fn summary(&self) -> String {
         let mut s = format!(
-            "{} packets, {} sync errors, {} CC errors, {} duplicates, {} discontinuities, {} PCRs (max interval {:.0} ms, {} over 100 ms, {} backwards), A/V drift max {:.0} ms, interleave max {:.0} ms",
+            "{} packets, {} sync errors, {} CC errors ({} on PSI), {} duplicates, {} discontinuities, {} PCRs (max interval {:.0} ms, {} over 100 ms, {} backwards), A/V drift max {:.0} ms, interleave max {:.0} ms",
             self.packets,
             self.sync_errors,
             self.cc_errors,
+            self.psi_cc_errors,
             self.duplicates,
             self.discontinuities,
             self.pcrs,
@@ -167,7 +171,11 @@ impl Report {
             self.video().is_some() && self.audio().is_some(),
             "{what}: video and audio PES: {summary}"
         );
-        assert_eq!(self.backwards(), 0, "{what}: timestamps went back: {summary}");
+        assert_eq!(
+            self.backwards(),
+            0,
+            "{what}: timestamps went back: {summary}"
+        );
         for (pid, st) in &self.streams {
             assert!(
                 st.max_step < max_step,
@@ -189,7 +197,12 @@ impl Report {
 
     /// T-STD: no PES arrives after its decoding time (DTS >= the PCR before it).
     pub fn assert_arrives_before_dts(&self, what: &str) {
-        assert_eq!(self.late(), 0, "{what}: PES after their DTS: {}", self.summary());
+        assert_eq!(
+            self.late(),
+            0,
+            "{what}: PES after their DTS: {}",
+            self.summary()
+        );
     }
 }
 
@@ -304,6 +317,7 @@ pub fn check(bytes: &[u8]) -> Report {
         }
         let has_payload = afc & 1 != 0;
         // Continuity counters.
+        let psi = pid < 0x20 || pmt_pids.contains(&pid);
         let st = pids.entry(pid).or_default();
         if has_payload {
             match st.cc {
@@ -316,9 +330,11 @@ pub fn check(bytes: &[u8]) -> Report {
                             continue;
                         }
                         r.cc_errors += 1;
+                        r.psi_cc_errors += usize::from(psi);
                         r.note(format!("packet {i} PID {pid}: CC {cc} repeated"));
                     } else if cc != (prev + 1) & 0x0f {
                         r.cc_errors += 1;
+                        r.psi_cc_errors += usize::from(psi);
                         r.note(format!("packet {i} PID {pid}: CC {prev} -> {cc}"));
                     }
                 }
@@ -490,4 +506,3 @@ pub fn tsreport(path: &std::path::Path) -> (usize, usize, String) {
     };
     (count("### CC error"), count("### DTS < PCR"), text)
 }
-
