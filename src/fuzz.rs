@@ -37,8 +37,10 @@ pub fn stream_json(data: &[u8]) {
             let _kind = crate::engine::source::SourceKind::classify(&s.source);
             // What the API does with it (validation, source and command rules): a 4xx or
             // success, never a 5xx; a body that validation refuses is never accepted.
-            let mut config = crate::config::Config::default();
-            config.ffmpeg_profiles = profiles;
+            let config = crate::config::Config {
+                ffmpeg_profiles: profiles,
+                ..Default::default()
+            };
             let registry = crate::registry::Registry::from_config(&config);
             match registry.create(s, crate::registry::Origin::Api) {
                 Ok(_) => assert!(issues.is_empty(), "accepted despite {issues:?}"),
