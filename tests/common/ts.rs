@@ -487,9 +487,12 @@ pub fn assert_clean(bytes: &[u8], what: &str) -> Report {
 /// PES whose DTS is below the PCR, as it reports them (`### CC error * N`,
 /// `### DTS < PCR * N`), and its whole output.
 pub fn tsreport(path: &std::path::Path) -> (usize, usize, String) {
+    // `-cnt` also writes continuity_counter.txt into the working directory: keep it next
+    // to the file, out of the source tree.
     let out = std::process::Command::new("tsreport")
         .args(["-cnt", "1"])
         .arg(path)
+        .current_dir(path.parent().unwrap_or(std::path::Path::new("/tmp")))
         .output()
         .expect("tsreport (Debian package tstools; ./scripts/setup installs it)");
     let text = format!(
