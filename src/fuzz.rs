@@ -33,8 +33,22 @@ pub fn stream_json(data: &[u8]) {
         std::collections::BTreeMap::from([("relay".to_owned(), crate::config::Profile::default())]);
     match crate::http::reply::parse_json::<StreamConfig>(Some("application/json"), data) {
         Ok(s) => {
-            let _ = crate::config::validate::validate_stream(&s, &profiles, "");
-            let _ = crate::config::source::SourceKind::classify(&s.source);
+            let issues = crate::config::validate::validate_stream(&s, &profiles, "");
+            let _kind = crate::config::source::SourceKind::classify(&s.source);
+            // What the API does with it (validation, source and command rules): a 4xx or
+            // success, never a 5xx; a body that validation refuses is never accepted.
+            let config = crate::config::Config {
+                ffmpeg_profiles: profiles,
+                ..Default::default()
+            };
+            let registry = crate::registry::Registry::from_config(&config);
+            match registry.create(s, crate::registry::Origin::Api) {
+                Ok(_) => assert!(issues.is_empty(), "accepted despite {issues:?}"),
+                Err(e) => {
+                    let status = e.kind().http_status();
+                    assert!((400..500).contains(&status), "{status}: {e}");
+                }
+            }
         }
         Err(e) => {
             let status = e.kind().http_status();
@@ -63,14 +77,19 @@ pub fn command_template(data: &[u8]) {
         cwd: None,
         env: Default::default(),
     };
-    if let (Ok(words), Ok(argv)) = (
+    // A template that splits must give an argv of the same length (an empty one is
+    // refused); one that does not split must be refused, not run some other way.
+    match (
         shell_words::split(template),
         crate::engine::command::argv(&cmd, &stream, None),
     ) {
-        assert_eq!(
+        (Ok(words), Ok(argv)) => assert_eq!(
             words.len(),
             argv.len(),
             "substitution changed the argument count"
-        );
+        ),
+        (Ok(words), Err(e)) => assert!(words.is_empty(), "{template:?} refused: {e}"),
+        (Err(_), Ok(argv)) => panic!("{template:?} does not split but gave {argv:?}"),
+        (Err(_), Err(_)) => {}
     }
 }

@@ -333,8 +333,15 @@ fn the_dashboard_works_in_headless_chromium() {
     let mut v2 = Viewer::open(&s, 2);
     assert!(!v2.read_for(Duration::from_millis(300)).is_empty());
     b.go(&s.url("/watch/2"));
-    let warn = b.js("const w = document.querySelector('.warn'); return w ? w.textContent : ''");
-    assert!(warn.as_str().unwrap().contains("mpeg2video"), "{warn}");
+    // The warning appears once the page has the codecs: wait for it, do not read once.
+    assert!(
+        b.wait_js(
+            Duration::from_secs(20),
+            "const w = document.querySelector('.warn'); return w !== null && w.textContent.includes('mpeg2video')"
+        ),
+        "{}",
+        b.js("const w = document.querySelector('.warn'); return w ? w.textContent : ''")
+    );
 
     // Nothing was refused by the pages' Content-Security-Policy, no script failed, and
     // every file a page needed loaded (the only refusals are the login form's own 401s).
@@ -482,16 +489,24 @@ fn pages_need_a_session_and_the_cookie_never_authorises_changes() {
     let mut js = Vec::new();
     std::io::Read::read_to_end(&mut resp.into_reader(), &mut js).unwrap();
     let out = common::pipe(&mut Command::new("sha256sum"), &js);
+    assert!(out.status.success(), "sha256sum failed");
+    assert!(
+        js.len() > 10_000,
+        "the player was served: {} bytes",
+        js.len()
+    );
     let readme = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/assets/vendor/README.md"
     ))
     .unwrap();
     let sum = String::from_utf8_lossy(&out.stdout);
+    let hash = sum.split(' ').next().unwrap();
     assert!(
-        readme.contains(sum.split(' ').next().unwrap()),
-        "hash {sum} not in the README"
+        hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit()),
+        "not a SHA-256: {sum:?}"
     );
+    assert!(readme.contains(hash), "hash {hash} not in the README");
 
     // Thumbnails never start a channel.
     let r = read(&cookie, "/thumb/2.jpg");

@@ -18,12 +18,49 @@ fn every_example_in_the_docs_works() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(out.status.success(), "{text}");
-    let ran: usize = text
+    // "docs examples: N run, M failed"
+    let counts: Vec<usize> = text
         .lines()
         .find_map(|l| l.strip_prefix("docs examples: "))
-        .and_then(|l| l.split(' ').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0);
-    // The docs hold at least this many runnable examples; fewer means blocks lost their tag.
-    assert!(ran >= 1, "{text}");
+        .map(|l| {
+            l.split(", ")
+                .filter_map(|w| w.split(' ').next()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(counts.len(), 2, "no summary line: {text}");
+    // Every tagged block ran: as many as the docs hold (counted here, independently of
+    // the script), none skipped, none failed.
+    let tagged = tagged_blocks();
+    assert!(
+        tagged >= 40,
+        "the docs lost their runnable examples: {tagged}"
+    );
+    assert_eq!(counts, [tagged, 0], "{text}");
+}
+
+/// Fenced blocks the script runs: ```sh test, ```yaml test, ```yaml fragment and
+/// ```yaml prometheus in README.md and docs/*.md.
+fn tagged_blocks() -> usize {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = vec![root.join("README.md")];
+    for e in std::fs::read_dir(root.join("docs")).unwrap().flatten() {
+        if e.path().extension().is_some_and(|x| x == "md") {
+            files.push(e.path());
+        }
+    }
+    let tags = ["sh test", "yaml test", "yaml fragment", "yaml prometheus"];
+    files
+        .iter()
+        .map(|f| {
+            std::fs::read_to_string(f)
+                .unwrap()
+                .lines()
+                .filter(|l| {
+                    l.strip_prefix("```")
+                        .is_some_and(|t| tags.contains(&t.trim()))
+                })
+                .count()
+        })
+        .sum()
 }

@@ -1,5 +1,7 @@
 //! Black-box tests of how Amps fits the tools around it: Prometheus (checked with the real
-//! `promtool`), Plex/Jellyfin through HDHomeRun emulation, and configuration reload.
+//! `promtool`), Plex/Jellyfin through HDHomeRun emulation (replays of their request
+//! sequences with a plain HTTP client, each sourced below: neither runs here), and
+//! configuration reload.
 
 mod common;
 
@@ -119,9 +121,12 @@ fn sighup_reload_restarts_only_changed_channels_and_refuses_a_bad_file() {
     let mut one = Viewer::open(&s, 1);
     let mut two = Viewer::open(&s, 2);
     let mut three = Viewer::open(&s, 3);
-    for v in [&mut one, &mut two, &mut three] {
+    for v in [&mut one, &mut three] {
         assert!(!v.read_for(Duration::from_millis(800)).is_empty());
     }
+    // Everything channel 2's client receives, across its restart.
+    let mut all_two = two.read_for(Duration::from_millis(800));
+    assert!(!all_two.is_empty());
     // Rename 1 (no restart), resize 2 (restart), drop 3, add 4.
     std::fs::write(
         s.config_path(),
@@ -153,6 +158,16 @@ fn sighup_reload_restarts_only_changed_channels_and_refuses_a_bad_file() {
         widths.last(),
         Some(&640),
         "channel 2 now 640 wide: {widths:?}"
+    );
+    // Its client's one stream decodes through the restart, its timeline goes on.
+    all_two.extend(bytes_two);
+    let f = common::save(&all_two, "reload-two-all.ts");
+    assert_eq!(common::media::decode_errors(&f), "", "across the restart");
+    let r = common::ts::assert_clean(&all_two, "a client kept across a reload restart");
+    assert!(
+        r.discontinuities >= 1,
+        "the restart is flagged: {}",
+        r.summary()
     );
 
     // A profile redefinition restarts the channels that use it (4), not the others.
@@ -266,10 +281,14 @@ fn valid_hdhr_id(id: &str) -> bool {
         }) == 0
 }
 
-/// Walks the tuner the way Jellyfin's HdHomerunHost does: the user's URL + "/discover.json",
-/// then `LineupURL`, then each channel's `URL` verbatim with a plain GET.
+/// A replay, with a plain HTTP client (no Jellyfin here), of the requests Jellyfin's tuner
+/// code makes. Source: jellyfin/jellyfin
+/// `src/Jellyfin.LiveTv/TunerHosts/HdHomerun/HdHomerunHost.cs` (commit 031f001c):
+/// `GetModelInfo` GETs the user's URL (trailing `/` trimmed) + `/discover.json`;
+/// `GetLineup` GETs `LineupURL` (else `BaseURL + "/lineup.json"`) and drops `DRM`
+/// channels; a channel plays by a GET of its `URL` verbatim.
 #[test]
-fn jellyfin_finds_the_tuner_reads_the_lineup_and_plays_a_channel() {
+fn replay_of_jellyfins_tuner_requests_finds_the_tuner_reads_the_lineup_and_plays() {
     let s = Server::start(&hdhr_config());
     let entered = s.url(&format!("/hdhr/{TOKEN}"));
     let (status, ct, body) = bare_get(&format!("{entered}/discover.json"));
@@ -348,10 +367,14 @@ fn jellyfin_finds_the_tuner_reads_the_lineup_and_plays_a_channel() {
     assert_eq!(st["starts"], 1, "guide number 7 is stream 1: {st}");
 }
 
-/// Walks the tuner the way Plex does (as its emulators' logs show): discover, lineup status,
-/// a scan request, lineup, device description.
+/// A replay, with a plain HTTP client (no Plex here), of the tuner scan Plex makes:
+/// discover, lineup status, a scan request, lineup, device description. Plex Media Server
+/// is closed source; the request list is the one an HDHomeRun emulator written for Plex
+/// answers: tellytv/telly `routes.go` (commit 4eb58f85): `GET /discover.json`,
+/// `GET /lineup_status.json` ("Gotta fake out Plex"), `POST /lineup.post?scan=start`,
+/// `GET /lineup.json`, `GET /device.xml`.
 #[test]
-fn plex_scan_sequence_and_device_description() {
+fn replay_of_plexs_tuner_scan_requests_and_device_description() {
     let s = Server::start(&hdhr_config());
     let base = s.url(&format!("/hdhr/{TOKEN}"));
     let (status, _, _) = bare_get(&format!("{base}/discover.json"));

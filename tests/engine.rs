@@ -4,6 +4,7 @@
 mod common;
 
 use common::media;
+use common::ts;
 use common::upstream::Upstream;
 use common::{eventually, save, threads_and_fds, threads_named, Server, Viewer, TOKEN};
 use std::time::Duration;
@@ -35,6 +36,7 @@ fn copy_channel_relays_the_source_codecs_and_decodes_cleanly() {
     assert_eq!(media::resolution(&f), (1920, 1080));
     assert!(media::starts_with_keyframe(&f));
     assert_eq!(media::decode_errors(&f), "");
+    ts::assert_clean(&bytes, "copy channel");
     let st = s.get("/api/streams/1/status").json();
     assert_eq!(st["state"], "running");
     assert_eq!(st["input_codecs"], serde_json::json!(["h264", "aac"]));
@@ -57,8 +59,14 @@ fn transcode_channel_has_the_profile_codec_resolution_and_bitrate() {
     assert_eq!(media::codecs(&f), vec!["h264", "aac"]);
     assert_eq!(media::resolution(&f), (1280, 720));
     assert_eq!(media::decode_errors(&f), "");
+    ts::assert_clean(&bytes, "transcoded channel");
     let (bps, secs) = media::video_bitrate(&f);
-    assert!(secs > 6.0, "only {secs} s of video in 9 s");
+    // Real time: 9 s of reading holds 9 s of media, plus at most the 1 s the output may
+    // lead real time by, less the start.
+    assert!(
+        (6.0..10.5).contains(&secs),
+        "{secs} s of video in 9 s: not real time"
+    );
     assert!(
         (1_600_000.0..=2_400_000.0).contains(&bps),
         "video bitrate {bps} is not within 20% of 2000k"
@@ -81,10 +89,11 @@ fn hls_and_looped_file_sources_play_past_their_end() {
         let f = save(&bytes, &format!("loop{id}.ts"));
         let secs = media::video_bitrate(&f).1;
         assert!(
-            secs > 5.5,
-            "channel {id}: only {secs} s of a looped 4 s source after 7 s"
+            (5.5..8.5).contains(&secs),
+            "channel {id}: {secs} s of a looped 4 s source in 7 s: not real time"
         );
         assert_eq!(media::decode_errors(&f), "", "channel {id}");
+        ts::assert_clean(&bytes, &format!("looped channel {id}"));
     }
 }
 
@@ -130,6 +139,8 @@ fn clients_share_one_pipeline_and_late_joiners_start_on_a_keyframe() {
     let f = save(&late, "late.ts");
     assert!(media::starts_with_keyframe(&f));
     assert_eq!(media::decode_errors(&f), "");
+    ts::assert_clean(&late, "late joiner");
+    ts::assert_clean(&bb, "second client");
 }
 
 /// A client that connects, asks for a stream and never reads, with a tiny receive buffer.
@@ -188,10 +199,11 @@ fn a_client_that_stops_reading_does_not_delay_the_others_and_is_dropped() {
     let f = save(&bytes, "unstalled.ts");
     let secs = media::video_bitrate(&f).1;
     assert!(
-        secs > 4.5,
-        "the reading client got only {secs} s of media in 6 s"
+        (4.5..7.5).contains(&secs),
+        "the reading client got {secs} s of media in 6 s (real time: 6, plus 1 s lead)"
     );
     assert_eq!(media::decode_errors(&f), "");
+    ts::assert_clean(&bytes, "the reading client");
     // The stalled client's writes block, time out, and its connection is closed.
     let mut clients = 0;
     let gone = eventually(Duration::from_secs(20), || {
@@ -252,7 +264,8 @@ fn a_broken_upstream_is_reconnected_while_clients_stay() {
         "  stall_timeout_secs: 2\n",
     ));
     let mut v = Viewer::open(&s, 7);
-    assert!(v.read_for(Duration::from_secs(2)).len() > 50_000);
+    let before = v.read_for(Duration::from_secs(2));
+    assert!(before.len() > 50_000);
     up.kill();
     let during = v.read_for(Duration::from_millis(1500));
     let up2 = Upstream::start(media::dir().to_path_buf(), port);
@@ -267,6 +280,14 @@ fn a_broken_upstream_is_reconnected_while_clients_stay() {
     assert!(up2.requests.load(std::sync::atomic::Ordering::SeqCst) >= 1);
     let f = save(&after, "after.ts");
     assert_eq!(media::codecs(&f), vec!["h264", "aac"]);
+    // One stream for the client through the reconnect.
+    let all = [before, during, after].concat();
+    assert_eq!(
+        media::decode_errors(&save(&all, "reconnect-all.ts")),
+        "",
+        "across the reconnect"
+    );
+    ts::assert_clean(&all, "a client kept across a reconnect");
     let st = s.get("/api/streams/7/status").json();
     assert!(st["restarts"].as_u64().unwrap() >= 1, "{st}");
     assert!(st["last_error"].as_str().is_some(), "{st}");
@@ -338,7 +359,9 @@ fn deleting_a_stream_ends_its_clients_and_changing_it_moves_them() {
     );
     // Change: the client stays and continues with the new output.
     let mut v = Viewer::open(&s, 10);
-    assert!(!v.read_for(Duration::from_millis(800)).is_empty());
+    // Everything this client receives, across the restart.
+    let mut all = v.read_for(Duration::from_millis(800));
+    assert!(!all.is_empty());
     // A change that does not touch the media (name, programs) does not restart anything.
     let started = s.get("/api/streams/10/status").json()["started_at"].clone();
     assert_eq!(
@@ -351,7 +374,9 @@ fn deleting_a_stream_ends_its_clients_and_changing_it_moves_them() {
             .status,
         200
     );
-    assert!(!v.read_for(Duration::from_millis(500)).is_empty());
+    let more = v.read_for(Duration::from_millis(500));
+    assert!(!more.is_empty());
+    all.extend(more);
     let st = s.get("/api/streams/10/status").json();
     assert_eq!(
         st["started_at"], started,
@@ -373,6 +398,17 @@ fn deleting_a_stream_ends_its_clients_and_changing_it_moves_them() {
         widths.last(),
         Some(&1280),
         "the new source is being served: {widths:?}"
+    );
+    // The kept client's one stream decodes through the restart, and its timeline goes on:
+    // timestamps never go back, counters jump only where flagged as a discontinuity.
+    all.extend(after);
+    let f = save(&all, "changed-all.ts");
+    assert_eq!(media::decode_errors(&f), "", "across the restart");
+    let r = ts::assert_clean(&all, "a client kept across a source change");
+    assert!(
+        r.discontinuities >= 1,
+        "the restart is flagged: {}",
+        r.summary()
     );
 
     // Delete: the client's stream ends.
@@ -425,12 +461,35 @@ fn a_file_without_loop_plays_once_and_its_clients_get_a_clean_end() {
         v.ends_within(Duration::from_secs(10)),
         "the stream of a 4 s file did not end"
     );
+    // 4 s of media at real time, less the 1 s the output may lead by; plus the start.
     assert!(
-        t0.elapsed() >= Duration::from_secs(2),
-        "ended after {:?}: not paced",
+        (Duration::from_millis(2_800)..Duration::from_secs(7)).contains(&t0.elapsed()),
+        "ended after {:?}: not paced to real time",
         t0.elapsed()
     );
     let st = s.get("/api/streams/13/status").json();
     assert_eq!(st["state"], "idle", "{st}");
     assert_eq!(st["restarts"], 0, "{st}");
+}
+
+/// T-STD timing (ISO 13818-1 2.4.2.3): every PES must be in the decoder's buffer before its
+/// DTS, so no DTS may be below the PCR that precedes it. Today's muxer fails this (audio PES
+/// arrive up to about 21 ms late, video exactly at its DTS: no mux delay), which is
+/// issue 17 item 4; this test is what will show it fixed (`cargo test -- --ignored`).
+#[test]
+#[ignore = "issue 17: T-STD muxing"]
+fn every_pes_arrives_before_its_decoding_time() {
+    let up = upstream();
+    let streams = stream(20, &up.url("hd.ts"), "relay", ", loop: true")
+        + &stream(21, &up.url("hd.ts"), "x720", ", loop: true");
+    let s = Server::start(&config(&streams, ""));
+    for id in [20, 21] {
+        let mut v = Viewer::open(&s, id);
+        let bytes = v.read_for(Duration::from_secs(4));
+        let r = ts::check(&bytes);
+        eprintln!("measured: channel {id}: {}", r.summary());
+        let (_, late, text) = ts::tsreport(&save(&bytes, &format!("tstd{id}.ts")));
+        assert_eq!(late, 0, "channel {id}: tsreport: {text}");
+        r.assert_arrives_before_dts(&format!("channel {id}"));
+    }
 }

@@ -5,7 +5,7 @@
 mod common;
 
 use common::upstream::Upstream;
-use common::{eventually, media, Server, Viewer, TOKEN};
+use common::{eventually, media, ts, Server, Viewer, TOKEN};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -92,6 +92,12 @@ fn a_channel_fails_over_in_order_and_back_without_dropping_its_clients() {
     let path = common::save(&all, "failover.ts");
     let errors = media::decode_errors(&path);
     assert_eq!(errors, "", "the switches are clean for a decoder");
+    let r = ts::assert_clean(&all, "a client through three source switches");
+    assert!(
+        r.discontinuities >= 3,
+        "each switch is flagged: {}",
+        r.summary()
+    );
     assert!(
         other.read_for(Duration::from_millis(500)).len() > 5_000,
         "other channels untouched"

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod media;
+pub mod ts;
 pub mod upstream;
 
 use std::io::{BufRead, BufReader, Read};
