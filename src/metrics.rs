@@ -120,6 +120,18 @@ const PER_CHANNEL: &[(&str, &str, MetricType, Field)] = &[
         |s| u64::from(s.hls),
     ),
     (
+        "channel_always_on",
+        "1 for a channel kept running with no viewers (always_on)",
+        MetricType::Gauge,
+        |s| u64::from(s.always_on),
+    ),
+    (
+        "channel_warm",
+        "1 while the channel is kept running as a recently watched one (engine.warm_recent)",
+        MetricType::Gauge,
+        |s| u64::from(s.warm),
+    ),
+    (
         "channel_buffered_bytes",
         "Bytes held in the channel's backlog",
         MetricType::Gauge,

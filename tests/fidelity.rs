@@ -319,9 +319,13 @@ fn interlaced(name: &str, size: &str, secs: &str) -> PathBuf {
 /// makes lines one apart (the two fields) differ more than lines two apart.
 fn combing(path: &Path, width: usize, height: usize) -> (f64, f64) {
     let out = Command::new("ffmpeg")
-        .args(["-hide_banner", "-v", "error", "-ss", "0.6", "-i"])
+        .args(["-hide_banner", "-v", "error", "-i"])
         .arg(path)
         .args([
+            // Decode and skip the first frames (an input-side seek before the file's
+            // start time gives nothing).
+            "-ss",
+            "0.6",
             "-frames:v",
             "6",
             "-vf",

@@ -192,6 +192,9 @@ pub struct EngineConfig {
     pub hls_segment_secs: f64,
     /// Segments listed in an HLS playlist (the live window). Default 6.
     pub hls_list_size: usize,
+    /// Keep the N most recently watched channels running for `idle_grace_secs` longer
+    /// after their last viewer, so zapping back and forth joins a running channel. 0: off.
+    pub warm_recent: usize,
     /// The ffmpeg executable for `custom_ffmpeg` commands that start with `ffmpeg`
     /// (default: `ffmpeg` from PATH).
     pub ffmpeg_path: Option<String>,
@@ -209,6 +212,7 @@ impl Default for EngineConfig {
             failback_check_secs: 30,
             hls_segment_secs: 2.0,
             hls_list_size: 6,
+            warm_recent: 0,
             ffmpeg_path: None,
         }
     }
@@ -353,6 +357,10 @@ pub struct StreamConfig {
     /// Play a file source forever, with continuous timestamps.
     #[serde(default, rename = "loop", skip_serializing_if = "std::ops::Not::not")]
     pub loop_source: bool,
+    /// Keep the channel's pipeline running with no viewers (restarted like any other on
+    /// failure), so a viewer's zap is a join of a running channel.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub always_on: bool,
     /// Sources to switch to, in order, when the active one fails to open, breaks or
     /// stalls; the primary `source` is taken back once it is healthy again.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

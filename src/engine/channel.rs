@@ -76,6 +76,10 @@ pub struct Channel {
     bytes_at_start: AtomicU64,
     state: watch::Sender<State>,
     worker: Mutex<Option<Worker>>,
+    /// The output timeline between runs.
+    timeline: Mutex<Timeline>,
+    /// One of the most recently watched channels (see [`Channel::warm`]).
+    recent: AtomicBool,
     /// Deleted (or shutting down): no new run may start.
     removed: AtomicBool,
     settings: EngineConfig,
@@ -133,6 +137,8 @@ impl Channel {
             bytes_at_start: AtomicU64::new(0),
             state,
             worker: Mutex::new(None),
+            timeline: Mutex::new(Timeline::default()),
+            recent: AtomicBool::new(false),
             removed: AtomicBool::new(false),
             settings,
             shutdown,
@@ -181,11 +187,27 @@ impl Channel {
         }
     }
 
+    /// Whether the channel has had no viewer for its grace period: `idle_grace_secs`,
+    /// twice that while it is one of the recently watched channels kept warm, and never
+    /// for an `always_on` channel.
     fn idle_expired(&self) -> bool {
+        if self.stream().always_on {
+            return false;
+        }
+        let grace = self.settings.idle_grace_secs * 1000 * if self.warm() { 2 } else { 1 };
         self.clients() == 0
             && (self.epoch.elapsed().as_millis() as u64)
                 .saturating_sub(self.idle_since.load(Ordering::SeqCst))
-                > self.settings.idle_grace_secs * 1000
+                > grace
+    }
+
+    /// Kept warm as one of the `engine.warm_recent` most recently watched channels.
+    pub fn warm(&self) -> bool {
+        self.recent.load(Ordering::SeqCst)
+    }
+
+    pub fn set_warm(&self, warm: bool) {
+        self.recent.store(warm, Ordering::SeqCst);
     }
 
     pub fn subscribe_state(&self) -> watch::Receiver<State> {
@@ -209,6 +231,8 @@ impl Channel {
         s.client_drops = st.drops.load(Ordering::Relaxed);
         s.buffered_bytes = self.hub.buffered_bytes();
         s.libav_log = super::avlog::tail(self.id);
+        s.always_on = self.stream().always_on;
+        s.warm = self.warm();
         let active = matches!(s.state, State::Starting | State::Running | State::Retrying);
         if let (Some(t), true) = (s.started_at, active) {
             let secs = (Utc::now() - t).num_seconds().max(0) as u64;
@@ -317,7 +341,9 @@ impl Channel {
             ch: self.clone(),
             done,
         };
-        let mut timeline = Timeline::default();
+        // The output timeline goes on from the last run: a client kept across a change of
+        // source or profile sees timestamps continue, not start over.
+        let mut timeline = std::mem::take(&mut *lock(&self.timeline));
         loop {
             let ended = self.produce(&stop, &mut timeline);
             // Decide under the worker lock, so a client joining now either sees this
@@ -341,6 +367,7 @@ impl Channel {
             }
             break;
         }
+        *lock(&self.timeline) = timeline;
         tracing::info!(channel = self.id, "channel stopped");
     }
 

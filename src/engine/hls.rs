@@ -111,6 +111,8 @@ impl Segmenter {
                 }
                 self.header = Some(data);
             }
+            // The tables as they stand at the next keyframe: its segment starts with them.
+            PartKind::Tables => self.header = Some(data),
             PartKind::Key(pts) => {
                 if let Some(b) = &self.building {
                     let wall = now.duration_since(b.started).as_secs_f64();

@@ -23,6 +23,8 @@ struct Chunk {
     data: Bytes,
     key: bool,
     pts: Option<u64>,
+    /// For a keyframe chunk: PAT + PMT as they stood before it (see [`Piece::header`]).
+    header: Option<Bytes>,
 }
 
 /// What a piece of a read is, for readers that cut it up (the HLS segmenter).
@@ -30,6 +32,9 @@ struct Chunk {
 pub enum PartKind {
     /// PAT + PMT: the reader (re)starts here (first read, after a skip or a restart).
     Header,
+    /// PAT + PMT as they stand before the keyframe that follows (a reader that cuts the
+    /// output into files, like the HLS segmenter, starts each with these).
+    Tables,
     /// Starts with a keyframe, with its PTS (90 kHz) when known.
     Key(Option<u64>),
     Delta,
@@ -65,6 +70,8 @@ pub struct Hub {
     /// Skips after which a lagging client is disconnected.
     max_skips: u32,
     pub stats: HubStats,
+    /// The tables' continuity counters where the last producer session left them.
+    table_cc: Mutex<std::collections::HashMap<u16, u8>>,
 }
 
 /// A client's position in the hub.
@@ -109,6 +116,7 @@ impl Hub {
             max_bytes: max_bytes.max(64 * 1024),
             max_skips,
             stats: HubStats::default(),
+            table_cc: Mutex::new(std::collections::HashMap::new()),
         }
     }
 
@@ -140,6 +148,7 @@ impl Hub {
                 data: p.data,
                 key: p.key,
                 pts: p.pts,
+                header: p.header,
             });
         }
         // Trim: keep at most max_bytes, but never the latest keyframe onwards unless the
@@ -191,8 +200,12 @@ impl Hub {
     pub fn keyframe(&self, max: usize) -> Option<Bytes> {
         let st = self.lock();
         let key = st.last_key?;
-        let header = st.header.as_ref()?;
         let front = st.chunks.front()?.seq;
+        let at = st
+            .chunks
+            .get((key - front) as usize)
+            .and_then(|c| c.header.as_ref());
+        let header = at.or(st.header.as_ref())?;
         let mut out = bytes::BytesMut::from(&header[..]);
         for c in st.chunks.iter().skip((key - front) as usize) {
             if c.seq != key && (c.key || out.len() + c.data.len() > max) {
@@ -209,15 +222,21 @@ impl Hub {
 
     /// Reads what is available for `cur`.
     pub fn read(&self, cur: &mut Cursor) -> Read {
-        self.read_as(cur, |b, _| b.clone())
+        self.read_as(cur, false, |b, _| b.clone())
     }
 
     /// Reads what is available for `cur`, each piece with what it is.
     pub fn read_parts(&self, cur: &mut Cursor) -> Read<(Bytes, PartKind)> {
-        self.read_as(cur, |b, k| (b.clone(), k))
+        self.read_as(cur, true, |b, k| (b.clone(), k))
     }
 
-    fn read_as<T>(&self, cur: &mut Cursor, each: impl Fn(&Bytes, PartKind) -> T) -> Read<T> {
+    /// `tables`: also give each keyframe's [`PartKind::Tables`] before it.
+    fn read_as<T>(
+        &self,
+        cur: &mut Cursor,
+        tables: bool,
+        each: impl Fn(&Bytes, PartKind) -> T,
+    ) -> Read<T> {
         let st = self.lock();
         if !cur.joined || cur.epoch != st.epoch {
             cur.joined = true;
@@ -265,7 +284,10 @@ impl Hub {
         let mut out = Vec::with_capacity(st.chunks.len() - first + 1);
         let mut head = 0;
         if cur.need_header {
-            if let Some(h) = &st.header {
+            // The tables as they stood at the reader's first chunk, so their counters run
+            // on into the ones the reader gets next; the latest ones otherwise.
+            let at = st.chunks.get(first).and_then(|c| c.header.as_ref());
+            if let Some(h) = at.or(st.header.as_ref()) {
                 head = h.len();
                 out.push(each(h, PartKind::Header));
             }
@@ -281,6 +303,9 @@ impl Hub {
                 break;
             }
             taken += c.data.len();
+            if let (true, true, Some(h)) = (tables, c.key, &c.header) {
+                out.push(each(h, PartKind::Tables));
+            }
             let kind = if c.key {
                 PartKind::Key(c.pts)
             } else {
@@ -333,11 +358,24 @@ pub struct HubWriter {
 }
 
 impl HubWriter {
+    /// A writer for a new producer session; the tables' continuity counters continue from
+    /// the last session's.
     pub fn new(hub: std::sync::Arc<Hub>) -> HubWriter {
+        let cc = std::mem::take(&mut *hub.table_cc.lock().unwrap_or_else(|p| p.into_inner()));
+        // After a reset every reader starts anew, at a keyframe with its tables; a session
+        // that continues the output (a loop, a reconnect) is read straight on.
+        let fresh = hub.lock().chunks.is_empty();
         HubWriter {
             hub,
-            inspector: Inspector::default(),
+            inspector: Inspector::continue_tables(cc, fresh),
         }
+    }
+}
+
+impl Drop for HubWriter {
+    fn drop(&mut self) {
+        *self.hub.table_cc.lock().unwrap_or_else(|p| p.into_inner()) =
+            self.inspector.table_counters();
     }
 }
 

@@ -28,6 +28,7 @@ pub mod hls_session;
 pub mod hub;
 pub mod mapping;
 pub mod pipeline;
+pub mod prime;
 pub mod process;
 pub mod source;
 pub mod status;
@@ -50,7 +51,7 @@ use status::{State, Status};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 pub use subscription::Subscription;
 use thumbs::Thumbnails;
 
@@ -59,6 +60,8 @@ pub struct Engine {
     settings: EngineConfig,
     channels: Mutex<HashMap<u32, Arc<Channel>>>,
     hls: Arc<HlsSessions>,
+    /// The most recently watched channels, newest first (`engine.warm_recent`).
+    recent: Mutex<Vec<u32>>,
     thumbs: Arc<Thumbnails>,
     shutdown: Arc<AtomicBool>,
 }
@@ -76,6 +79,7 @@ impl Engine {
             registry,
             channels: Mutex::new(HashMap::new()),
             hls: Arc::new(HlsSessions::new(&settings)),
+            recent: Mutex::new(Vec::new()),
             thumbs: Arc::new(Thumbnails::default()),
             shutdown: Arc::new(AtomicBool::new(false)),
             settings,
@@ -129,6 +133,7 @@ impl Engine {
                 format!("stream {id} already has its maximum of {limit} clients (engine.max_clients_per_channel)"),
             ));
         };
+        self.watched(id);
         let mut state = ch.subscribe_state();
         if ch.hub.has_keyframe() && ch.is_running() {
             return Ok(sub);
@@ -312,6 +317,7 @@ impl Engine {
 
     /// Follows registry changes until shutdown.
     pub fn watch(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(self.clone().keep_always_on());
         let mut rx = self.registry.subscribe();
         let engine = self.clone();
         tokio::spawn(async move {
@@ -329,6 +335,54 @@ impl Engine {
                 }
             }
         })
+    }
+
+    /// Keeps every `always_on` channel running: started at once, and started again after
+    /// a failure or an end, waiting 5 s, then doubling up to a minute while it keeps
+    /// failing. Runs until shutdown.
+    async fn keep_always_on(self: Arc<Self>) {
+        let mut retry: HashMap<u32, (Instant, Duration)> = HashMap::new();
+        while !self.shutdown.load(Ordering::SeqCst) {
+            let now = Instant::now();
+            for s in self.registry.list().iter().filter(|s| s.always_on) {
+                let Some(ch) = self.channel(s.id) else {
+                    continue;
+                };
+                if ch.is_running() {
+                    if ch.status().state == State::Running {
+                        retry.remove(&s.id);
+                    }
+                    continue;
+                }
+                let (at, wait) = retry
+                    .get(&s.id)
+                    .copied()
+                    .unwrap_or((now, Duration::from_secs(5)));
+                if now >= at {
+                    tracing::debug!(channel = s.id, "starting an always-on channel");
+                    ch.ensure_running();
+                    retry.insert(s.id, (now + wait, (wait * 2).min(Duration::from_secs(60))));
+                }
+            }
+            retry.retain(|id, _| self.registry.get(*id).is_some_and(|s| s.always_on));
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    /// Marks channel `id` as just watched: with `engine.warm_recent: N`, the N most
+    /// recently watched channels stay running for twice the idle grace period.
+    fn watched(&self, id: u32) {
+        let n = self.settings.warm_recent;
+        if n == 0 {
+            return;
+        }
+        let mut recent = lock(&self.recent);
+        recent.retain(|r| *r != id);
+        recent.insert(0, id);
+        recent.truncate(n);
+        for (cid, ch) in lock(&self.channels).iter() {
+            ch.set_warm(recent.contains(cid));
+        }
     }
 
     /// After missed notifications: make every runtime match the registry again.

@@ -8,11 +8,11 @@
 
 use super::error::{Error, Stage};
 use super::hub::{Hub, HubWriter};
-use super::mapping;
 use super::source;
 use super::status::Status;
-use super::timeline::{JumpSmoother, SessionStamps, Timeline};
+use super::timeline::{GapFiller, JumpSmoother, SessionStamps, Timeline};
 use super::transcode::Transcoder;
+use super::{mapping, prime};
 use crate::auth::redact_source;
 use crate::config::source::SourceKind;
 use crate::config::{Profile, StreamConfig};
@@ -25,6 +25,8 @@ use std::time::{Duration, Instant};
 
 /// MPEG-TS output time base.
 const TS_TB: Rational = Rational(1, 90_000);
+/// How far the PCR leads the DTS (the muxer's `max_delay`, microseconds).
+const MUX_DELAY_US: i32 = 100_000;
 
 /// How a session ended without error.
 #[derive(Debug, PartialEq, Eq)]
@@ -168,9 +170,12 @@ fn sources(ictx: &Input) -> Vec<mapping::Source> {
 
 /// Maps the source's streams (see [`mapping::plan`]) to copy or transcode routes,
 /// adding their output streams to `octx`; records the codecs in the status.
-fn map_streams(ctx: &Ctx, ictx: &Input, octx: &mut Output) -> Result<Vec<Option<Route>>, String> {
-    let best_video = ictx.streams().best(media::Type::Video).map(|s| s.index());
-    let plan = mapping::plan(&sources(ictx), best_video, ctx.profile)?;
+fn map_streams(
+    ctx: &Ctx,
+    ictx: &Input,
+    plan: mapping::Plan,
+    octx: &mut Output,
+) -> Result<Vec<Option<Route>>, String> {
     let mut routes: Vec<Option<Route>> = (0..ictx.nb_streams()).map(|_| None).collect();
     let (mut desc_in, mut desc_out) = (Vec::new(), Vec::new());
     let channel = ctx.stream.id;
@@ -270,6 +275,14 @@ struct Muxer<'a> {
     ost_tbs: Vec<Rational>,
     started: Instant,
     media_start: Option<i64>,
+    /// The output's video stream: nothing is written before its first keyframe. No
+    /// client could decode what comes before, and a client kept across a restart would
+    /// see the new muxer's first, discontinuity-flagged packets skipped.
+    video_ost: Option<usize>,
+    keyframe_written: bool,
+    /// Other streams' packets that came before that keyframe (an encoder's lookahead
+    /// delays video): those not earlier than it go out after it.
+    held: Vec<(Packet, usize, Rational)>,
 }
 
 impl Muxer<'_> {
@@ -280,6 +293,27 @@ impl Muxer<'_> {
         ost: usize,
         tb: Rational,
     ) -> Result<(), Fail> {
+        if !self.keyframe_written && self.video_ost.is_some() {
+            if self.video_ost != Some(ost) {
+                if self.held.len() < 1_000 {
+                    self.held.push((pkt, ost, tb));
+                }
+                return Ok(());
+            }
+            if !pkt.is_key() {
+                return Ok(());
+            }
+            self.keyframe_written = true;
+            let key_at = pkt.dts().or(pkt.pts()).map(|t| t.rescale(tb, TS_TB));
+            self.write(octx, pkt, ost, tb)?;
+            for (p, o, t) in std::mem::take(&mut self.held) {
+                let at = p.dts().or(p.pts()).map(|v| v.rescale(t, TS_TB));
+                if at.zip(key_at).is_none_or(|(a, k)| a >= k) {
+                    self.write(octx, p, o, t)?;
+                }
+            }
+            return Ok(());
+        }
         pkt.set_stream(ost);
         pkt.rescale_ts(tb, self.ost_tbs[ost]);
         let Some(s) = self
@@ -341,6 +375,30 @@ pub fn run(ctx: &Ctx, timeline: &mut Timeline) -> Result<End, Error> {
         .map_err(|(stage, detail)| Error::new(ctx.stream.id, &ctx.stream.source, stage, detail))
 }
 
+/// Plans the session's streams and primes the input (see [`prime`]): the plan without
+/// the streams whose parameters never came, and the packets read meanwhile.
+fn plan_and_prime(
+    ctx: &Ctx,
+    ictx: &mut Input,
+    watch: &Watchdog,
+) -> Result<(mapping::Plan, Vec<Packet>), String> {
+    let best_video = ictx.streams().best(media::Type::Video).map(|s| s.index());
+    let mut plan = mapping::plan(&sources(ictx), best_video, ctx.profile)?;
+    let wanted: Vec<usize> = plan.outputs.iter().map(|o| o.0).collect();
+    let primed = prime::prime(ictx, &wanted, &*ctx.keep_going, || watch.active());
+    if !primed.incomplete.is_empty() {
+        plan.outputs.retain(|o| !primed.incomplete.contains(&o.0));
+        for i in &primed.incomplete {
+            plan.skipped
+                .push(format!("stream {i}: its audio parameters never came"));
+        }
+        if plan.outputs.is_empty() {
+            return Err("the source's streams have no usable parameters".into());
+        }
+    }
+    Ok((plan, primed.packets))
+}
+
 fn session(ctx: &Ctx, timeline: &mut Timeline) -> Result<End, Fail> {
     let watch = Watchdog::new(ctx.stall_timeout);
     let mut ictx = open_input(ctx, &watch).map_err(at(Stage::Open))?;
@@ -348,15 +406,27 @@ fn session(ctx: &Ctx, timeline: &mut Timeline) -> Result<End, Fail> {
         return Ok(End::Stopped);
     }
     watch.opened();
+    let (plan, primed) = plan_and_prime(ctx, &mut ictx, &watch).map_err(at(Stage::Setup))?;
     let writer = HubWriter::new(ctx.hub.clone());
     let io = StreamIo::from_write_with_capacity(writer, 188 * 64)
         .map_err(|e| (Stage::Setup, format!("output buffer: {e}")))?;
     let mut octx = ff::format::output_to_stream(io, None, Some("mpegts"))
         .map_err(|e| (Stage::Setup, format!("MPEG-TS muxer: {e}")))?;
-    let mut routes = map_streams(ctx, &ictx, &mut octx).map_err(at(Stage::Setup))?;
+    let mut routes = map_streams(ctx, &ictx, plan, &mut octx).map_err(at(Stage::Setup))?;
+    // T-STD: the PCR leads the DTS by this much, so every PES (audio too) is in the
+    // decoder's buffer before its decoding time; the ffmpeg CLI uses 0.7 s, which a
+    // live viewer would wait through.
+    // SAFETY: a plain field write on the output context before its header.
+    unsafe { (*octx.as_mut_ptr()).max_delay = MUX_DELAY_US };
     let mut opts = Dictionary::new();
     opts.set("flush_packets", "1");
     opts.set("mpegts_flags", "+initial_discontinuity");
+    // One audio frame per PES, as before the PCR lead: with the lead, the muxer would
+    // pack frames together and write a session's last ones in its trailer.
+    opts.set("pes_payload_size", "0");
+    // Never shift timestamps per session: the timeline keeps them positive (see
+    // `SessionStamps::begin`), and a shift would differ between sessions.
+    opts.set("avoid_negative_ts", "disabled");
     octx.write_header_with(opts)
         .map_err(|e| (Stage::Mux, format!("MPEG-TS header: {e}")))?;
     let ost_tbs: Vec<Rational> = octx.streams().map(|s| s.time_base()).collect();
@@ -378,32 +448,39 @@ fn session(ctx: &Ctx, timeline: &mut Timeline) -> Result<End, Fail> {
         ost_tbs,
         started: Instant::now(),
         media_start: None,
+        video_ost: octx
+            .streams()
+            .find(|s| s.parameters().medium() == media::Type::Video)
+            .map(|s| s.index()),
+        keyframe_written: false,
+        held: Vec::new(),
     };
     let in_tbs: Vec<Rational> = ictx.streams().map(|s| s.time_base()).collect();
+    let frames: Vec<i64> = ictx.streams().map(|s| nominal_duration(&s)).collect();
+    let mut gaps = GapFiller::default();
     let mut jumps = JumpSmoother::default();
+    let mut primed = primed.into_iter();
     let end = loop {
         if !(ctx.keep_going)() {
             break End::Stopped;
         }
-        let mut pkt = Packet::empty();
-        match pkt.read(&mut ictx) {
-            Ok(()) => {}
-            Err(ff::Error::Eof) => break End::Eof,
-            Err(_) if !(ctx.keep_going)() => break End::Stopped,
-            // Our interrupt callback is the only source of AVERROR_EXIT, and with
-            // keep_going still true it fired for a stall.
-            Err(e) if matches!(e, ff::Error::Exit) || watch.stalled() => {
-                let secs = ctx.stall_timeout.as_secs();
-                return Err((Stage::Read, format!("no data from the source for {secs} s")));
-            }
-            Err(e) => return Err((Stage::Read, format!("reading the source: {e}"))),
-        }
+        let mut pkt = match primed.next() {
+            Some(p) => p,
+            None => match read_packet(ctx, &mut ictx, &watch)? {
+                Some(p) => p,
+                None if !(ctx.keep_going)() => break End::Stopped,
+                None => break End::Eof,
+            },
+        };
         watch.active();
         let Some(route) = routes.get_mut(pkt.stream()).and_then(Option::as_mut) else {
             continue;
         };
-        let tb = in_tbs[pkt.stream()];
-        smooth(&mut jumps, &mut pkt, tb);
+        let i = pkt.stream();
+        let (pts, dts) = gaps.fill(i, pkt.pts(), pkt.dts(), pkt.duration(), frames[i]);
+        pkt.set_pts(pts);
+        pkt.set_dts(dts);
+        smooth(&mut jumps, &mut pkt, in_tbs[i]);
         mux.route(&mut octx, route, Some(pkt))?;
         // Time spent pacing is not a stall of the source.
         watch.active();
@@ -423,6 +500,35 @@ fn session(ctx: &Ctx, timeline: &mut Timeline) -> Result<End, Fail> {
     }
     let _ = octx.write_trailer();
     Ok(end)
+}
+
+/// An audio stream's packet duration in its time base (samples per frame over the sample
+/// rate); 0 when unknown or not audio.
+fn nominal_duration(st: &ff::format::stream::Stream) -> i64 {
+    let par = st.parameters();
+    // SAFETY: reading plain fields of valid codec parameters.
+    let (rate, size) = unsafe { ((*par.as_ptr()).sample_rate, (*par.as_ptr()).frame_size) };
+    if par.medium() != media::Type::Audio || rate <= 0 || size <= 0 {
+        return 0;
+    }
+    i64::from(size).rescale(Rational(1, rate), st.time_base())
+}
+
+/// The next packet of the source; None at its end (or when asked to stop).
+fn read_packet(ctx: &Ctx, ictx: &mut Input, watch: &Watchdog) -> Result<Option<Packet>, Fail> {
+    let mut pkt = Packet::empty();
+    match pkt.read(ictx) {
+        Ok(()) => Ok(Some(pkt)),
+        Err(ff::Error::Eof) => Ok(None),
+        Err(_) if !(ctx.keep_going)() => Ok(None),
+        // Our interrupt callback is the only source of AVERROR_EXIT, and with
+        // keep_going still true it fired for a stall.
+        Err(e) if matches!(e, ff::Error::Exit) || watch.stalled() => {
+            let secs = ctx.stall_timeout.as_secs();
+            Err((Stage::Read, format!("no data from the source for {secs} s")))
+        }
+        Err(e) => Err((Stage::Read, format!("reading the source: {e}"))),
+    }
 }
 
 /// Applies the [`JumpSmoother`]'s shift to a packet in time base `tb`.

@@ -16,8 +16,18 @@ pub fn input_options(
     profile: &BTreeMap<String, String>,
 ) -> Vec<(String, String)> {
     let mut o: BTreeMap<String, String> = BTreeMap::new();
-    o.insert("probesize".into(), "1000000".into());
-    o.insert("analyzeduration".into(), "1500000".into());
+    // Live sources start at the pace of their own bytes: a small probe, the rest learnt
+    // from the first packets (see `prime`). Files and generated sources cost nothing to
+    // probe further, and their details (frame rate, duration) are worth it.
+    let live = matches!(kind, SourceKind::Http | SourceKind::Network(_));
+    o.insert(
+        "probesize".into(),
+        if live { "32768" } else { "1000000" }.into(),
+    );
+    o.insert(
+        "analyzeduration".into(),
+        if live { "500000" } else { "1500000" }.into(),
+    );
     if !matches!(kind, SourceKind::Lavfi(_)) {
         o.insert("protocol_whitelist".into(), kind.protocols().into());
     }

@@ -62,6 +62,10 @@ pub struct Status {
     /// HLS output is running (`/hls/<id>/index.m3u8` was requested lately). Its session
     /// counts as one of `clients`.
     pub hls: bool,
+    /// The channel runs with no viewers (`always_on`).
+    pub always_on: bool,
+    /// Kept running as one of the most recently watched channels (`engine.warm_recent`).
+    pub warm: bool,
     /// Source streams the output leaves out, and why.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub skipped_streams: Vec<String>,

@@ -11,6 +11,10 @@ pub const FRAME: i64 = 3_600;
 /// A timestamp this far (90 kHz) from where the output timeline stands is a jump in the
 /// source, not interleaving or B-frame reordering.
 pub const JUMP: i64 = 5 * 90_000;
+/// Where a fresh timeline starts (1 s, 90 kHz): packets a little before a session's
+/// anchor (an encoder's priming frames, audio that starts before the video) stay
+/// positive, so the muxer never shifts a session's timestamps.
+pub const ORIGIN: i64 = 90_000;
 /// How far ahead of real time output may run (fast start for new clients, smoothing).
 const LEAD: Duration = Duration::from_millis(1000);
 /// How far behind real time output may fall before pacing starts over.
@@ -45,6 +49,9 @@ impl Timeline {
 
     /// Starts a session: its timestamps begin at [`Self::next_start`].
     pub fn begin_session(&mut self) {
+        if self.end.iter().all(Option::is_none) {
+            self.next_start = self.next_start.max(ORIGIN);
+        }
         self.prev_end = self.end.clone();
         if self.end.iter().any(Option::is_some) {
             // A one-frame gap between sessions: the MPEG-TS muxer's trailer can emit one
@@ -125,6 +132,41 @@ impl SessionStamps {
             }
         }
         Some(Stamps { pts, dts })
+    }
+}
+
+/// Gives timestamps to packets that come without (the frames after the first of an audio
+/// PES, when the demuxer's short probe left it without the sample rate to interpolate):
+/// the previous packet's time plus its duration, per stream, in the stream's time base.
+#[derive(Debug, Default)]
+pub struct GapFiller {
+    /// Per input stream: the last timestamp and its packet's duration.
+    last: Vec<Option<(i64, i64)>>,
+}
+
+impl GapFiller {
+    /// The (pts, dts) a packet of stream `index` should carry; `duration` is its own
+    /// (0: unknown), `frame` the stream's nominal packet duration (0: unknown).
+    pub fn fill(
+        &mut self,
+        index: usize,
+        pts: Option<i64>,
+        dts: Option<i64>,
+        duration: i64,
+        frame: i64,
+    ) -> (Option<i64>, Option<i64>) {
+        if self.last.len() <= index {
+            self.last.resize(index + 1, None);
+        }
+        let dur = if duration > 0 { duration } else { frame };
+        let (pts, dts) = match (pts, dts, self.last[index]) {
+            (None, None, Some((t, d))) if d > 0 => (Some(t + d), Some(t + d)),
+            other => (other.0, other.1),
+        };
+        if let Some(t) = dts.or(pts) {
+            self.last[index] = Some((t, dur));
+        }
+        (pts, dts)
     }
 }
 
@@ -211,7 +253,7 @@ mod tests {
     #[test]
     fn sessions_continue_the_timeline_with_a_frame_gap() {
         let mut tl = Timeline::unpaced();
-        // A source starting at 10 s: the first session starts the output at 0.
+        // A source starting at 10 s: the first session starts the output at the origin.
         let mut s = SessionStamps::begin(&mut tl, Some(900_000));
         let p = s
             .place(&mut tl, 0, Some(900_000), Some(900_000), 3_600)
@@ -219,8 +261,8 @@ mod tests {
         assert_eq!(
             p,
             Stamps {
-                pts: Some(0),
-                dts: Some(0)
+                pts: Some(ORIGIN),
+                dts: Some(ORIGIN)
             }
         );
         let p = s.place(&mut tl, 0, Some(903_600), None, 3_600).unwrap();
@@ -228,15 +270,15 @@ mod tests {
         assert_eq!(
             p,
             Stamps {
-                pts: Some(3_600),
-                dts: Some(3_600)
+                pts: Some(ORIGIN + 3_600),
+                dts: Some(ORIGIN + 3_600)
             }
         );
-        assert_eq!(tl.next_start, 7_200);
+        assert_eq!(tl.next_start, ORIGIN + 7_200);
         // The next session (a reconnect, its source back at 0) continues one frame later.
         let mut s = SessionStamps::begin(&mut tl, Some(0));
         let p = s.place(&mut tl, 0, Some(0), Some(0), 3_600).unwrap();
-        assert_eq!(p.pts, Some(7_200 + FRAME));
+        assert_eq!(p.pts, Some(ORIGIN + 7_200 + FRAME));
     }
 
     #[test]
@@ -250,7 +292,7 @@ mod tests {
         // Another stream has its own order.
         assert!(s.place(&mut tl, 1, Some(0), Some(0), 0).is_some());
         // Unknown durations count as a frame towards the next start.
-        assert_eq!(tl.next_start, FRAME);
+        assert_eq!(tl.next_start, ORIGIN + FRAME);
         // Without timestamps a packet passes untouched.
         assert_eq!(
             s.place(&mut tl, 0, None, None, 0),
@@ -267,7 +309,7 @@ mod tests {
         let mut a = SessionStamps::begin(&mut tl, Some(0));
         a.place(&mut tl, 0, Some(0), Some(0), 3_600);
         a.place(&mut tl, 0, Some(36_000), Some(36_000), 3_600);
-        assert_eq!(tl.next_start, 39_600);
+        assert_eq!(tl.next_start, ORIGIN + 39_600);
         // The next session is anchored at its input start (3 600) one frame after the
         // last one's end. A priming frame presented a frame before that start, though
         // decoded after the last DTS, overlaps the last session's picture: dropped.
@@ -276,7 +318,29 @@ mod tests {
         let p = b
             .place(&mut tl, 0, Some(3_600), Some(3_600), 3_600)
             .unwrap();
-        assert_eq!(p.pts, Some(39_600 + FRAME));
+        assert_eq!(p.pts, Some(ORIGIN + 39_600 + FRAME));
+    }
+
+    #[test]
+    fn packets_without_timestamps_follow_the_one_before() {
+        let mut g = GapFiller::default();
+        // Nothing known yet: nothing made up.
+        assert_eq!(g.fill(1, None, None, 0, 1_920), (None, None));
+        assert_eq!(
+            g.fill(1, Some(1_000), Some(1_000), 0, 1_920),
+            (Some(1_000), Some(1_000))
+        );
+        assert_eq!(g.fill(1, None, None, 0, 1_920), (Some(2_920), Some(2_920)));
+        assert_eq!(g.fill(1, None, None, 0, 1_920), (Some(4_840), Some(4_840)));
+        // A packet's own duration wins; a stamped packet is left alone.
+        assert_eq!(
+            g.fill(1, Some(9_000), None, 100, 1_920),
+            (Some(9_000), None)
+        );
+        assert_eq!(g.fill(1, None, None, 0, 1_920), (Some(9_100), Some(9_100)));
+        // Streams are separate; without any duration nothing is made up.
+        assert_eq!(g.fill(0, Some(5), Some(5), 0, 0), (Some(5), Some(5)));
+        assert_eq!(g.fill(0, None, None, 0, 0), (None, None));
     }
 
     #[test]

@@ -116,7 +116,11 @@ impl FrameProps {
 struct VideoOut {
     codec: ff::Codec,
     pix: ff::format::Pixel,
+    /// The output frame rate, decided with the first frame: the profile's, else the
+    /// probed one, else the bitstream's (the decoder's), else 25.
     fps: Rational,
+    fixed_fps: Option<Rational>,
+    probed_fps: Option<Rational>,
     enc: Option<ff::encoder::video::Encoder>,
     /// Output size and aspect, from the first frame.
     size: Option<(u32, u32, Rational)>,
@@ -252,25 +256,14 @@ impl Transcoder {
             field_order,
             ff::ffi::AVFieldOrder::AV_FIELD_PROGRESSIVE | ff::ffi::AVFieldOrder::AV_FIELD_UNKNOWN
         );
-        let field_rate = field_coded
-            && p.deinterlace != Some(Deinterlace::Off)
-            && p.deinterlace_rate == Some(DeinterlaceRate::Field);
-        let fps = match p.framerate.as_ref().and_then(Value::get) {
-            Some(f) => Rational::new(f.num, f.den),
-            None => {
-                let r = ist.avg_frame_rate();
-                let r = if r.numerator() > 0 && r.denominator() > 0 && f64::from(r) <= 240.0 {
-                    r
-                } else {
-                    Rational::new(25, 1)
-                };
-                if field_rate {
-                    Rational::new(r.numerator() * 2, r.denominator())
-                } else {
-                    r
-                }
-            }
-        };
+        let fixed_fps = p
+            .framerate
+            .as_ref()
+            .and_then(Value::get)
+            .map(|f| Rational::new(f.num, f.den));
+        let r = ist.avg_frame_rate();
+        let probed_fps =
+            (r.numerator() > 0 && r.denominator() > 0 && f64::from(r) <= 240.0).then_some(r);
         let pix = codec
             .video()
             .ok()
@@ -296,14 +289,16 @@ impl Transcoder {
                 (*par).height = dec.height().max(2) as i32;
             }
         }
-        let tb = Rational::new(fps.denominator(), fps.numerator());
+        let tb = Rational::new(1, 25);
         Ok(Transcoder {
             kind: Kind::Video {
                 dec,
                 out: Box::new(VideoOut {
                     codec,
                     pix,
-                    fps,
+                    fps: Rational::new(25, 1),
+                    fixed_fps,
+                    probed_fps,
                     enc: None,
                     size: None,
                     deinterlacing: false,
@@ -414,11 +409,29 @@ impl Transcoder {
                 enc.rate(),
                 enc.channel_layout().bits()
             )),
-            Kind::Video { out, .. } => {
+            Kind::Video { out, dec } => {
                 let FrameProps::Video { width, height, sar, .. } = props else {
                     return Err("a video transcoder got audio".into());
                 };
                 let sar = Rational::new(sar.0, sar.1);
+                if out.size.is_none() {
+                    // SAFETY: reading a plain field of the open decoder.
+                    let coded = unsafe { (*dec.as_ptr()).framerate };
+                    let coded = Rational::from(coded);
+                    let source = out
+                        .probed_fps
+                        .or((coded.numerator() > 0 && coded.denominator() > 0 && f64::from(coded) <= 240.0).then_some(coded))
+                        .unwrap_or(Rational::new(25, 1));
+                    let doubled = self.profile.deinterlace_rate == Some(DeinterlaceRate::Field)
+                        && self.profile.deinterlace != Some(Deinterlace::Off)
+                        && (out.field_coded || interlaced_frame);
+                    let source = if doubled {
+                        Rational::new(source.numerator() * 2, source.denominator())
+                    } else {
+                        source
+                    };
+                    out.fps = out.fixed_fps.unwrap_or(source);
+                }
                 let (w, h, out_sar) = *out.size.get_or_insert_with(|| {
                     let keep = self.profile.resolution.is_none();
                     let res = self.profile.resolution.as_ref().and_then(Value::get);

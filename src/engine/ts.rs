@@ -8,6 +8,8 @@ use bytes::{Bytes, BytesMut};
 
 pub const PACKET: usize = 188;
 const SYNC: u8 = 0x47;
+/// The DVB service description table's PID.
+const SDT_PID: u16 = 0x11;
 
 /// Stream types (ISO 13818-1 table 2-34 and registrations) that carry video.
 const VIDEO_TYPES: &[u8] = &[0x01, 0x02, 0x10, 0x1B, 0x24, 0x42, 0xD1, 0xEA];
@@ -75,6 +77,13 @@ pub struct Inspector {
     video_pids: Vec<u16>,
     pat: Option<Bytes>,
     pmt: Option<Bytes>,
+    /// Table packets seen before this output's first keyframe piece (see
+    /// [`Inspector::renumber_table`]).
+    early_tables: u32,
+    seen_key: bool,
+    /// The continuity counters of the tables (PAT, PMT, SDT) as last written, carried
+    /// from one muxer to the next (see [`Inspector::continue_tables`]).
+    table_cc: std::collections::HashMap<u16, u8>,
     /// Bytes dropped while looking for packet sync (garbage from a broken source).
     pub dropped: u64,
 }
@@ -88,9 +97,76 @@ pub struct Piece {
     pub key: bool,
     /// For a keyframe piece: the keyframe's PTS (90 kHz), when its PES header has one.
     pub pts: Option<u64>,
+    /// For a keyframe piece: the PAT + PMT as they stood just before it. A reader that
+    /// starts here gets these first, so their continuity counters run on into the ones
+    /// that follow in the stream.
+    pub header: Option<Bytes>,
 }
 
 impl Inspector {
+    /// An inspector whose table counters continue from `cc` (a previous muxer's).
+    /// `fresh`: the output starts anew (every reader starts at a keyframe with the tables
+    /// as they stand there), so tables before the first keyframe reach nobody; otherwise
+    /// readers go straight on into this output and get every table.
+    pub fn continue_tables(cc: std::collections::HashMap<u16, u8>, fresh: bool) -> Inspector {
+        Inspector {
+            table_cc: cc,
+            seen_key: !fresh,
+            ..Inspector::default()
+        }
+    }
+
+    /// The tables' continuity counters as last written.
+    pub fn table_counters(&self) -> std::collections::HashMap<u16, u8> {
+        self.table_cc.clone()
+    }
+
+    /// Renumbers a table packet (PAT, PMT, SDT: each section repeats whole, so the
+    /// numbers carry no data) to continue from the last one, also across muxers: a new
+    /// session's muxer starts them at 0, which a client kept across it would see as lost
+    /// packets.
+    fn renumber_table(&mut self, p: &mut [u8]) {
+        let pid = pid(p);
+        if p[3] & 0x10 == 0 {
+            return; // no payload: the counter does not advance
+        }
+        let cc = self.next_cc(p);
+        p[3] = (p[3] & 0xf0) | cc;
+        self.table_cc.insert(pid, cc);
+    }
+
+    /// The counter a table packet gets next.
+    fn next_cc(&self, p: &[u8]) -> u8 {
+        self.table_cc
+            .get(&pid(p))
+            .map_or(p[3] & 0x0f, |c| (c + 1) & 0x0f)
+    }
+
+    /// A table packet a new muxer writes before its first keyframe reaches nobody (every
+    /// reader starts at a keyframe, with the tables as they stand there): it becomes a
+    /// null packet and does not count. PAT and PMT are kept for that header, numbered as
+    /// the next to go out, so a reader kept across a restart sees the counters run on.
+    fn early_table(&mut self, p: &mut [u8], is_psi: bool) {
+        if is_psi {
+            let mut copy = p.to_vec();
+            let cc = self.next_cc(&copy);
+            copy[3] = (copy[3] & 0xf0) | cc;
+            self.learn(&copy);
+        }
+        p[1] = 0x1f;
+        p[2] = 0xff;
+        p[3] = 0x10;
+        p[4..].fill(0xff);
+    }
+
+    /// The first keyframe of this output: the tables in its header are the first to go
+    /// out, so the counters go on from theirs.
+    fn commit_header(&mut self) {
+        for t in [&self.pat, &self.pmt].into_iter().flatten() {
+            self.table_cc.insert(pid(t), t[3] & 0x0f);
+        }
+    }
+
     /// PAT followed by PMT, once both have been seen: what a joining client needs first.
     pub fn header(&self) -> Option<Bytes> {
         let (pat, pmt) = (self.pat.as_ref()?, self.pmt.as_ref()?);
@@ -156,6 +232,7 @@ impl Inspector {
         let mut start = 0; // start of the current piece in `rest`
         let mut key = false;
         let mut pts = None;
+        let mut header = None;
         let mut i = 0;
         while i + PACKET <= self.rest.len() {
             if self.rest[i] != SYNC {
@@ -165,6 +242,7 @@ impl Inspector {
                         data: Bytes::copy_from_slice(&self.rest[start..i]),
                         key,
                         pts: pts.filter(|_| key),
+                        header: header.take().filter(|_| key),
                     });
                 }
                 let skip = self.rest[i + 1..]
@@ -176,26 +254,42 @@ impl Inspector {
                 start = i;
                 key = false;
                 pts = None;
+                header = None;
                 continue;
             }
             let p = &self.rest[i..i + PACKET];
             let (is_key, is_psi) = (self.is_key(p), pid(p) == 0 || Some(pid(p)) == self.pmt_pid);
             let key_pts = if is_key { pes_pts(p) } else { None };
-            if is_psi {
-                let copy = p.to_vec();
-                self.learn(&copy);
+            if is_psi || pid(p) == SDT_PID {
+                let mut copy = p.to_vec();
+                if !self.seen_key && self.early_tables < 8 {
+                    self.early_tables += 1;
+                    self.early_table(&mut copy, is_psi);
+                } else {
+                    self.renumber_table(&mut copy);
+                    if is_psi {
+                        self.learn(&copy);
+                    }
+                }
+                self.rest[i..i + PACKET].copy_from_slice(&copy);
+            }
+            if is_key && !self.seen_key {
+                self.seen_key = true;
+                self.commit_header();
             }
             if is_key && i > start {
                 pieces.push(Piece {
                     data: Bytes::copy_from_slice(&self.rest[start..i]),
                     key,
                     pts: pts.filter(|_| key),
+                    header: header.take().filter(|_| key),
                 });
                 start = i;
             }
             if is_key {
                 key = i == start;
                 pts = key_pts;
+                header = self.header();
             }
             i += PACKET;
         }
@@ -204,6 +298,7 @@ impl Inspector {
                 data: Bytes::copy_from_slice(&self.rest[start..i]),
                 key,
                 pts: pts.filter(|_| key),
+                header: header.take().filter(|_| key),
             });
         }
         let _ = self.rest.split_to(i.min(self.rest.len()));
@@ -340,6 +435,7 @@ pub(crate) mod tests {
                 data: Bytes::from(packet(0x100, true, true, b"k")),
                 key: true,
                 pts: None,
+                header: ins.header(),
             }]
         );
     }

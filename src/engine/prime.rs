@@ -1,0 +1,120 @@
+//! Fast start: a source is opened with a small probe (a few tens of kilobytes, so a live
+//! source starts at the pace of its own bytes, not after a megabyte of probing), and what
+//! the probe left unknown is learnt from the first packets instead: an audio stream's
+//! sample rate and channels (the MPEG-TS muxer needs them before its header) come from
+//! decoding its first packet. The packets read meanwhile are kept and written first, so
+//! nothing is lost and the first keyframe goes out as soon as the upstream sends it.
+
+use ff::format::context::Input;
+use ff::Packet;
+use ffmpeg_next as ff;
+use std::time::{Duration, Instant};
+
+/// How long priming may read before giving up on the streams still incomplete.
+const LIMIT: Duration = Duration::from_secs(3);
+/// How many bytes priming may hold.
+const BUDGET: usize = 16 * 1024 * 1024;
+
+/// Whether the muxer (or an encoder) can take input stream `index` as it is.
+fn complete(ictx: &Input, index: usize) -> bool {
+    let Some(st) = ictx.stream(index) else {
+        return true;
+    };
+    let par = st.parameters();
+    if par.medium() != ff::media::Type::Audio {
+        return true;
+    }
+    // SAFETY: reading plain fields of valid codec parameters.
+    unsafe { (*par.as_ptr()).sample_rate > 0 && (*par.as_ptr()).ch_layout.nb_channels > 0 }
+}
+
+/// What priming gives back.
+pub struct Primed {
+    /// Packets read while priming, in order: to be processed before reading on.
+    pub packets: Vec<Packet>,
+    /// Streams whose parameters never came (to be left out).
+    pub incomplete: Vec<usize>,
+}
+
+/// A decoder for one incomplete audio stream, until its first frame.
+struct Learner {
+    index: usize,
+    dec: ff::decoder::Audio,
+}
+
+/// Reads packets until every stream of `streams` is complete, or [`LIMIT`] passes, or
+/// the source ends or fails (`read` gives libav's error; priming then ends and the
+/// caller reads on and meets the same state).
+pub fn prime(
+    ictx: &mut Input,
+    streams: &[usize],
+    keep_going: &dyn Fn() -> bool,
+    mut on_packet: impl FnMut(),
+) -> Primed {
+    let mut learners: Vec<Learner> = streams
+        .iter()
+        .filter(|i| !complete(ictx, **i))
+        .filter_map(|&index| {
+            let st = ictx.stream(index)?;
+            let dec = ff::codec::context::Context::from_parameters(st.parameters())
+                .ok()?
+                .decoder()
+                .audio()
+                .ok()?;
+            Some(Learner { index, dec })
+        })
+        .collect();
+    let mut packets = Vec::new();
+    let (t0, mut bytes) = (Instant::now(), 0usize);
+    while !learners.is_empty() && t0.elapsed() < LIMIT && bytes < BUDGET && keep_going() {
+        let mut pkt = Packet::empty();
+        if pkt.read(ictx).is_err() {
+            break;
+        }
+        on_packet();
+        bytes += pkt.size();
+        if let Some(pos) = learners.iter().position(|l| l.index == pkt.stream()) {
+            if learn(ictx, &mut learners[pos], &pkt) {
+                learners.swap_remove(pos);
+            }
+        }
+        packets.push(pkt);
+    }
+    let incomplete = streams
+        .iter()
+        .copied()
+        .filter(|i| !complete(ictx, *i))
+        .collect();
+    Primed {
+        packets,
+        incomplete,
+    }
+}
+
+/// Decodes `pkt`; on the first frame, writes its rate, channels and format into the
+/// stream's parameters. True once learnt.
+fn learn(ictx: &mut Input, l: &mut Learner, pkt: &Packet) -> bool {
+    if l.dec.send_packet(pkt).is_err() {
+        return false;
+    }
+    // SAFETY: allocates an empty AVFrame (av_frame_alloc); the decoder fills it.
+    let mut frame = unsafe { ff::frame::Frame::empty() };
+    if l.dec.receive_frame(&mut frame).is_err() {
+        return false;
+    }
+    // SAFETY: the stream exists (its packet was just read); plain field writes on its
+    // parameters, and a channel layout copy that allocates only for custom layouts.
+    unsafe {
+        let f = frame.as_ptr();
+        let st = *(*ictx.as_mut_ptr()).streams.add(l.index);
+        let par = (*st).codecpar;
+        (*par).sample_rate = (*f).sample_rate;
+        (*par).format = (*f).format;
+        ff::ffi::av_channel_layout_uninit(&mut (*par).ch_layout);
+        ff::ffi::av_channel_layout_copy(&mut (*par).ch_layout, &(*f).ch_layout);
+        if (*par).frame_size <= 0 {
+            (*par).frame_size = (*f).nb_samples;
+        }
+    }
+    true
+}
