@@ -508,6 +508,14 @@ fn nominal_duration(st: &ff::format::stream::Stream) -> i64 {
     let par = st.parameters();
     // SAFETY: reading plain fields of valid codec parameters.
     let (rate, size) = unsafe { ((*par.as_ptr()).sample_rate, (*par.as_ptr()).frame_size) };
+    // The codec's own frame size where the stream does not say (an RTP source).
+    let size = match (size, par.id()) {
+        (s, _) if s > 0 => s,
+        (_, ff::codec::Id::AAC | ff::codec::Id::AAC_LATM) => 1024,
+        (_, ff::codec::Id::MP2 | ff::codec::Id::MP3) => 1152,
+        (_, ff::codec::Id::AC3 | ff::codec::Id::EAC3) => 1536,
+        _ => 0,
+    };
     if par.medium() != media::Type::Audio || rate <= 0 || size <= 0 {
         return 0;
     }

@@ -123,11 +123,11 @@ impl SessionStamps {
         let off = *self.offset.get_or_insert(self.start - anchor);
         let pts = pts.map(|t| t + off);
         let dts = dts.map(|t| t + off).or(pts);
-        if let (Some(d), Some(p)) = (dts, pts) {
+        if let Some(d) = dts {
             // Unknown durations count as one 25 fps frame, so the next session never
             // repeats this one's last timestamp.
             let dur = if duration > 0 { duration } else { FRAME };
-            if !timeline.admit(ost, d, p, dur) {
+            if !timeline.admit(ost, d, pts.unwrap_or(d), dur) {
                 return None;
             }
         }
