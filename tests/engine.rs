@@ -481,8 +481,11 @@ fn a_file_without_loop_plays_once_and_its_clients_get_a_clean_end() {
 #[test]
 fn every_pes_arrives_before_its_decoding_time() {
     let up = upstream();
-    let streams = stream(20, &up.url("hd.ts"), "relay", "")
-        + &stream(21, &up.url("hd.ts"), "x720", "")
+    // A local file plays once (an HTTP source that ends is reconnected).
+    let file = media::dir().join("hd.ts");
+    let file = file.to_str().unwrap();
+    let streams = stream(20, file, "relay", "")
+        + &stream(21, file, "x720", "")
         + &stream(22, &up.url("hd.ts"), "relay", ", loop: true")
         + &stream(23, &up.url("hd.ts"), "x720", ", loop: true");
     let s = Server::start(&config(&streams, ""));

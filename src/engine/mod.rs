@@ -23,6 +23,7 @@ pub mod channel;
 pub mod command;
 pub mod error;
 pub mod failover;
+pub mod frames;
 pub mod hls;
 pub mod hls_session;
 pub mod hub;

@@ -15,7 +15,8 @@
 //! (swresample's matrix, not channel dropping) and frame-rate conversion are libav's, and
 //! no non-`Send` swscale context crosses threads.
 
-use crate::config::units::{Bitrate, Resolution, Value};
+use super::frames::{target_size, FrameProps};
+use crate::config::units::{Bitrate, Value};
 use crate::config::{Deinterlace, DeinterlaceRate, Profile};
 use ff::format::context::Output;
 use ff::{codec, filter, frame, ChannelLayout, Dictionary, Packet, Rational, Rescale};
@@ -25,91 +26,6 @@ use ffmpeg_next as ff;
 pub struct Encoded {
     pub packet: Packet,
     pub time_base: Rational,
-}
-
-/// The properties of decoded frames a filter graph is built for; a frame with others
-/// rebuilds the graph.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum FrameProps {
-    Video {
-        width: i32,
-        height: i32,
-        format: i32,
-        sar: (i32, i32),
-    },
-    Audio {
-        rate: i32,
-        format: i32,
-        layout: u64,
-        channels: i32,
-    },
-}
-
-impl FrameProps {
-    /// The properties of a decoded frame; None for a frame no filter can take.
-    fn of(f: &frame::Frame, video: bool) -> Option<FrameProps> {
-        // SAFETY: reading plain fields of a frame the decoder filled.
-        let p = unsafe { &*f.as_ptr() };
-        if video {
-            (p.width > 0 && p.height > 0 && p.format >= 0).then_some(FrameProps::Video {
-                width: p.width,
-                height: p.height,
-                format: p.format,
-                sar: (
-                    p.sample_aspect_ratio.num.max(1),
-                    p.sample_aspect_ratio.den.max(1),
-                ),
-            })
-        } else {
-            let channels = p.ch_layout.nb_channels;
-            let native = p.ch_layout.order == ff::ffi::AVChannelOrder::AV_CHANNEL_ORDER_NATIVE;
-            // SAFETY: `u.mask` is the member in use for the native order.
-            let mask = if native {
-                unsafe { p.ch_layout.u.mask }
-            } else {
-                0
-            };
-            let layout = if mask != 0 {
-                mask
-            } else {
-                ChannelLayout::default(channels).bits()
-            };
-            (p.sample_rate > 0 && p.format >= 0 && channels > 0).then_some(FrameProps::Audio {
-                rate: p.sample_rate,
-                format: p.format,
-                layout,
-                channels,
-            })
-        }
-    }
-
-    /// The buffer source's arguments for frames with these properties.
-    fn source_args(&self, tb: Rational) -> String {
-        match *self {
-            FrameProps::Video {
-                width,
-                height,
-                format,
-                sar,
-            } => format!(
-                "video_size={width}x{height}:pix_fmt={format}:time_base={}/{}:pixel_aspect={}/{}",
-                tb.numerator(),
-                tb.denominator(),
-                sar.0,
-                sar.1
-            ),
-            FrameProps::Audio {
-                rate,
-                format,
-                layout,
-                ..
-            } => format!(
-                "time_base={}/{}:sample_rate={rate}:sample_fmt={format}:channel_layout=0x{layout:x}",
-                tb.numerator(),
-                tb.denominator()
-            ),
-        }
-    }
 }
 
 /// The video output, decided once.
@@ -175,30 +91,6 @@ fn options(p: &Profile, extra: &[(&str, String)]) -> Dictionary<'static> {
         d.set(k, v);
     }
     d
-}
-
-/// Output size for `resolution` given the source size and sample aspect: a missing side
-/// keeps the displayed aspect ratio (so anamorphic 576i scales to its 16:9 or 4:3 shape).
-pub fn target_size(res: Option<&Resolution>, src: (u32, u32), sar: Rational) -> (u32, u32) {
-    let even = |v: f64| ((v / 2.0).round() as u32).max(1) * 2;
-    let sar = if sar.numerator() > 0 && sar.denominator() > 0 {
-        f64::from(sar)
-    } else {
-        1.0
-    };
-    let display_w = f64::from(src.0) * sar;
-    match res {
-        Some(r) => match (r.width, r.height) {
-            (Some(w), Some(h)) => (w, h),
-            (None, Some(h)) => (even(display_w * f64::from(h) / f64::from(src.1.max(1))), h),
-            (Some(w), None) => (
-                w,
-                even(f64::from(src.1) * f64::from(w) / display_w.max(1.0)),
-            ),
-            (None, None) => src,
-        },
-        None => (src.0 & !1, src.1 & !1),
-    }
 }
 
 /// A decoder for input stream `ist`, on every core as the ffmpeg CLI does (a 4K HEVC
@@ -745,38 +637,5 @@ fn set_output_parameters<P: Into<codec::Parameters>>(octx: &mut Output, ost: usi
         s.set_parameters(enc);
         // SAFETY: clearing the tag lets the muxer choose the right one for MPEG-TS.
         unsafe { (*s.parameters().as_mut_ptr()).codec_tag = 0 };
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn res(s: &str) -> Option<&'static Resolution> {
-        Some(Box::leak(Box::new(
-            crate::config::units::parse_resolution(s).unwrap(),
-        )))
-    }
-
-    #[test]
-    fn target_sizes_keep_aspect_and_evenness() {
-        let square = Rational::new(1, 1);
-        assert_eq!(
-            target_size(res("1280x720"), (1920, 1080), square),
-            (1280, 720)
-        );
-        assert_eq!(target_size(res("x720"), (1920, 1080), square), (1280, 720));
-        assert_eq!(target_size(res("x480"), (1920, 1080), square), (854, 480));
-        assert_eq!(target_size(res("640x"), (1920, 800), square), (640, 266));
-        assert_eq!(target_size(None, (721, 481), square), (720, 480));
-        // Anamorphic PAL 16:9 (720x576, SAR 64:45) keeps its displayed shape.
-        assert_eq!(
-            target_size(res("x576"), (720, 576), Rational::new(64, 45)),
-            (1024, 576)
-        );
-        assert_eq!(
-            target_size(res("x720"), (720, 576), Rational::new(16, 15)),
-            (960, 720)
-        );
     }
 }
