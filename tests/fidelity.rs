@@ -706,3 +706,101 @@ fn common_input_formats_relay_and_transcode() {
         );
     }
 }
+
+fn active_source(s: &Server, id: u32) -> u64 {
+    s.get(&format!("/api/streams/{id}/status")).json()["active_source_index"]
+        .as_u64()
+        .unwrap_or(0)
+}
+
+#[test]
+fn failover_to_a_backup_with_another_codec_and_size_keeps_the_client_and_the_output() {
+    // The primary: 320x240 H.264 + AAC from a live (paced) provider; the backup: 576i
+    // MPEG-2 + MP2 16:9 from another. A transcode channel's client stays across the
+    // switch and keeps one output format and size.
+    let backup_dir = tempfile::tempdir().unwrap().keep();
+    let b = interlaced("backup576i.ts", "720x576", "30");
+    std::fs::copy(&b, backup_dir.join("b.ts")).unwrap();
+    let primary = common::upstream::Upstream::start(media::dir().to_path_buf(), 0);
+    let backup = common::upstream::Upstream::start(backup_dir, 0);
+    let cfg = format!(
+        "server:\n  auth_token: {TOKEN}\nengine:\n  start_timeout_secs: 10\n  stall_timeout_secs: 3\n  failback_check_secs: 60\nffmpeg_profiles:\n  x264: {{video_codec: libx264, preset: ultrafast, resolution: 640x360, audio_codec: aac, audio_sample_rate: 48000, audio_channels: 2}}\nstreams:\n  - id: 1\n    name: Failover\n    source: '{}'\n    backup_sources: ['{}']\n    ffmpeg_profile: x264\n",
+        primary.url("long.ts?live=30"),
+        backup.url("b.ts?live=30")
+    );
+    let s = Server::start(&cfg);
+    let mut v = Viewer::open(&s, 1);
+    let mut all = v.read_for(Duration::from_secs(2));
+    let _ = primary.kill();
+    assert!(common::eventually(
+        Duration::from_secs(15),
+        || active_source(&s, 1) == 1
+    ));
+    all.extend(v.read_for(Duration::from_secs(4)));
+    let f = save(&all, "failover-codec.ts");
+    assert_eq!(media::codecs(&f), vec!["h264", "aac"]);
+    assert_eq!(media::decode_errors(&f), "");
+    let widths = media::frame_widths(&f);
+    assert!(widths.len() > 100, "{} frames", widths.len());
+    assert!(
+        widths.iter().all(|w| *w == 640),
+        "one output size: {widths:?}"
+    );
+    common::ts::assert_clean(&all, "a client kept across a failover to another codec");
+    let st = s.get("/api/streams/1/status").json();
+    assert!(st["input_codecs"][0] == "mpeg2video", "{st}");
+}
+
+#[test]
+fn damage_that_starts_in_a_running_stream_is_played_through() {
+    // Clean for 2 s, then bit flips and whole packets missing (a failing link), then
+    // clean again: the channel runs throughout and delivers to the end, as far as the
+    // ffmpeg CLI gets on the same bytes.
+    let clean = dir().join("running-clean.ts");
+    media::generate(&clean, "640x360", 8, &["-b:v", "1M"], &["-b:a", "96k"]);
+    let data = std::fs::read(&clean).unwrap();
+    let (a, b) = (data.len() / 4 / 188 * 188, data.len() * 3 / 4 / 188 * 188);
+    let mut bad = data[..a].to_vec();
+    let middle = corrupt(&data[a..b], 0.0005, 7);
+    for (i, p) in middle.chunks(188).enumerate() {
+        if i % 50 != 17 {
+            bad.extend_from_slice(p); // every 50th packet is lost
+        }
+    }
+    bad.extend_from_slice(&data[b..]);
+    let src = dir().join("running-bad.ts");
+    std::fs::write(&src, &bad).unwrap();
+    let profiles = "  x264: {video_codec: libx264, preset: ultrafast, audio_codec: aac}\n";
+    let s = Server::start(&config(profiles, &[(1, &src, "x264"), (2, &src, "relay")]));
+    let cli = dir().join("cli-running-bad.ts");
+    let ok = Command::new("ffmpeg")
+        .args(["-hide_banner", "-v", "quiet", "-y", "-i"])
+        .arg(&src)
+        .args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-c:a",
+            "aac",
+            "-f",
+            "mpegts",
+        ])
+        .arg(&cli)
+        .status()
+        .unwrap()
+        .success();
+    let theirs = if ok { duration(&cli) } else { 0.0 };
+    assert!(theirs > 6.0, "the CLI gets {theirs} s");
+    for id in [1, 2] {
+        let out = play(&s, id, Duration::from_secs(25));
+        let ours = duration(&out);
+        assert!(
+            ours > theirs - 1.0,
+            "channel {id}: Amps {ours:.2} s, the CLI {theirs:.2} s"
+        );
+        let st = s.get(&format!("/api/streams/{id}/status")).json();
+        assert_eq!(st["restarts"], 0, "channel {id} ran throughout: {st}");
+    }
+    assert_eq!(s.get("/health").status, 200);
+}
