@@ -487,6 +487,38 @@ mod tests {
     }
 
     #[test]
+    fn a_reader_at_an_older_keyframe_gets_the_tables_as_they_stood_there() {
+        let (hub, mut w) = setup(1 << 20, 3);
+        gop(&mut w, 2);
+        // The muxer repeats its tables in the middle of the backlog.
+        let (pat, pmt) = psi();
+        w.write_all(&[pat, pmt].concat()).unwrap();
+        gop(&mut w, 2);
+        let mut c = Cursor::from_oldest();
+        let got = bytes(hub.read(&mut c));
+        let pat_ccs: Vec<u8> = got
+            .chunks(188)
+            .filter(|p| ((p[1] & 0x1f) as u16) << 8 | p[2] as u16 == 0)
+            .map(|p| p[3] & 0x0f)
+            .collect();
+        // The tables this reader starts with, then the backlog's: counters run on.
+        assert_eq!(pat_ccs.len(), 2, "{pat_ccs:?}");
+        assert_eq!(pat_ccs[1], (pat_ccs[0] + 1) & 0x0f, "{pat_ccs:?}");
+        // A second writer (the next producer session) continues the counters.
+        drop(w);
+        let mut w2 = HubWriter::new(hub.clone());
+        let (pat, pmt) = psi();
+        w2.write_all(&[pat, pmt].concat()).unwrap();
+        let more = bytes(hub.read(&mut c));
+        let next: Vec<u8> = more
+            .chunks(188)
+            .filter(|p| ((p[1] & 0x1f) as u16) << 8 | p[2] as u16 == 0)
+            .map(|p| p[3] & 0x0f)
+            .collect();
+        assert_eq!(next, [(pat_ccs[1] + 1) & 0x0f]);
+    }
+
+    #[test]
     fn after_a_reset_clients_resume_at_the_next_keyframe() {
         let (hub, mut w) = setup(1 << 20, 3);
         gop(&mut w, 2);
