@@ -93,3 +93,63 @@ pub fn command_template(data: &[u8]) {
         (Err(_), Err(_)) => {}
     }
 }
+
+/// MPEG-TS bytes (a damaged or hostile source) through what a channel does with them: the
+/// TS inspector the hub relies on, and libav's MPEG-TS demuxer and the decoders of every
+/// audio and video stream it finds. Never panics; the inspector's pieces are whole
+/// packets and never more than the input.
+pub fn ts_stream(data: &[u8]) {
+    use ffmpeg_next as ff;
+    let mut ins = crate::engine::ts::Inspector::default();
+    let pieces = ins.feed(data);
+    let out: usize = pieces.iter().map(|p| p.data.len()).sum();
+    assert!(
+        out + ins.dropped as usize <= data.len(),
+        "pieces exceed the input"
+    );
+    assert!(
+        pieces.iter().all(|p| p.data.len() % 188 == 0),
+        "a piece of a partial packet"
+    );
+    crate::libav::init();
+    let Ok(io) = ff::format::context::StreamIo::from_read(std::io::Cursor::new(data.to_vec()))
+    else {
+        return;
+    };
+    let mut opts = ff::Dictionary::new();
+    opts.set("format_whitelist", "mpegts");
+    opts.set("protocol_whitelist", "none");
+    opts.set("probesize", "65536");
+    let Ok(mut ictx) = ff::format::input_from_stream(io, None, Some(opts)) else {
+        return;
+    };
+    let mut decoders: Vec<Option<ff::decoder::Opened>> = ictx
+        .streams()
+        .map(|st| {
+            let medium = st.parameters().medium();
+            if medium != ff::media::Type::Video && medium != ff::media::Type::Audio {
+                return None;
+            }
+            ff::codec::context::Context::from_parameters(st.parameters())
+                .ok()?
+                .decoder()
+                .open()
+                .ok()
+        })
+        .collect();
+    // SAFETY: allocates an empty AVFrame; decoders fill it.
+    let mut frame = unsafe { ff::frame::Frame::empty() };
+    for _ in 0..2_000 {
+        let mut pkt = ff::Packet::empty();
+        match pkt.read(&mut ictx) {
+            Ok(()) => {}
+            Err(ff::Error::Eof) => break,
+            Err(_) => continue,
+        }
+        if let Some(Some(dec)) = decoders.get_mut(pkt.stream()) {
+            if dec.send_packet(&pkt).is_ok() {
+                while dec.receive_frame(&mut frame).is_ok() {}
+            }
+        }
+    }
+}

@@ -150,3 +150,73 @@ fn deep_nesting_and_huge_numbers_are_refused_cleanly() {
     amps::fuzz::stream_json(br#"{"id": 1e400, "name": "x", "source": "y"}"#);
     amps::fuzz::config_text(b"server:\n  port: 999999999999999999999999\n");
 }
+
+/// Damaged MPEG-TS through the inspector, libav's demuxer and the decoders: a generated
+/// clip, then many copies of it with bytes flipped, cut or repeated (what cargo-fuzz's
+/// `ts_stream` target does for as long as one likes).
+#[test]
+fn damaged_transport_streams_never_panic_the_inspector_demuxer_or_decoders() {
+    let dir = tempfile::tempdir().unwrap();
+    let clip = dir.path().join("clip.ts");
+    let ok = std::process::Command::new("ffmpeg")
+        .args([
+            "-hide_banner",
+            "-v",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=160x120:rate=25",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine",
+            "-t",
+            "1",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-c:a",
+            "aac",
+            "-f",
+            "mpegts",
+        ])
+        .arg(&clip)
+        .status()
+        .expect("ffmpeg")
+        .success();
+    assert!(ok);
+    let data = std::fs::read(&clip).unwrap();
+    amps::fuzz::ts_stream(&data);
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    for case in 0..150 {
+        let mut d = data.clone();
+        match case % 3 {
+            0 => {
+                for _ in 0..(1 + next() % 64) {
+                    let i = (next() as usize) % d.len();
+                    d[i] ^= 1 << (next() % 8);
+                }
+            }
+            1 => {
+                let a = (next() as usize) % d.len();
+                let b = (a + (next() as usize) % 4096).min(d.len());
+                d.drain(a..b);
+            }
+            _ => {
+                let a = (next() as usize) % d.len();
+                let b = (a + (next() as usize) % 2048).min(d.len());
+                let piece = d[a..b].to_vec();
+                d.splice(a..a, piece);
+            }
+        }
+        amps::fuzz::ts_stream(&d);
+    }
+}
