@@ -79,6 +79,33 @@ fn streams(p: &Value) -> Vec<Value> {
     p["streams"].as_array().cloned().unwrap_or_default()
 }
 
+/// The ffmpeg CLI's own transcode of `src` (libx264 ultrafast + AAC) into `out`: how many
+/// seconds it delivers (0 when it fails).
+fn cli_transcode(src: &Path, out: &Path) -> f64 {
+    let ok = Command::new("ffmpeg")
+        .args(["-hide_banner", "-v", "quiet", "-y", "-i"])
+        .arg(src)
+        .args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-c:a",
+            "aac",
+            "-f",
+            "mpegts",
+        ])
+        .arg(out)
+        .status()
+        .expect("ffmpeg is installed (./scripts/setup)")
+        .success();
+    if ok {
+        duration(out)
+    } else {
+        0.0
+    }
+}
+
 /// The first value of an ffprobe CSV answer (it repeats per program and stream).
 fn first(csv: &str) -> &str {
     csv.lines()
@@ -443,20 +470,7 @@ fn frames_that_change_size_and_layout_mid_stream_keep_the_output_going() {
     let out = play(&s, 1, Duration::from_secs(20));
     // The CLI transcodes the same file to the end: so must Amps.
     let cli = dir().join("cli-changing.ts");
-    ffmpeg(&[
-        "-i",
-        src.to_str().unwrap(),
-        "-c:v",
-        "libx264",
-        "-preset",
-        "ultrafast",
-        "-c:a",
-        "aac",
-        "-f",
-        "mpegts",
-        cli.to_str().unwrap(),
-    ]);
-    let (ours, theirs) = (duration(&out), duration(&cli));
+    let (ours, theirs) = (duration(&out), cli_transcode(&src, &cli));
     assert!(theirs > 5.5, "the CLI's output lasts {theirs} s");
     assert!(
         ours > theirs - 0.7,
@@ -511,27 +525,7 @@ fn damaged_sources_are_delivered_to_the_end_as_far_as_the_cli_gets() {
     let s = Server::start(&config(profiles, &chans));
     for (i, f) in files.iter().enumerate() {
         let cli = dir().join(format!("cli-bad{i}.ts"));
-        let status = Command::new("ffmpeg")
-            .args(["-hide_banner", "-v", "quiet", "-y", "-i"])
-            .arg(f)
-            .args([
-                "-c:v",
-                "libx264",
-                "-preset",
-                "ultrafast",
-                "-c:a",
-                "aac",
-                "-f",
-                "mpegts",
-            ])
-            .arg(&cli)
-            .status()
-            .unwrap();
-        let theirs = if status.success() {
-            duration(&cli)
-        } else {
-            0.0
-        };
+        let theirs = cli_transcode(f, &cli);
         for (id, what) in [(10 + i as u32, "transcode"), (20 + i as u32, "relay")] {
             let ours = try_play(&s, id, Duration::from_secs(20)).map_or(0.0, |o| duration(&o));
             assert!(
@@ -773,24 +767,7 @@ fn damage_that_starts_in_a_running_stream_is_played_through() {
     let profiles = "  x264: {video_codec: libx264, preset: ultrafast, audio_codec: aac}\n";
     let s = Server::start(&config(profiles, &[(1, &src, "x264"), (2, &src, "relay")]));
     let cli = dir().join("cli-running-bad.ts");
-    let ok = Command::new("ffmpeg")
-        .args(["-hide_banner", "-v", "quiet", "-y", "-i"])
-        .arg(&src)
-        .args([
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-c:a",
-            "aac",
-            "-f",
-            "mpegts",
-        ])
-        .arg(&cli)
-        .status()
-        .unwrap()
-        .success();
-    let theirs = if ok { duration(&cli) } else { 0.0 };
+    let theirs = cli_transcode(&src, &cli);
     assert!(theirs > 6.0, "the CLI gets {theirs} s");
     for id in [1, 2] {
         let out = play(&s, id, Duration::from_secs(25));

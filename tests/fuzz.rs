@@ -2,6 +2,8 @@
 //! inputs, a bounded number of cases per `cargo test`. cargo-fuzz drives the same entry
 //! points for as long as one likes (fuzz/).
 
+mod common;
+
 use proptest::prelude::*;
 
 /// YAML-ish text: real keys and values of the config in random arrangements.
@@ -158,35 +160,7 @@ fn deep_nesting_and_huge_numbers_are_refused_cleanly() {
 fn damaged_transport_streams_never_panic_the_inspector_demuxer_or_decoders() {
     let dir = tempfile::tempdir().unwrap();
     let clip = dir.path().join("clip.ts");
-    let ok = std::process::Command::new("ffmpeg")
-        .args([
-            "-hide_banner",
-            "-v",
-            "error",
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc2=size=160x120:rate=25",
-            "-f",
-            "lavfi",
-            "-i",
-            "sine",
-            "-t",
-            "1",
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-c:a",
-            "aac",
-            "-f",
-            "mpegts",
-        ])
-        .arg(&clip)
-        .status()
-        .expect("ffmpeg")
-        .success();
-    assert!(ok);
+    common::media::generate(&clip, "160x120", 1, &[], &[]);
     let data = std::fs::read(&clip).unwrap();
     amps::fuzz::ts_stream(&data);
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
