@@ -1,53 +1,14 @@
-//! The shared token: where a request may carry it, how it is compared, and how it is kept
-//! out of logs. Pure functions; the HTTP filter that applies them lives in [`crate::http`].
+//! Tokens in requests: where a request may carry one, dashboard sessions, brute-force
+//! limits, and how tokens and credentials are kept out of logs. The tokens themselves and
+//! their constant-time comparison are in the `tokens` module; the HTTP filter that applies
+//! them lives in `http`.
 //!
 //! Accepted carriers: `Authorization: Bearer <t>`, `X-Amps-Token: <t>`, `?token=<t>`.
-//! Comparison hashes both sides to fixed-length digests and compares those in constant time,
-//! so neither the content nor the length of the token leaks through timing.
 
 use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
-
-/// The configured token (or none: open access, allowed on loopback only).
-#[derive(Clone)]
-pub struct TokenCheck {
-    digest: Option<[u8; 32]>,
-}
-
-impl std::fmt::Debug for TokenCheck {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.digest.is_some() {
-            "TokenCheck(<redacted>)"
-        } else {
-            "TokenCheck(open)"
-        })
-    }
-}
 
 fn digest(s: &str) -> [u8; 32] {
     Sha256::digest(s.as_bytes()).into()
-}
-
-impl TokenCheck {
-    pub fn new(token: Option<&str>) -> Self {
-        TokenCheck {
-            digest: token.map(digest),
-        }
-    }
-
-    /// Whether any token is required.
-    pub fn required(&self) -> bool {
-        self.digest.is_some()
-    }
-
-    /// True if `presented` grants access.
-    pub fn allows(&self, presented: Option<&str>) -> bool {
-        match (&self.digest, presented) {
-            (None, _) => true,
-            (Some(_), None) => false,
-            (Some(want), Some(got)) => bool::from(want.ct_eq(&digest(got))),
-        }
-    }
 }
 
 /// The token a request carries, from (in order) the `Authorization: Bearer` header, the
@@ -72,11 +33,18 @@ pub fn presented<'a>(
 /// The name of the dashboard's session cookie.
 pub const SESSION_COOKIE: &str = "amps_session";
 
+/// One login session: when it ends and the name of the token it logged in with.
+#[derive(Debug, Clone)]
+struct Session {
+    expires: std::time::Instant,
+    name: std::sync::Arc<str>,
+}
+
 /// The dashboard's login sessions: random values handed out as cookies, kept here only
 /// as SHA-256 digests with an expiry. Logging out ends one; a restart ends them all.
 #[derive(Debug)]
 pub struct Sessions {
-    map: std::sync::Mutex<std::collections::HashMap<[u8; 32], std::time::Instant>>,
+    map: std::sync::Mutex<std::collections::HashMap<[u8; 32], Session>>,
     ttl: std::time::Duration,
     max: usize,
 }
@@ -92,13 +60,14 @@ impl Sessions {
 
     fn lock(
         &self,
-    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<[u8; 32], std::time::Instant>> {
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<[u8; 32], Session>> {
         self.map.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A new session's cookie value (64 hex digits from the kernel's random source), or
-    /// None if there is no randomness to be had. When full, the oldest session ends.
-    pub fn create(&self) -> Option<String> {
+    /// A new session's cookie value (64 hex digits from the kernel's random source) for
+    /// the token named `name`, or None if there is no randomness to be had. When full,
+    /// the oldest session ends.
+    pub fn create(&self, name: &str) -> Option<String> {
         let mut raw = [0u8; 32];
         // SAFETY: getrandom writes at most `raw.len()` bytes into `raw`.
         let n = unsafe { libc::getrandom(raw.as_mut_ptr().cast(), raw.len(), 0) };
@@ -108,22 +77,29 @@ impl Sessions {
         let value: String = raw.iter().map(|b| format!("{b:02x}")).collect();
         let now = std::time::Instant::now();
         let mut map = self.lock();
-        map.retain(|_, exp| *exp > now);
+        map.retain(|_, s| s.expires > now);
         if map.len() >= self.max {
-            if let Some(oldest) = map.iter().min_by_key(|(_, e)| **e).map(|(k, _)| *k) {
+            if let Some(oldest) = map.iter().min_by_key(|(_, s)| s.expires).map(|(k, _)| *k) {
                 map.remove(&oldest);
             }
         }
-        map.insert(digest(&value), now + self.ttl);
+        map.insert(
+            digest(&value),
+            Session {
+                expires: now + self.ttl,
+                name: name.into(),
+            },
+        );
         Some(value)
     }
 
-    /// Whether `cookie` is a live session.
-    pub fn valid(&self, cookie: &str) -> bool {
+    /// The token name of the live session `cookie`, if it is one.
+    pub fn valid(&self, cookie: &str) -> Option<std::sync::Arc<str>> {
         let now = std::time::Instant::now();
         self.lock()
             .get(&digest(cookie))
-            .is_some_and(|exp| *exp > now)
+            .filter(|s| s.expires > now)
+            .map(|s| s.name.clone())
     }
 
     /// Ends the session `cookie` (logout).
@@ -205,21 +181,22 @@ mod tests {
     #[test]
     fn sessions_are_random_bounded_and_end_on_logout() {
         let s = Sessions::new(std::time::Duration::from_secs(60), 2);
-        let a = s.create().unwrap();
-        let b = s.create().unwrap();
+        let a = s.create("admin").unwrap();
+        let b = s.create("tv").unwrap();
         assert_eq!(a.len(), 64);
         assert_ne!(a, b);
-        assert!(s.valid(&a) && s.valid(&b));
-        assert!(!s.valid("0000") && !s.valid(""));
+        assert_eq!(s.valid(&a).as_deref(), Some("admin"));
+        assert_eq!(s.valid(&b).as_deref(), Some("tv"));
+        assert!(s.valid("0000").is_none() && s.valid("").is_none());
         s.end(&a);
-        assert!(!s.valid(&a), "logged out");
-        let c = s.create().unwrap();
-        let d = s.create().unwrap();
-        assert!(!s.valid(&b), "the oldest goes when full");
-        assert!(s.valid(&c) && s.valid(&d));
+        assert!(s.valid(&a).is_none(), "logged out");
+        let c = s.create("admin").unwrap();
+        let d = s.create("admin").unwrap();
+        assert!(s.valid(&b).is_none(), "the oldest goes when full");
+        assert!(s.valid(&c).is_some() && s.valid(&d).is_some());
         let short = Sessions::new(std::time::Duration::ZERO, 10);
-        let e = short.create().unwrap();
-        assert!(!short.valid(&e), "expired");
+        let e = short.create("admin").unwrap();
+        assert!(short.valid(&e).is_none(), "expired");
         assert_eq!(
             cookie("theme=dark; amps_session=abc; x=1", SESSION_COOKIE),
             Some("abc")
@@ -241,16 +218,14 @@ mod tests {
     use proptest::prelude::*;
 
     #[test]
-    fn accepts_each_carrier_and_refuses_wrong_or_missing() {
-        let c = TokenCheck::new(Some("s3cret"));
-        assert!(c.allows(presented(Some("Bearer s3cret"), None, None).as_deref()));
-        assert!(c.allows(presented(Some("bearer  s3cret "), None, None).as_deref()));
-        assert!(c.allows(presented(None, Some("s3cret"), None).as_deref()));
-        assert!(c.allows(presented(None, None, Some("a=1&token=s3cret")).as_deref()));
-        assert!(!c.allows(presented(None, None, Some("token=s3cre")).as_deref()));
-        assert!(!c.allows(presented(Some("Basic s3cret"), None, None).as_deref()));
-        assert!(!c.allows(None));
-        assert!(TokenCheck::new(None).allows(None));
+    fn accepts_each_carrier_and_refuses_other_schemes() {
+        let p = |a, x, q| presented(a, x, q);
+        assert_eq!(p(Some("Bearer s3cret"), None, None).as_deref(), Some("s3cret"));
+        assert_eq!(p(Some("bearer  s3cret "), None, None).as_deref(), Some("s3cret"));
+        assert_eq!(p(None, Some("s3cret"), None).as_deref(), Some("s3cret"));
+        assert_eq!(p(None, None, Some("a=1&token=s3cret")).as_deref(), Some("s3cret"));
+        assert_eq!(p(Some("Basic s3cret"), None, None), None);
+        assert_eq!(p(None, None, None), None);
     }
 
     #[test]
@@ -258,7 +233,6 @@ mod tests {
         let t = "a b&c=d/é";
         let q = format!("x=1&token={}", encode_for_query(t));
         assert_eq!(query_token(&q).as_deref(), Some(t));
-        assert!(TokenCheck::new(Some(t)).allows(query_token(&q).as_deref()));
     }
 
     #[test]
@@ -270,20 +244,7 @@ mod tests {
         assert_eq!(redact_query("tokenish=1"), "tokenish=1");
     }
 
-    #[test]
-    fn debug_output_never_shows_the_token() {
-        let s = format!("{:?}", TokenCheck::new(Some("s3cret")));
-        assert!(!s.contains("s3cret"));
-    }
-
     proptest! {
-        #[test]
-        fn only_the_exact_token_is_accepted(t in "[ -~]{1,40}", u in "[ -~]{0,40}") {
-            let c = TokenCheck::new(Some(&t));
-            prop_assert!(c.allows(Some(&t)));
-            prop_assert_eq!(c.allows(Some(&u)), u == t);
-        }
-
         #[test]
         fn redacted_queries_never_contain_the_token(t in "[a-zA-Z0-9]{8,20}", pre in "[a-z]{0,5}") {
             let q = format!("{pre}=1&token={t}&x=2");
@@ -307,13 +268,19 @@ struct Failures {
     count: u32,
     first: std::time::Instant,
     blocked_until: Option<std::time::Instant>,
+    /// Blocks so far: each lasts twice as long as the one before (at most a day).
+    strikes: u32,
 }
+
+/// The longest block.
+pub const MAX_BLOCK: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
 /// Addresses tracked at most (an attacker cycling addresses cannot grow memory).
 pub const MAX_TRACKED: usize = 10_000;
 
 impl FailureLimiter {
-    /// `limit` failures within `window` block the address for `window`; 0 turns it off.
+    /// `limit` failures within `window` block the address for `window`, the next block
+    /// for twice that, and so on up to [`MAX_BLOCK`]; `limit` 0 turns it off.
     pub fn new(limit: u32, window: std::time::Duration) -> FailureLimiter {
         FailureLimiter {
             limit,
@@ -379,17 +346,23 @@ impl FailureLimiter {
             count: 0,
             first: now,
             blocked_until: None,
+            strikes: 0,
         });
         if now.duration_since(f.first) >= self.window && f.blocked_until.is_none_or(|u| u <= now) {
             *f = Failures {
                 count: 0,
                 first: now,
                 blocked_until: None,
+                strikes: f.strikes,
             };
         }
         f.count += 1;
         if f.count >= self.limit && f.blocked_until.is_none_or(|u| u <= now) {
-            f.blocked_until = Some(now + self.window);
+            let factor = 1u32 << f.strikes.min(16);
+            f.blocked_until = Some(now + self.window.saturating_mul(factor).min(MAX_BLOCK));
+            f.strikes += 1;
+            f.count = 0;
+            f.first = now;
             return true;
         }
         false
@@ -441,6 +414,17 @@ mod limiter_tests {
             None,
             "the block ends"
         );
+        // The next block lasts twice as long, the one after four times.
+        let t2 = t + Duration::from_secs(63);
+        for i in 0..3 {
+            l.failed(a, t2 + Duration::from_secs(i));
+        }
+        assert_eq!(l.blocked(a, t2 + Duration::from_secs(3)), Some(119));
+        let t3 = t2 + Duration::from_secs(125);
+        for i in 0..3 {
+            l.failed(a, t3 + Duration::from_secs(i));
+        }
+        assert_eq!(l.blocked(a, t3 + Duration::from_secs(2)), Some(240));
         // Failures spread wider than the window never block.
         let c: IpAddr = "192.0.2.3".parse().unwrap();
         for i in 0..10 {

@@ -35,5 +35,6 @@ pub mod reload;
 pub mod schedule;
 pub mod state;
 pub mod sync;
+pub mod tokens;
 
 pub use error::{Error, ErrorKind};

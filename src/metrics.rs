@@ -26,6 +26,13 @@ pub struct HttpLabels {
     pub status: u16,
 }
 
+/// A known token refused something: `reason` is `role`, `expired` or `max_streams`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusalLabels {
+    pub token: String,
+    pub reason: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: String,
@@ -41,6 +48,7 @@ pub struct Metrics {
     pub http_requests: Family<HttpLabels, Counter>,
     pub auth_failures: Counter,
     pub auth_blocked: Counter,
+    pub token_refusals: Family<RefusalLabels, Counter>,
 }
 
 type Field = fn(&Status) -> u64;
@@ -216,7 +224,47 @@ impl Collector for EngineCollector {
     }
 }
 
+/// Reads every token's open sessions at scrape time.
+#[derive(Debug)]
+struct TokenCollector {
+    tokens: Arc<crate::tokens::Tokens>,
+    hls_ttl: std::time::Duration,
+}
+
+impl Collector for TokenCollector {
+    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let mut m = enc.encode_descriptor(
+            "token_sessions",
+            "Stream and HLS sessions open now, by token name",
+            None,
+            MetricType::Gauge,
+        )?;
+        for t in self.tokens.list(self.hls_ttl, chrono::Utc::now()) {
+            ConstGauge::new(i64::from(t.sessions)).encode(m.encode_family(&[("token", t.name)])?)?;
+        }
+        Ok(())
+    }
+}
+
 impl Metrics {
+    /// Adds the per-token session gauge.
+    pub fn with_tokens(mut self, tokens: Arc<crate::tokens::Tokens>, hls_ttl: std::time::Duration) -> Metrics {
+        self.registry
+            .register_collector(Box::new(TokenCollector { tokens, hls_ttl }));
+        self
+    }
+
+    /// Counts a refusal of the known token `name` (the label is the configured name,
+    /// never a presented value, so it stays bounded).
+    pub fn token_refused(&self, name: &str, reason: &str) {
+        self.token_refusals
+            .get_or_create(&RefusalLabels {
+                token: name.to_owned(),
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
     /// Time since the server started.
     pub fn uptime(&self) -> std::time::Duration {
         self.started.elapsed()
@@ -237,6 +285,7 @@ impl Metrics {
         let http_requests = Family::<HttpLabels, Counter>::default();
         let auth_failures = Counter::default();
         let auth_blocked = Counter::default();
+        let token_refusals = Family::<RefusalLabels, Counter>::default();
         // An info-style gauge (always 1): `promtool` and Prometheus' text parser do not
         // accept the OpenMetrics `info` type.
         let build = Family::<BuildLabels, Gauge>::default();
@@ -272,6 +321,11 @@ impl Metrics {
             "Requests refused because their address failed the token check too often",
             auth_blocked.clone(),
         );
+        registry.register(
+            "token_refusals",
+            "Requests of a known token refused, by token name and reason (role, expired, max_streams)",
+            token_refusals.clone(),
+        );
         Metrics {
             registry,
             started: Instant::now(),
@@ -280,6 +334,7 @@ impl Metrics {
             http_requests,
             auth_failures,
             auth_blocked,
+            token_refusals,
         }
     }
 

@@ -82,6 +82,9 @@ fn changed_keys<T: Serialize>(section: &str, old: &T, new: &T) -> Vec<String> {
         .collect()
 }
 
+/// `server` keys a reload applies at once.
+pub const LIVE_SERVER_KEYS: &[&str] = &["server.tokens", "server.auth_token"];
+
 impl Reloader {
     /// `path`: the file the server loaded (None: the embedded default, which never changes).
     pub fn new(
@@ -96,6 +99,15 @@ impl Reloader {
             current: Mutex::new(current),
             catalog,
         }
+    }
+
+    /// The `server` section in force (tokens are applied from it after a reload).
+    pub fn server(&self) -> crate::config::ServerConfig {
+        self.current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .server
+            .clone()
     }
 
     /// The ids of the streams and scheduled streams the config in force defines.
@@ -156,7 +168,11 @@ impl Reloader {
             ));
         }
 
-        let mut needs_restart = changed_keys("server", &current.server, &new.server);
+        // Tokens (the admin token too) are put in force by the caller after the reload.
+        let mut needs_restart: Vec<String> = changed_keys("server", &current.server, &new.server)
+            .into_iter()
+            .filter(|k| !LIVE_SERVER_KEYS.contains(&k.as_str()))
+            .collect();
         needs_restart.extend(changed_keys("engine", &current.engine, &new.engine));
         needs_restart.extend(changed_keys(
             "hdhomerun",

@@ -41,7 +41,7 @@ fn every_route_but_health_refuses_a_missing_or_wrong_token() {
             &[ct[0], ("X-Amps-Token", "nope")],
             body,
         );
-        if r.public {
+        if r.public() {
             if (r.method, r.pattern) == ("POST", "/login") {
                 // The login form refuses a missing token with itself, as HTML.
                 assert_eq!(anon.status, 401);

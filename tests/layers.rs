@@ -16,7 +16,7 @@ fn layer(module: &str) -> usize {
     match top {
         "error" | "clock" | "auth" | "sync" => 0,
         "config" => 1,
-        "registry" | "playlist" | "epg" | "schedule" | "state" | "reload" => 2,
+        "registry" | "playlist" | "epg" | "schedule" | "state" | "reload" | "tokens" => 2,
         "engine" | "libav" => 3,
         "metrics" => 4,
         "http" => 5,

@@ -1,7 +1,6 @@
 //! `amps serve`: load the configuration, check it is safe to expose, and serve until
 //! SIGINT/SIGTERM.
 
-use crate::auth::TokenCheck;
 use crate::clock::SystemClock;
 use crate::engine::Engine;
 use crate::http::{self, AppState};
@@ -165,6 +164,20 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
                 anyhow::anyhow!("cannot listen on {}:{}: {e}", server.host, server.port)
             })?;
         let local_addr = listener.local_addr()?;
+        let tls = match &server.tls {
+            Some(cfg) => Some(crate::http::tls::Certs::load(cfg).map_err(|e| anyhow::anyhow!("{e}"))?),
+            None => None,
+        };
+        let redirect = match server.redirect_http_port {
+            Some(port) => Some(
+                tokio::net::TcpListener::bind((server.host.as_str(), port))
+                    .await
+                    .map_err(|e| {
+                        anyhow::anyhow!("server.redirect_http_port: cannot listen on {}:{port}: {e}", server.host)
+                    })?,
+            ),
+            None => None,
+        };
         let registry = Arc::new(Registry::from_config(&config));
         let engine = Engine::new(registry.clone(), config.engine.clone());
         let watcher = engine.watch();
@@ -186,14 +199,20 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
             config.clone(),
             Box::new(crate::libav::Catalog::new()),
         ));
+        let tokens = Arc::new(crate::tokens::Tokens::new(&server));
+        let hls_lease = crate::tokens::hls_lease(config.engine.hls_segment_secs);
         let state = Arc::new(AppState {
             registry,
             engine: engine.clone(),
             scheduler,
             reloader,
             state_file,
-            metrics: Arc::new(Metrics::with_engine(engine.clone())),
-            token: TokenCheck::new(server.auth_token.as_deref()),
+            metrics: Arc::new(
+                Metrics::with_engine(engine.clone()).with_tokens(tokens.clone(), hls_lease),
+            ),
+            tokens,
+            proxies: crate::http::proxy::Trusted::new(&server.trusted_proxies),
+            tls: tls.clone(),
             sessions: crate::auth::Sessions::new(
                 std::time::Duration::from_secs(30 * 24 * 3600),
                 1000,
@@ -209,6 +228,8 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         });
         announce(&state);
         let reload_task = tokio::spawn(reload_on_sighup(state.clone()));
+        let tls_task = tls.map(|c| tokio::spawn(c.watch()));
+        let redirect_task = redirect.map(|l| tokio::spawn(http::redirect_http(l, state.clone())));
         let stop_engine = engine.clone();
         let shutdown = async move {
             shutdown_signal().await;
@@ -219,6 +240,9 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         watcher.abort();
         schedule_task.abort();
         reload_task.abort();
+        for t in [tls_task, redirect_task].into_iter().flatten() {
+            t.abort();
+        }
         tracing::info!("stopped");
         Ok::<_, anyhow::Error>(0)
     });

@@ -7,6 +7,7 @@
 
 pub mod device_id;
 pub mod model;
+pub mod secrets;
 pub mod source;
 pub mod time;
 pub mod units;
@@ -15,7 +16,8 @@ pub mod yaml_index;
 
 pub use model::{
     AudioTracks, BackupSource, Config, CustomFfmpeg, Deinterlace, DeinterlaceRate, EngineConfig,
-    HdhrConfig, Profile, Program, Schedule, ServerConfig, StreamConfig, Subtitles,
+    HdhrConfig, NamedToken, Profile, Program, Role, Schedule, ServerConfig, StreamConfig,
+    Subtitles, TlsConfig,
 };
 pub use time::Timestamp;
 
@@ -80,7 +82,9 @@ pub fn load_str(
     let mut config = parse(text, origin)?;
     apply_env(&mut config, env)?;
     let index = YamlIndex::build(text);
-    let report = validate::validate_config(&config, catalog);
+    let secret_issues = secrets::resolve_token_secrets(&mut config, env);
+    let mut report = validate::validate_config(&config, catalog);
+    report.errors.splice(0..0, secret_issues);
     let locate = |i: &Issue| match index.find(&i.path) {
         // Env overrides have no line; `find` still points at the key they replaced.
         Some(p) => format!("{origin}:{}:{}: {i}", p.line, p.column),

@@ -140,6 +140,73 @@ pub struct ServerConfig {
     /// are saved, atomically, before they are acknowledged, and reapplied at start.
     /// Default: none (API changes last until restart, as in the original Amps).
     pub state_file: Option<String>,
+    /// Serve HTTPS: a PEM certificate chain and its private key. Reloaded on SIGHUP and
+    /// when either file changes (a renewal by certbot). Default: plain HTTP.
+    pub tls: Option<TlsConfig>,
+    /// With `tls`: also listen on this port with plain HTTP, answering every request with
+    /// a redirect to the HTTPS address. Default: none.
+    pub redirect_http_port: Option<u16>,
+    /// Reverse proxies (addresses or CIDRs, e.g. `127.0.0.1`, `10.0.0.0/8`) whose
+    /// `Forwarded` / `X-Forwarded-For` / `-Proto` / `-Host` headers are believed. From
+    /// anyone else those headers are ignored. Default: none.
+    pub trusted_proxies: Vec<String>,
+    /// Tokens for people and devices, next to `auth_token` (which stays the admin token).
+    /// Reloaded on SIGHUP; a removed token's streams end at once.
+    pub tokens: Vec<NamedToken>,
+    /// Whether viewer tokens may read `/metrics`. Default false (admin only).
+    pub metrics_for_viewers: bool,
+}
+
+/// `server.tls`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM file with the certificate chain (leaf first), e.g. certbot's `fullchain.pem`.
+    pub cert_file: String,
+    /// PEM file with the private key (PKCS#8, PKCS#1 or SEC1), e.g. `privkey.pem`.
+    pub key_file: String,
+}
+
+/// What a token may do.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Playlist, guide, streams, HLS, the tuner routes, the dashboard and reads of the API.
+    #[default]
+    Viewer,
+    /// Everything.
+    Admin,
+}
+
+/// One entry of `server.tokens`. Exactly one of `token`, `token_file`, `token_env` gives
+/// the secret.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NamedToken {
+    /// Shown in `/api/tokens`, logs and the `token` label of metrics (never the secret).
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// A file holding the secret (trailing newline ignored), e.g. a Docker secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<String>,
+    /// An environment variable holding the secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_env: Option<String>,
+    #[serde(default)]
+    pub role: Role,
+    /// Most simultaneous `/stream` and HLS sessions. Default: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_streams: Option<u32>,
+    /// Only channels of these groups (`streams[].group`); empty: every channel.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
+    /// When the token stops working (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<chrono::DateTime<chrono::Utc>>,
+    /// The secret, resolved by the loader from whichever key gives it.
+    #[serde(skip)]
+    pub secret: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -161,6 +228,11 @@ impl Default for ServerConfig {
             auth_limit_loopback: false,
             state_file: None,
             guide_program_minutes: 60,
+            tls: None,
+            redirect_http_port: None,
+            trusted_proxies: Vec::new(),
+            tokens: Vec::new(),
+            metrics_for_viewers: false,
         }
     }
 }

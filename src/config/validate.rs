@@ -71,6 +71,67 @@ impl Sink<'_> {
     }
 }
 
+/// TLS, proxies and named tokens (`server.tls`, `trusted_proxies`, `tokens`).
+fn validate_remote(s: &super::model::ServerConfig, sink: &mut Sink) {
+    if let Some(tls) = &s.tls {
+        for (key, v) in [("tls.cert_file", &tls.cert_file), ("tls.key_file", &tls.key_file)] {
+            if v.trim().is_empty() {
+                sink.push(key, "must name a PEM file");
+            }
+        }
+    }
+    match (s.redirect_http_port, &s.tls) {
+        (Some(_), None) => sink.push("redirect_http_port", "needs server.tls (it redirects to HTTPS)"),
+        (Some(p), Some(_)) if p == s.port => {
+            sink.push("redirect_http_port", format!("{p} is server.port itself"))
+        }
+        _ => {}
+    }
+    for (i, p) in s.trusted_proxies.iter().enumerate() {
+        if parse_net(p).is_none() {
+            sink.push(
+                &format!("trusted_proxies[{i}]"),
+                format!("{p:?} is not an IP address or CIDR (e.g. 127.0.0.1, 10.0.0.0/8, ::1)"),
+            );
+        }
+    }
+    let mut names = std::collections::HashSet::new();
+    let mut secrets = std::collections::HashSet::new();
+    for (i, t) in s.tokens.iter().enumerate() {
+        let at = |k: &str| format!("tokens[{i}].{k}");
+        let ok_name = !t.name.is_empty()
+            && t.name.len() <= 64
+            && t.name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+        if !ok_name {
+            sink.push(&at("name"), format!("{:?} must be 1 to 64 letters, digits, '-', '_' or '.'", t.name));
+        } else if t.name == "admin" || !names.insert(t.name.as_str()) {
+            sink.push(&at("name"), format!("{:?} is used twice (\"admin\" is the auth_token's name)", t.name));
+        }
+        if let Some(secret) = &t.secret {
+            if s.auth_token.as_deref() == Some(secret) || !secrets.insert(secret.as_str()) {
+                sink.push(&at("token"), "the same secret is given twice (each token must be its own)");
+            }
+        }
+        if t.max_streams == Some(0) {
+            sink.push(&at("max_streams"), "must be at least 1 (remove the key for no limit)");
+        }
+        if t.groups.iter().any(|g| g.trim().is_empty()) {
+            sink.push(&at("groups"), "group names must not be empty");
+        }
+    }
+    if !s.tokens.is_empty() && s.auth_token.is_none() {
+        sink.push("tokens", "needs server.auth_token (the admin token) too: without it every request is admitted");
+    }
+}
+
+/// An address or CIDR of `server.trusted_proxies` (a bare address is a /32 or /128).
+pub fn parse_net(s: &str) -> Option<ipnet::IpNet> {
+    let s = s.trim();
+    s.parse::<ipnet::IpNet>()
+        .ok()
+        .or_else(|| s.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from))
+}
+
 /// The `hdhomerun` section.
 fn validate_hdhr(h: &super::model::HdhrConfig, errors: &mut Vec<Issue>) {
     let mut err = |key: &str, message: String| {
@@ -252,6 +313,7 @@ fn validate_server(cfg: &Config, out: &mut Vec<Issue>) {
     if s.guide_program_minutes == 0 {
         sink.push("guide_program_minutes", "must be at least 1");
     }
+    validate_remote(s, &mut sink);
     let e = &cfg.engine;
     let mut sink = Sink {
         prefix: "engine",

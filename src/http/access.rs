@@ -4,7 +4,10 @@
 
 use super::hdhr;
 use super::routes::Path;
-use super::state::{AppState, ClientAddr};
+use super::proxy::Client;
+use super::routes::Access;
+use super::state::AppState;
+use crate::tokens::{Found, Identity};
 use crate::error::{Error, ErrorKind};
 use bytes::{Buf, Bytes};
 use futures_util::{Stream, StreamExt};
@@ -25,7 +28,8 @@ pub struct Request {
     /// The raw query string ("" when none).
     pub query: String,
     pub headers: HeaderMap,
-    pub client: Option<ClientAddr>,
+    /// The client (through trusted proxies: the one they name), set by the server loop.
+    pub client: Option<Client>,
     body: Option<BodyStream>,
 }
 
@@ -36,7 +40,7 @@ pub fn request() -> impl Filter<Extract = (Request,), Error = Rejection> + Clone
         .and(warp::path::full())
         .and(warp::query::raw().or(warp::any().map(String::new)).unify())
         .and(warp::header::headers_cloned())
-        .and(warp::ext::optional::<ClientAddr>())
+        .and(warp::ext::optional::<Client>())
         .and(warp::body::stream())
         .map(
             |method, full: warp::path::FullPath, query, headers, client, body| Request {
@@ -66,6 +70,8 @@ pub enum Denied {
     Blocked(u64),
     /// No valid token (`login`: answer with the login form, a browser asked for a page).
     Unauthorized { login: bool },
+    /// A valid token that may not do this (a viewer on an admin route).
+    Forbidden(String),
 }
 
 impl Request {
@@ -89,47 +95,79 @@ impl Request {
         .or_else(|| hdhr::path_token(&self.raw_path))
     }
 
-    /// Whether the request itself carries the valid token (in a header, the query or the
-    /// tuner path), rather than only a session cookie. Pages and playlists show the token
-    /// only to such requests, so a session cookie never reveals it. Also true when no
-    /// token is configured.
-    pub fn presents_token(&self, state: &AppState) -> bool {
-        !state.token.required() || state.token.allows(self.presented().as_deref())
+    /// The token the request itself presents (header, query or tuner path), if it is
+    /// the valid token of `who`: pages and playlists embed a token only then, so a session
+    /// cookie never reveals one.
+    pub fn own_token(&self, state: &AppState, who: &Identity) -> Option<String> {
+        let p = self.presented()?;
+        match state.tokens.find(Some(&p), state.clock.now()) {
+            Found::Valid(h) if state.tokens.required() && h.name == who.name => Some(p),
+            _ => None,
+        }
     }
 
-    /// The one check of every protected route. The dashboard's session cookie counts too,
-    /// for reading (GET and HEAD) only: a cookie rides along on requests other sites
-    /// trigger, so it never authorises a change.
-    pub fn authorize(&self, state: &AppState) -> Result<(), Denied> {
-        let ip = state.limited_ip(self.client);
+    /// The one check of every protected route: who the request is, and whether that
+    /// token may use this route. The dashboard's session cookie counts too, for reading
+    /// (GET and HEAD) only: a cookie rides along on requests other sites trigger, so it
+    /// never authorises a change.
+    pub fn authorize(&self, state: &AppState) -> Result<Identity, Denied> {
+        let ip = state.limited_ip(self.client.as_ref());
         let now = Instant::now();
         if let Some(secs) = ip.and_then(|ip| state.auth_limiter.blocked(ip, now)) {
             state.metrics.auth_blocked.inc();
             return Err(Denied::Blocked(secs));
         }
-        let session = self
-            .header("cookie")
-            .and_then(|h| crate::auth::cookie(h, crate::auth::SESSION_COOKIE));
-        if state.token.allows(self.presented().as_deref())
-            || (self.is_read() && session.is_some_and(|v| state.sessions.valid(v)))
-        {
-            if let Some(ip) = ip {
-                state.auth_limiter.succeeded(ip);
+        let found = match state.tokens.find(self.presented().as_deref(), state.clock.now()) {
+            Found::None if self.is_read() => self
+                .header("cookie")
+                .and_then(|h| crate::auth::cookie(h, crate::auth::SESSION_COOKIE))
+                .and_then(|v| state.sessions.valid(v))
+                .and_then(|name| state.tokens.by_name(&name))
+                .filter(|who| !who.expired(state.clock.now()))
+                .map_or(Found::None, Found::Valid),
+            f => f,
+        };
+        match found {
+            Found::Valid(who) => {
+                if let Some(ip) = ip {
+                    state.auth_limiter.succeeded(ip);
+                }
+                let access = self.path.access(self.method.as_str());
+                let metrics_ok = matches!(self.path, Path::Metrics) && state.server.metrics_for_viewers;
+                if access == Access::Admin && !who.is_admin() && !metrics_ok {
+                    state.metrics.token_refused(&who.name, "role");
+                    return Err(Denied::Forbidden(format!(
+                        "token {:?} is a viewer token; {} {} needs an admin token",
+                        who.name,
+                        self.method,
+                        self.path.pattern()
+                    )));
+                }
+                Ok(who)
             }
-            return Ok(());
-        }
-        state.metrics.auth_failures.inc();
-        if let Some(ip) = ip {
-            if state.auth_limiter.failed(ip, now) {
-                tracing::warn!(client = %ip, secs = state.server.auth_block_secs, "too many failed token checks; refusing this address for a while");
+            Found::Expired(name) => {
+                state.metrics.token_refused(&name, "expired");
+                Err(Denied::Unauthorized { login: self.wants_login() })
+            }
+            Found::None => {
+                state.metrics.auth_failures.inc();
+                if let Some(ip) = ip {
+                    if state.auth_limiter.failed(ip, now) {
+                        tracing::warn!(client = %ip, "too many failed token checks; refusing this address for a while");
+                    }
+                }
+                Err(Denied::Unauthorized { login: self.wants_login() })
             }
         }
-        let login = self.is_read()
+    }
+
+    /// A browser asking for a page: it gets the login form rather than JSON.
+    fn wants_login(&self) -> bool {
+        self.is_read()
             && self.path.is_page()
             && self
                 .header("accept")
-                .is_some_and(|a| a.contains("text/html"));
-        Err(Denied::Unauthorized { login })
+                .is_some_and(|a| a.contains("text/html"))
     }
 
     /// The body, at most `limit` bytes, announced by `Content-Length`. Errors name the
@@ -166,5 +204,44 @@ impl Request {
             }
         }
         Ok(Bytes::from(out))
+    }
+}
+
+/// What a handler knows about who asked: the identity, the token to embed in URLs it
+/// hands out (only one the request itself presented), and the base URL it used.
+pub struct View {
+    pub who: Identity,
+    /// The request's own valid token (None: no token needed, or only a session cookie).
+    pub token: Option<String>,
+    /// Whether tokens are needed at all.
+    pub required: bool,
+    pub base: String,
+}
+
+impl View {
+    pub fn new(state: &AppState, req: &Request, who: Identity) -> View {
+        View {
+            token: req.own_token(state, &who),
+            required: state.tokens.required(),
+            base: super::state::base_url(state, req.client.as_ref()),
+            who,
+        }
+    }
+
+    /// Whether this token may see the channel.
+    pub fn sees(&self, s: &crate::config::StreamConfig) -> bool {
+        self.who.sees(s.group.as_deref())
+    }
+
+    /// The registry's channels this token may see.
+    pub fn channels(&self, state: &AppState) -> Vec<std::sync::Arc<crate::config::StreamConfig>> {
+        let mut all = state.registry.list();
+        all.retain(|s| self.sees(s));
+        all
+    }
+
+    /// `?token=<own token>` for URLs ("" when none is needed or none was presented).
+    pub fn token_query(&self) -> String {
+        crate::auth::token_query(self.token.as_deref())
     }
 }

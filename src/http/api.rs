@@ -4,6 +4,7 @@
 //! registry validates and applies, so the API obeys exactly the config file's rules.
 //! Changes apply at once; subscribers (the engine) react to the registry's notifications.
 
+use super::access::View;
 use super::reply::{json, parse_json};
 use super::state::AppState;
 use crate::config::{Program, StreamConfig};
@@ -27,16 +28,47 @@ pub fn persist_stream(state: &AppState, id: u32) -> Result<(), Error> {
     }
 }
 
-pub fn list(state: &AppState) -> Result<Response, Error> {
-    Ok(json(StatusCode::OK, &state.registry.list()))
+/// Keys a viewer token does not see: where a channel comes from (provider URLs carry
+/// credentials) and how it is made.
+const ADMIN_ONLY_KEYS: &[&str] = &["source", "backup_sources", "custom_ffmpeg"];
+
+/// A stream as `view` may see it: everything for an admin; without its sources and
+/// commands for a viewer.
+pub fn visible_stream<T: serde::Serialize>(view: &View, s: &T) -> Value {
+    let mut v = serde_json::to_value(s).unwrap_or(Value::Null);
+    if !view.who.is_admin() {
+        if let Some(o) = v.as_object_mut() {
+            for k in ADMIN_ONLY_KEYS {
+                o.remove(*k);
+            }
+        }
+    }
+    v
 }
 
-pub fn get(state: &AppState, id: u32) -> Result<Response, Error> {
+pub fn list(state: &AppState, view: &View) -> Result<Response, Error> {
+    let out: Vec<Value> = view
+        .channels(state)
+        .iter()
+        .map(|s| visible_stream(view, &**s))
+        .collect();
+    Ok(json(StatusCode::OK, &out))
+}
+
+pub fn get(state: &AppState, id: u32, view: &View) -> Result<Response, Error> {
     let s = state
         .registry
         .get(id)
         .ok_or_else(|| crate::registry::no_such(id))?;
-    Ok(json(StatusCode::OK, &s))
+    Ok(json(StatusCode::OK, &visible_stream(view, &*s)))
+}
+
+/// `GET /api/tokens`: every token by name with its sessions open now (never a secret).
+pub fn tokens(state: &AppState) -> Result<Response, Error> {
+    Ok(json(
+        StatusCode::OK,
+        &state.tokens.list(state.hls_lease(), state.clock.now()),
+    ))
 }
 
 pub fn create(state: &AppState, ct: Option<String>, body: Body) -> Result<Response, Error> {
@@ -182,6 +214,10 @@ pub fn apply_reload(state: &AppState, by: &str) -> Result<crate::reload::Report,
     let (old_streams, old_scheduled) = state.reloader.file_ids();
     match state.reloader.reload(&state.registry, &state.scheduler) {
         Ok(r) => {
+            state.tokens.apply(&state.reloader.server());
+            if let Some(tls) = &state.tls {
+                tls.reload_logged(&format!("reload by {by}"));
+            }
             if let Some(f) = &state.state_file {
                 let (mut streams, mut scheduled) = state.reloader.file_ids();
                 streams.extend(old_streams);

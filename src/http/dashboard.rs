@@ -15,7 +15,8 @@
 
 use super::html::{head, html, STYLE};
 use super::reply;
-use super::state::{base_url, AppState};
+use super::access::View;
+use super::state::AppState;
 use crate::engine::status::{State, Status};
 use crate::epg::escape;
 use crate::error::Error;
@@ -198,18 +199,18 @@ fn channel_card(
 /// The `?token=...` to show in URLs: the token itself only to a request that presented
 /// it; a page opened with the session cookie shows a placeholder (the cookie must not
 /// reveal the token, which also authorises changes).
-fn token_query(state: &AppState, with_token: bool) -> String {
-    match state.server.auth_token.as_deref() {
-        None => String::new(),
-        Some(t) if with_token => crate::auth::token_query(Some(t)),
-        Some(_) => "?token=YOUR_TOKEN".to_owned(),
+fn token_query(view: &View) -> String {
+    match &view.token {
+        _ if !view.required => String::new(),
+        Some(t) => crate::auth::token_query(Some(t)),
+        None => "?token=YOUR_TOKEN".to_owned(),
     }
 }
 
 /// `GET /`: the dashboard.
-pub fn page(state: &AppState, host: Option<&str>, with_token: bool) -> Response {
+pub fn page(state: &AppState, view: &View) -> Response {
     let now = state.clock.now();
-    let streams = state.registry.list();
+    let streams = view.channels(state);
     let statuses: Vec<Status> = streams
         .iter()
         .map(|s| state.engine.status(s.id).unwrap_or_default())
@@ -219,8 +220,8 @@ pub fn page(state: &AppState, host: Option<&str>, with_token: bool) -> Response 
         .filter(|s| matches!(s.state, State::Running | State::Retrying))
         .count();
     let viewers: usize = statuses.iter().map(|s| s.clients).sum();
-    let base = base_url(state, host);
-    let tok = token_query(state, with_token);
+    let base = &view.base;
+    let tok = token_query(view);
     let mut s = head("Amps", &["dashboard.js"]);
     let _ = writeln!(
         s,
@@ -229,7 +230,7 @@ pub fn page(state: &AppState, host: Option<&str>, with_token: bool) -> Response 
         human_secs(state.metrics.uptime().as_secs()),
         env!("CARGO_PKG_VERSION")
     );
-    if state.token.required() {
+    if view.required {
         s.push_str("<form method=\"post\" action=\"/logout\"><button type=\"submit\">Log out</button></form>\n");
     }
     s.push_str("</header>\n<section class=\"urls\">\n<h2>For your players</h2>\n<dl>\n");
@@ -254,7 +255,7 @@ pub fn page(state: &AppState, host: Option<&str>, with_token: bool) -> Response 
     }
     // Scheduled channels whose window has not opened yet.
     for l in state.scheduler.list() {
-        if l.state != crate::schedule::WindowState::Pending {
+        if l.state != crate::schedule::WindowState::Pending || !view.sees(&l.stream) {
             continue;
         }
         channel_card(&mut s, &l.stream, &Status::default(), now, bucket, true);
@@ -269,13 +270,13 @@ pub fn page(state: &AppState, host: Option<&str>, with_token: bool) -> Response 
 }
 
 /// `GET /watch/<id>`: the channel in a video element.
-pub fn watch_page(state: &AppState, id: u32, host: Option<&str>, with_token: bool) -> Response {
+pub fn watch_page(state: &AppState, id: u32, view: &View) -> Response {
     let Some(stream) = state.registry.get(id) else {
         return reply::error(&crate::registry::no_such(id));
     };
     let st = state.engine.status(id).unwrap_or_default();
-    let base = base_url(state, host);
-    let tok = token_query(state, with_token);
+    let base = &view.base;
+    let tok = token_query(view);
     let mut s = head(
         &format!("{}: Amps", stream.name),
         &["hls.light.min.js", "player.js"],

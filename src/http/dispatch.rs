@@ -3,7 +3,7 @@
 //! answer 404 and known paths with another method 405, both only after the token check,
 //! so a client without the token learns nothing about the route set.
 
-use super::access::{Denied, Request};
+use super::access::{Denied, Request, View};
 use super::hdhr::{self, Target};
 use super::reply::{self, respond};
 use super::routes::Path;
@@ -19,49 +19,75 @@ const LOGIN_BODY_LIMIT: u64 = 8 * 1024;
 
 /// Answers one request.
 pub async fn handle(state: Arc<AppState>, req: Request) -> Response {
-    if !req.path.is_public(req.method.as_str()) {
-        match req.authorize(&state) {
-            Ok(()) => {}
-            Err(Denied::Blocked(secs)) => return reply::blocked(secs),
-            Err(Denied::Unauthorized { login: true }) => {
-                return login::login_page(StatusCode::UNAUTHORIZED, None)
-            }
-            Err(Denied::Unauthorized { login: false }) => return reply::unauthorized(),
-        }
+    if req.path.is_public(req.method.as_str()) {
+        return public(&state, req).await;
     }
-    route(&state, req).await
+    let who = match req.authorize(&state) {
+        Ok(who) => who,
+        Err(Denied::Blocked(secs)) => return reply::blocked(secs),
+        Err(Denied::Unauthorized { login: true }) => {
+            return login::login_page(StatusCode::UNAUTHORIZED, None)
+        }
+        Err(Denied::Unauthorized { login: false }) => return reply::unauthorized(),
+        Err(Denied::Forbidden(why)) => {
+            return reply::error(&Error::new(crate::error::ErrorKind::Forbidden, why))
+        }
+    };
+    let view = View::new(&state, &req, who);
+    if let Some(id) = req.path.channel().filter(|id| hidden(&state, &view, *id)) {
+        // Not this token's channel: as if it did not exist.
+        return reply::error(&crate::registry::no_such(id));
+    }
+    route(&state, req, &view).await
 }
 
-async fn route(st: &AppState, mut req: Request) -> Response {
+/// Whether channel `id` exists but is outside the token's groups.
+fn hidden(st: &AppState, view: &View, id: u32) -> bool {
+    st.registry.get(id).is_some_and(|s| !view.sees(&s))
+}
+
+/// The routes answered without a token.
+async fn public(st: &AppState, mut req: Request) -> Response {
+    match (&req.path, req.method.clone()) {
+        (Path::Health, Method::GET) => {
+            reply::json(StatusCode::OK, &serde_json::json!({"status": "ok"}))
+        }
+        (Path::Login, Method::GET) => login::login_form(st),
+        (Path::Login, Method::POST) => {
+            match req.body(LOGIN_BODY_LIMIT, "the login form's limit").await {
+                Ok(b) => login::login(st, &b, req.client.as_ref()),
+                Err(e) => reply::error(&e),
+            }
+        }
+        (Path::Logout, Method::POST) => {
+            login::logout(st, req.header("cookie"), req.client.as_ref())
+        }
+        _ => reply::error(&Error::not_found("no such route")),
+    }
+}
+
+async fn route(st: &AppState, mut req: Request, view: &View) -> Response {
     use Method as M;
     use Path as P;
     let path = std::mem::replace(&mut req.path, P::NotFound);
     let ct = req.header("content-type").map(str::to_owned);
-    let host = req.header("host").map(str::to_owned);
-    let host = host.as_deref();
     let limit = st.server.max_body_bytes;
     let body_key = "server.max_body_bytes";
     match (path, req.method.clone()) {
-        (P::Health, M::GET) => reply::json(StatusCode::OK, &serde_json::json!({"status": "ok"})),
-        (P::Login, M::GET) => login::login_form(st),
-        (P::Login, M::POST) => match req.body(LOGIN_BODY_LIMIT, "the login form's limit").await {
-            Ok(b) => login::login(st, &b, req.client),
-            Err(e) => reply::error(&e),
-        },
-        (P::Logout, M::POST) => login::logout(st, req.header("cookie")),
-        (P::Dashboard, M::GET) => dashboard::page(st, host, req.presents_token(st)),
-        (P::Watch(id), M::GET) => dashboard::watch_page(st, id, host, req.presents_token(st)),
+        (P::Health | P::Login | P::Logout, _) => reply::method_not_allowed(),
+        (P::Dashboard, M::GET) => dashboard::page(st, view),
+        (P::Watch(id), M::GET) => dashboard::watch_page(st, id, view),
         (P::Ui(f), M::GET) => dashboard::asset(&f),
         (P::Thumb(id), M::GET) => dashboard::thumbnail(st, id).await,
-        (P::Playlist, M::GET) => feeds::playlist(st, host),
+        (P::Playlist, M::GET) => feeds::playlist(st, view),
         (P::Metrics, M::GET) => feeds::metrics(st, req.header("accept")),
-        (P::Epg, M::GET) => respond(feeds::epg(st, req.header("accept-encoding"))),
-        (P::Streams, M::GET) => respond(api::list(st)),
+        (P::Epg, M::GET) => respond(feeds::epg(st, view, req.header("accept-encoding"))),
+        (P::Streams, M::GET) => respond(api::list(st, view)),
         (P::Streams, M::POST) => {
             let body = req.body(limit, body_key).await;
             respond(api::create(st, ct, body))
         }
-        (P::Stream(id), M::GET) => respond(api::get(st, id)),
+        (P::Stream(id), M::GET) => respond(api::get(st, id, view)),
         (P::Stream(id), M::PUT) => {
             let body = req.body(limit, body_key).await;
             respond(api::replace(st, id, ct, body))
@@ -78,24 +104,23 @@ async fn route(st: &AppState, mut req: Request) -> Response {
         }
         (P::Status(id), M::GET) => respond(api::status(st, id)),
         (P::Reload, M::POST) => respond(api::reload(st)),
-        (P::Schedule, M::GET) => respond(schedule::list(st)),
+        (P::Tokens, M::GET) => respond(api::tokens(st)),
+        (P::Schedule, M::GET) => respond(schedule::list(st, view)),
         (P::Schedule, M::POST) => {
             let body = req.body(limit, body_key).await;
             respond(schedule::create(st, ct, body))
         }
-        (P::Scheduled(id), M::GET) => respond(schedule::get(st, id)),
+        (P::Scheduled(id), M::GET) => respond(schedule::get(st, id, view)),
         (P::Scheduled(id), M::PUT) => {
             let body = req.body(limit, body_key).await;
             respond(schedule::replace(st, id, ct, body))
         }
         (P::Scheduled(id), M::DELETE) => respond(schedule::delete(st, id)),
-        (P::Media(id), M::GET) => media::watch(st, id).await,
+        (P::Media(id), M::GET) => media::watch(st, id, view).await,
         (P::Media(id), M::HEAD) => media::head(st, id),
-        (P::HlsPlaylist(id), M::GET) => {
-            media::hls_playlist(st, id, &req.query, req.presents_token(st)).await
-        }
-        (P::HlsSegment(id, f), M::GET) => media::hls_segment(st, id, &f, &req.query),
-        (P::Tuner(t), m) => tuner(st, t, m, host).await,
+        (P::HlsPlaylist(id), M::GET) => media::hls_playlist(st, id, &req.query, view).await,
+        (P::HlsSegment(id, f), M::GET) => media::hls_segment(st, id, &f, &req.query, view),
+        (P::Tuner(t), m) => tuner(st, t, m, view).await,
         (P::NotFound, _) => reply::error(&Error::not_found("no such route")),
         _ => reply::method_not_allowed(),
     }
@@ -103,7 +128,7 @@ async fn route(st: &AppState, mut req: Request) -> Response {
 
 /// The tuner emulation (`/hdhr/[<token>/]...`); 404 when it is turned off, and for a
 /// method a tuner does not answer (Plex treats 404 and 405 alike).
-async fn tuner(st: &AppState, target: Target, method: Method, host: Option<&str>) -> Response {
+async fn tuner(st: &AppState, target: Target, method: Method, view: &View) -> Response {
     let not_found = || reply::error(&Error::not_found("no such route"));
     if !st.hdhomerun.enabled {
         return not_found();
@@ -111,7 +136,7 @@ async fn tuner(st: &AppState, target: Target, method: Method, host: Option<&str>
     let read = method == Method::GET || method == Method::HEAD;
     match target {
         Target::Channel(n) if read => {
-            let Some(ch) = hdhr::channel_for(st, n) else {
+            let Some(ch) = hdhr::channel_for(st, n).filter(|c| view.sees(c)) else {
                 return reply::error(&Error::not_found(format!(
                     "no channel with guide number {n}"
                 )));
@@ -119,14 +144,14 @@ async fn tuner(st: &AppState, target: Target, method: Method, host: Option<&str>
             if method == Method::HEAD {
                 media::head(st, ch.id)
             } else {
-                media::watch(st, ch.id).await
+                media::watch(st, ch.id, view).await
             }
         }
         Target::LineupPost if method == Method::POST || method == Method::GET => {
-            hdhr::answer(st, target, host)
+            hdhr::answer(st, target, view)
         }
         Target::LineupPost | Target::Channel(_) => not_found(),
-        t if method == Method::GET => hdhr::answer(st, t, host),
+        t if method == Method::GET => hdhr::answer(st, t, view),
         _ => not_found(),
     }
 }

@@ -1,7 +1,8 @@
 //! What players and scrapers read: `GET /playlist.m3u`, `GET /epg.xml` (XMLTV, gzip when
 //! asked) and `GET /metrics` (Prometheus text, or OpenMetrics when asked).
 
-use super::state::{base_url, AppState};
+use super::access::View;
+use super::state::AppState;
 use crate::error::{Error, ErrorKind};
 use std::io::Write;
 use warp::http::{header, HeaderValue};
@@ -9,10 +10,14 @@ use warp::reply::Response;
 use warp::Reply;
 
 /// XMLTV of every channel; gzip-compressed when the client accepts it.
-pub fn epg(state: &AppState, accept_encoding: Option<&str>) -> Result<Response, Error> {
+pub fn epg(
+    state: &AppState,
+    view: &View,
+    accept_encoding: Option<&str>,
+) -> Result<Response, Error> {
     let minutes = i64::from(state.server.guide_program_minutes);
     let xml = crate::epg::render(
-        &state.registry.list(),
+        &view.channels(state),
         chrono::Duration::minutes(minutes),
         state.clock.now(),
     );
@@ -48,15 +53,17 @@ pub fn epg(state: &AppState, accept_encoding: Option<&str>) -> Result<Response, 
     Ok(resp)
 }
 
-/// The M3U playlist of every channel, with the guide's URL in its header.
-pub fn playlist(state: &AppState, host: Option<&str>) -> Response {
-    let base = base_url(state, host);
-    let token = state.server.auth_token.as_deref();
-    let epg_url = format!("{base}/epg.xml{}", crate::auth::token_query(token));
+/// The M3U playlist of every channel the token may see, with the guide's URL in its
+/// header. URLs carry the token the request presented (a viewer's playlist hands out
+/// the viewer's token, never the admin's).
+pub fn playlist(state: &AppState, view: &View) -> Response {
+    let base = &view.base;
+    let token = view.token.as_deref();
+    let epg_url = format!("{base}/epg.xml{}", view.token_query());
     let text = crate::playlist::render(
-        &state.registry.list(),
+        &view.channels(state),
         &crate::playlist::Options {
-            base_url: &base,
+            base_url: base,
             token,
             epg_url: Some(&epg_url),
             now: state.clock.now(),

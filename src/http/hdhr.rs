@@ -8,6 +8,7 @@
 //! No UDP discovery is answered: Jellyfin would replace the configured URL (and its token)
 //! with the bare address of a discovered device.
 
+use super::access::View;
 use super::state::AppState;
 use crate::config::device_id::with_check_digit;
 use crate::config::StreamConfig;
@@ -126,10 +127,10 @@ fn hostname() -> String {
     }
 }
 
-/// The tuner's base URL, with the token as a path segment.
-pub fn base(st: &AppState, host: Option<&str>) -> String {
-    let root = super::state::base_url(st, host);
-    match &st.server.auth_token {
+/// The tuner's base URL, with the request's own token as a path segment.
+pub fn base(view: &View) -> String {
+    let root = &view.base;
+    match &view.token {
         Some(t) => format!("{root}/hdhr/{}", crate::auth::encode_for_query(t)),
         None => format!("{root}/hdhr"),
     }
@@ -190,8 +191,8 @@ fn with_type(mut resp: Response, ctype: &'static str) -> Response {
 }
 
 /// Answers a tuner file (all but the channel streams).
-pub fn answer(st: &AppState, target: Target, host: Option<&str>) -> Response {
-    let base = base(st, host);
+pub fn answer(st: &AppState, target: Target, view: &View) -> Response {
+    let base = base(view);
     match target {
         Target::Discover => super::reply::json(
             StatusCode::OK,
@@ -220,9 +221,8 @@ pub fn answer(st: &AppState, target: Target, host: Option<&str>) -> Response {
         // Plex "scans" before reading the lineup; there is nothing to scan.
         Target::LineupPost => with_type(String::new().into_response(), "text/plain"),
         Target::Lineup => {
-            let entries: Vec<LineupEntry> = st
-                .registry
-                .list()
+            let entries: Vec<LineupEntry> = view
+                .channels(st)
                 .iter()
                 .map(|s| LineupEntry {
                     guide_number: guide_number(s).to_string(),

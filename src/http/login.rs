@@ -5,7 +5,9 @@
 
 use super::html::{head_with, html_with, CSP, STYLE};
 use super::reply;
-use super::state::{AppState, ClientAddr};
+use super::proxy::Client;
+use super::state::AppState;
+use crate::tokens::Found;
 use crate::epg::escape;
 use crate::error::Error;
 use std::fmt::Write;
@@ -47,12 +49,15 @@ fn redirect(to: &'static str) -> Response {
     resp
 }
 
-fn cookie(state: &AppState, value: &str, max_age: u64) -> HeaderValue {
-    let secure = state
-        .server
-        .public_url
-        .as_deref()
-        .is_some_and(|u| u.starts_with("https://"));
+/// The session cookie; `Secure` when the client reached Amps over HTTPS (directly, or
+/// through a trusted proxy that says so) or the public URL is HTTPS.
+fn cookie(state: &AppState, client: Option<&Client>, value: &str, max_age: u64) -> HeaderValue {
+    let secure = client.is_some_and(|c| c.scheme == "https")
+        || state
+            .server
+            .public_url
+            .as_deref()
+            .is_some_and(|u| u.starts_with("https://"));
     let v = format!(
         "{}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{}",
         crate::auth::SESSION_COOKIE,
@@ -63,7 +68,7 @@ fn cookie(state: &AppState, value: &str, max_age: u64) -> HeaderValue {
 
 /// `GET /login`: the form, or straight to the dashboard when no token is configured.
 pub fn login_form(state: &AppState) -> Response {
-    if !state.token.required() {
+    if !state.tokens.required() {
         return redirect("/");
     }
     login_page(StatusCode::OK, None)
@@ -71,7 +76,7 @@ pub fn login_form(state: &AppState) -> Response {
 
 /// `POST /login` with a form body `token=...`: sets the session cookie and goes to the
 /// dashboard. Failed attempts count towards the address's block like any wrong token.
-pub fn login(state: &AppState, body: &[u8], client: Option<ClientAddr>) -> Response {
+pub fn login(state: &AppState, body: &[u8], client: Option<&Client>) -> Response {
     let ip = state.limited_ip(client);
     let now = Instant::now();
     if let Some(secs) = ip.and_then(|ip| state.auth_limiter.blocked(ip, now)) {
@@ -89,14 +94,14 @@ pub fn login(state: &AppState, body: &[u8], client: Option<ClientAddr>) -> Respo
     }
     let form = String::from_utf8_lossy(body);
     let token = crate::auth::query_token(form.trim());
-    if !state.token.required() {
+    if !state.tokens.required() {
         return redirect("/");
     }
-    if token.is_some() && state.token.allows(token.as_deref()) {
+    if let Found::Valid(who) = state.tokens.find(token.as_deref(), state.clock.now()) {
         if let Some(ip) = ip {
             state.auth_limiter.succeeded(ip);
         }
-        let Some(value) = state.sessions.create() else {
+        let Some(value) = state.sessions.create(&who.name) else {
             return reply::error(&Error::new(
                 crate::error::ErrorKind::Internal,
                 "no random numbers for a session (getrandom failed)",
@@ -104,7 +109,7 @@ pub fn login(state: &AppState, body: &[u8], client: Option<ClientAddr>) -> Respo
         };
         let mut resp = redirect("/");
         resp.headers_mut()
-            .insert(header::SET_COOKIE, cookie(state, &value, 30 * 24 * 3600));
+            .insert(header::SET_COOKIE, cookie(state, client, &value, 30 * 24 * 3600));
         return resp;
     }
     state.metrics.auth_failures.inc();
@@ -117,12 +122,12 @@ pub fn login(state: &AppState, body: &[u8], client: Option<ClientAddr>) -> Respo
 }
 
 /// `POST /logout`: ends the session and clears its cookie.
-pub fn logout(state: &AppState, cookies: Option<&str>) -> Response {
+pub fn logout(state: &AppState, cookies: Option<&str>, client: Option<&Client>) -> Response {
     if let Some(v) = cookies.and_then(|h| crate::auth::cookie(h, crate::auth::SESSION_COOKIE)) {
         state.sessions.end(v);
     }
     let mut resp = redirect("/login");
     resp.headers_mut()
-        .insert(header::SET_COOKIE, cookie(state, "", 0));
+        .insert(header::SET_COOKIE, cookie(state, client, "", 0));
     resp
 }

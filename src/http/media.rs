@@ -4,6 +4,7 @@
 //! it never touches libav. Dropping the body (client gone) drops the subscription, which
 //! frees the client's place at once.
 
+use super::access::View;
 use super::reply;
 use super::state::AppState;
 use bytes::Bytes;
@@ -24,16 +25,32 @@ fn ts_headers(resp: &mut Response) {
     );
 }
 
-/// GET: subscribe and stream.
-pub async fn watch(state: &AppState, id: u32) -> Response {
+/// 429 for a token at its `max_streams`.
+fn over_limit(state: &AppState, limit: &crate::tokens::Limit) -> Response {
+    state.metrics.token_refused(&limit.name, "max_streams");
+    reply::error(&crate::error::Error::new(
+        crate::error::ErrorKind::TooManyRequests,
+        limit.to_string(),
+    ))
+}
+
+/// GET: subscribe and stream, for as long as the client stays and its token stays valid
+/// (a revoked or expired token's streams end at once).
+pub async fn watch(state: &AppState, id: u32, view: &View) -> Response {
+    let lease = match view.who.open_stream(state.hls_lease()) {
+        Ok(l) => l,
+        Err(limit) => return over_limit(state, &limit),
+    };
     let sub = match state.engine.subscribe(id).await {
         Ok(s) => s,
         Err(e) => return reply::error(&e),
     };
-    let chunks = futures_util::stream::unfold(sub, |mut sub| async move {
+    let ended = view.who.ended();
+    let chunks = futures_util::stream::unfold((sub, lease), |(mut sub, lease)| async move {
         let next = sub.next().await?;
-        Some((next, sub))
+        Some((next, (sub, lease)))
     })
+    .take_until(ended)
     .flat_map(|v| futures_util::stream::iter(v.into_iter().map(Ok::<Bytes, Infallible>)));
     let mut resp = warp::reply::stream(chunks).into_response();
     ts_headers(&mut resp);
@@ -54,10 +71,15 @@ pub fn head(state: &AppState, id: u32) -> Response {
 /// the URL itself carries the token (or no token is configured): a cache keys on the URL,
 /// so a response to a request authorised by a header must stay private.
 fn hls_cache(state: &AppState, query: &str, max_age: u64, immutable: bool) -> HeaderValue {
-    // The URL's own token must be the valid one: a request that passed on a header or
+    // The URL's own token must be a valid one: a request that passed on a header or
     // cookie with a stale `?token=` would otherwise be stored under that stale URL.
-    let shared = !state.token.required()
-        || crate::auth::query_token(query).is_some_and(|t| state.token.allows(Some(&t)));
+    let shared = !state.tokens.required()
+        || crate::auth::query_token(query).is_some_and(|t| {
+            matches!(
+                state.tokens.find(Some(&t), state.clock.now()),
+                crate::tokens::Found::Valid(_)
+            )
+        });
     let scope = if shared { "public" } else { "private" };
     let tail = if immutable { ", immutable" } else { "" };
     HeaderValue::from_str(&format!("{scope}, max-age={max_age}{tail}"))
@@ -71,7 +93,12 @@ fn hls_cache(state: &AppState, query: &str, max_age: u64, immutable: bool) -> He
 /// `with_token`: the request presented the token itself. A browser authorised by its
 /// session cookie gets segment URLs without it (it sends the cookie for them too), so the
 /// cookie never reveals the token.
-pub async fn hls_playlist(state: &AppState, id: u32, query: &str, with_token: bool) -> Response {
+pub async fn hls_playlist(state: &AppState, id: u32, query: &str, view: &View) -> Response {
+    if state.registry.get(id).is_some() {
+        if let Err(limit) = view.who.touch_hls(id, state.hls_lease()) {
+            return over_limit(state, &limit);
+        }
+    }
     let session = match state.engine.hls_session(id) {
         Ok(s) => s,
         Err(e) => return reply::error(&e),
@@ -83,7 +110,7 @@ pub async fn hls_playlist(state: &AppState, id: u32, query: &str, with_token: bo
         + Duration::from_secs_f64(
             (crate::engine::hls::MIN_LISTED + 2) as f64 * engine.hls_segment_secs,
         );
-    let token = crate::auth::token_query(state.server.auth_token.as_deref().filter(|_| with_token));
+    let token = view.token_query();
     let name = session.name.clone();
     let uri = move |seq: u64| format!("{name}-{seq}.ts{token}");
     let text = match session.playlist(engine.hls_list_size, limit, uri).await {
@@ -105,7 +132,7 @@ pub async fn hls_playlist(state: &AppState, id: u32, query: &str, with_token: bo
 }
 
 /// `/hls/<id>/<session>-<seq>.ts`: one segment of the running HLS session.
-pub fn hls_segment(state: &AppState, id: u32, file: &str, query: &str) -> Response {
+pub fn hls_segment(state: &AppState, id: u32, file: &str, query: &str, view: &View) -> Response {
     let gone = || {
         reply::error(&crate::error::Error::not_found(format!(
             "no HLS segment {file} for stream {id} (it left the live window, or the session ended)"
@@ -124,6 +151,9 @@ pub fn hls_segment(state: &AppState, id: u32, file: &str, query: &str) -> Respon
     let Some(seg) = session.segment(seq) else {
         return gone();
     };
+    if let Err(limit) = view.who.touch_hls(id, state.hls_lease()) {
+        return over_limit(state, &limit);
+    }
     let engine = state.engine.settings();
     let keep = (engine.hls_segment_secs * (engine.hls_list_size + 4) as f64).ceil() as u64;
     reply::bytes(seg.data, MPEG_TS, hls_cache(state, query, keep, true))

@@ -24,12 +24,15 @@ pub mod html;
 pub mod io;
 pub mod login;
 pub mod media;
+pub mod proxy;
 pub mod reply;
 pub mod routes;
 pub mod schedule;
 pub mod server;
 pub mod state;
+pub mod tls;
 
 pub use routes::{pattern_of, Path, RouteSpec, ROUTES};
-pub use server::{routes, serve};
-pub use state::{base_url, AppState, ClientAddr};
+pub use proxy::Client;
+pub use server::{redirect_http, routes, serve};
+pub use state::{base_url, AppState};

@@ -36,6 +36,8 @@ pub enum Path {
     /// `/api/streams/<id>/status`.
     Status(u32),
     Reload,
+    /// `/api/tokens`: the tokens in force (admin).
+    Tokens,
     /// `/api/schedule`.
     Schedule,
     /// `/api/schedule/<id>`.
@@ -87,6 +89,7 @@ impl Path {
             ["api", "streams", n, "programs"] => with(n, Programs),
             ["api", "streams", n, "status"] => with(n, Status),
             ["api", "reload"] => Reload,
+            ["api", "tokens"] => Tokens,
             ["api", "schedule"] => Schedule,
             ["api", "schedule", n] => with(n, Scheduled),
             ["stream", n] => with(n, Media),
@@ -117,6 +120,7 @@ impl Path {
             Programs(_) => "/api/streams/{id}/programs",
             Status(_) => "/api/streams/{id}/status",
             Reload => "/api/reload",
+            Tokens => "/api/tokens",
             Schedule => "/api/schedule",
             Scheduled(_) => "/api/schedule/{id}",
             Media(_) => "/stream/{id}",
@@ -134,36 +138,82 @@ impl Path {
         }
     }
 
+    /// The channel a path is about, if any (a token sees only its groups' channels).
+    pub fn channel(&self) -> Option<u32> {
+        use Path::*;
+        match self {
+            Watch(id) | Thumb(id) | Stream(id) | Programs(id) | Status(id) | Media(id)
+            | HlsPlaylist(id) | HlsSegment(id, _) => Some(*id),
+            _ => None,
+        }
+    }
+
     /// Pages: a browser without a session gets the login form there.
     pub fn is_page(&self) -> bool {
         matches!(self, Path::Dashboard | Path::Watch(_))
     }
 
-    /// Whether `method` on this path is answered without the token.
-    pub fn is_public(&self, method: &str) -> bool {
+    /// Who may use `method` on this path. A (path, method) the table does not list is
+    /// answered 404 or 405 to any valid token, so it needs only a viewer's.
+    pub fn access(&self, method: &str) -> Access {
         let pattern = self.pattern();
         ROUTES
             .iter()
-            .any(|r| r.public && r.method == method && r.pattern == pattern)
+            .find(|r| r.method == method && r.pattern == pattern)
+            .map_or(Access::Viewer, |r| r.access)
+    }
+
+    /// Whether `method` on this path is answered without the token.
+    pub fn is_public(&self, method: &str) -> bool {
+        self.access(method) == Access::Public
     }
 }
 
+/// Who may use a route.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Access {
+    /// No token needed.
+    Public,
+    /// Any valid token (viewer or admin); lists are filtered to the token's channels.
+    Viewer,
+    /// An admin token (`server.auth_token`, or a named token with `role: admin`).
+    Admin,
+}
+
 /// One route: method, pattern (as used in metrics labels), an example path for tests,
-/// and whether it is public.
+/// and who may use it.
 #[derive(Clone, Copy, Debug)]
 pub struct RouteSpec {
     pub method: &'static str,
     pub pattern: &'static str,
     pub example: &'static str,
-    pub public: bool,
+    pub access: Access,
 }
 
-const fn route(method: &'static str, pattern: &'static str, example: &'static str) -> RouteSpec {
+impl RouteSpec {
+    pub fn public(&self) -> bool {
+        self.access == Access::Public
+    }
+}
+
+/// A route any valid token may use.
+const fn viewer(method: &'static str, pattern: &'static str, example: &'static str) -> RouteSpec {
     RouteSpec {
         method,
         pattern,
         example,
-        public: false,
+        access: Access::Viewer,
+    }
+}
+
+/// A route only admin tokens may use.
+const fn admin(method: &'static str, pattern: &'static str, example: &'static str) -> RouteSpec {
+    RouteSpec {
+        method,
+        pattern,
+        example,
+        access: Access::Admin,
     }
 }
 
@@ -173,7 +223,7 @@ const fn public(method: &'static str, pattern: &'static str) -> RouteSpec {
         method,
         pattern,
         example: pattern,
-        public: true,
+        access: Access::Public,
     }
 }
 
@@ -183,55 +233,56 @@ pub const ROUTES: &[RouteSpec] = &[
     public("GET", "/login"),
     public("POST", "/login"),
     public("POST", "/logout"),
-    route("GET", "/", "/"),
-    route("GET", "/watch/{id}", "/watch/1"),
-    route("GET", "/ui/{file}", "/ui/style.css"),
-    route("GET", "/thumb/{id}.jpg", "/thumb/1.jpg"),
-    route("GET", "/playlist.m3u", "/playlist.m3u"),
-    route("GET", "/metrics", "/metrics"),
-    route("GET", "/api/streams", "/api/streams"),
-    route("POST", "/api/streams", "/api/streams"),
-    route("GET", "/api/streams/{id}", "/api/streams/1"),
-    route("PUT", "/api/streams/{id}", "/api/streams/1"),
-    route("PATCH", "/api/streams/{id}", "/api/streams/1"),
-    route("DELETE", "/api/streams/{id}", "/api/streams/1"),
-    route(
+    viewer("GET", "/", "/"),
+    viewer("GET", "/watch/{id}", "/watch/1"),
+    viewer("GET", "/ui/{file}", "/ui/style.css"),
+    viewer("GET", "/thumb/{id}.jpg", "/thumb/1.jpg"),
+    viewer("GET", "/playlist.m3u", "/playlist.m3u"),
+    admin("GET", "/metrics", "/metrics"),
+    viewer("GET", "/api/streams", "/api/streams"),
+    admin("POST", "/api/streams", "/api/streams"),
+    viewer("GET", "/api/streams/{id}", "/api/streams/1"),
+    admin("PUT", "/api/streams/{id}", "/api/streams/1"),
+    admin("PATCH", "/api/streams/{id}", "/api/streams/1"),
+    admin("DELETE", "/api/streams/{id}", "/api/streams/1"),
+    viewer(
         "GET",
         "/api/streams/{id}/programs",
         "/api/streams/1/programs",
     ),
-    route(
+    admin(
         "PUT",
         "/api/streams/{id}/programs",
         "/api/streams/1/programs",
     ),
-    route("GET", "/api/streams/{id}/status", "/api/streams/1/status"),
-    route("POST", "/api/reload", "/api/reload"),
-    route("GET", "/stream/{id}", "/stream/1"),
-    route("HEAD", "/stream/{id}", "/stream/1"),
-    route("GET", "/hls/{id}/index.m3u8", "/hls/1/index.m3u8"),
-    route("GET", "/hls/{id}/{segment}", "/hls/1/0-0.ts"),
-    route("GET", "/epg.xml", "/epg.xml"),
-    route("GET", "/api/schedule", "/api/schedule"),
-    route("POST", "/api/schedule", "/api/schedule"),
-    route("GET", "/api/schedule/{id}", "/api/schedule/900"),
-    route("PUT", "/api/schedule/{id}", "/api/schedule/900"),
-    route("DELETE", "/api/schedule/{id}", "/api/schedule/900"),
-    route(
+    admin("GET", "/api/streams/{id}/status", "/api/streams/1/status"),
+    admin("POST", "/api/reload", "/api/reload"),
+    admin("GET", "/api/tokens", "/api/tokens"),
+    viewer("GET", "/stream/{id}", "/stream/1"),
+    viewer("HEAD", "/stream/{id}", "/stream/1"),
+    viewer("GET", "/hls/{id}/index.m3u8", "/hls/1/index.m3u8"),
+    viewer("GET", "/hls/{id}/{segment}", "/hls/1/0-0.ts"),
+    viewer("GET", "/epg.xml", "/epg.xml"),
+    viewer("GET", "/api/schedule", "/api/schedule"),
+    admin("POST", "/api/schedule", "/api/schedule"),
+    viewer("GET", "/api/schedule/{id}", "/api/schedule/900"),
+    admin("PUT", "/api/schedule/{id}", "/api/schedule/900"),
+    admin("DELETE", "/api/schedule/{id}", "/api/schedule/900"),
+    viewer(
         "GET",
         "/hdhr/{token}/discover.json",
         "/hdhr/x/discover.json",
     ),
-    route("GET", "/hdhr/{token}/lineup.json", "/hdhr/x/lineup.json"),
-    route(
+    viewer("GET", "/hdhr/{token}/lineup.json", "/hdhr/x/lineup.json"),
+    viewer(
         "GET",
         "/hdhr/{token}/lineup_status.json",
         "/hdhr/x/lineup_status.json",
     ),
-    route("POST", "/hdhr/{token}/lineup.post", "/hdhr/x/lineup.post"),
-    route("GET", "/hdhr/{token}/device.xml", "/hdhr/x/device.xml"),
-    route("GET", "/hdhr/{token}/auto/v{n}", "/hdhr/x/auto/v2"),
-    route("HEAD", "/hdhr/{token}/auto/v{n}", "/hdhr/x/auto/v2"),
+    viewer("POST", "/hdhr/{token}/lineup.post", "/hdhr/x/lineup.post"),
+    viewer("GET", "/hdhr/{token}/device.xml", "/hdhr/x/device.xml"),
+    viewer("GET", "/hdhr/{token}/auto/v{n}", "/hdhr/x/auto/v2"),
+    viewer("HEAD", "/hdhr/{token}/auto/v{n}", "/hdhr/x/auto/v2"),
 ];
 
 /// The route pattern a request belongs to, for bounded metric labels.
@@ -262,6 +313,7 @@ mod tests {
             ("/api/streams/42/programs", Programs(42)),
             ("/api/streams/42/status", Status(42)),
             ("/api/reload", Reload),
+            ("/api/tokens", Tokens),
             ("/api/schedule", Schedule),
             ("/api/schedule/900", Scheduled(900)),
             ("/stream/1", Media(1)),
@@ -317,13 +369,7 @@ mod tests {
             let p = Path::decode(r.example);
             assert_ne!(p, Path::NotFound, "{} does not decode", r.example);
             assert_eq!(p.pattern(), r.pattern, "{}", r.example);
-            assert_eq!(
-                p.is_public(r.method),
-                r.public,
-                "{} {}",
-                r.method,
-                r.pattern
-            );
+            assert_eq!(p.access(r.method), r.access, "{} {}", r.method, r.pattern);
         }
         // Every pattern the decoder can give (but "other") has a row.
         let mut patterns: Vec<&str> = ROUTES.iter().map(|r| r.pattern).collect();
@@ -341,6 +387,7 @@ mod tests {
             "/api/streams/1/programs",
             "/api/streams/1/status",
             "/api/reload",
+            "/api/tokens",
             "/api/schedule",
             "/api/schedule/1",
             "/stream/1",

@@ -19,16 +19,33 @@ fn persist_scheduled(state: &AppState, id: u32) -> Result<(), Error> {
     }
 }
 
-pub fn list(state: &AppState) -> Result<Response, Error> {
-    Ok(json(StatusCode::OK, &state.scheduler.list()))
+pub fn list(state: &AppState, view: &super::access::View) -> Result<Response, Error> {
+    let out: Vec<serde_json::Value> = state
+        .scheduler
+        .list()
+        .into_iter()
+        .filter(|l| view.sees(&l.stream))
+        .map(|l| shown(view, &l))
+        .collect();
+    Ok(json(StatusCode::OK, &out))
 }
 
-pub fn get(state: &AppState, id: u32) -> Result<Response, Error> {
+pub fn get(state: &AppState, id: u32, view: &super::access::View) -> Result<Response, Error> {
     let l = state
         .scheduler
         .get(id)
+        .filter(|l| view.sees(&l.stream))
         .ok_or_else(|| crate::registry::no_such(id))?;
-    Ok(json(StatusCode::OK, &l))
+    Ok(json(StatusCode::OK, &shown(view, &l)))
+}
+
+/// A scheduled stream as `view` may see it.
+fn shown(view: &super::access::View, l: &crate::schedule::Listed) -> serde_json::Value {
+    let mut v = serde_json::to_value(l).unwrap_or_default();
+    if let Some(o) = v.as_object_mut() {
+        o.insert("stream".into(), super::api::visible_stream(view, &l.stream));
+    }
+    v
 }
 
 pub fn create(state: &AppState, ct: Option<String>, body: Body) -> Result<Response, Error> {

@@ -7,7 +7,7 @@ use super::dispatch::handle;
 use super::hdhr;
 use super::io;
 use super::routes::pattern_of;
-use super::state::{AppState, ClientAddr};
+use super::state::AppState;
 use crate::metrics::HttpLabels;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -54,6 +54,8 @@ async fn refuse(mut stream: tokio::net::TcpStream) {
 }
 
 /// Serves until `shutdown` resolves, then lets open requests finish for up to `drain`.
+/// With `server.tls` every connection starts with a TLS handshake (bounded by the header
+/// timeout).
 pub async fn serve(
     listener: TcpListener,
     state: Arc<AppState>,
@@ -64,7 +66,14 @@ pub async fn serve(
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(state.server.max_connections));
     let header_timeout = Duration::from_secs(state.server.header_timeout_secs);
-    let write_timeout = Duration::from_secs(state.server.write_timeout_secs);
+    let acceptor = match state.tls.as_ref().map(|c| c.acceptor()) {
+        Some(Ok(a)) => Some(a),
+        Some(Err(e)) => {
+            tracing::error!("{e}");
+            return;
+        }
+        None => None,
+    };
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let (stream, addr) = tokio::select! {
@@ -85,33 +94,23 @@ pub async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let filtered = filtered.clone();
+        let svc = service(filtered.clone(), state.clone(), addr, acceptor.is_some());
+        let watcher = graceful.watcher();
         let st = state.clone();
-        let svc = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
-            let started = Instant::now();
-            let method = req.method().clone();
-            let path = req.uri().path().to_owned();
-            req.extensions_mut().insert(ClientAddr(addr));
-            let fut = filtered.clone().call(req);
-            let st = st.clone();
-            async move {
-                let resp = fut.await?;
-                log_request(&st, addr, method.as_str(), &path, resp.status(), started);
-                Ok::<_, Infallible>(resp)
-            }
-        });
-        let conn = hyper::server::conn::http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(header_timeout)
-            .serve_connection(
-                TokioIo::new(io::WriteTimeout::new(stream, write_timeout)),
-                svc,
-            );
-        let conn = graceful.watch(conn);
+        let acceptor = acceptor.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            if let Err(e) = conn.await {
-                tracing::debug!(client = %addr, error = %e, "connection ended with an error");
+            match acceptor {
+                None => connection(&st, stream, svc, watcher, addr).await,
+                Some(acceptor) => {
+                    match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => connection(&st, tls, svc, watcher, addr).await,
+                        Ok(Err(e)) => {
+                            tracing::debug!(client = %addr, error = %e, "TLS handshake failed")
+                        }
+                        Err(_) => tracing::debug!(client = %addr, "TLS handshake timed out"),
+                    }
+                }
             }
         });
     }
@@ -124,11 +123,115 @@ pub async fn serve(
     }
 }
 
+/// The per-connection service: resolves the client (through trusted proxies), hands the
+/// request to warp, logs and counts it.
+fn service<F>(
+    filtered: F,
+    st: Arc<AppState>,
+    addr: SocketAddr,
+    tls: bool,
+) -> impl hyper::service::Service<
+    hyper::Request<Incoming>,
+    Response = Response,
+    Error = Infallible,
+    Future = impl Future<Output = Result<Response, Infallible>> + Send,
+> + Clone
+       + Send
+where
+    F: Service<hyper::Request<Incoming>, Response = Response, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    F::Future: Send + 'static,
+{
+    let svc = move |mut req: hyper::Request<Incoming>| {
+        let started = Instant::now();
+        let method = req.method().clone();
+        let path = req.uri().path().to_owned();
+        let client = st.proxies.resolve(addr, tls, req.headers());
+        req.extensions_mut().insert(client.clone());
+        let fut = filtered.clone().call(req);
+        let st = st.clone();
+        async move {
+            let resp = fut.await?;
+            log_request(&st, &client, method.as_str(), &path, resp.status(), started);
+            Ok::<_, Infallible>(resp)
+        }
+    };
+    hyper::service::service_fn(svc)
+}
+
+/// Serves one connection (plain or TLS) until it ends or the server drains.
+async fn connection<S, V>(
+    st: &AppState,
+    io: S,
+    svc: V,
+    watcher: hyper_util::server::graceful::Watcher,
+    addr: SocketAddr,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    V: hyper::service::Service<hyper::Request<Incoming>, Response = Response, Error = Infallible>
+        + Send
+        + 'static,
+    V::Future: Send + 'static,
+{
+    let write_timeout = Duration::from_secs(st.server.write_timeout_secs);
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(st.server.header_timeout_secs))
+        .serve_connection(TokioIo::new(io::WriteTimeout::new(io, write_timeout)), svc);
+    if let Err(e) = watcher.watch(conn).await {
+        tracing::debug!(client = %addr, error = %e, "connection ended with an error");
+    }
+}
+
+/// With `server.redirect_http_port`: every plain-HTTP request is answered with a
+/// permanent redirect to the same path on the HTTPS address (the query, which may hold a
+/// token, is dropped rather than repeated in a Location header).
+pub async fn redirect_http(listener: TcpListener, state: Arc<AppState>) {
+    loop {
+        let Ok((stream, addr)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let st = state.clone();
+        let svc = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+            let client = st.proxies.resolve(addr, false, req.headers());
+            let host = client
+                .host
+                .as_deref()
+                .map(|h| h.rsplit_once(':').map_or(h, |(h, _)| h).to_owned());
+            let target = match (&st.server.public_url, host) {
+                (Some(u), _) if u.starts_with("https://") => u.trim_end_matches('/').to_owned(),
+                (_, Some(h)) if super::proxy::plain_host(&h) => {
+                    format!("https://{h}:{}", st.server.port)
+                }
+                _ => format!("https://{}", st.local_addr),
+            };
+            let path = req.uri().path().to_owned();
+            async move {
+                let mut resp = warp::Reply::into_response(StatusCode::PERMANENT_REDIRECT);
+                if let Ok(v) = warp::http::HeaderValue::from_str(&format!("{target}{path}")) {
+                    resp.headers_mut().insert(warp::http::header::LOCATION, v);
+                }
+                Ok::<_, Infallible>(resp)
+            }
+        });
+        tokio::spawn(async move {
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10))
+                .serve_connection(TokioIo::new(stream), svc);
+            let _ = tokio::time::timeout(Duration::from_secs(30), conn).await;
+        });
+    }
+}
+
 /// One access-log line and one metric per request. The query string (which may hold the
 /// token) is never logged.
 fn log_request(
     st: &AppState,
-    addr: SocketAddr,
+    client: &super::proxy::Client,
     method: &str,
     path: &str,
     status: StatusCode,
@@ -146,7 +249,8 @@ fn log_request(
     let path = hdhr::redact_path(path, "***");
     tracing::info!(
         target: "amps::access",
-        client = %addr,
+        client = %client.ip,
+        via = client.proxied.then(|| client.peer.to_string()),
         method,
         path,
         status = status.as_u16(),

@@ -1,7 +1,8 @@
 //! What every request handler shares: the application state, the client's address, and
 //! the base URL players are told to use.
 
-use crate::auth::{FailureLimiter, Sessions, TokenCheck};
+use super::proxy::{plain_host, Client, Trusted};
+use crate::auth::{FailureLimiter, Sessions};
 use crate::clock::SharedClock;
 use crate::config::{HdhrConfig, ServerConfig};
 use crate::engine::Engine;
@@ -25,7 +26,12 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub server: ServerConfig,
     pub hdhomerun: HdhrConfig,
-    pub token: TokenCheck,
+    /// The admin token and the named tokens in force.
+    pub tokens: Arc<crate::tokens::Tokens>,
+    /// `server.trusted_proxies`.
+    pub proxies: Trusted,
+    /// The TLS certificate in force (reloaded on SIGHUP and when its files change).
+    pub tls: Option<Arc<super::tls::Certs>>,
     /// Failed token checks per client address (brute-force protection).
     pub auth_limiter: FailureLimiter,
     /// The dashboard's login sessions.
@@ -35,34 +41,34 @@ pub struct AppState {
     pub local_addr: SocketAddr,
 }
 
-/// The client's address, put on each request by the server loop.
-#[derive(Clone, Copy, Debug)]
-pub struct ClientAddr(pub SocketAddr);
-
 impl AppState {
     /// The address whose failed token checks count towards a block: the client's, unless
-    /// it is loopback and `server.auth_limit_loopback` is off.
-    pub fn limited_ip(&self, client: Option<ClientAddr>) -> Option<std::net::IpAddr> {
+    /// it is the machine itself (loopback, not through a trusted proxy) and
+    /// `server.auth_limit_loopback` is off.
+    pub fn limited_ip(&self, client: Option<&Client>) -> Option<std::net::IpAddr> {
         client
-            .map(|c| c.0.ip())
-            .filter(|ip| !ip.is_loopback() || self.server.auth_limit_loopback)
+            .filter(|c| c.proxied || !c.ip.is_loopback() || self.server.auth_limit_loopback)
+            .map(|c| c.ip)
+    }
+
+    /// How long a token's HLS viewing of a channel counts after its last request.
+    pub fn hls_lease(&self) -> std::time::Duration {
+        crate::tokens::hls_lease(self.engine.settings().hls_segment_secs)
     }
 }
 
-/// The base URL players should use: `server.public_url`, else the request's `Host` when it
-/// is a plain host[:port], else the bound address.
-pub fn base_url(state: &AppState, host: Option<&str>) -> String {
+/// The base URL players should use: `server.public_url`, else the scheme and host the
+/// client used (through a trusted proxy: the forwarded ones) when the host is a plain
+/// host[:port], else the bound address.
+pub fn base_url(state: &AppState, client: Option<&Client>) -> String {
     if let Some(u) = &state.server.public_url {
         return u.trim_end_matches('/').to_owned();
     }
-    let ok = |h: &&str| {
-        !h.is_empty()
-            && h.len() <= 255
-            && h.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-.:[]_".contains(&b))
-    };
-    match host.filter(ok) {
-        Some(h) => format!("http://{h}"),
-        None => format!("http://{}", state.local_addr),
+    let scheme = client.map_or(if state.tls.is_some() { "https" } else { "http" }, |c| {
+        c.scheme
+    });
+    match client.and_then(|c| c.host.as_deref()).filter(|h| plain_host(h)) {
+        Some(h) => format!("{scheme}://{h}"),
+        None => format!("{scheme}://{}", state.local_addr),
     }
 }

@@ -1,0 +1,518 @@
+//! Who a request is: the admin token (`server.auth_token`) and the named tokens of
+//! `server.tokens`, each with a role, a channel-group filter, a stream limit and an expiry.
+//!
+//! A presented token is hashed once and compared with every known digest in constant
+//! time (no early exit), so neither which token matched nor how much of it matched leaks
+//! through timing. Secrets are kept only as SHA-256 digests. Each named token carries its
+//! live state (open streams, HLS viewing, a revocation signal) across reloads as long as
+//! its name and secret stay; a token that is removed or given a new secret is revoked, and
+//! every stream it holds ends at once.
+
+use crate::config::{Role, ServerConfig};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+use subtle::ConstantTimeEq;
+
+/// The admin token's name (in logs, metrics and `/api/tokens`).
+pub const ADMIN: &str = "admin";
+
+/// How long a token's HLS viewing of a channel counts after its last playlist or segment
+/// request: three segments, at least 10 s (players poll every segment or so).
+pub fn hls_lease(segment_secs: f64) -> Duration {
+    Duration::from_secs_f64((segment_secs * 3.0).max(10.0))
+}
+
+fn digest(s: &str) -> [u8; 32] {
+    Sha256::digest(s.as_bytes()).into()
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A token's running sessions.
+#[derive(Debug, Default)]
+struct Usage {
+    /// `/stream` responses open now.
+    streams: u32,
+    /// HLS viewing per channel: when its playlist or a segment was last asked for.
+    hls: HashMap<u32, Instant>,
+}
+
+/// What lives as long as a token keeps its name and secret.
+#[derive(Debug)]
+struct Live {
+    usage: Mutex<Usage>,
+    revoked: tokio::sync::watch::Sender<bool>,
+}
+
+impl Live {
+    fn new() -> Arc<Live> {
+        Arc::new(Live {
+            usage: Mutex::new(Usage::default()),
+            revoked: tokio::sync::watch::channel(false).0,
+        })
+    }
+}
+
+/// One token as a request sees it.
+#[derive(Debug)]
+pub struct Holder {
+    pub name: Arc<str>,
+    pub role: Role,
+    pub max_streams: Option<u32>,
+    /// Channel groups this token may see (lower-cased); empty: all.
+    groups: Vec<String>,
+    pub expires: Option<chrono::DateTime<chrono::Utc>>,
+    digest: [u8; 32],
+    live: Arc<Live>,
+}
+
+/// The identity of an authorised request.
+pub type Identity = Arc<Holder>;
+
+/// Why a known token is refused a stream.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Limit {
+    pub name: Arc<str>,
+    pub max: u32,
+    pub in_use: u32,
+}
+
+impl std::fmt::Display for Limit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "token {:?} may have {} stream{} at once and has {} open; close one first",
+            self.name,
+            self.max,
+            if self.max == 1 { "" } else { "s" },
+            self.in_use
+        )
+    }
+}
+
+impl Holder {
+    pub fn is_admin(&self) -> bool {
+        self.role == Role::Admin
+    }
+
+    /// Whether this token may see a channel of `group`.
+    pub fn sees(&self, group: Option<&str>) -> bool {
+        self.groups.is_empty()
+            || group.is_some_and(|g| {
+                let g = g.trim().to_lowercase();
+                self.groups.iter().any(|x| *x == g)
+            })
+    }
+
+    pub fn expired(&self, now: chrono::DateTime<chrono::Utc>) -> bool {
+        self.expires.is_some_and(|e| now >= e)
+    }
+
+    fn in_use(usage: &mut Usage, hls_ttl: Duration, now: Instant) -> u32 {
+        usage.hls.retain(|_, t| now.duration_since(*t) < hls_ttl);
+        usage.streams + usage.hls.len() as u32
+    }
+
+    /// Opens a `/stream` session, if the limit allows. The lease ends it when dropped.
+    pub fn open_stream(self: &Arc<Self>, hls_ttl: Duration) -> Result<Lease, Limit> {
+        let mut u = lock(&self.live.usage);
+        let in_use = Self::in_use(&mut u, hls_ttl, Instant::now());
+        if let Some(max) = self.max_streams.filter(|m| in_use >= *m) {
+            return Err(Limit {
+                name: self.name.clone(),
+                max,
+                in_use,
+            });
+        }
+        u.streams += 1;
+        Ok(Lease {
+            holder: self.clone(),
+        })
+    }
+
+    /// Counts HLS viewing of `channel` (a new channel only if the limit allows); viewing
+    /// lasts `hls_ttl` after the last playlist or segment request.
+    pub fn touch_hls(&self, channel: u32, hls_ttl: Duration) -> Result<(), Limit> {
+        let now = Instant::now();
+        let mut u = lock(&self.live.usage);
+        let in_use = Self::in_use(&mut u, hls_ttl, now);
+        if !u.hls.contains_key(&channel) {
+            if let Some(max) = self.max_streams.filter(|m| in_use >= *m) {
+                return Err(Limit {
+                    name: self.name.clone(),
+                    max,
+                    in_use,
+                });
+            }
+        }
+        u.hls.insert(channel, now);
+        Ok(())
+    }
+
+    /// Sessions open now (streams plus channels watched over HLS).
+    pub fn sessions(&self, hls_ttl: Duration) -> u32 {
+        Self::in_use(&mut lock(&self.live.usage), hls_ttl, Instant::now())
+    }
+
+    /// Resolves once the token is revoked or expires (for ending its streams).
+    pub fn ended(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut rx = self.live.revoked.subscribe();
+        let expires = self.expires;
+        async move {
+            let revoked = async move {
+                // An error means the sender is gone: the token set was dropped.
+                let _ = rx.wait_for(|r| *r).await;
+            };
+            let expiry = async move {
+                match expires {
+                    Some(e) => {
+                        let left = (e - chrono::Utc::now()).to_std().unwrap_or_default();
+                        tokio::time::sleep(left).await
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = revoked => {}
+                _ = expiry => {}
+            }
+        }
+    }
+
+    pub fn revoked(&self) -> bool {
+        *self.live.revoked.borrow()
+    }
+}
+
+/// An open `/stream` session of a token.
+#[derive(Debug)]
+pub struct Lease {
+    holder: Identity,
+}
+
+impl Lease {
+    pub fn holder(&self) -> &Identity {
+        &self.holder
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        let mut u = lock(&self.holder.live.usage);
+        u.streams = u.streams.saturating_sub(1);
+    }
+}
+
+/// The result of looking a presented token up.
+#[derive(Debug)]
+pub enum Found {
+    Valid(Identity),
+    /// A known token past its `expires`.
+    Expired(Arc<str>),
+    None,
+}
+
+/// Every token in force. Replaced as a whole on reload.
+#[derive(Debug)]
+pub struct Tokens {
+    set: RwLock<Arc<Vec<Identity>>>,
+    /// No `auth_token`: every request is admitted as admin (loopback-only servers).
+    open: RwLock<Option<Identity>>,
+}
+
+/// The `/api/tokens` view of a token (never the secret).
+#[derive(Debug, serde::Serialize)]
+pub struct TokenInfo {
+    pub name: String,
+    pub role: Role,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_streams: Option<u32>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires: Option<chrono::DateTime<chrono::Utc>>,
+    pub expired: bool,
+    /// `/stream` and HLS sessions open now.
+    pub sessions: u32,
+}
+
+fn holder(
+    name: &str,
+    role: Role,
+    max_streams: Option<u32>,
+    groups: &[String],
+    expires: Option<chrono::DateTime<chrono::Utc>>,
+    secret: &str,
+    live: Arc<Live>,
+) -> Identity {
+    Arc::new(Holder {
+        name: name.into(),
+        role,
+        max_streams,
+        groups: groups.iter().map(|g| g.trim().to_lowercase()).collect(),
+        expires,
+        digest: digest(secret),
+        live,
+    })
+}
+
+impl Tokens {
+    /// A server started without `auth_token` stays open (it serves loopback only); one
+    /// started with it never opens up: a reload that drops the token locks everyone out
+    /// rather than letting everyone in.
+    pub fn new(server: &ServerConfig) -> Tokens {
+        let open = server
+            .auth_token
+            .is_none()
+            .then(|| holder(ADMIN, Role::Admin, None, &[], None, "", Live::new()));
+        let t = Tokens {
+            set: RwLock::new(Arc::new(Vec::new())),
+            open: RwLock::new(open),
+        };
+        t.apply(server);
+        t
+    }
+
+    fn current(&self) -> Arc<Vec<Identity>> {
+        self.set.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Puts `server`'s tokens in force. A token whose name and secret stay keeps its
+    /// sessions; one removed or given a new secret is revoked (its streams end).
+    pub fn apply(&self, server: &ServerConfig) {
+        let old = self.current();
+        let keep = |name: &str, secret: &str| {
+            let d = digest(secret);
+            old.iter()
+                .find(|h| &*h.name == name && bool::from(h.digest.ct_eq(&d)))
+                .map(|h| h.live.clone())
+                .unwrap_or_else(Live::new)
+        };
+        let mut set = Vec::new();
+        if let Some(admin) = &server.auth_token {
+            set.push(holder(
+                ADMIN,
+                Role::Admin,
+                None,
+                &[],
+                None,
+                admin,
+                keep(ADMIN, admin),
+            ));
+        }
+        for t in &server.tokens {
+            let Some(secret) = &t.secret else { continue };
+            set.push(holder(
+                &t.name,
+                t.role,
+                t.max_streams,
+                &t.groups,
+                t.expires,
+                secret,
+                keep(&t.name, secret),
+            ));
+        }
+        for h in old.iter() {
+            if !set.iter().any(|n| Arc::ptr_eq(&n.live, &h.live)) {
+                tracing::info!(token = %h.name, "token removed or changed; ending its streams");
+                h.live.revoked.send_replace(true);
+            }
+        }
+        *self.set.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(set);
+    }
+
+    /// Whether any token is required.
+    pub fn required(&self) -> bool {
+        self.open
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_none()
+    }
+
+    /// The identity of a server without tokens (None when tokens are required).
+    pub fn open_identity(&self) -> Option<Identity> {
+        self.open.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Looks `presented` up among every token, in constant time over the set.
+    pub fn find(&self, presented: Option<&str>, now: chrono::DateTime<chrono::Utc>) -> Found {
+        if let Some(open) = self.open_identity() {
+            return Found::Valid(open);
+        }
+        let Some(p) = presented else {
+            return Found::None;
+        };
+        let d = digest(p);
+        let set = self.current();
+        let mut hit: Option<&Identity> = None;
+        for h in set.iter() {
+            let eq: bool = h.digest.ct_eq(&d).into();
+            hit = if eq { Some(h) } else { hit };
+        }
+        match hit {
+            Some(h) if h.expired(now) => Found::Expired(h.name.clone()),
+            Some(h) => Found::Valid(h.clone()),
+            None => Found::None,
+        }
+    }
+
+    /// The token of that name (a dashboard session remembers only the name).
+    pub fn by_name(&self, name: &str) -> Option<Identity> {
+        if let Some(open) = self.open_identity() {
+            return Some(open);
+        }
+        self.current().iter().find(|h| &*h.name == name).cloned()
+    }
+
+    /// Every token, for `/api/tokens` and metrics.
+    pub fn list(&self, hls_ttl: Duration, now: chrono::DateTime<chrono::Utc>) -> Vec<TokenInfo> {
+        self.current()
+            .iter()
+            .map(|h| TokenInfo {
+                name: h.name.to_string(),
+                role: h.role,
+                max_streams: h.max_streams,
+                groups: h.groups.clone(),
+                expires: h.expires,
+                expired: h.expired(now),
+                sessions: h.sessions(hls_ttl),
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::NamedToken;
+
+    fn named(name: &str, secret: &str, role: Role) -> NamedToken {
+        NamedToken {
+            name: name.into(),
+            token: None,
+            token_file: None,
+            token_env: None,
+            role,
+            max_streams: None,
+            groups: Vec::new(),
+            expires: None,
+            secret: Some(secret.into()),
+        }
+    }
+
+    fn server(tokens: Vec<NamedToken>) -> ServerConfig {
+        ServerConfig {
+            auth_token: Some("admin-secret-0123456789".into()),
+            tokens,
+            ..Default::default()
+        }
+    }
+
+    fn valid(t: &Tokens, p: &str) -> Option<Identity> {
+        match t.find(Some(p), chrono::Utc::now()) {
+            Found::Valid(i) => Some(i),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn each_token_finds_its_own_identity() {
+        let t = Tokens::new(&server(vec![
+            named("tv", "tv-secret-0123456789", Role::Viewer),
+            named("ops", "ops-secret-0123456789", Role::Admin),
+        ]));
+        assert!(t.required());
+        assert_eq!(&*valid(&t, "admin-secret-0123456789").unwrap().name, ADMIN);
+        let tv = valid(&t, "tv-secret-0123456789").unwrap();
+        assert_eq!((&*tv.name, tv.role), ("tv", Role::Viewer));
+        assert!(valid(&t, "ops-secret-0123456789").unwrap().is_admin());
+        assert!(valid(&t, "tv-secret-012345678").is_none());
+        assert!(matches!(t.find(None, chrono::Utc::now()), Found::None));
+        let open = Tokens::new(&ServerConfig::default());
+        assert!(!open.required());
+        assert!(valid(&open, "anything").unwrap().is_admin());
+    }
+
+    #[test]
+    fn expiry_groups_and_limits() {
+        let mut tv = named("tv", "tv-secret-0123456789", Role::Viewer);
+        tv.groups = vec!["News".into(), " kids ".into()];
+        tv.max_streams = Some(2);
+        let mut old = named("old", "old-secret-0123456789", Role::Viewer);
+        old.expires = Some(chrono::Utc::now() - chrono::Duration::seconds(1));
+        let t = Tokens::new(&server(vec![tv, old]));
+        assert!(matches!(
+            t.find(Some("old-secret-0123456789"), chrono::Utc::now()),
+            Found::Expired(n) if &*n == "old"
+        ));
+        let tv = valid(&t, "tv-secret-0123456789").unwrap();
+        assert!(tv.sees(Some("news")) && tv.sees(Some("Kids")));
+        assert!(!tv.sees(Some("Sports")) && !tv.sees(None));
+        let ttl = Duration::from_secs(10);
+        let a = tv.open_stream(ttl).unwrap();
+        tv.touch_hls(7, ttl).unwrap();
+        tv.touch_hls(7, ttl).unwrap();
+        assert_eq!(tv.sessions(ttl), 2);
+        let err = tv.open_stream(ttl).unwrap_err();
+        assert_eq!((err.max, err.in_use), (2, 2));
+        assert!(err.to_string().contains("\"tv\" may have 2 streams"));
+        assert!(tv.touch_hls(8, ttl).is_err(), "a new HLS channel counts");
+        drop(a);
+        let _b = tv.open_stream(ttl).unwrap();
+        // HLS viewing ends when it is no longer asked for.
+        assert_eq!(tv.sessions(Duration::ZERO), 1);
+        let admin = valid(&t, "admin-secret-0123456789").unwrap();
+        assert!(admin.sees(Some("Sports")) && admin.sees(None));
+    }
+
+    #[tokio::test]
+    async fn removing_or_changing_a_token_revokes_it_and_keeps_the_others() {
+        let cfg = server(vec![
+            named("tv", "tv-secret-0123456789", Role::Viewer),
+            named("phone", "phone-secret-0123456789", Role::Viewer),
+        ]);
+        let t = Tokens::new(&cfg);
+        let tv = valid(&t, "tv-secret-0123456789").unwrap();
+        let phone = valid(&t, "phone-secret-0123456789").unwrap();
+        let lease = phone.open_stream(Duration::from_secs(1)).unwrap();
+        let ended = tv.ended();
+        // The phone keeps its secret (and its open stream); the tv's entry goes.
+        t.apply(&server(vec![named(
+            "phone",
+            "phone-secret-0123456789",
+            Role::Viewer,
+        )]));
+        tokio::time::timeout(Duration::from_secs(1), ended)
+            .await
+            .expect("the removed token's streams are told to end");
+        assert!(tv.revoked() && !phone.revoked());
+        assert!(valid(&t, "tv-secret-0123456789").is_none());
+        let phone2 = valid(&t, "phone-secret-0123456789").unwrap();
+        assert_eq!(phone2.sessions(Duration::from_secs(1)), 1, "sessions carried");
+        drop(lease);
+        // A new secret under the same name is a new token: the old one is revoked.
+        t.apply(&server(vec![named(
+            "phone",
+            "phone-secret-9876543210",
+            Role::Viewer,
+        )]));
+        assert!(phone2.revoked());
+        assert!(valid(&t, "phone-secret-0123456789").is_none());
+        assert!(valid(&t, "phone-secret-9876543210").is_some());
+    }
+
+    #[tokio::test]
+    async fn an_expiring_token_ends_its_streams() {
+        let mut tv = named("tv", "tv-secret-0123456789", Role::Viewer);
+        tv.expires = Some(chrono::Utc::now() + chrono::Duration::milliseconds(200));
+        let t = Tokens::new(&server(vec![tv]));
+        let tv = valid(&t, "tv-secret-0123456789").unwrap();
+        tokio::time::timeout(Duration::from_secs(2), tv.ended())
+            .await
+            .expect("ends at expiry");
+    }
+}
