@@ -58,9 +58,7 @@ impl Sessions {
         }
     }
 
-    fn lock(
-        &self,
-    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<[u8; 32], Session>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<[u8; 32], Session>> {
         self.map.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -220,10 +218,19 @@ mod tests {
     #[test]
     fn accepts_each_carrier_and_refuses_other_schemes() {
         let p = |a, x, q| presented(a, x, q);
-        assert_eq!(p(Some("Bearer s3cret"), None, None).as_deref(), Some("s3cret"));
-        assert_eq!(p(Some("bearer  s3cret "), None, None).as_deref(), Some("s3cret"));
+        assert_eq!(
+            p(Some("Bearer s3cret"), None, None).as_deref(),
+            Some("s3cret")
+        );
+        assert_eq!(
+            p(Some("bearer  s3cret "), None, None).as_deref(),
+            Some("s3cret")
+        );
         assert_eq!(p(None, Some("s3cret"), None).as_deref(), Some("s3cret"));
-        assert_eq!(p(None, None, Some("a=1&token=s3cret")).as_deref(), Some("s3cret"));
+        assert_eq!(
+            p(None, None, Some("a=1&token=s3cret")).as_deref(),
+            Some("s3cret")
+        );
         assert_eq!(p(Some("Basic s3cret"), None, None), None);
         assert_eq!(p(None, None, None), None);
     }

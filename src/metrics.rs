@@ -240,7 +240,8 @@ impl Collector for TokenCollector {
             MetricType::Gauge,
         )?;
         for t in self.tokens.list(self.hls_ttl, chrono::Utc::now()) {
-            ConstGauge::new(i64::from(t.sessions)).encode(m.encode_family(&[("token", t.name)])?)?;
+            ConstGauge::new(i64::from(t.sessions))
+                .encode(m.encode_family(&[("token", t.name)])?)?;
         }
         Ok(())
     }
@@ -248,7 +249,11 @@ impl Collector for TokenCollector {
 
 impl Metrics {
     /// Adds the per-token session gauge.
-    pub fn with_tokens(mut self, tokens: Arc<crate::tokens::Tokens>, hls_ttl: std::time::Duration) -> Metrics {
+    pub fn with_tokens(
+        mut self,
+        tokens: Arc<crate::tokens::Tokens>,
+        hls_ttl: std::time::Duration,
+    ) -> Metrics {
         self.registry
             .register_collector(Box::new(TokenCollector { tokens, hls_ttl }));
         self

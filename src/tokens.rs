@@ -104,7 +104,7 @@ impl Holder {
         self.groups.is_empty()
             || group.is_some_and(|g| {
                 let g = g.trim().to_lowercase();
-                self.groups.iter().any(|x| *x == g)
+                self.groups.contains(&g)
             })
     }
 
@@ -360,12 +360,23 @@ impl Tokens {
         }
     }
 
-    /// The token of that name (a dashboard session remembers only the name).
-    pub fn by_name(&self, name: &str) -> Option<Identity> {
+    /// What a dashboard session remembers of its token: the name and a digest of the
+    /// secret, so a token given a new secret does not keep the old one's sessions.
+    pub fn session_key(who: &Identity) -> String {
+        let d = Sha256::digest(who.digest);
+        let tag: String = d[..8].iter().map(|b| format!("{b:02x}")).collect();
+        format!("{}#{tag}", who.name)
+    }
+
+    /// The token a dashboard session belongs to, if it is still in force.
+    pub fn by_session_key(&self, key: &str) -> Option<Identity> {
         if let Some(open) = self.open_identity() {
             return Some(open);
         }
-        self.current().iter().find(|h| &*h.name == name).cloned()
+        self.current()
+            .iter()
+            .find(|h| Self::session_key(h) == key)
+            .cloned()
     }
 
     /// Every token, for `/api/tokens` and metrics.
@@ -492,7 +503,11 @@ mod tests {
         assert!(tv.revoked() && !phone.revoked());
         assert!(valid(&t, "tv-secret-0123456789").is_none());
         let phone2 = valid(&t, "phone-secret-0123456789").unwrap();
-        assert_eq!(phone2.sessions(Duration::from_secs(1)), 1, "sessions carried");
+        assert_eq!(
+            phone2.sessions(Duration::from_secs(1)),
+            1,
+            "sessions carried"
+        );
         drop(lease);
         // A new secret under the same name is a new token: the old one is revoked.
         t.apply(&server(vec![named(

@@ -165,7 +165,9 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
             })?;
         let local_addr = listener.local_addr()?;
         let tls = match &server.tls {
-            Some(cfg) => Some(crate::http::tls::Certs::load(cfg).map_err(|e| anyhow::anyhow!("{e}"))?),
+            Some(cfg) => {
+                Some(crate::http::tls::Certs::load(cfg).map_err(|e| anyhow::anyhow!("{e}"))?)
+            }
             None => None,
         };
         let redirect = match server.redirect_http_port {
@@ -173,7 +175,10 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
                 tokio::net::TcpListener::bind((server.host.as_str(), port))
                     .await
                     .map_err(|e| {
-                        anyhow::anyhow!("server.redirect_http_port: cannot listen on {}:{port}: {e}", server.host)
+                        anyhow::anyhow!(
+                            "server.redirect_http_port: cannot listen on {}:{port}: {e}",
+                            server.host
+                        )
                     })?,
             ),
             None => None,

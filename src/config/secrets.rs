@@ -58,12 +58,10 @@ pub fn resolve_token_secrets(cfg: &mut Config, env: &dyn Fn(&str) -> Option<Stri
                 message: "the token must be at least 16 characters (e.g. `openssl rand -hex 16`)"
                     .into(),
             }),
-            Ok(s) if s.chars().any(|c| c.is_whitespace() || c.is_control()) => {
-                issues.push(Issue {
-                    path: at(key),
-                    message: "the token must not contain spaces or control characters".into(),
-                })
-            }
+            Ok(s) if s.chars().any(|c| c.is_whitespace() || c.is_control()) => issues.push(Issue {
+                path: at(key),
+                message: "the token must not contain spaces or control characters".into(),
+            }),
             Ok(s) => t.secret = Some(s),
         }
     }

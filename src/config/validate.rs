@@ -74,14 +74,20 @@ impl Sink<'_> {
 /// TLS, proxies and named tokens (`server.tls`, `trusted_proxies`, `tokens`).
 fn validate_remote(s: &super::model::ServerConfig, sink: &mut Sink) {
     if let Some(tls) = &s.tls {
-        for (key, v) in [("tls.cert_file", &tls.cert_file), ("tls.key_file", &tls.key_file)] {
+        for (key, v) in [
+            ("tls.cert_file", &tls.cert_file),
+            ("tls.key_file", &tls.key_file),
+        ] {
             if v.trim().is_empty() {
                 sink.push(key, "must name a PEM file");
             }
         }
     }
     match (s.redirect_http_port, &s.tls) {
-        (Some(_), None) => sink.push("redirect_http_port", "needs server.tls (it redirects to HTTPS)"),
+        (Some(_), None) => sink.push(
+            "redirect_http_port",
+            "needs server.tls (it redirects to HTTPS)",
+        ),
         (Some(p), Some(_)) if p == s.port => {
             sink.push("redirect_http_port", format!("{p} is server.port itself"))
         }
@@ -101,26 +107,49 @@ fn validate_remote(s: &super::model::ServerConfig, sink: &mut Sink) {
         let at = |k: &str| format!("tokens[{i}].{k}");
         let ok_name = !t.name.is_empty()
             && t.name.len() <= 64
-            && t.name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+            && t.name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
         if !ok_name {
-            sink.push(&at("name"), format!("{:?} must be 1 to 64 letters, digits, '-', '_' or '.'", t.name));
+            sink.push(
+                &at("name"),
+                format!(
+                    "{:?} must be 1 to 64 letters, digits, '-', '_' or '.'",
+                    t.name
+                ),
+            );
         } else if t.name == "admin" || !names.insert(t.name.as_str()) {
-            sink.push(&at("name"), format!("{:?} is used twice (\"admin\" is the auth_token's name)", t.name));
+            sink.push(
+                &at("name"),
+                format!(
+                    "{:?} is used twice (\"admin\" is the auth_token's name)",
+                    t.name
+                ),
+            );
         }
         if let Some(secret) = &t.secret {
             if s.auth_token.as_deref() == Some(secret) || !secrets.insert(secret.as_str()) {
-                sink.push(&at("token"), "the same secret is given twice (each token must be its own)");
+                sink.push(
+                    &at("token"),
+                    "the same secret is given twice (each token must be its own)",
+                );
             }
         }
         if t.max_streams == Some(0) {
-            sink.push(&at("max_streams"), "must be at least 1 (remove the key for no limit)");
+            sink.push(
+                &at("max_streams"),
+                "must be at least 1 (remove the key for no limit)",
+            );
         }
         if t.groups.iter().any(|g| g.trim().is_empty()) {
             sink.push(&at("groups"), "group names must not be empty");
         }
     }
     if !s.tokens.is_empty() && s.auth_token.is_none() {
-        sink.push("tokens", "needs server.auth_token (the admin token) too: without it every request is admitted");
+        sink.push(
+            "tokens",
+            "needs server.auth_token (the admin token) too: without it every request is admitted",
+        );
     }
 }
 

@@ -3,12 +3,12 @@
 //! passes. Also the bounded request body reader.
 
 use super::hdhr;
-use super::routes::Path;
 use super::proxy::Client;
 use super::routes::Access;
+use super::routes::Path;
 use super::state::AppState;
-use crate::tokens::{Found, Identity};
 use crate::error::{Error, ErrorKind};
+use crate::tokens::{Found, Identity};
 use bytes::{Buf, Bytes};
 use futures_util::{Stream, StreamExt};
 use std::pin::Pin;
@@ -117,12 +117,15 @@ impl Request {
             state.metrics.auth_blocked.inc();
             return Err(Denied::Blocked(secs));
         }
-        let found = match state.tokens.find(self.presented().as_deref(), state.clock.now()) {
+        let found = match state
+            .tokens
+            .find(self.presented().as_deref(), state.clock.now())
+        {
             Found::None if self.is_read() => self
                 .header("cookie")
                 .and_then(|h| crate::auth::cookie(h, crate::auth::SESSION_COOKIE))
                 .and_then(|v| state.sessions.valid(v))
-                .and_then(|name| state.tokens.by_name(&name))
+                .and_then(|key| state.tokens.by_session_key(&key))
                 .filter(|who| !who.expired(state.clock.now()))
                 .map_or(Found::None, Found::Valid),
             f => f,
@@ -133,7 +136,8 @@ impl Request {
                     state.auth_limiter.succeeded(ip);
                 }
                 let access = self.path.access(self.method.as_str());
-                let metrics_ok = matches!(self.path, Path::Metrics) && state.server.metrics_for_viewers;
+                let metrics_ok =
+                    matches!(self.path, Path::Metrics) && state.server.metrics_for_viewers;
                 if access == Access::Admin && !who.is_admin() && !metrics_ok {
                     state.metrics.token_refused(&who.name, "role");
                     return Err(Denied::Forbidden(format!(
@@ -147,7 +151,9 @@ impl Request {
             }
             Found::Expired(name) => {
                 state.metrics.token_refused(&name, "expired");
-                Err(Denied::Unauthorized { login: self.wants_login() })
+                Err(Denied::Unauthorized {
+                    login: self.wants_login(),
+                })
             }
             Found::None => {
                 state.metrics.auth_failures.inc();
@@ -156,7 +162,9 @@ impl Request {
                         tracing::warn!(client = %ip, "too many failed token checks; refusing this address for a while");
                     }
                 }
-                Err(Denied::Unauthorized { login: self.wants_login() })
+                Err(Denied::Unauthorized {
+                    login: self.wants_login(),
+                })
             }
         }
     }

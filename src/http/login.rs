@@ -4,12 +4,12 @@
 //! address's block like any wrong token.
 
 use super::html::{head_with, html_with, CSP, STYLE};
-use super::reply;
 use super::proxy::Client;
+use super::reply;
 use super::state::AppState;
-use crate::tokens::Found;
 use crate::epg::escape;
 use crate::error::Error;
+use crate::tokens::Found;
 use std::fmt::Write;
 use std::time::Instant;
 use warp::http::{header, HeaderValue, StatusCode};
@@ -101,15 +101,20 @@ pub fn login(state: &AppState, body: &[u8], client: Option<&Client>) -> Response
         if let Some(ip) = ip {
             state.auth_limiter.succeeded(ip);
         }
-        let Some(value) = state.sessions.create(&who.name) else {
+        let Some(value) = state
+            .sessions
+            .create(&crate::tokens::Tokens::session_key(&who))
+        else {
             return reply::error(&Error::new(
                 crate::error::ErrorKind::Internal,
                 "no random numbers for a session (getrandom failed)",
             ));
         };
         let mut resp = redirect("/");
-        resp.headers_mut()
-            .insert(header::SET_COOKIE, cookie(state, client, &value, 30 * 24 * 3600));
+        resp.headers_mut().insert(
+            header::SET_COOKIE,
+            cookie(state, client, &value, 30 * 24 * 3600),
+        );
         return resp;
     }
     state.metrics.auth_failures.inc();

@@ -32,7 +32,7 @@ pub mod server;
 pub mod state;
 pub mod tls;
 
-pub use routes::{pattern_of, Path, RouteSpec, ROUTES};
 pub use proxy::Client;
+pub use routes::{pattern_of, Access, Path, RouteSpec, ROUTES};
 pub use server::{redirect_http, routes, serve};
 pub use state::{base_url, AppState};

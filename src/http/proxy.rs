@@ -132,8 +132,7 @@ fn last_value(h: &HeaderMap, name: &str) -> Option<String> {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .map(str::trim)
-        .filter(|v| !v.is_empty())
-        .last()
+        .rfind(|v| !v.is_empty())
         .map(str::to_owned)
 }
 
@@ -156,7 +155,11 @@ struct Element {
 /// Every element of every `Forwarded` header, in order.
 fn forwarded(h: &HeaderMap) -> Vec<Element> {
     let mut out = Vec::new();
-    for v in h.get_all("forwarded").iter().filter_map(|v| v.to_str().ok()) {
+    for v in h
+        .get_all("forwarded")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+    {
         for elem in split_outside_quotes(v, ',') {
             let mut e = Element::default();
             for pair in split_outside_quotes(&elem, ';') {
@@ -296,19 +299,36 @@ mod tests {
         ]);
         let c = trusted().resolve(peer("127.0.0.1:9"), true, &h);
         assert_eq!(c.ip, "192.0.2.61".parse::<IpAddr>().unwrap());
-        assert_eq!(c.scheme, "https", "the connection's own scheme without proto");
+        assert_eq!(
+            c.scheme, "https",
+            "the connection's own scheme without proto"
+        );
     }
 
     #[test]
     fn unreadable_or_hostile_values_fall_back_to_the_peer() {
         let t = trusted();
         for bad in ["unknown", "_hidden", "not an ip", "junk, 10.0.0.9"] {
-            let c = t.resolve(peer("127.0.0.1:2"), false, &headers(&[("x-forwarded-for", bad)]));
-            assert!(c.proxied, "{bad}: counted as proxied, never loopback-exempt");
-            assert!(c.ip.is_loopback() || c.ip == "10.0.0.9".parse::<IpAddr>().unwrap(), "{bad}");
+            let c = t.resolve(
+                peer("127.0.0.1:2"),
+                false,
+                &headers(&[("x-forwarded-for", bad)]),
+            );
+            assert!(
+                c.proxied,
+                "{bad}: counted as proxied, never loopback-exempt"
+            );
+            assert!(
+                c.ip.is_loopback() || c.ip == "10.0.0.9".parse::<IpAddr>().unwrap(),
+                "{bad}"
+            );
         }
         // Junk the client put in front of its own address does not hide it.
-        let c = t.resolve(peer("127.0.0.1:2"), false, &headers(&[("x-forwarded-for", "junk, 203.0.113.9")]));
+        let c = t.resolve(
+            peer("127.0.0.1:2"),
+            false,
+            &headers(&[("x-forwarded-for", "junk, 203.0.113.9")]),
+        );
         assert_eq!(c.ip, "203.0.113.9".parse::<IpAddr>().unwrap());
         // No forwarding header from a trusted peer: the peer is the client.
         let c = t.resolve(peer("127.0.0.1:2"), false, &HeaderMap::new());
@@ -319,13 +339,24 @@ mod tests {
             ("x-forwarded-for", "203.0.113.1"),
             ("x-forwarded-host", "evil\"/><script>"),
         ]);
-        assert_eq!(t.resolve(peer("127.0.0.1:2"), false, &h).host.as_deref(), Some("ok:1"));
+        assert_eq!(
+            t.resolve(peer("127.0.0.1:2"), false, &h).host.as_deref(),
+            Some("ok:1")
+        );
         // A mapped IPv4 peer counts as its IPv4 address.
-        let c = t.resolve(peer("[::ffff:127.0.0.1]:3"), false, &headers(&[("x-forwarded-for", "203.0.113.2")]));
+        let c = t.resolve(
+            peer("[::ffff:127.0.0.1]:3"),
+            false,
+            &headers(&[("x-forwarded-for", "203.0.113.2")]),
+        );
         assert_eq!(c.ip, "203.0.113.2".parse::<IpAddr>().unwrap());
         // A very long chain is cut, not walked.
         let long = vec!["10.0.0.1"; 5000].join(",");
-        let c = t.resolve(peer("127.0.0.1:2"), false, &headers(&[("x-forwarded-for", &long)]));
+        let c = t.resolve(
+            peer("127.0.0.1:2"),
+            false,
+            &headers(&[("x-forwarded-for", &long)]),
+        );
         assert!(c.proxied);
     }
 }

@@ -142,8 +142,14 @@ impl Path {
     pub fn channel(&self) -> Option<u32> {
         use Path::*;
         match self {
-            Watch(id) | Thumb(id) | Stream(id) | Programs(id) | Status(id) | Media(id)
-            | HlsPlaylist(id) | HlsSegment(id, _) => Some(*id),
+            Watch(id)
+            | Thumb(id)
+            | Stream(id)
+            | Programs(id)
+            | Status(id)
+            | Media(id)
+            | HlsPlaylist(id)
+            | HlsSegment(id, _) => Some(*id),
             _ => None,
         }
     }

@@ -204,7 +204,7 @@ pub async fn redirect_http(listener: TcpListener, state: Arc<AppState>) {
             let target = match (&st.server.public_url, host) {
                 (Some(u), _) if u.starts_with("https://") => u.trim_end_matches('/').to_owned(),
                 (_, Some(h)) if super::proxy::plain_host(&h) => {
-                    format!("https://{h}:{}", st.server.port)
+                    format!("https://{h}:{}", st.local_addr.port())
                 }
                 _ => format!("https://{}", st.local_addr),
             };

@@ -67,7 +67,10 @@ pub fn base_url(state: &AppState, client: Option<&Client>) -> String {
     let scheme = client.map_or(if state.tls.is_some() { "https" } else { "http" }, |c| {
         c.scheme
     });
-    match client.and_then(|c| c.host.as_deref()).filter(|h| plain_host(h)) {
+    match client
+        .and_then(|c| c.host.as_deref())
+        .filter(|h| plain_host(h))
+    {
         Some(h) => format!("{scheme}://{h}"),
         None => format!("{scheme}://{}", state.local_addr),
     }

@@ -32,7 +32,11 @@ fn modified(p: &Path) -> Option<SystemTime> {
 }
 
 /// Reads and checks a certificate chain and its key. Errors name the key and the file.
-fn read(cert_file: &Path, key_file: &Path, provider: &CryptoProvider) -> Result<CertifiedKey, String> {
+fn read(
+    cert_file: &Path,
+    key_file: &Path,
+    provider: &CryptoProvider,
+) -> Result<CertifiedKey, String> {
     let certs = CertificateDer::pem_file_iter(cert_file)
         .and_then(|it| it.collect::<Result<Vec<_>, _>>())
         .map_err(|e| format!("server.tls.cert_file: {}: {e}", cert_file.display()))?;
@@ -98,7 +102,9 @@ impl Certs {
                 // the files change once more, not every few seconds.
                 *self.stamp.lock().unwrap_or_else(|p| p.into_inner()) =
                     (modified(&self.cert_file), modified(&self.key_file));
-                tracing::error!("{why}, but the new certificate cannot be used; keeping the old one: {e}")
+                tracing::error!(
+                    "{why}, but the new certificate cannot be used; keeping the old one: {e}"
+                )
             }
         }
     }
@@ -129,6 +135,11 @@ impl Certs {
 
 impl ResolvesServerCert for Certs {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.current.read().unwrap_or_else(|p| p.into_inner()).clone())
+        Some(
+            self.current
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+        )
     }
 }

@@ -254,6 +254,21 @@ pub struct Viewer {
 }
 
 impl Viewer {
+    /// Opens any stream URL; Err(status) when it is refused.
+    pub fn open_url(url: &str) -> Result<Viewer, u16> {
+        let agent = ureq::AgentBuilder::new()
+            .timeout_read(Duration::from_secs(3))
+            .build();
+        match agent.get(url).call() {
+            Ok(resp) => Ok(Viewer {
+                status: resp.status(),
+                reader: Box::new(resp.into_reader()),
+            }),
+            Err(ureq::Error::Status(code, _)) => Err(code),
+            Err(e) => panic!("GET {url}: {e}"),
+        }
+    }
+
     pub fn open(server: &Server, id: u32) -> Viewer {
         let url = server.url(&format!("/stream/{id}?token={TOKEN}"));
         let agent = ureq::AgentBuilder::new()
