@@ -405,51 +405,40 @@ fn warm_join(a: &Args, s: &Server) -> Value {
 }
 
 /// N clients read channel 5 for 1 + `secs` s; returns per client the bytes of the last
-/// `secs` s, all bytes, and the largest gap between reads.
+/// `secs` s, all bytes, and the largest gap between reads. With `tls`, over HTTPS.
 fn read_clients(addr: &str, n: usize, secs: f64) -> Vec<(u64, u64, f64)> {
+    read_clients_over(addr, n, secs, None)
+}
+
+fn read_clients_over(
+    addr: &str,
+    n: usize,
+    secs: f64,
+    tls: Option<tokio_rustls::TlsConnector>,
+) -> Vec<(u64, u64, f64)> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     rt.block_on(async move {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut tasks = Vec::new();
         for _ in 0..n {
             let addr = addr.to_owned();
+            let tls = tls.clone();
             tasks.push(tokio::spawn(async move {
-                let Ok(mut s) = tokio::net::TcpStream::connect(&addr).await else {
+                let Ok(s) = tokio::net::TcpStream::connect(&addr).await else {
                     return (0u64, 0u64, f64::INFINITY);
                 };
-                let req = format!("GET /stream/5?token={TOKEN} HTTP/1.1\r\nHost: {addr}\r\n\r\n");
-                if s.write_all(req.as_bytes()).await.is_err() {
-                    return (0, 0, f64::INFINITY);
-                }
-                let mut buf = vec![0u8; 64 * 1024];
-                let start = tokio::time::Instant::now();
-                // The first second holds the join burst (backlog from the last keyframe):
-                // the rate is counted after it.
-                let steady = start + Duration::from_secs(1);
-                let deadline = start + Duration::from_secs_f64(secs + 1.0);
-                let (mut bytes, mut all, mut gap, mut last) = (0u64, 0u64, 0f64, None::<Instant>);
-                loop {
-                    let r = tokio::time::timeout_at(deadline, s.read(&mut buf)).await;
-                    match r {
-                        Ok(Ok(k)) if k > 0 => {
-                            let now = Instant::now();
-                            if let Some(l) = last {
-                                gap = gap.max(now.duration_since(l).as_secs_f64());
-                            }
-                            last = Some(now);
-                            all += k as u64;
-                            if tokio::time::Instant::now() >= steady {
-                                bytes += k as u64;
-                            }
+                match tls {
+                    None => read_one(s, &addr, secs).await,
+                    Some(c) => {
+                        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+                        match c.connect(name, s).await {
+                            Ok(t) => read_one(t, &addr, secs).await,
+                            Err(_) => (0, 0, f64::INFINITY),
                         }
-                        Ok(_) => return (bytes, all, f64::INFINITY),
-                        Err(_) => break,
                     }
                 }
-                (bytes, all, gap)
             }));
         }
         let mut out = Vec::new();
@@ -458,6 +447,221 @@ fn read_clients(addr: &str, n: usize, secs: f64) -> Vec<(u64, u64, f64)> {
         }
         out
     })
+}
+
+/// One client of `/stream/5` on an open connection (plain or TLS).
+async fn read_one<S>(mut s: S, addr: &str, secs: f64) -> (u64, u64, f64)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let req = format!("GET /stream/5?token={TOKEN} HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+    if s.write_all(req.as_bytes()).await.is_err() {
+        return (0, 0, f64::INFINITY);
+    }
+    let mut buf = vec![0u8; 64 * 1024];
+    let start = tokio::time::Instant::now();
+    // The first second holds the join burst (backlog from the last keyframe): the rate
+    // is counted after it.
+    let steady = start + Duration::from_secs(1);
+    let deadline = start + Duration::from_secs_f64(secs + 1.0);
+    let (mut bytes, mut all, mut gap, mut last) = (0u64, 0u64, 0f64, None::<Instant>);
+    loop {
+        let r = tokio::time::timeout_at(deadline, s.read(&mut buf)).await;
+        match r {
+            Ok(Ok(k)) if k > 0 => {
+                let now = Instant::now();
+                if let Some(l) = last {
+                    gap = gap.max(now.duration_since(l).as_secs_f64());
+                }
+                last = Some(now);
+                all += k as u64;
+                if tokio::time::Instant::now() >= steady {
+                    bytes += k as u64;
+                }
+            }
+            Ok(_) => return (bytes, all, f64::INFINITY),
+            Err(_) => break,
+        }
+    }
+    (bytes, all, gap)
+}
+
+/// A self-signed certificate for localhost (openssl), as (cert, key) paths.
+fn make_cert(dir: &Path) -> (PathBuf, PathBuf) {
+    let (cert, key) = (dir.join("load.crt"), dir.join("load.key"));
+    let ok = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+        ])
+        .args(["-nodes", "-days", "2", "-subj", "/CN=localhost"])
+        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(ok, "openssl failed");
+    (cert, key)
+}
+
+/// A TLS client that trusts `cert` only.
+fn connector(cert: &Path) -> tokio_rustls::TlsConnector {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls::pki_types::CertificateDer::pem_file_iter(cert).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let cfg = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg))
+}
+
+/// HTTPS next to plain HTTP, same channel, same run: server CPU per GB for 100 clients
+/// of the 8 Mbit/s channel, and a warm join's time to the first keyframe including the
+/// TCP connect and the TLS handshake.
+fn tls_cost(a: &Args, http: &str, file: &str) -> Value {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = make_cert(dir.path());
+    let plain_cfg = config(http, file, 0);
+    let tls_cfg = plain_cfg.replacen(
+        "server:\n",
+        &format!(
+            "server:\n  tls: {{cert_file: {:?}, key_file: {:?}}}\n",
+            cert.display(),
+            key.display()
+        ),
+        1,
+    );
+    let clients = if a.quick { 50 } else { 100 };
+    let tls = connector(&cert);
+    let mut rows = serde_json::Map::new();
+    for (name, cfg, conn) in [
+        ("http", &plain_cfg, None),
+        ("https", &tls_cfg, Some(tls.clone())),
+    ] {
+        let s = Server::start(&a.amps, cfg);
+        // One reader keeps the channel running through the fan-out and the joins.
+        let keep_secs = 2.0 + a.seconds + 1.0 + (a.reps * 4) as f64 * 0.3 + 2.0;
+        let keeper = std::thread::spawn({
+            let (addr, conn) = (s.addr.clone(), conn.clone());
+            move || read_clients_over(&addr, 1, keep_secs, conn)
+        });
+        std::thread::sleep(Duration::from_secs(2));
+        let cpu0 = cpu_secs(s.pid(), false);
+        let t0 = Instant::now();
+        let res = read_clients_over(&s.addr, clients, a.seconds, conn.clone());
+        let wall = t0.elapsed().as_secs_f64();
+        let cpu = cpu_secs(s.pid(), false) - cpu0;
+        let total: u64 = res.iter().map(|r| r.1).sum();
+        let stalls = res.iter().filter(|r| r.2 > 1.0).count();
+        // Warm joins: connect (+ handshake) + request to the first keyframe.
+        let joins = warm_joins(&s.addr, a.reps * 4, conn.as_ref());
+        let per_gb = cpu / (total as f64 / 1e9).max(1e-9);
+        println!(
+            "{name:5}       {clients} clients  {:.2} cores, {per_gb:5.2} CPU s/GB, stalls {stalls}; warm join (connect{} + first keyframe) median {:.1} ms",
+            cpu / wall,
+            if name == "https" { " + TLS handshake" } else { "" },
+            median(joins.clone())
+        );
+        rows.insert(
+            name.into(),
+            json!({"clients": clients, "server_cpu_cores": cpu / wall, "server_cpu_secs_per_gb": per_gb,
+                   "stalled_clients": stalls, "warm_join_ms_median": median(joins.clone()),
+                   "warm_join_ms_max": joins.iter().cloned().fold(0.0, f64::max)}),
+        );
+        let _ = keeper.join();
+    }
+    let ratio = rows["https"]["server_cpu_secs_per_gb"]
+        .as_f64()
+        .unwrap_or(0.0)
+        / rows["http"]["server_cpu_secs_per_gb"]
+            .as_f64()
+            .unwrap_or(1.0)
+            .max(1e-9);
+    println!("https/http  CPU per GB {ratio:.2}x");
+    rows.insert("https_over_http_cpu_per_gb".into(), json!(ratio));
+    Value::Object(rows)
+}
+
+/// `n` joins of the running channel 5: ms from connect to the first keyframe.
+fn warm_joins(addr: &str, n: usize, tls: Option<&tokio_rustls::TlsConnector>) -> Vec<f64> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let mut out = Vec::new();
+        for _ in 0..n {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let t0 = Instant::now();
+            let Ok(s) = tokio::net::TcpStream::connect(addr).await else {
+                continue;
+            };
+            let _ = s.set_nodelay(true);
+            let ms = match tls {
+                None => first_key_async(s, addr, t0).await,
+                Some(c) => {
+                    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+                    match c.connect(name, s).await {
+                        Ok(t) => first_key_async(t, addr, t0).await,
+                        Err(_) => f64::NAN,
+                    }
+                }
+            };
+            out.push(ms);
+        }
+        out
+    })
+}
+
+async fn first_key_async<S>(mut s: S, addr: &str, t0: Instant) -> f64
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let req = format!("GET /stream/5?token={TOKEN} HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+    if s.write_all(req.as_bytes()).await.is_err() {
+        return f64::NAN;
+    }
+    let mut spot = KeyframeSpotter::default();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut head = true;
+    while t0.elapsed() < Duration::from_secs(5) {
+        match tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await {
+            Ok(Ok(k)) if k > 0 => {
+                let mut data = &buf[..k];
+                if head {
+                    // Skip the response head.
+                    match data.windows(4).position(|w| w == b"\r\n\r\n") {
+                        Some(p) => {
+                            data = &data[p + 4..];
+                            head = false;
+                        }
+                        None => continue,
+                    }
+                }
+                if spot.feed(data) {
+                    return t0.elapsed().as_secs_f64() * 1000.0;
+                }
+            }
+            _ => break,
+        }
+    }
+    f64::NAN
 }
 
 fn fan_out(a: &Args, s: &Server, file: &str, rate_bps: f64) -> Value {
@@ -746,6 +950,7 @@ fn main() {
     let fo = fan_out(&a, &s, &file, rate_bps);
     let pt = paced_transcode(&a, &s);
     drop(s);
+    let tls = tls_cost(&a, &http, &file);
     let te = transcode_efficiency(&hd);
     let mem = memory(&a, &http, &file);
     let report = json!({
@@ -759,6 +964,7 @@ fn main() {
         "warm_join": wj,
         "fan_out": fo,
         "transcode_paced_cores": pt,
+        "tls": tls,
         "transcode_unpaced": te,
         "memory": mem,
     });

@@ -66,13 +66,7 @@ impl Sessions {
     /// the token named `name`, or None if there is no randomness to be had. When full,
     /// the oldest session ends.
     pub fn create(&self, name: &str) -> Option<String> {
-        let mut raw = [0u8; 32];
-        // SAFETY: getrandom writes at most `raw.len()` bytes into `raw`.
-        let n = unsafe { libc::getrandom(raw.as_mut_ptr().cast(), raw.len(), 0) };
-        if n != raw.len() as isize {
-            return None;
-        }
-        let value: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+        let value = random_hex(32)?;
         let now = std::time::Instant::now();
         let mut map = self.lock();
         map.retain(|_, s| s.expires > now);
@@ -104,6 +98,17 @@ impl Sessions {
     pub fn end(&self, cookie: &str) {
         self.lock().remove(&digest(cookie));
     }
+}
+
+/// `bytes` bytes from the kernel's random source as hex digits (None if it fails).
+pub fn random_hex(bytes: usize) -> Option<String> {
+    let mut raw = vec![0u8; bytes];
+    // SAFETY: getrandom writes at most `raw.len()` bytes into `raw`.
+    let n = unsafe { libc::getrandom(raw.as_mut_ptr().cast(), raw.len(), 0) };
+    if n != raw.len() as isize {
+        return None;
+    }
+    Some(raw.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// The value of cookie `name` in a `Cookie` header.

@@ -25,6 +25,9 @@ struct Overlay {
     version: u32,
     streams: BTreeMap<u32, Option<StreamConfig>>,
     scheduled_streams: BTreeMap<u32, Option<StreamConfig>>,
+    /// Tokens created through the API (digests only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    tokens: Vec<crate::tokens::ApiToken>,
 }
 
 /// The state file and the overlay it holds.
@@ -125,6 +128,18 @@ impl StateFile {
     ) -> Result<()> {
         let mut o = self.lock();
         o.scheduled_streams.insert(id, now());
+        self.save(&o)
+    }
+
+    /// The tokens created through the API, as saved.
+    pub fn tokens(&self) -> Vec<crate::tokens::ApiToken> {
+        self.lock().tokens.clone()
+    }
+
+    /// Saves the API-created tokens (`now` is read under the file's lock).
+    pub fn tokens_changed(&self, now: impl FnOnce() -> Vec<crate::tokens::ApiToken>) -> Result<()> {
+        let mut o = self.lock();
+        o.tokens = now();
         self.save(&o)
     }
 

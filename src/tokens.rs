@@ -68,6 +68,7 @@ pub struct Holder {
     pub expires: Option<chrono::DateTime<chrono::Utc>>,
     digest: [u8; 32],
     live: Arc<Live>,
+    pub source: Source,
 }
 
 /// The identity of an authorised request.
@@ -207,6 +208,71 @@ impl Drop for Lease {
     }
 }
 
+/// A token created through `POST /api/tokens`, as the state file keeps it: the secret's
+/// SHA-256 digest only (the secret itself was shown once, to the one who created it).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiToken {
+    pub name: String,
+    #[serde(default)]
+    pub role: Role,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_streams: Option<u32>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<chrono::DateTime<chrono::Utc>>,
+    /// Hex SHA-256 of the secret.
+    pub sha256: String,
+}
+
+impl ApiToken {
+    /// A new API token and its secret (48 hex digits from the kernel's random source).
+    pub fn generate(
+        name: String,
+        role: Role,
+        max_streams: Option<u32>,
+        groups: Vec<String>,
+        expires: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Option<(ApiToken, String)> {
+        let secret = crate::auth::random_hex(24)?;
+        let sha256 = digest(&secret).iter().map(|b| format!("{b:02x}")).collect();
+        Some((
+            ApiToken {
+                name,
+                role,
+                max_streams,
+                groups,
+                expires,
+                sha256,
+            },
+            secret,
+        ))
+    }
+
+    fn digest(&self) -> Option<[u8; 32]> {
+        let h = self.sha256.as_bytes();
+        if h.len() != 64 {
+            return None;
+        }
+        let mut out = [0u8; 32];
+        for (i, o) in out.iter_mut().enumerate() {
+            *o = u8::from_str_radix(std::str::from_utf8(&h[2 * i..2 * i + 2]).ok()?, 16).ok()?;
+        }
+        Some(out)
+    }
+}
+
+/// Where a token is defined.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    /// `server.auth_token` or `server.tokens`.
+    Config,
+    /// `POST /api/tokens` (kept in the state file).
+    Api,
+}
+
 /// The result of looking a presented token up.
 #[derive(Debug)]
 pub enum Found {
@@ -220,6 +286,10 @@ pub enum Found {
 #[derive(Debug)]
 pub struct Tokens {
     set: RwLock<Arc<Vec<Identity>>>,
+    /// The configuration's tokens (admin and named), as last applied.
+    config: RwLock<ServerConfig>,
+    /// Tokens created through the API.
+    api: RwLock<Vec<ApiToken>>,
     /// No `auth_token`: every request is admitted as admin (loopback-only servers).
     open: RwLock<Option<Identity>>,
 }
@@ -238,26 +308,47 @@ pub struct TokenInfo {
     pub expired: bool,
     /// `/stream` and HLS sessions open now.
     pub sessions: u32,
+    pub source: Source,
 }
 
-fn holder(
-    name: &str,
+/// What a token is, before it gets its live state.
+struct Spec<'a> {
+    name: &'a str,
     role: Role,
     max_streams: Option<u32>,
-    groups: &[String],
+    groups: &'a [String],
     expires: Option<chrono::DateTime<chrono::Utc>>,
-    secret: &str,
-    live: Arc<Live>,
-) -> Identity {
+    digest: [u8; 32],
+    source: Source,
+}
+
+fn holder(spec: Spec, live: Arc<Live>) -> Identity {
     Arc::new(Holder {
-        name: name.into(),
-        role,
-        max_streams,
-        groups: groups.iter().map(|g| g.trim().to_lowercase()).collect(),
-        expires,
-        digest: digest(secret),
+        name: spec.name.into(),
+        role: spec.role,
+        max_streams: spec.max_streams,
+        groups: spec
+            .groups
+            .iter()
+            .map(|g| g.trim().to_lowercase())
+            .collect(),
+        expires: spec.expires,
+        digest: spec.digest,
         live,
+        source: spec.source,
     })
+}
+
+fn admin_spec(secret: &str) -> Spec<'static> {
+    Spec {
+        name: ADMIN,
+        role: Role::Admin,
+        max_streams: None,
+        groups: &[],
+        expires: None,
+        digest: digest(secret),
+        source: Source::Config,
+    }
 }
 
 impl Tokens {
@@ -268,9 +359,11 @@ impl Tokens {
         let open = server
             .auth_token
             .is_none()
-            .then(|| holder(ADMIN, Role::Admin, None, &[], None, "", Live::new()));
+            .then(|| holder(admin_spec(""), Live::new()));
         let t = Tokens {
             set: RwLock::new(Arc::new(Vec::new())),
+            config: RwLock::new(server.clone()),
+            api: RwLock::new(Vec::new()),
             open: RwLock::new(open),
         };
         t.apply(server);
@@ -284,38 +377,96 @@ impl Tokens {
     /// Puts `server`'s tokens in force. A token whose name and secret stay keeps its
     /// sessions; one removed or given a new secret is revoked (its streams end).
     pub fn apply(&self, server: &ServerConfig) {
+        *self.config.write().unwrap_or_else(|p| p.into_inner()) = server.clone();
+        self.rebuild();
+    }
+
+    /// Replaces the API-created tokens (at start, from the state file).
+    pub fn set_api(&self, api: Vec<ApiToken>) {
+        *self.api.write().unwrap_or_else(|p| p.into_inner()) = api;
+        self.rebuild();
+    }
+
+    /// The API-created tokens, as the state file keeps them.
+    pub fn api_tokens(&self) -> Vec<ApiToken> {
+        self.api.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Adds an API token; Err names why not (its name is taken).
+    pub fn add_api(&self, t: ApiToken) -> Result<(), String> {
+        if t.name == ADMIN || self.current().iter().any(|h| *h.name == *t.name) {
+            return Err(format!("a token named {:?} exists already", t.name));
+        }
+        self.api.write().unwrap_or_else(|p| p.into_inner()).push(t);
+        self.rebuild();
+        Ok(())
+    }
+
+    /// Removes (and so revokes) an API token. Ok(false): no API token of that name.
+    pub fn remove_api(&self, name: &str) -> bool {
+        let mut api = self.api.write().unwrap_or_else(|p| p.into_inner());
+        let before = api.len();
+        api.retain(|t| t.name != name);
+        let removed = api.len() != before;
+        drop(api);
+        if removed {
+            self.rebuild();
+        }
+        removed
+    }
+
+    fn rebuild(&self) {
+        let server = self
+            .config
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let api = self.api_tokens();
         let old = self.current();
-        let keep = |name: &str, secret: &str| {
-            let d = digest(secret);
+        let keep = |name: &str, d: &[u8; 32]| {
             old.iter()
-                .find(|h| &*h.name == name && bool::from(h.digest.ct_eq(&d)))
+                .find(|h| &*h.name == name && bool::from(h.digest.ct_eq(d)))
                 .map(|h| h.live.clone())
                 .unwrap_or_else(Live::new)
         };
-        let mut set = Vec::new();
+        let mut specs = Vec::new();
         if let Some(admin) = &server.auth_token {
-            set.push(holder(
-                ADMIN,
-                Role::Admin,
-                None,
-                &[],
-                None,
-                admin,
-                keep(ADMIN, admin),
-            ));
+            specs.push(admin_spec(admin));
         }
         for t in &server.tokens {
             let Some(secret) = &t.secret else { continue };
-            set.push(holder(
-                &t.name,
-                t.role,
-                t.max_streams,
-                &t.groups,
-                t.expires,
-                secret,
-                keep(&t.name, secret),
-            ));
+            specs.push(Spec {
+                name: &t.name,
+                role: t.role,
+                max_streams: t.max_streams,
+                groups: &t.groups,
+                expires: t.expires,
+                digest: digest(secret),
+                source: Source::Config,
+            });
         }
+        for t in &api {
+            // A name the config has taken since wins; a bad digest never matches.
+            let (Some(d), false) = (t.digest(), specs.iter().any(|s| s.name == t.name)) else {
+                continue;
+            };
+            specs.push(Spec {
+                name: &t.name,
+                role: t.role,
+                max_streams: t.max_streams,
+                groups: &t.groups,
+                expires: t.expires,
+                digest: d,
+                source: Source::Api,
+            });
+        }
+        let set: Vec<Identity> = specs
+            .into_iter()
+            .map(|s| {
+                let live = keep(s.name, &s.digest);
+                holder(s, live)
+            })
+            .collect();
         for h in old.iter() {
             if !set.iter().any(|n| Arc::ptr_eq(&n.live, &h.live)) {
                 tracing::info!(token = %h.name, "token removed or changed; ending its streams");
@@ -391,6 +542,7 @@ impl Tokens {
                 expires: h.expires,
                 expired: h.expired(now),
                 sessions: h.sessions(hls_ttl),
+                source: h.source,
             })
             .collect()
     }
@@ -518,6 +670,38 @@ mod tests {
         assert!(phone2.revoked());
         assert!(valid(&t, "phone-secret-0123456789").is_none());
         assert!(valid(&t, "phone-secret-9876543210").is_some());
+    }
+
+    #[tokio::test]
+    async fn api_tokens_keep_only_a_digest_and_can_be_removed() {
+        let t = Tokens::new(&server(vec![named(
+            "tv",
+            "tv-secret-0123456789",
+            Role::Viewer,
+        )]));
+        let (api, secret) =
+            ApiToken::generate("phone".into(), Role::Viewer, Some(1), vec![], None).unwrap();
+        assert_eq!(secret.len(), 48);
+        assert!(!serde_json::to_string(&api).unwrap().contains(&secret));
+        t.add_api(api.clone()).unwrap();
+        let phone = valid(&t, &secret).unwrap();
+        assert_eq!(phone.source, Source::Api);
+        assert!(t.add_api(api.clone()).is_err(), "names are unique");
+        let (dup, _) = ApiToken::generate("tv".into(), Role::Admin, None, vec![], None).unwrap();
+        assert!(t.add_api(dup).is_err(), "config names are taken");
+        // A reload of the config keeps API tokens.
+        t.apply(&server(vec![]));
+        assert!(valid(&t, &secret).is_some() && !phone.revoked());
+        let ended = phone.ended();
+        assert!(t.remove_api("phone"));
+        tokio::time::timeout(Duration::from_secs(1), ended)
+            .await
+            .unwrap();
+        assert!(valid(&t, &secret).is_none());
+        assert!(!t.remove_api("phone"));
+        // Restored from the state file.
+        t.set_api(vec![api]);
+        assert!(valid(&t, &secret).is_some());
     }
 
     #[tokio::test]

@@ -16,6 +16,7 @@ fn body_for(method: &str, pattern: &str) -> Option<&'static str> {
         ("PUT", "/api/schedule/{id}") => Some(
             r#"{"name": "Later", "source": "http://h/y.ts", "ffmpeg_profile": "relay", "schedule": {"start": "2099-01-01T00:00:00Z"}}"#,
         ),
+        ("POST", "/api/tokens") => Some(r#"{"name": "phone", "max_streams": 1}"#),
         ("POST", _) => Some(
             r#"{"id": 50, "name": "New", "source": "http://h/x.ts", "ffmpeg_profile": "relay"}"#,
         ),

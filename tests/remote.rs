@@ -474,6 +474,100 @@ fn stream_limits_revocation_and_expiry_end_streams_within_a_second() {
     assert!(!admin_stream.read_for(Duration::from_millis(300)).is_empty());
 }
 
+#[test]
+fn api_tokens_are_shown_once_kept_as_digests_survive_restarts_and_end_when_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state.json");
+    let cfg = format!(
+        "server:\n  auth_token: {TOKEN}\n  state_file: {:?}\n{}{STREAMS}",
+        state.display(),
+        tokens_yaml()
+    );
+    let s = Server::start(&cfg);
+    let r = s.send_json(
+        "POST",
+        "/api/tokens",
+        r#"{"name": "guest", "groups": ["Kids"], "max_streams": 1}"#,
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.header("location"), Some("/api/tokens/guest"));
+    let secret = r.json()["token"].as_str().unwrap().to_owned();
+    assert_eq!(secret.len(), 48);
+    assert_eq!(r.json()["source"], "api");
+    // Shown once: never in the list, the state file or the logs.
+    assert!(!s.get("/api/tokens").body.contains(&secret));
+    let saved = std::fs::read_to_string(&state).unwrap();
+    assert!(
+        saved.contains("\"guest\"") && !saved.contains(&secret),
+        "{saved}"
+    );
+    assert!(!s.logs().contains(&secret));
+    // It works as a viewer token of its groups.
+    let pl = s.request("GET", &format!("/playlist.m3u?token={secret}"), &[], None);
+    assert_eq!(pl.status, 200);
+    assert!(pl.body.contains("Cartoons") && !pl.body.contains("Late News"));
+    // Bad input: 4xx JSON naming the field; a taken name: 409; config tokens: 409.
+    let bad = s.send_json("POST", "/api/tokens", r#"{"name": "a b"}"#);
+    assert_eq!(bad.status, 422, "{}", bad.body);
+    assert!(bad.json()["detail"].as_str().unwrap().starts_with("name:"));
+    assert_eq!(
+        s.send_json("POST", "/api/tokens", r#"{"name": "tv"}"#)
+            .status,
+        409
+    );
+    let typo = s.send_json("POST", "/api/tokens", r#"{"name": "x", "rol": "admin"}"#);
+    assert_eq!(typo.status, 422);
+    assert!(typo.body.contains("rol"), "{}", typo.body);
+    assert_eq!(
+        s.request("DELETE", "/api/tokens/tv", &[("X-Amps-Token", TOKEN)], None)
+            .status,
+        409
+    );
+    assert_eq!(
+        s.request(
+            "DELETE",
+            "/api/tokens/nobody",
+            &[("X-Amps-Token", TOKEN)],
+            None
+        )
+        .status,
+        404
+    );
+    drop(s);
+
+    // After a restart the token still works (from the state file's digest) ...
+    let s = Server::start(&cfg);
+    let mut v = watch(&s, &secret, 1).expect("the API token after a restart");
+    assert!(!v.read_for(Duration::from_millis(300)).is_empty());
+    // ... and deleting it ends its stream at once, for good.
+    let t0 = Instant::now();
+    let r = s.request(
+        "DELETE",
+        "/api/tokens/guest",
+        &[("X-Amps-Token", TOKEN)],
+        None,
+    );
+    assert_eq!(r.status, 204);
+    assert!(v.ends_within(Duration::from_secs(2)));
+    eprintln!(
+        "a deleted API token's stream ended {:?} after the DELETE",
+        t0.elapsed()
+    );
+    assert!(t0.elapsed() < Duration::from_millis(1500));
+    assert_eq!(
+        s.request("GET", &format!("/playlist.m3u?token={secret}"), &[], None)
+            .status,
+        401
+    );
+    drop(s);
+    let s = Server::start(&cfg);
+    assert_eq!(
+        s.request("GET", &format!("/playlist.m3u?token={secret}"), &[], None)
+            .status,
+        401
+    );
+}
+
 fn eventually_open(s: &Server, token: &str) -> Viewer {
     let t0 = Instant::now();
     loop {

@@ -205,6 +205,9 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
             Box::new(crate::libav::Catalog::new()),
         ));
         let tokens = Arc::new(crate::tokens::Tokens::new(&server));
+        if let Some(f) = &state_file {
+            tokens.set_api(f.tokens());
+        }
         let hls_lease = crate::tokens::hls_lease(config.engine.hls_segment_secs);
         let state = Arc::new(AppState {
             registry,

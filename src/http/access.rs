@@ -7,6 +7,7 @@ use super::proxy::Client;
 use super::routes::Access;
 use super::routes::Path;
 use super::state::AppState;
+pub use super::state::View;
 use crate::error::{Error, ErrorKind};
 use crate::tokens::{Found, Identity};
 use bytes::{Buf, Bytes};
@@ -215,41 +216,14 @@ impl Request {
     }
 }
 
-/// What a handler knows about who asked: the identity, the token to embed in URLs it
-/// hands out (only one the request itself presented), and the base URL it used.
-pub struct View {
-    pub who: Identity,
-    /// The request's own valid token (None: no token needed, or only a session cookie).
-    pub token: Option<String>,
-    /// Whether tokens are needed at all.
-    pub required: bool,
-    pub base: String,
-}
-
-impl View {
-    pub fn new(state: &AppState, req: &Request, who: Identity) -> View {
+impl Request {
+    /// The [`View`] handlers get: who asked, the token to embed and the base URL.
+    pub fn view(&self, state: &AppState, who: Identity) -> View {
         View {
-            token: req.own_token(state, &who),
+            token: self.own_token(state, &who),
             required: state.tokens.required(),
-            base: super::state::base_url(state, req.client.as_ref()),
+            base: super::state::base_url(state, self.client.as_ref()),
             who,
         }
-    }
-
-    /// Whether this token may see the channel.
-    pub fn sees(&self, s: &crate::config::StreamConfig) -> bool {
-        self.who.sees(s.group.as_deref())
-    }
-
-    /// The registry's channels this token may see.
-    pub fn channels(&self, state: &AppState) -> Vec<std::sync::Arc<crate::config::StreamConfig>> {
-        let mut all = state.registry.list();
-        all.retain(|s| self.sees(s));
-        all
-    }
-
-    /// `?token=<own token>` for URLs ("" when none is needed or none was presented).
-    pub fn token_query(&self) -> String {
-        crate::auth::token_query(self.token.as_deref())
     }
 }

@@ -4,9 +4,9 @@
 //! registry validates and applies, so the API obeys exactly the config file's rules.
 //! Changes apply at once; subscribers (the engine) react to the registry's notifications.
 
-use super::access::View;
 use super::reply::{json, parse_json};
 use super::state::AppState;
+use super::state::View;
 use crate::config::{Program, StreamConfig};
 use crate::error::{Error, ErrorKind};
 use crate::registry::Origin;
@@ -61,6 +61,106 @@ pub fn get(state: &AppState, id: u32, view: &View) -> Result<Response, Error> {
         .get(id)
         .ok_or_else(|| crate::registry::no_such(id))?;
     Ok(json(StatusCode::OK, &visible_stream(view, &*s)))
+}
+
+/// The body of `POST /api/tokens`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewToken {
+    name: String,
+    #[serde(default)]
+    role: crate::config::Role,
+    #[serde(default)]
+    max_streams: Option<u32>,
+    #[serde(default)]
+    groups: Vec<String>,
+    #[serde(default)]
+    expires: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// Saves the API-created tokens to the state file (when configured).
+fn persist_tokens(state: &AppState) -> Result<(), Error> {
+    match &state.state_file {
+        Some(f) => f.tokens_changed(|| state.tokens.api_tokens()),
+        None => Ok(()),
+    }
+}
+
+/// `POST /api/tokens`: creates a token with a random secret, answered once (201); the
+/// server keeps only its digest.
+pub fn create_token(state: &AppState, ct: Option<String>, body: Body) -> Result<Response, Error> {
+    let t: NewToken = parse_json(ct.as_deref(), &body?)?;
+    let invalid = |m: String| Error::new(ErrorKind::Invalid, m);
+    let ok_name = !t.name.is_empty()
+        && t.name.len() <= 64
+        && t.name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    if !ok_name {
+        return Err(invalid(format!(
+            "name: {:?} must be 1 to 64 letters, digits, '-', '_' or '.'",
+            t.name
+        )));
+    }
+    if t.max_streams == Some(0) {
+        return Err(invalid(
+            "max_streams: must be at least 1 (leave it out for no limit)".into(),
+        ));
+    }
+    if t.groups.iter().any(|g| g.trim().is_empty()) {
+        return Err(invalid("groups: group names must not be empty".into()));
+    }
+    let (token, secret) =
+        crate::tokens::ApiToken::generate(t.name, t.role, t.max_streams, t.groups, t.expires)
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::Internal,
+                    "no random numbers for a token (getrandom failed)",
+                )
+            })?;
+    let name = token.name.clone();
+    state
+        .tokens
+        .add_api(token)
+        .map_err(|m| Error::new(ErrorKind::Conflict, m))?;
+    if let Err(e) = persist_tokens(state) {
+        state.tokens.remove_api(&name);
+        return Err(e);
+    }
+    tracing::info!(token = %name, "token created through the API");
+    let info = state
+        .tokens
+        .list(state.hls_lease(), state.clock.now())
+        .into_iter()
+        .find(|i| i.name == name);
+    let mut v = serde_json::to_value(info).unwrap_or_default();
+    if let Some(o) = v.as_object_mut() {
+        o.insert("token".into(), Value::String(secret));
+    }
+    super::reply::created(&v, &format!("/api/tokens/{name}"))
+}
+
+/// `DELETE /api/tokens/<name>`: removes an API-created token; its streams end at once.
+/// Tokens of the config file are removed there (and a reload).
+pub fn delete_token(state: &AppState, name: &str) -> Result<Response, Error> {
+    let known = state
+        .tokens
+        .list(state.hls_lease(), state.clock.now())
+        .into_iter()
+        .find(|i| i.name == name);
+    match known {
+        None => Err(Error::not_found(format!("no token named {name:?}"))),
+        Some(i) if i.source == crate::tokens::Source::Config => Err(Error::new(
+            ErrorKind::Conflict,
+            format!("token {name:?} is defined in the config file (server.auth_token or server.tokens): remove it there and reload"),
+        )),
+        Some(_) => {
+            state.tokens.remove_api(name);
+            persist_tokens(state)?;
+            tracing::info!(token = %name, "token removed through the API");
+            Ok(StatusCode::NO_CONTENT.into_response())
+        }
+    }
 }
 
 /// `GET /api/tokens`: every token by name with its sessions open now (never a secret).

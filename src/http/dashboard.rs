@@ -13,10 +13,10 @@
 //! Every page sends a strict Content-Security-Policy: scripts and styles come only from
 //! `/ui/`, nothing inline, no framing.
 
-use super::access::View;
 use super::html::{head, html, STYLE};
 use super::reply;
 use super::state::AppState;
+use super::state::View;
 use crate::engine::status::{State, Status};
 use crate::epg::escape;
 use crate::error::Error;

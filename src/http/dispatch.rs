@@ -33,7 +33,7 @@ pub async fn handle(state: Arc<AppState>, req: Request) -> Response {
             return reply::error(&Error::new(crate::error::ErrorKind::Forbidden, why))
         }
     };
-    let view = View::new(&state, &req, who);
+    let view = req.view(&state, who);
     if let Some(id) = req.path.channel().filter(|id| hidden(&state, &view, *id)) {
         // Not this token's channel: as if it did not exist.
         return reply::error(&crate::registry::no_such(id));
@@ -105,6 +105,11 @@ async fn route(st: &AppState, mut req: Request, view: &View) -> Response {
         (P::Status(id), M::GET) => respond(api::status(st, id)),
         (P::Reload, M::POST) => respond(api::reload(st)),
         (P::Tokens, M::GET) => respond(api::tokens(st)),
+        (P::Tokens, M::POST) => {
+            let body = req.body(limit, body_key).await;
+            respond(api::create_token(st, ct, body))
+        }
+        (P::Token(name), M::DELETE) => respond(api::delete_token(st, &name)),
         (P::Schedule, M::GET) => respond(schedule::list(st, view)),
         (P::Schedule, M::POST) => {
             let body = req.body(limit, body_key).await;

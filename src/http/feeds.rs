@@ -1,8 +1,8 @@
 //! What players and scrapers read: `GET /playlist.m3u`, `GET /epg.xml` (XMLTV, gzip when
 //! asked) and `GET /metrics` (Prometheus text, or OpenMetrics when asked).
 
-use super::access::View;
 use super::state::AppState;
+use super::state::View;
 use crate::error::{Error, ErrorKind};
 use std::io::Write;
 use warp::http::{header, HeaderValue};

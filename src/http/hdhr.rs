@@ -8,8 +8,8 @@
 //! No UDP discovery is answered: Jellyfin would replace the configured URL (and its token)
 //! with the bare address of a discovered device.
 
-use super::access::View;
 use super::state::AppState;
+use super::state::View;
 use crate::config::device_id::with_check_digit;
 use crate::config::StreamConfig;
 use serde::Serialize;

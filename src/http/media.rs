@@ -4,9 +4,9 @@
 //! it never touches libav. Dropping the body (client gone) drops the subscription, which
 //! frees the client's place at once.
 
-use super::access::View;
 use super::reply;
 use super::state::AppState;
+use super::state::View;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use std::convert::Infallible;

@@ -38,6 +38,8 @@ pub enum Path {
     Reload,
     /// `/api/tokens`: the tokens in force (admin).
     Tokens,
+    /// `/api/tokens/<name>`: one API-created token.
+    Token(String),
     /// `/api/schedule`.
     Schedule,
     /// `/api/schedule/<id>`.
@@ -90,6 +92,15 @@ impl Path {
             ["api", "streams", n, "status"] => with(n, Status),
             ["api", "reload"] => Reload,
             ["api", "tokens"] => Tokens,
+            ["api", "tokens", name]
+                if !name.is_empty()
+                    && name.len() <= 64
+                    && name
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) =>
+            {
+                Token((*name).to_owned())
+            }
             ["api", "schedule"] => Schedule,
             ["api", "schedule", n] => with(n, Scheduled),
             ["stream", n] => with(n, Media),
@@ -121,6 +132,7 @@ impl Path {
             Status(_) => "/api/streams/{id}/status",
             Reload => "/api/reload",
             Tokens => "/api/tokens",
+            Token(_) => "/api/tokens/{name}",
             Schedule => "/api/schedule",
             Scheduled(_) => "/api/schedule/{id}",
             Media(_) => "/stream/{id}",
@@ -264,6 +276,8 @@ pub const ROUTES: &[RouteSpec] = &[
     admin("GET", "/api/streams/{id}/status", "/api/streams/1/status"),
     admin("POST", "/api/reload", "/api/reload"),
     admin("GET", "/api/tokens", "/api/tokens"),
+    admin("POST", "/api/tokens", "/api/tokens"),
+    admin("DELETE", "/api/tokens/{name}", "/api/tokens/phone"),
     viewer("GET", "/stream/{id}", "/stream/1"),
     viewer("HEAD", "/stream/{id}", "/stream/1"),
     viewer("GET", "/hls/{id}/index.m3u8", "/hls/1/index.m3u8"),
@@ -320,6 +334,8 @@ mod tests {
             ("/api/streams/42/status", Status(42)),
             ("/api/reload", Reload),
             ("/api/tokens", Tokens),
+            ("/api/tokens/tv-1.x", Token("tv-1.x".into())),
+            ("/api/tokens/a%20b", NotFound),
             ("/api/schedule", Schedule),
             ("/api/schedule/900", Scheduled(900)),
             ("/stream/1", Media(1)),
@@ -394,6 +410,7 @@ mod tests {
             "/api/streams/1/status",
             "/api/reload",
             "/api/tokens",
+            "/api/tokens/x",
             "/api/schedule",
             "/api/schedule/1",
             "/stream/1",

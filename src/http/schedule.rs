@@ -19,7 +19,7 @@ fn persist_scheduled(state: &AppState, id: u32) -> Result<(), Error> {
     }
 }
 
-pub fn list(state: &AppState, view: &super::access::View) -> Result<Response, Error> {
+pub fn list(state: &AppState, view: &super::state::View) -> Result<Response, Error> {
     let out: Vec<serde_json::Value> = state
         .scheduler
         .list()
@@ -30,7 +30,7 @@ pub fn list(state: &AppState, view: &super::access::View) -> Result<Response, Er
     Ok(json(StatusCode::OK, &out))
 }
 
-pub fn get(state: &AppState, id: u32, view: &super::access::View) -> Result<Response, Error> {
+pub fn get(state: &AppState, id: u32, view: &super::state::View) -> Result<Response, Error> {
     let l = state
         .scheduler
         .get(id)
@@ -40,7 +40,7 @@ pub fn get(state: &AppState, id: u32, view: &super::access::View) -> Result<Resp
 }
 
 /// A scheduled stream as `view` may see it.
-fn shown(view: &super::access::View, l: &crate::schedule::Listed) -> serde_json::Value {
+fn shown(view: &super::state::View, l: &crate::schedule::Listed) -> serde_json::Value {
     let mut v = serde_json::to_value(l).unwrap_or_default();
     if let Some(o) = v.as_object_mut() {
         o.insert("stream".into(), super::api::visible_stream(view, &l.stream));

@@ -75,3 +75,33 @@ pub fn base_url(state: &AppState, client: Option<&Client>) -> String {
         None => format!("{scheme}://{}", state.local_addr),
     }
 }
+
+/// What a handler knows about who asked: the identity, the token to embed in URLs it
+/// hands out (only one the request itself presented), and the base URL it used.
+pub struct View {
+    pub who: crate::tokens::Identity,
+    /// The request's own valid token (None: no token needed, or only a session cookie).
+    pub token: Option<String>,
+    /// Whether tokens are needed at all.
+    pub required: bool,
+    pub base: String,
+}
+
+impl View {
+    /// Whether this token may see the channel.
+    pub fn sees(&self, s: &crate::config::StreamConfig) -> bool {
+        self.who.sees(s.group.as_deref())
+    }
+
+    /// The registry's channels this token may see.
+    pub fn channels(&self, state: &AppState) -> Vec<std::sync::Arc<crate::config::StreamConfig>> {
+        let mut all = state.registry.list();
+        all.retain(|s| self.sees(s));
+        all
+    }
+
+    /// `?token=<own token>` for URLs ("" when none is needed or none was presented).
+    pub fn token_query(&self) -> String {
+        crate::auth::token_query(self.token.as_deref())
+    }
+}
