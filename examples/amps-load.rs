@@ -33,6 +33,8 @@ struct Args {
     amps: PathBuf,
     json: PathBuf,
     quick: bool,
+    /// Only the HTTPS-vs-HTTP section.
+    tls_only: bool,
     clients: Vec<usize>,
     seconds: f64,
     reps: usize,
@@ -43,6 +45,7 @@ fn args() -> Args {
         amps: PathBuf::from("target/release/amps"),
         json: PathBuf::from("target/amps-load.json"),
         quick: false,
+        tls_only: false,
         clients: vec![10, 100, 500, 1000],
         seconds: 10.0,
         reps: 5,
@@ -56,6 +59,7 @@ fn args() -> Args {
             "--clients" => a.clients = v().split(',').map(|n| n.parse().unwrap()).collect(),
             "--seconds" => a.seconds = v().parse().unwrap(),
             "--reps" => a.reps = v().parse().unwrap(),
+            "--tls-only" => a.tls_only = true,
             "--quick" => {
                 a.quick = true;
                 a.clients = vec![10, 100];
@@ -63,7 +67,7 @@ fn args() -> Args {
                 a.reps = 3;
             }
             "-h" | "--help" => {
-                println!("amps-load [--amps PATH] [--json PATH] [--quick] [--clients 10,100,500] [--seconds S] [--reps N]");
+                println!("amps-load [--amps PATH] [--json PATH] [--quick] [--tls-only] [--clients 10,100,500] [--seconds S] [--reps N]");
                 std::process::exit(0);
             }
             other => panic!("unknown argument {other}"),
@@ -501,6 +505,8 @@ fn make_cert(dir: &Path) -> (PathBuf, PathBuf) {
         ])
         .args(["-nodes", "-days", "2", "-subj", "/CN=localhost"])
         .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+        // A leaf, not a CA (webpki refuses a CA certificate as the server's).
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
         .arg("-keyout")
         .arg(&key)
         .arg("-out")
@@ -618,7 +624,10 @@ fn warm_joins(addr: &str, n: usize, tls: Option<&tokio_rustls::TlsConnector>) ->
                     let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
                     match c.connect(name, s).await {
                         Ok(t) => first_key_async(t, addr, t0).await,
-                        Err(_) => f64::NAN,
+                        Err(e) => {
+                            eprintln!("TLS: {e}");
+                            f64::NAN
+                        }
                     }
                 }
             };
@@ -940,6 +949,11 @@ fn main() {
             .unwrap_or(1),
         rate_bps / 1e6
     );
+    if a.tls_only {
+        let tls = tls_cost(&a, &http, &file);
+        println!("{}", serde_json::to_string_pretty(&tls).unwrap());
+        return;
+    }
     let s = Server::start(&a.amps, &config(&http, &file, 0));
     // Cold start copies and transcodes `hd.ts` (1080p H.264) from HTTP and from the file.
     let cs = {

@@ -60,7 +60,13 @@ fn read(
 impl Certs {
     /// Loads `server.tls`; a missing, unreadable or mismatched file is an error.
     pub fn load(cfg: &TlsConfig) -> Result<Arc<Certs>, String> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut provider = rustls::crypto::ring::default_provider();
+        // AES-128-GCM first (and the server's order decides): with AES-NI it costs about
+        // a third less CPU per byte than AES-256, and streams are most of what is sent.
+        provider
+            .cipher_suites
+            .sort_by_key(|s| !format!("{:?}", s.suite()).contains("AES_128_GCM"));
+        let provider = Arc::new(provider);
         let (cert_file, key_file) = (PathBuf::from(&cfg.cert_file), PathBuf::from(&cfg.key_file));
         let stamp = (modified(&cert_file), modified(&key_file));
         let key = read(&cert_file, &key_file, &provider)?;
@@ -129,6 +135,7 @@ impl Certs {
             .with_no_client_auth()
             .with_cert_resolver(self.clone());
         cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+        cfg.ignore_client_order = true;
         Ok(tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))
     }
 }
