@@ -15,6 +15,8 @@
 //!
 //! Method and last results: docs/PERFORMANCE.md.
 
+#[path = "../tests/common/certs.rs"]
+mod certs;
 #[path = "../benches/support/mod.rs"]
 mod support;
 #[path = "../tests/common/upstream.rs"]
@@ -491,34 +493,6 @@ where
     (bytes, all, gap)
 }
 
-/// A self-signed certificate for localhost (openssl), as (cert, key) paths.
-fn make_cert(dir: &Path) -> (PathBuf, PathBuf) {
-    let (cert, key) = (dir.join("load.crt"), dir.join("load.key"));
-    let ok = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-        ])
-        .args(["-nodes", "-days", "2", "-subj", "/CN=localhost"])
-        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
-        // A leaf, not a CA (webpki refuses a CA certificate as the server's).
-        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .stderr(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    assert!(ok, "openssl failed");
-    (cert, key)
-}
-
 /// A TLS client that trusts `cert` only.
 fn connector(cert: &Path) -> tokio_rustls::TlsConnector {
     use rustls::pki_types::pem::PemObject;
@@ -541,7 +515,7 @@ fn connector(cert: &Path) -> tokio_rustls::TlsConnector {
 /// TCP connect and the TLS handshake.
 fn tls_cost(a: &Args, http: &str, file: &str) -> Value {
     let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = make_cert(dir.path());
+    let (cert, key) = certs::self_signed(dir.path(), "load");
     let plain_cfg = config(http, file, 0);
     let tls_cfg = plain_cfg.replacen(
         "server:\n",

@@ -6,43 +6,15 @@
 mod common;
 
 use amps::http::{Access, ROUTES};
+use common::nginx::{documented_block, Nginx};
 use common::{eventually, free_port, Server, Viewer, TOKEN};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const TV: &str = "tv-token-0123456789abcdef";
 const OPS: &str = "ops-token-0123456789abcdef";
 const PHONE: &str = "phone-token-0123456789abcdef";
-
-/// A self-signed certificate for localhost and 127.0.0.1 (EC P-256), as (cert, key).
-fn make_cert(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
-    let cert = dir.join(format!("{name}.crt"));
-    let key = dir.join(format!("{name}.key"));
-    let out = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-        ])
-        .args(["-nodes", "-days", "2", "-subj", "/CN=localhost"])
-        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("openssl (./scripts/setup installs it)");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (cert, key)
-}
 
 /// curl with `args`; returns (HTTP status, body, response headers).
 fn curl(args: &[&str]) -> (u16, String, String) {
@@ -106,7 +78,7 @@ fn probe(url: &str, extra: &[&str]) -> Vec<String> {
 #[test]
 fn https_serves_every_kind_of_route_and_picks_up_a_renewed_certificate() {
     let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = make_cert(dir.path(), "a");
+    let (cert, key) = common::certs::self_signed(dir.path(), "a");
     let redirect = free_port();
     let cfg = format!(
         "server:\n  auth_token: {TOKEN}\n  tls: {{cert_file: {:?}, key_file: {:?}}}\n  redirect_http_port: {redirect}\n{STREAMS}",
@@ -168,7 +140,7 @@ fn https_serves_every_kind_of_route_and_picks_up_a_renewed_certificate() {
     assert!(!headers.contains(TOKEN));
 
     // Renewal 1: new files, SIGHUP. The new certificate is served, the old CA fails.
-    let (cert_b, key_b) = make_cert(dir.path(), "b");
+    let (cert_b, key_b) = common::certs::self_signed(dir.path(), "b");
     std::fs::copy(&cert_b, &cert).unwrap();
     std::fs::copy(&key_b, &key).unwrap();
     let ca_b = cert_b.display().to_string();
@@ -184,7 +156,7 @@ fn https_serves_every_kind_of_route_and_picks_up_a_renewed_certificate() {
         "the old certificate is no longer served"
     );
     // Renewal 2: new files only; the watcher picks them up within its interval.
-    let (cert_c, key_c) = make_cert(dir.path(), "c");
+    let (cert_c, key_c) = common::certs::self_signed(dir.path(), "c");
     std::fs::copy(&key_c, &key).unwrap();
     std::fs::copy(&cert_c, &cert).unwrap();
     let ca_c = cert_c.display().to_string();
@@ -212,8 +184,8 @@ fn https_serves_every_kind_of_route_and_picks_up_a_renewed_certificate() {
 #[test]
 fn a_missing_or_mismatched_key_is_a_clear_error_at_start() {
     let dir = tempfile::tempdir().unwrap();
-    let (cert, _) = make_cert(dir.path(), "a");
-    let (_, other_key) = make_cert(dir.path(), "b");
+    let (cert, _) = common::certs::self_signed(dir.path(), "a");
+    let (_, other_key) = common::certs::self_signed(dir.path(), "b");
     let run = |cert: &Path, key: &Path| {
         let cfg = dir.path().join("c.yaml");
         std::fs::write(
@@ -582,84 +554,37 @@ fn eventually_open(s: &Server, token: &str) -> Viewer {
     }
 }
 
-/// The ```nginx block of docs/REMOTE.md, running in front of Amps.
-struct Nginx {
-    child: Child,
-    port: u16,
-    dir: tempfile::TempDir,
-}
-
-impl Nginx {
-    fn start(upstream: &str, cert: &Path, key: &Path) -> Nginx {
-        let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/REMOTE.md"))
-            .unwrap();
-        let start = doc.find("```nginx\n").expect("an nginx block") + "```nginx\n".len();
-        let len = doc[start..].find("```").unwrap();
-        let mut site = doc[start..start + len].to_owned();
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        for (from, to) in [
-            ("listen 8443 ssl;", format!("listen 127.0.0.1:{port} ssl;")),
-            ("http://127.0.0.1:5000", format!("http://{upstream}")),
-            (
-                "/etc/letsencrypt/live/tv.example.org/fullchain.pem",
-                cert.display().to_string(),
-            ),
-            (
-                "/etc/letsencrypt/live/tv.example.org/privkey.pem",
-                key.display().to_string(),
-            ),
-        ] {
-            assert!(site.contains(from), "docs/REMOTE.md no longer has {from}");
-            site = site.replace(from, &to);
-        }
-        let p = dir.path().display();
-        let conf = format!(
-            "daemon off;\nworker_processes 1;\npid {p}/nginx.pid;\nerror_log {p}/error.log warn;\nevents {{ worker_connections 256; }}\nhttp {{\n  access_log off;\n  client_body_temp_path {p}/body;\n  proxy_temp_path {p}/proxy;\n  fastcgi_temp_path {p}/fastcgi;\n  uwsgi_temp_path {p}/uwsgi;\n  scgi_temp_path {p}/scgi;\n{site}\n}}\n"
-        );
-        let path = dir.path().join("nginx.conf");
-        std::fs::write(&path, conf).unwrap();
-        let _ = Command::new("chmod").arg("777").arg(dir.path()).status();
-        let child = Command::new("/usr/sbin/nginx")
-            .arg("-p")
-            .arg(dir.path())
-            .arg("-c")
-            .arg(&path)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nginx (./scripts/setup installs nginx-light)");
-        let t0 = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                t0.elapsed() < Duration::from_secs(10),
-                "nginx did not start: {}",
-                std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Nginx { child, port, dir }
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = &self.dir;
-    }
+/// The ```nginx block of docs/REMOTE.md, in front of Amps at `upstream`.
+fn nginx(upstream: &str, cert: &Path, key: &Path) -> Nginx {
+    Nginx::start(|port, _| {
+        documented_block(
+            "REMOTE.md",
+            &[
+                ("listen 8443 ssl;", format!("listen 127.0.0.1:{port} ssl;")),
+                ("http://127.0.0.1:5000", format!("http://{upstream}")),
+                (
+                    "/etc/letsencrypt/live/tv.example.org/fullchain.pem",
+                    cert.display().to_string(),
+                ),
+                (
+                    "/etc/letsencrypt/live/tv.example.org/privkey.pem",
+                    key.display().to_string(),
+                ),
+            ],
+        )
+    })
 }
 
 #[test]
 fn through_nginx_each_forwarded_client_is_itself_and_forged_headers_change_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = make_cert(dir.path(), "nginx");
+    let (cert, key) = common::certs::self_signed(dir.path(), "nginx");
     // Loopback is counted too here: the test's "remote" clients are 127.0.0.2 and .3.
     let cfg = format!(
         "server:\n  auth_token: {TOKEN}\n  trusted_proxies: [127.0.0.1]\n  auth_limit_loopback: true\n  auth_fail_limit: 20\n{STREAMS}"
     );
     let s = Server::start(&cfg);
-    let n = Nginx::start(&s.addr, &cert, &key);
+    let n = nginx(&s.addr, &cert, &key);
     let ca = cert.display().to_string();
     let base = format!("https://localhost:{}", n.port);
     let resolve = format!("localhost:{}:127.0.0.1", n.port);

@@ -4,74 +4,38 @@
 
 mod common;
 
-use common::{free_port, Server, TOKEN};
+use common::nginx::{documented_block, Nginx};
+use common::{Server, TOKEN};
 use std::collections::HashSet;
 use std::io::Read;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const VIEWERS: usize = 24;
 
-/// The ```nginx block of docs/SCALING.md.
-fn documented_config() -> String {
-    let doc =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/SCALING.md")).unwrap();
-    let start = doc.find("```nginx\n").expect("an nginx block") + "```nginx\n".len();
-    let len = doc[start..].find("```").unwrap();
-    doc[start..start + len].to_owned()
+/// The ```nginx block of docs/SCALING.md in front of Amps at `upstream`.
+fn start_nginx(upstream: &str) -> Nginx {
+    Nginx::start(|port, dir| {
+        documented_block(
+            "SCALING.md",
+            &[
+                ("listen 8080;", format!("listen 127.0.0.1:{port};")),
+                ("http://127.0.0.1:5000", format!("http://{upstream}")),
+                (
+                    "/var/cache/nginx/amps",
+                    dir.join("cache").display().to_string(),
+                ),
+            ],
+        )
+    })
 }
 
-struct Nginx {
-    child: Child,
-    port: u16,
-    dir: tempfile::TempDir,
+/// Requests through nginx.
+trait Get {
+    fn get(&self, path: &str) -> (u16, String, Vec<u8>);
 }
 
-impl Nginx {
-    fn start(upstream: &str) -> Nginx {
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let cache = dir.path().join("cache");
-        let mut site = documented_config();
-        for (from, to) in [
-            ("listen 8080;", format!("listen 127.0.0.1:{port};")),
-            ("http://127.0.0.1:5000", format!("http://{upstream}")),
-            ("/var/cache/nginx/amps", cache.display().to_string()),
-        ] {
-            assert!(site.contains(from), "docs/SCALING.md no longer has {from}");
-            site = site.replace(from, &to);
-        }
-        // The part of nginx.conf Debian provides; everything else is the documented block.
-        let p = dir.path().display();
-        let conf = format!(
-            "daemon off;\nworker_processes 1;\npid {p}/nginx.pid;\nerror_log {p}/error.log warn;\nevents {{ worker_connections 1024; }}\nhttp {{\n  access_log off;\n  client_body_temp_path {p}/body;\n  proxy_temp_path {p}/proxy;\n  fastcgi_temp_path {p}/fastcgi;\n  uwsgi_temp_path {p}/uwsgi;\n  scgi_temp_path {p}/scgi;\n{site}\n}}\n"
-        );
-        let path = dir.path().join("nginx.conf");
-        std::fs::write(&path, conf).unwrap();
-        // Workers may run as another user when the tests run as root.
-        let _ = Command::new("chmod").arg("777").arg(dir.path()).status();
-        let child = Command::new("/usr/sbin/nginx")
-            .arg("-p")
-            .arg(dir.path())
-            .arg("-c")
-            .arg(&path)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("nginx (./scripts/setup installs nginx-light)");
-        let t0 = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                t0.elapsed() < Duration::from_secs(10),
-                "nginx did not start: {}",
-                std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Nginx { child, port, dir }
-    }
-
+impl Get for Nginx {
     fn get(&self, path: &str) -> (u16, String, Vec<u8>) {
         let resp = match ureq::get(&format!("http://127.0.0.1:{}{path}", self.port))
             .timeout(Duration::from_secs(40))
@@ -86,14 +50,6 @@ impl Nginx {
         let mut body = Vec::new();
         resp.into_reader().read_to_end(&mut body).unwrap();
         (status, cache, body)
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = &self.dir;
     }
 }
 
@@ -115,7 +71,7 @@ fn nginx_serves_many_hls_viewers_from_one_pipeline() {
     let s = Server::start(&format!(
         "server:\n  auth_token: {TOKEN}\nengine:\n  hls_segment_secs: 1\n  hls_list_size: 4\nffmpeg_profiles:\n  x264: {{video_codec: libx264, video_bitrate: 400k, preset: ultrafast, gop: 25, audio_codec: aac, audio_bitrate: 64k}}\nstreams:\n  - {{id: 1, name: Busy, source: 'lavfi:testsrc2=size=320x240:rate=25[out0];sine[out1]', ffmpeg_profile: x264}}\n"
     ));
-    let nginx = Arc::new(Nginx::start(&s.addr));
+    let nginx = Arc::new(start_nginx(&s.addr));
     let playlist = format!("/hls/1/index.m3u8?token={TOKEN}");
 
     // A wrong token is refused through the cache too.

@@ -105,12 +105,7 @@ fn validate_remote(s: &super::model::ServerConfig, sink: &mut Sink) {
     let mut secrets = std::collections::HashSet::new();
     for (i, t) in s.tokens.iter().enumerate() {
         let at = |k: &str| format!("tokens[{i}].{k}");
-        let ok_name = !t.name.is_empty()
-            && t.name.len() <= 64
-            && t.name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
-        if !ok_name {
+        if !token_name_ok(&t.name) {
             sink.push(
                 &at("name"),
                 format!(
@@ -151,6 +146,16 @@ fn validate_remote(s: &super::model::ServerConfig, sink: &mut Sink) {
             "needs server.auth_token (the admin token) too: without it every request is admitted",
         );
     }
+}
+
+/// A token name: 1 to 64 letters, digits, `-`, `_` or `.` (it is a metric label and a
+/// path segment of `/api/tokens/<name>`).
+pub fn token_name_ok(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
 }
 
 /// An address or CIDR of `server.trusted_proxies` (a bare address is a /32 or /128).

@@ -91,12 +91,7 @@ fn persist_tokens(state: &AppState) -> Result<(), Error> {
 pub fn create_token(state: &AppState, ct: Option<String>, body: Body) -> Result<Response, Error> {
     let t: NewToken = parse_json(ct.as_deref(), &body?)?;
     let invalid = |m: String| Error::new(ErrorKind::Invalid, m);
-    let ok_name = !t.name.is_empty()
-        && t.name.len() <= 64
-        && t.name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
-    if !ok_name {
+    if !crate::config::validate::token_name_ok(&t.name) {
         return Err(invalid(format!(
             "name: {:?} must be 1 to 64 letters, digits, '-', '_' or '.'",
             t.name

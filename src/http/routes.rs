@@ -92,13 +92,7 @@ impl Path {
             ["api", "streams", n, "status"] => with(n, Status),
             ["api", "reload"] => Reload,
             ["api", "tokens"] => Tokens,
-            ["api", "tokens", name]
-                if !name.is_empty()
-                    && name.len() <= 64
-                    && name
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) =>
-            {
+            ["api", "tokens", name] if crate::config::validate::token_name_ok(name) => {
                 Token((*name).to_owned())
             }
             ["api", "schedule"] => Schedule,

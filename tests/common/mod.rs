@@ -2,7 +2,9 @@
 //! by the test, and talks to it over real HTTP.
 #![allow(dead_code)]
 
+pub mod certs;
 pub mod media;
+pub mod nginx;
 pub mod ts;
 pub mod upstream;
 
