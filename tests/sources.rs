@@ -205,6 +205,20 @@ fn a_live_hls_source_that_keeps_updating_is_relayed() {
         "  - {{id: 1, name: Hls, source: '{}', ffmpeg_profile: relay}}\n",
         up.url("live.m3u8")
     )));
+    // Wait for a playlist of at least three segments, then zap: the first segment read
+    // must be the newest one listed (a zap shows what is on now), not three back.
+    let segment_no = |name: &str| -> Option<u64> {
+        name.trim_start_matches("live").strip_suffix(".ts")?.parse().ok()
+    };
+    let listed = || -> Vec<u64> {
+        std::fs::read_to_string(&playlist)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(segment_no)
+            .collect()
+    };
+    assert!(common::eventually(Duration::from_secs(15), || listed().len() >= 3));
+    let newest = *listed().last().unwrap();
     let mut v = Viewer::open(&s, 1);
     // Longer than the playlist's window: the source must follow the playlist as it
     // updates, not stop at its first list.
@@ -216,4 +230,15 @@ fn a_live_hls_source_that_keeps_updating_is_relayed() {
         .unwrap_or(0.0);
     assert!(dur > 6.0, "{dur} s of a live HLS source in 8 s");
     check_relay(&bytes, "live HLS");
+    let first = up
+        .paths
+        .lock()
+        .unwrap()
+        .iter()
+        .find_map(|p| segment_no(p))
+        .unwrap();
+    assert!(
+        first >= newest,
+        "started at segment {first}; the newest listed at the zap was {newest}"
+    );
 }

@@ -37,6 +37,10 @@ pub fn input_options(
             "user_agent".into(),
             format!("Amps/{}", env!("CARGO_PKG_VERSION")),
         );
+        // A live HLS source starts at its newest complete segment (which begins with a
+        // keyframe), not three segments back: a zap shows what is on now. Only the HLS
+        // demuxer reads this option; other inputs leave it unused.
+        o.insert("live_start_index".into(), "-1".into());
     }
     for (k, v) in profile {
         o.insert(k.clone(), v.clone());
@@ -129,6 +133,7 @@ mod tests {
         p.insert("analyzeduration".to_string(), "5000000".to_string());
         let o = input_options(&SourceKind::Http, &p);
         assert!(o.contains(&("analyzeduration".into(), "5000000".into())));
+        assert!(o.contains(&("live_start_index".into(), "-1".into())));
         assert!(o.contains(&(
             "protocol_whitelist".into(),
             "http,https,tcp,tls,crypto".into()

@@ -13,6 +13,8 @@ pub struct Upstream {
     stop: Arc<AtomicBool>,
     conns: Arc<Mutex<Vec<TcpStream>>>,
     pub requests: Arc<AtomicUsize>,
+    /// Every path asked for, in order.
+    pub paths: Arc<Mutex<Vec<String>>>,
     handle: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -25,7 +27,8 @@ impl Upstream {
         let stop = Arc::new(AtomicBool::new(false));
         let conns = Arc::new(Mutex::new(Vec::new()));
         let requests = Arc::new(AtomicUsize::new(0));
-        let (s, c, r) = (stop.clone(), conns.clone(), requests.clone());
+        let paths = Arc::new(Mutex::new(Vec::new()));
+        let (s, c, r, log) = (stop.clone(), conns.clone(), requests.clone(), paths.clone());
         let handle = std::thread::spawn(move || {
             while !s.load(Ordering::SeqCst) {
                 match listener.accept() {
@@ -35,7 +38,8 @@ impl Upstream {
                         r.fetch_add(1, Ordering::SeqCst);
                         let dir = dir.clone();
                         let s = s.clone();
-                        std::thread::spawn(move || serve(stream, dir, s));
+                        let log = log.clone();
+                        std::thread::spawn(move || serve(stream, dir, s, log));
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(10)),
                 }
@@ -46,6 +50,7 @@ impl Upstream {
             stop,
             conns,
             requests,
+            paths,
             handle: Some(handle),
         }
     }
@@ -76,7 +81,7 @@ impl Drop for Upstream {
     }
 }
 
-fn serve(mut stream: TcpStream, dir: PathBuf, stop: Arc<AtomicBool>) {
+fn serve(mut stream: TcpStream, dir: PathBuf, stop: Arc<AtomicBool>, log: Arc<Mutex<Vec<String>>>) {
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     let mut line = String::new();
     if reader.read_line(&mut line).is_err() {
@@ -98,6 +103,7 @@ fn serve(mut stream: TcpStream, dir: PathBuf, stop: Arc<AtomicBool>) {
         .split_once('?')
         .map(|(p, q)| (p.to_owned(), q.to_owned()))
         .unwrap_or((target.clone(), String::new()));
+    log.lock().unwrap().push(path.clone());
     // `?live=SECONDS`: send the file spread over that many seconds, like a live provider.
     let live: Option<f64> = query
         .split('&')
