@@ -37,6 +37,8 @@ struct Args {
     quick: bool,
     /// Only the HTTPS-vs-HTTP section.
     tls_only: bool,
+    /// Only the memory soak: busy and idle seconds per cycle.
+    soak: Option<(f64, f64)>,
     clients: Vec<usize>,
     seconds: f64,
     reps: usize,
@@ -48,6 +50,7 @@ fn args() -> Args {
         json: PathBuf::from("target/amps-load.json"),
         quick: false,
         tls_only: false,
+        soak: None,
         clients: vec![10, 100, 500, 1000],
         seconds: 10.0,
         reps: 5,
@@ -62,6 +65,11 @@ fn args() -> Args {
             "--seconds" => a.seconds = v().parse().unwrap(),
             "--reps" => a.reps = v().parse().unwrap(),
             "--tls-only" => a.tls_only = true,
+            "--soak" => {
+                let v = v();
+                let (b, i) = v.split_once(',').expect("--soak BUSY,IDLE (seconds)");
+                a.soak = Some((b.parse().unwrap(), i.parse().unwrap()));
+            }
             "--quick" => {
                 a.quick = true;
                 a.clients = vec![10, 100];
@@ -69,7 +77,7 @@ fn args() -> Args {
                 a.reps = 3;
             }
             "-h" | "--help" => {
-                println!("amps-load [--amps PATH] [--json PATH] [--quick] [--tls-only] [--clients 10,100,500] [--seconds S] [--reps N]");
+                println!("amps-load [--amps PATH] [--json PATH] [--quick] [--tls-only] [--soak BUSY,IDLE] [--clients 10,100,500] [--seconds S] [--reps N]");
                 std::process::exit(0);
             }
             other => panic!("unknown argument {other}"),
@@ -875,6 +883,122 @@ fn memory(a: &Args, http: &str, file: &str) -> Value {
     })
 }
 
+/// Three cycles of `busy` seconds of churn (12 viewers hopping between a relay and a
+/// transcode channel, 3 HLS pollers) and `idle` seconds with nobody: private memory
+/// (RssAnon) of the server when fresh, at each busy peak and after each idle spell.
+fn soak(a: &Args, http: &str, file: &str, busy: f64, idle: f64) -> Value {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Arc;
+    let s = Server::start(&a.amps, &config(http, file, 0));
+    std::thread::sleep(Duration::from_millis(500));
+    let fresh = anon_mib(s.pid());
+    println!(
+        "soak        fresh server: {fresh:.1} MiB private ({:.1} MiB resident)",
+        rss_mib(s.pid())
+    );
+    let mut cycles = Vec::new();
+    for cycle in 1..=3 {
+        let stop = Arc::new(AtomicBool::new(false));
+        let bytes = Arc::new(AtomicU64::new(0));
+        let mut threads = Vec::new();
+        for v in 0..12u64 {
+            let (addr, stop, bytes) = (s.addr.clone(), stop.clone(), bytes.clone());
+            threads.push(std::thread::spawn(move || {
+                // A cheap deterministic spread of channels and watch times per viewer.
+                let mut x = v * 7919 + 13;
+                while !stop.load(Ordering::SeqCst) {
+                    x = x
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    let id = if x >> 63 == 0 { 4 } else { 5 };
+                    let watch = Duration::from_millis(500 + (x >> 33) % 3500);
+                    let Ok(mut r) = open_stream(&addr, id) else {
+                        std::thread::sleep(Duration::from_millis(200));
+                        continue;
+                    };
+                    let mut buf = vec![0u8; 64 * 1024];
+                    let t = Instant::now();
+                    while t.elapsed() < watch && !stop.load(Ordering::SeqCst) {
+                        match r.read(&mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(k) => {
+                                bytes.fetch_add(k as u64, Ordering::Relaxed);
+                            }
+                        }
+                    }
+                }
+            }));
+        }
+        for p in 0..3u32 {
+            let (addr, stop, bytes) = (s.addr.clone(), stop.clone(), bytes.clone());
+            threads.push(std::thread::spawn(move || {
+                let id = if p == 0 { 4 } else { 5 };
+                while !stop.load(Ordering::SeqCst) {
+                    let pl = http_get(&addr, &format!("/hls/{id}/index.m3u8?token={TOKEN}"));
+                    let text = String::from_utf8_lossy(&pl).into_owned();
+                    if let Some(seg) = text
+                        .lines()
+                        .rev()
+                        .find(|l| !l.starts_with('#') && !l.is_empty())
+                    {
+                        let body = http_get(&addr, &format!("/hls/{id}/{seg}"));
+                        bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
+                    }
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+            }));
+        }
+        let t0 = Instant::now();
+        let mut peak = 0f64;
+        while t0.elapsed().as_secs_f64() < busy {
+            peak = peak.max(anon_mib(s.pid()));
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        stop.store(true, Ordering::SeqCst);
+        for t in threads {
+            let _ = t.join();
+        }
+        s.wait_idle(4);
+        s.wait_idle(5);
+        std::thread::sleep(Duration::from_secs_f64(idle));
+        let after = anon_mib(s.pid());
+        let states: Vec<String> = [4, 5].iter().map(|id| s.state(*id)).collect();
+        assert!(
+            states.iter().all(|st| st == "idle"),
+            "channels not idle: {states:?}"
+        );
+        let gb = bytes.load(Ordering::Relaxed) as f64 / 1e9;
+        println!(
+            "soak        cycle {cycle}: {gb:.2} GB served, busy peak {peak:.1} MiB private, after {idle:.0} s idle {after:.1} MiB private (+{:.1} over fresh)",
+            after - fresh
+        );
+        cycles.push(json!({"cycle": cycle, "served_gb": gb, "busy_peak_private_mib": peak, "idle_private_mib": after}));
+    }
+    json!({"fresh_private_mib": fresh, "busy_secs": busy, "idle_secs": idle, "cycles": cycles})
+}
+
+/// A GET with the token header; the body (empty on any error).
+fn http_get(addr: &str, path: &str) -> Vec<u8> {
+    let Ok(mut s) = TcpStream::connect(addr) else {
+        return Vec::new();
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(20)));
+    if write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nX-Amps-Token: {TOKEN}\r\nConnection: close\r\n\r\n"
+    )
+    .is_err()
+    {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    match out.windows(4).position(|w| w == b"\r\n\r\n") {
+        Some(p) => out.split_off(p + 4),
+        None => Vec::new(),
+    }
+}
+
 fn main() {
     let a = args();
     let dir = support::media();
@@ -923,6 +1047,11 @@ fn main() {
             .unwrap_or(1),
         rate_bps / 1e6
     );
+    if let Some((busy, idle)) = a.soak {
+        let r = soak(&a, &http, &file, busy, idle);
+        println!("{}", serde_json::to_string_pretty(&r).unwrap());
+        return;
+    }
     if a.tls_only {
         let tls = tls_cost(&a, &http, &file);
         println!("{}", serde_json::to_string_pretty(&tls).unwrap());

@@ -208,7 +208,10 @@ fn a_live_hls_source_that_keeps_updating_is_relayed() {
     // Wait for a playlist of at least three segments, then zap: the first segment read
     // must be the newest one listed (a zap shows what is on now), not three back.
     let segment_no = |name: &str| -> Option<u64> {
-        name.trim_start_matches("live").strip_suffix(".ts")?.parse().ok()
+        name.trim_start_matches("live")
+            .strip_suffix(".ts")?
+            .parse()
+            .ok()
     };
     let listed = || -> Vec<u64> {
         std::fs::read_to_string(&playlist)
@@ -217,7 +220,9 @@ fn a_live_hls_source_that_keeps_updating_is_relayed() {
             .filter_map(segment_no)
             .collect()
     };
-    assert!(common::eventually(Duration::from_secs(15), || listed().len() >= 3));
+    assert!(common::eventually(Duration::from_secs(15), || listed()
+        .len()
+        >= 3));
     let newest = *listed().last().unwrap();
     let mut v = Viewer::open(&s, 1);
     // Longer than the playlist's window: the source must follow the playlist as it

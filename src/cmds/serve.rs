@@ -153,6 +153,8 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         tracing::warn!("NO TOKEN CONFIGURED: anyone who can reach {}:{} can watch and change channels. Set server.auth_token or AMPS_TOKEN.", server.host, server.port);
     }
 
+    // Before any thread allocates: the allocator settings of a long-running server.
+    crate::engine::memory::tune();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("amps-http")

@@ -369,6 +369,9 @@ impl Channel {
         }
         *lock(&self.timeline) = timeline;
         tracing::info!(channel = self.id, "channel stopped");
+        if self.clients() == 0 {
+            super::memory::give_back();
+        }
     }
 
     /// Records a switch to source `index` (0: the primary) and why.

@@ -7,6 +7,7 @@
 //! - [`process`] and [`command`]: the `custom_ffmpeg` producer and its argv templating.
 //! - [`ts`] and [`hub`]: TS inspection and the per-channel fan-out buffer.
 //! - [`channel`]: a channel's runtime and its worker thread.
+//! - [`memory`]: handing freed heap memory back to the system when channels stop.
 //! - [`hls`]: HLS segments and playlists cut from a channel's TS output.
 //! - [`hls_session`]: HLS sessions, one more reader of a channel's hub each.
 //! - [`thumb`] and [`thumbs`]: JPEG thumbnails of a channel's latest keyframe, cached.
@@ -28,6 +29,7 @@ pub mod hls;
 pub mod hls_session;
 pub mod hub;
 pub mod mapping;
+pub mod memory;
 pub mod pipeline;
 pub mod prime;
 pub mod process;
