@@ -96,32 +96,25 @@ impl Request {
         .or_else(|| hdhr::path_token(&self.raw_path))
     }
 
-    /// The token the request itself presents (header, query or tuner path), if it is
-    /// the valid token of `who`: pages and playlists embed a token only then, so a session
-    /// cookie never reveals one.
-    pub fn own_token(&self, state: &AppState, who: &Identity) -> Option<String> {
-        let p = self.presented()?;
-        match state.tokens.find(Some(&p), state.clock.now()) {
-            Found::Valid(h) if state.tokens.required() && h.name == who.name => Some(p),
-            _ => None,
-        }
-    }
-
     /// The one check of every protected route: who the request is, and whether that
     /// token may use this route. The dashboard's session cookie counts too, for reading
     /// (GET and HEAD) only: a cookie rides along on requests other sites trigger, so it
     /// never authorises a change.
-    pub fn authorize(&self, state: &AppState) -> Result<Identity, Denied> {
+    ///
+    /// Also returns the token the request itself presented (header, query or tuner path)
+    /// when that is what admitted it: pages and playlists embed a token only then, so a
+    /// session cookie never reveals one.
+    pub fn authorize(&self, state: &AppState) -> Result<(Identity, Option<String>), Denied> {
         let ip = state.limited_ip(self.client.as_ref());
         let now = Instant::now();
         if let Some(secs) = ip.and_then(|ip| state.auth_limiter.blocked(ip, now)) {
             state.metrics.auth_blocked.inc();
             return Err(Denied::Blocked(secs));
         }
-        let found = match state
-            .tokens
-            .find(self.presented().as_deref(), state.clock.now())
-        {
+        let presented = self.presented();
+        let found = state.tokens.find(presented.as_deref(), state.clock.now());
+        let own = matches!(found, Found::Valid(_)) && state.tokens.required();
+        let found = match found {
             Found::None if self.is_read() => self
                 .header("cookie")
                 .and_then(|h| crate::auth::cookie(h, crate::auth::SESSION_COOKIE))
@@ -148,7 +141,7 @@ impl Request {
                         self.path.pattern()
                     )));
                 }
-                Ok(who)
+                Ok((who, presented.filter(|_| own)))
             }
             Found::Expired(name) => {
                 state.metrics.token_refused(&name, "expired");
@@ -218,9 +211,9 @@ impl Request {
 
 impl Request {
     /// The [`View`] handlers get: who asked, the token to embed and the base URL.
-    pub fn view(&self, state: &AppState, who: Identity) -> View {
+    pub fn view(&self, state: &AppState, who: Identity, token: Option<String>) -> View {
         View {
-            token: self.own_token(state, &who),
+            token,
             required: state.tokens.required(),
             base: super::state::base_url(state, self.client.as_ref()),
             who,

@@ -22,8 +22,8 @@ pub async fn handle(state: Arc<AppState>, req: Request) -> Response {
     if req.path.is_public(req.method.as_str()) {
         return public(&state, req).await;
     }
-    let who = match req.authorize(&state) {
-        Ok(who) => who,
+    let (who, token) = match req.authorize(&state) {
+        Ok(found) => found,
         Err(Denied::Blocked(secs)) => return reply::blocked(secs),
         Err(Denied::Unauthorized { login: true }) => {
             return login::login_page(StatusCode::UNAUTHORIZED, None)
@@ -33,7 +33,7 @@ pub async fn handle(state: Arc<AppState>, req: Request) -> Response {
             return reply::error(&Error::new(crate::error::ErrorKind::Forbidden, why))
         }
     };
-    let view = req.view(&state, who);
+    let view = req.view(&state, who, token);
     if let Some(id) = req.path.channel().filter(|id| hidden(&state, &view, *id)) {
         // Not this token's channel: as if it did not exist.
         return reply::error(&crate::registry::no_such(id));
