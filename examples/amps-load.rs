@@ -536,53 +536,75 @@ fn tls_cost(a: &Args, http: &str, file: &str) -> Value {
     );
     let clients = if a.quick { 50 } else { 100 };
     let tls = connector(&cert);
-    let mut rows = serde_json::Map::new();
-    for (name, cfg, conn) in [
-        ("http", &plain_cfg, None),
-        ("https", &tls_cfg, Some(tls.clone())),
-    ] {
-        let s = Server::start(&a.amps, cfg);
-        // One reader keeps the channel running through the fan-out and the joins.
-        let keep_secs = 2.0 + a.seconds + 1.0 + (a.reps * 4) as f64 * 0.3 + 2.0;
-        let keeper = std::thread::spawn({
-            let (addr, conn) = (s.addr.clone(), conn.clone());
-            move || read_clients_over(&addr, 1, keep_secs, conn)
-        });
-        std::thread::sleep(Duration::from_secs(2));
-        let cpu0 = cpu_secs(s.pid(), false);
-        let t0 = Instant::now();
-        let res = read_clients_over(&s.addr, clients, a.seconds, conn.clone());
-        let wall = t0.elapsed().as_secs_f64();
-        let cpu = cpu_secs(s.pid(), false) - cpu0;
-        let total: u64 = res.iter().map(|r| r.1).sum();
-        let stalls = res.iter().filter(|r| r.2 > 1.0).count();
-        // Warm joins: connect (+ handshake) + request to the first keyframe.
-        let joins = warm_joins(&s.addr, a.reps * 4, conn.as_ref());
-        let per_gb = cpu / (total as f64 / 1e9).max(1e-9);
-        println!(
-            "{name:5}       {clients} clients  {:.2} cores, {per_gb:5.2} CPU s/GB, stalls {stalls}; warm join (connect{} + first keyframe) median {:.1} ms",
-            cpu / wall,
-            if name == "https" { " + TLS handshake" } else { "" },
-            median(joins.clone())
-        );
-        rows.insert(
-            name.into(),
-            json!({"clients": clients, "server_cpu_cores": cpu / wall, "server_cpu_secs_per_gb": per_gb,
-                   "stalled_clients": stalls, "warm_join_ms_median": median(joins.clone()),
-                   "warm_join_ms_max": joins.iter().cloned().fold(0.0, f64::max)}),
-        );
-        let _ = keeper.join();
-    }
-    let ratio = rows["https"]["server_cpu_secs_per_gb"]
-        .as_f64()
-        .unwrap_or(0.0)
-        / rows["http"]["server_cpu_secs_per_gb"]
+    // HTTP and HTTPS alternate, `rounds` times each: on two shared cores one pair is
+    // noisy (+-10 %), so the verdict is the median of the rounds' ratios.
+    let rounds = if a.quick { 1 } else { 3 };
+    let mut runs = Vec::new();
+    for round in 1..=rounds {
+        let mut rows = serde_json::Map::new();
+        for (name, cfg, conn) in [
+            ("http", &plain_cfg, None),
+            ("https", &tls_cfg, Some(tls.clone())),
+        ] {
+            rows.insert(name.into(), tls_round(a, name, cfg, conn, clients));
+        }
+        let ratio = rows["https"]["server_cpu_secs_per_gb"]
             .as_f64()
-            .unwrap_or(1.0)
-            .max(1e-9);
-    println!("https/http  CPU per GB {ratio:.2}x");
-    rows.insert("https_over_http_cpu_per_gb".into(), json!(ratio));
-    Value::Object(rows)
+            .unwrap_or(0.0)
+            / rows["http"]["server_cpu_secs_per_gb"]
+                .as_f64()
+                .unwrap_or(1.0)
+                .max(1e-9);
+        println!("https/http  CPU per GB {ratio:.2}x (round {round} of {rounds})");
+        rows.insert("https_over_http_cpu_per_gb".into(), json!(ratio));
+        runs.push(Value::Object(rows));
+    }
+    let ratios: Vec<f64> = runs
+        .iter()
+        .filter_map(|r| r["https_over_http_cpu_per_gb"].as_f64())
+        .collect();
+    let med = median(ratios.clone());
+    println!("https/http  CPU per GB median {med:.2}x of {ratios:.2?}");
+    json!({"rounds": runs, "https_over_http_cpu_per_gb_median": med})
+}
+
+/// One server (plain or TLS): `clients` readers of the 8.2 Mbit/s channel, server CPU per
+/// GB sent, then warm joins.
+fn tls_round(
+    a: &Args,
+    name: &str,
+    cfg: &str,
+    conn: Option<tokio_rustls::TlsConnector>,
+    clients: usize,
+) -> Value {
+    let s = Server::start(&a.amps, cfg);
+    // One reader keeps the channel running through the fan-out and the joins.
+    let keep_secs = 2.0 + a.seconds + 1.0 + (a.reps * 4) as f64 * 0.3 + 2.0;
+    let keeper = std::thread::spawn({
+        let (addr, conn) = (s.addr.clone(), conn.clone());
+        move || read_clients_over(&addr, 1, keep_secs, conn)
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let cpu0 = cpu_secs(s.pid(), false);
+    let t0 = Instant::now();
+    let res = read_clients_over(&s.addr, clients, a.seconds, conn.clone());
+    let wall = t0.elapsed().as_secs_f64();
+    let cpu = cpu_secs(s.pid(), false) - cpu0;
+    let total: u64 = res.iter().map(|r| r.1).sum();
+    let stalls = res.iter().filter(|r| r.2 > 1.0).count();
+    // Warm joins: connect (+ handshake) + request to the first keyframe.
+    let joins = warm_joins(&s.addr, a.reps * 4, conn.as_ref());
+    let per_gb = cpu / (total as f64 / 1e9).max(1e-9);
+    println!(
+        "{name:5}       {clients} clients  {:.2} cores, {per_gb:5.2} CPU s/GB, stalls {stalls}; warm join (connect{} + first keyframe) median {:.1} ms",
+        cpu / wall,
+        if name == "https" { " + TLS handshake" } else { "" },
+        median(joins.clone())
+    );
+    let _ = keeper.join();
+    json!({"clients": clients, "server_cpu_cores": cpu / wall, "server_cpu_secs_per_gb": per_gb,
+           "stalled_clients": stalls, "warm_join_ms_median": median(joins.clone()),
+           "warm_join_ms_max": joins.iter().cloned().fold(0.0, f64::max)})
 }
 
 /// `n` joins of the running channel 5: ms from connect to the first keyframe.

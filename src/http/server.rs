@@ -53,6 +53,11 @@ async fn refuse(mut stream: tokio::net::TcpStream) {
     let _ = tokio::time::timeout(Duration::from_secs(2), stream.write_all(resp.as_bytes())).await;
 }
 
+/// How much encrypted output one TLS connection may hold before the socket takes it.
+/// rustls' default (64 KiB) is less than what hyper hands over in one write of a busy
+/// stream (up to 16 chunks), which split every such write into two `writev` calls.
+const TLS_BUFFER: usize = 256 * 1024;
+
 /// Serves until `shutdown` resolves, then lets open requests finish for up to `drain`.
 /// With `server.tls` every connection starts with a TLS handshake (bounded by the header
 /// timeout).
@@ -104,7 +109,10 @@ pub async fn serve(
                 None => connection(&st, stream, svc, watcher, addr).await,
                 Some(acceptor) => {
                     match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
-                        Ok(Ok(tls)) => connection(&st, tls, svc, watcher, addr).await,
+                        Ok(Ok(mut tls)) => {
+                            tls.get_mut().1.set_buffer_limit(Some(TLS_BUFFER));
+                            connection(&st, tls, svc, watcher, addr).await
+                        }
                         Ok(Err(e)) => {
                             tracing::debug!(client = %addr, error = %e, "TLS handshake failed")
                         }
