@@ -781,3 +781,155 @@ fn damage_that_starts_in_a_running_stream_is_played_through() {
     }
     assert_eq!(s.get("/health").status, 200);
 }
+
+/// H.264 720x576 + AAC (deu), 4 s, with a DVB subtitle stream (deu, hard of hearing) and a
+/// teletext subtitle page (eng) added the way a DVB multiplex carries them
+/// (tests/common/subs.rs: the CLI cannot make either).
+fn with_subtitles() -> &'static Path {
+    static F: OnceLock<PathBuf> = OnceLock::new();
+    F.get_or_init(|| {
+        let plain = dir().join("for-subtitles.ts");
+        ffmpeg(&[
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=720x576:rate=25",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440:sample_rate=48000",
+            "-t",
+            "4",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-g",
+            "25",
+            "-pix_fmt",
+            "yuv420p",
+            "-c:a",
+            "aac",
+            "-metadata:s:a:0",
+            "language=deu",
+            "-f",
+            "mpegts",
+            plain.to_str().unwrap(),
+        ]);
+        let f = dir().join("subtitles.ts");
+        let sets = common::subs::add_subtitles(&plain, &f, "deu", true, "eng");
+        assert!(sets >= 4, "{sets} subtitle display sets");
+        f
+    })
+}
+
+/// (codec_name, language, hearing_impaired) of every subtitle stream.
+fn subtitle_tracks(path: &Path) -> Vec<(String, String, u64)> {
+    track_list(path)
+        .into_iter()
+        .filter(|t| t.0 == "subtitle")
+        .map(|t| (t.1, t.2, t.4))
+        .collect()
+}
+
+/// Packets of subtitle stream `n` of `path`.
+fn subtitle_packets(path: &Path, n: usize) -> usize {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", &format!("s:{n}")])
+        .args(["-show_entries", "packet=pts", "-of", "csv=p=0"])
+        .arg(path)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.is_empty())
+        .count()
+}
+
+/// The DVB subtitle drawn over the picture 1.5 s in: the luma of its 64x8 region at
+/// (100, 400), (mean, min).
+fn subtitle_pixels(path: &Path) -> (f64, u8) {
+    let out = Command::new("ffmpeg")
+        .args(["-hide_banner", "-v", "error", "-i"])
+        .arg(path)
+        .args([
+            "-filter_complex",
+            "[0:v][0:s:0]overlay,trim=start=1.5,crop=64:8:100:400[v]",
+            "-map",
+            "[v]",
+            "-frames:v",
+            "1",
+            "-pix_fmt",
+            "gray",
+            "-f",
+            "rawvideo",
+            "-",
+        ])
+        .output()
+        .unwrap();
+    let px = out.stdout;
+    assert_eq!(
+        px.len(),
+        64 * 8,
+        "no picture: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mean = px.iter().map(|&p| p as f64).sum::<f64>() / px.len() as f64;
+    (mean, *px.iter().min().unwrap())
+}
+
+/// The teletext page's text as libzvbi decodes it (subtitle stream `n`).
+fn teletext_text(path: &Path, n: usize) -> String {
+    let out = Command::new("ffmpeg")
+        .args(["-hide_banner", "-v", "error", "-txt_format", "text", "-i"])
+        .arg(path)
+        .args(["-map", &format!("0:s:{n}"), "-c:s", "srt", "-f", "srt", "-"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+}
+
+#[test]
+fn dvb_subtitles_and_teletext_are_relayed_and_copied_through_a_transcode() {
+    let src = with_subtitles();
+    let want = vec![
+        ("dvb_subtitle".to_owned(), "deu".to_owned(), 1),
+        ("dvb_teletext".to_owned(), "eng".to_owned(), 0),
+    ];
+    // The generated source itself, as the CLI reads it.
+    assert_eq!(subtitle_tracks(src), want, "the source's subtitle streams");
+    let (mean, min) = subtitle_pixels(src);
+    assert!(mean > 200.0 && min > 150, "source subtitle: {mean} {min}");
+    assert!(teletext_text(src, 1).contains(common::subs::TELETEXT_TEXT));
+    let src_packets = (subtitle_packets(src, 0), subtitle_packets(src, 1));
+
+    let profiles = "  x264: {video_codec: libx264, preset: ultrafast, audio_codec: aac}\n  nosubs: {video_codec: libx264, preset: ultrafast, audio_codec: aac, subtitles: none}\n";
+    let s = Server::start(&config(
+        profiles,
+        &[(1, src, "relay"), (2, src, "x264"), (3, src, "nosubs")],
+    ));
+    for (id, what) in [(1, "relay"), (2, "transcode")] {
+        let out = play(&s, id, Duration::from_secs(15));
+        assert_eq!(subtitle_tracks(&out), want, "{what}: subtitle streams");
+        // Output starts at the first video keyframe, the source's first PES go with it.
+        let got = (subtitle_packets(&out, 0), subtitle_packets(&out, 1));
+        assert!(
+            got.0 + 1 >= src_packets.0 && got.1 + 1 >= src_packets.1 && got.0 > 2,
+            "{what}: subtitle packets {got:?}, source {src_packets:?}"
+        );
+        let (mean, min) = subtitle_pixels(&out);
+        assert!(
+            mean > 200.0 && min > 150,
+            "{what}: the DVB subtitle is not drawn: mean {mean}, min {min}"
+        );
+        let text = teletext_text(&out, 1);
+        assert!(
+            text.contains(common::subs::TELETEXT_TEXT),
+            "{what}: teletext page: {text}"
+        );
+        assert_eq!(media::decode_errors(&out), "", "{what}");
+    }
+    let out = play(&s, 3, Duration::from_secs(15));
+    assert_eq!(subtitle_tracks(&out), vec![], "subtitles: none");
+    assert!(media::codecs(&out).contains(&"h264".to_owned()));
+}

@@ -5,6 +5,7 @@
 pub mod certs;
 pub mod media;
 pub mod nginx;
+pub mod subs;
 pub mod ts;
 pub mod upstream;
 
