@@ -11,7 +11,10 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use std::io::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
-use support::{media, profile, run_cli, run_pipeline, stream, CLI_COPY, CLI_X264, COPY, X264};
+use support::{
+    media, profile, run_cli, run_pipeline, stream, tracks, CLI_COPY, CLI_COPY_ALL, CLI_X264, COPY,
+    X264,
+};
 
 fn playlist(c: &mut Criterion) {
     let mut g = c.benchmark_group("playlist_render");
@@ -83,6 +86,34 @@ fn throughput(c: &mut Criterion) {
     let copy = profile(COPY);
     g.bench_function("amps_in_process", |b| b.iter(|| run_pipeline(&src, &copy)));
     g.bench_function("ffmpeg_cli", |b| b.iter(|| run_cli(&src, CLI_COPY)));
+    g.finish();
+
+    // Per megabyte, a relay of five tracks (AAC x2, AC-3 5.1, MP2 next to the video) should
+    // cost what a relay of two does: 30 s files, so that opening (probing) weighs little.
+    let mut g = c.benchmark_group("remux_30s_1080p_tracks");
+    g.sample_size(10);
+    for n in [2, 5] {
+        let src = tracks(n).display().to_string();
+        g.throughput(Throughput::Bytes(std::fs::metadata(&src).unwrap().len()));
+        g.bench_function(format!("amps_in_process/{n}"), |b| {
+            b.iter(|| run_pipeline(&src, &copy))
+        });
+        g.bench_function(format!("ffmpeg_cli/{n}"), |b| {
+            b.iter(|| run_cli(&src, CLI_COPY_ALL))
+        });
+    }
+    g.finish();
+    // What of that is opening and probing, paid once per session, not per megabyte.
+    let mut g = c.benchmark_group("open_and_probe_1080p_tracks");
+    g.sample_size(20);
+    for n in [2, 5] {
+        let src = tracks(n).display().to_string();
+        let kind = amps::config::source::SourceKind::classify(&src);
+        let opts = amps::engine::source::input_options(&kind, &Default::default());
+        g.bench_function(n.to_string(), |b| {
+            b.iter(|| amps::engine::source::open(&src, &opts, || false).expect("open"))
+        });
+    }
     g.finish();
 
     let mut g = c.benchmark_group("transcode_10s_1080p_to_720p_x264");

@@ -37,6 +37,8 @@ struct Args {
     quick: bool,
     /// Only the HTTPS-vs-HTTP section.
     tls_only: bool,
+    /// Only the fan-out of a two-track against a five-track relay.
+    tracks_only: bool,
     /// Only the memory soak: busy and idle seconds per cycle.
     soak: Option<(f64, f64)>,
     clients: Vec<usize>,
@@ -50,6 +52,7 @@ fn args() -> Args {
         json: PathBuf::from("target/amps-load.json"),
         quick: false,
         tls_only: false,
+        tracks_only: false,
         soak: None,
         clients: vec![10, 100, 500, 1000],
         seconds: 10.0,
@@ -65,6 +68,7 @@ fn args() -> Args {
             "--seconds" => a.seconds = v().parse().unwrap(),
             "--reps" => a.reps = v().parse().unwrap(),
             "--tls-only" => a.tls_only = true,
+            "--tracks-only" => a.tracks_only = true,
             "--soak" => {
                 let v = v();
                 let (b, i) = v.split_once(',').expect("--soak BUSY,IDLE (seconds)");
@@ -77,7 +81,7 @@ fn args() -> Args {
                 a.reps = 3;
             }
             "-h" | "--help" => {
-                println!("amps-load [--amps PATH] [--json PATH] [--quick] [--tls-only] [--soak BUSY,IDLE] [--clients 10,100,500] [--seconds S] [--reps N]");
+                println!("amps-load [--amps PATH] [--json PATH] [--quick] [--tls-only] [--tracks-only] [--soak BUSY,IDLE] [--clients 10,100,500] [--seconds S] [--reps N]");
                 std::process::exit(0);
             }
             other => panic!("unknown argument {other}"),
@@ -566,6 +570,40 @@ fn tls_cost(a: &Args, http: &str, file: &str) -> Value {
     let med = median(ratios.clone());
     println!("https/http  CPU per GB median {med:.2}x of {ratios:.2?}");
     json!({"rounds": runs, "https_over_http_cpu_per_gb_median": med})
+}
+
+/// Fan-out of a relay of 1080p video with one audio track against one with four (AAC x2,
+/// AC-3 5.1, MP2), alternating, three rounds: server CPU per GB sent.
+fn tracks_cost(a: &Args, http: &str) -> Value {
+    let clients = if a.quick { 50 } else { 100 };
+    let rounds = if a.quick { 1 } else { 3 };
+    let cfgs: Vec<(String, String)> = [2, 5]
+        .iter()
+        .map(|n| {
+            let f = support::tracks(*n).display().to_string();
+            (format!("{n} tracks"), config(http, &f, 0))
+        })
+        .collect();
+    let mut runs = Vec::new();
+    let mut ratios = Vec::new();
+    for round in 1..=rounds {
+        let mut rows = serde_json::Map::new();
+        for (name, cfg) in &cfgs {
+            rows.insert(name.clone(), tls_round(a, name, cfg, None, clients));
+        }
+        let per_gb = |k: &str| {
+            rows[k]["server_cpu_secs_per_gb"]
+                .as_f64()
+                .unwrap_or(f64::NAN)
+        };
+        let ratio = per_gb("5 tracks") / per_gb("2 tracks");
+        println!("5/2 tracks  CPU per GB {ratio:.2}x (round {round} of {rounds})");
+        ratios.push(ratio);
+        runs.push(Value::Object(rows));
+    }
+    let med = median(ratios.clone());
+    println!("5/2 tracks  CPU per GB median {med:.2}x of {ratios:.2?}");
+    json!({"rounds": runs, "five_over_two_tracks_cpu_per_gb_median": med})
 }
 
 /// One server (plain or TLS): `clients` readers of the 8.2 Mbit/s channel, server CPU per
@@ -1071,6 +1109,11 @@ fn main() {
     );
     if let Some((busy, idle)) = a.soak {
         let r = soak(&a, &http, &file, busy, idle);
+        println!("{}", serde_json::to_string_pretty(&r).unwrap());
+        return;
+    }
+    if a.tracks_only {
+        let r = tracks_cost(&a, &http);
         println!("{}", serde_json::to_string_pretty(&r).unwrap());
         return;
     }

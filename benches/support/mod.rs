@@ -34,6 +34,63 @@ pub fn media() -> &'static Path {
     })
 }
 
+/// `tracks2.ts` or `tracks5.ts` in [`media`] (made on first use), 30 s each: the same
+/// 1080p25 6 Mbit/s video with one AAC track, or with a broadcast's audio (AAC eng, AAC
+/// deu, AC-3 5.1 eng 384k, MP2 fra).
+pub fn tracks(n: u32) -> PathBuf {
+    let f = media().join(format!("tracks{n}.ts"));
+    if !f.exists() {
+        match n {
+            2 => test_media::generate(&f, "1920x1080", 30, &["-b:v", "6M"], &["-b:a", "128k"]),
+            _ => multi_track(&f, 30),
+        }
+    }
+    f
+}
+
+fn multi_track(out: &Path, secs: u32) {
+    let mut cmd = Command::new("ffmpeg");
+    cmd.args(["-hide_banner", "-v", "error", "-y"]).args([
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=1920x1080:rate=25",
+    ]);
+    for f in [440, 550, 660, 770] {
+        cmd.args(["-f", "lavfi", "-i"])
+            .arg(format!("sine=frequency={f}:sample_rate=48000"));
+    }
+    cmd.args(["-filter_complex", "[3:a]pan=5.1|c0=c0|c1=c0|c2=c0[s]"])
+        .args([
+            "-map", "0:v", "-map", "1:a", "-map", "2:a", "-map", "[s]", "-map", "4:a",
+        ])
+        .args(["-t", &secs.to_string()])
+        .args(["-c:v", "libx264", "-preset", "ultrafast", "-g", "25"])
+        .args(["-b:v", "6M", "-pix_fmt", "yuv420p"])
+        .args([
+            "-c:a:0", "aac", "-c:a:1", "aac", "-c:a:2", "ac3", "-c:a:3", "mp2",
+        ])
+        .args([
+            "-b:a:0", "128k", "-b:a:1", "128k", "-b:a:2", "384k", "-b:a:3", "192k",
+        ])
+        .args([
+            "-metadata:s:a:0",
+            "language=eng",
+            "-metadata:s:a:1",
+            "language=deu",
+        ])
+        .args([
+            "-metadata:s:a:2",
+            "language=eng",
+            "-metadata:s:a:3",
+            "language=fra",
+        ])
+        .args(["-f", "mpegts"])
+        .arg(out);
+    let st = cmd.status().expect("ffmpeg");
+    assert!(st.success(), "ffmpeg could not make {}", out.display());
+}
+
 pub fn stream(id: u32, source: &str) -> StreamConfig {
     serde_json::from_value(serde_json::json!({
         "id": id,
@@ -61,6 +118,8 @@ pub const COPY: &str = "{video_codec: copy, audio_codec: copy}";
 pub const X264: &str = "{video_codec: libx264, video_bitrate: 2500k, maxrate: 3000k, bufsize: 5000k, resolution: 1280x720, framerate: '25', preset: veryfast, tune: zerolatency, gop: 50, audio_codec: aac, audio_bitrate: 128k, audio_channels: 2}";
 /// The same jobs for the ffmpeg CLI.
 pub const CLI_COPY: &[&str] = &["-map", "0:v:0", "-map", "0:a:0", "-c", "copy"];
+/// A relay of every stream (what Amps' copy profile does).
+pub const CLI_COPY_ALL: &[&str] = &["-map", "0", "-c", "copy"];
 pub const CLI_X264: &[&str] = &[
     "-map",
     "0:v:0",

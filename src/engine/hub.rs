@@ -355,7 +355,47 @@ impl Hub {
 pub struct HubWriter {
     hub: std::sync::Arc<Hub>,
     inspector: Inspector,
+    /// Pieces not handed to the hub yet: audio, subtitles and tables wait for the next
+    /// video data (at most [`COALESCE_WAIT`]), so that the packets between two video
+    /// frames reach the viewers in one push, one wake-up each, whatever the number of
+    /// tracks.
+    pending: Vec<Piece>,
+    pending_bytes: usize,
+    pending_since: Option<std::time::Instant>,
 }
+
+/// Joins each run of pieces into one, a keyframe piece with the pieces after it: a viewer
+/// then sends one chunk per push, not one per packet the muxer wrote (with five tracks,
+/// three times as many). Readers still start at every keyframe.
+fn merge(pieces: Vec<Piece>) -> Vec<Piece> {
+    let mut out: Vec<(Piece, Option<bytes::BytesMut>)> = Vec::with_capacity(2);
+    for p in pieces {
+        match out.last_mut() {
+            Some((first, buf)) if !p.key => {
+                let buf = buf.get_or_insert_with(|| {
+                    let mut b = bytes::BytesMut::with_capacity(first.data.len() + p.data.len());
+                    b.extend_from_slice(&first.data);
+                    b
+                });
+                buf.extend_from_slice(&p.data);
+            }
+            _ => out.push((p, None)),
+        }
+    }
+    out.into_iter()
+        .map(|(mut p, buf)| {
+            if let Some(b) = buf {
+                p.data = b.freeze();
+            }
+            p
+        })
+        .collect()
+}
+
+/// How long non-video output may wait for video data before it goes to the hub alone.
+const COALESCE_WAIT: std::time::Duration = std::time::Duration::from_millis(40);
+/// How much may wait.
+const COALESCE_BYTES: usize = 256 * 1024;
 
 impl HubWriter {
     /// A writer for a new producer session; the tables' continuity counters continue from
@@ -368,12 +408,26 @@ impl HubWriter {
         HubWriter {
             hub,
             inspector: Inspector::continue_tables(cc, fresh),
+            pending: Vec::new(),
+            pending_bytes: 0,
+            pending_since: None,
         }
+    }
+
+    fn push_pending(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        self.pending_bytes = 0;
+        self.pending_since = None;
+        let pieces = merge(std::mem::take(&mut self.pending));
+        self.hub.push(pieces, self.inspector.header());
     }
 }
 
 impl Drop for HubWriter {
     fn drop(&mut self) {
+        self.push_pending();
         *self.hub.table_cc.lock().unwrap_or_else(|p| p.into_inner()) =
             self.inspector.table_counters();
     }
@@ -381,12 +435,24 @@ impl Drop for HubWriter {
 
 impl std::io::Write for HubWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let video_before = self.inspector.video_packets;
         let pieces = self.inspector.feed(buf);
-        self.hub.push(pieces, self.inspector.header());
+        let now = std::time::Instant::now();
+        self.pending_bytes += pieces.iter().map(|p| p.data.len()).sum::<usize>();
+        self.pending.extend(pieces);
+        let since = *self.pending_since.get_or_insert(now);
+        if self.inspector.video_packets != video_before
+            || !self.inspector.has_video()
+            || self.pending_bytes >= COALESCE_BYTES
+            || now.duration_since(since) >= COALESCE_WAIT
+        {
+            self.push_pending();
+        }
         Ok(buf.len())
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
+        self.push_pending();
         Ok(())
     }
 }
@@ -419,6 +485,61 @@ mod tests {
             Read::Data(d) => d.concat(),
             other => panic!("expected data, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn audio_between_video_frames_reaches_readers_in_one_push() {
+        let (hub, mut w) = setup(1 << 20, 3);
+        gop(&mut w, 1);
+        let mut c = Cursor::default();
+        let _ = bytes(hub.read(&mut c));
+        // Four audio packets (one per track, as a muxer writes them): nothing yet.
+        for _ in 0..4 {
+            w.write_all(&packet(0x101, true, false, b"audio")).unwrap();
+        }
+        assert!(matches!(hub.read(&mut c), Read::Pending));
+        // The next video frame takes them along, in order, as one chunk.
+        w.write_all(&packet(0x100, true, false, b"delta")).unwrap();
+        let Read::Data(chunks) = hub.read(&mut c) else {
+            panic!("no data after a video packet");
+        };
+        assert_eq!(chunks.len(), 1);
+        let got = chunks.concat();
+        assert_eq!(got.len(), 5 * 188);
+        assert!(got.chunks(188).take(4).all(|p| p[2] == 0x01));
+        assert_eq!(got[4 * 188 + 2], 0x00);
+        // Without video, audio waits at most COALESCE_WAIT.
+        w.write_all(&packet(0x101, true, false, b"audio")).unwrap();
+        assert!(matches!(hub.read(&mut c), Read::Pending));
+        std::thread::sleep(COALESCE_WAIT);
+        w.write_all(&packet(0x101, true, false, b"audio")).unwrap();
+        assert_eq!(bytes(hub.read(&mut c)).len(), 2 * 188);
+        // And nothing is lost when the writer goes (a session's end).
+        w.write_all(&packet(0x101, true, false, b"last")).unwrap();
+        drop(w);
+        assert_eq!(bytes(hub.read(&mut c)).len(), 188);
+    }
+
+    #[test]
+    fn a_push_keeps_a_piece_boundary_at_each_keyframe_only() {
+        let piece = |key: bool, d: &'static [u8]| Piece {
+            data: Bytes::from_static(d),
+            key,
+            pts: None,
+            header: None,
+        };
+        let got = merge(vec![
+            piece(false, b"a"),
+            piece(false, b"b"),
+            piece(true, b"K"),
+            piece(false, b"c"),
+            piece(true, b"L"),
+        ]);
+        let got: Vec<(bool, &[u8])> = got.iter().map(|p| (p.key, &p.data[..])).collect();
+        assert_eq!(
+            got,
+            vec![(false, &b"ab"[..]), (true, &b"Kc"[..]), (true, &b"L"[..])]
+        );
     }
 
     #[test]
@@ -509,6 +630,9 @@ mod tests {
         let mut w2 = HubWriter::new(hub.clone());
         let (pat, pmt) = psi();
         w2.write_all(&[pat, pmt].concat()).unwrap();
+        // Tables alone wait for video data (or a flush) before they reach readers.
+        assert!(matches!(hub.read(&mut c), Read::Pending));
+        w2.flush().unwrap();
         let more = bytes(hub.read(&mut c));
         let next: Vec<u8> = more
             .chunks(188)

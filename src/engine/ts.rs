@@ -86,6 +86,8 @@ pub struct Inspector {
     table_cc: std::collections::HashMap<u16, u8>,
     /// Bytes dropped while looking for packet sync (garbage from a broken source).
     pub dropped: u64,
+    /// Packets seen on the program's video PIDs.
+    pub video_packets: u64,
 }
 
 /// A piece of aligned TS output.
@@ -176,6 +178,11 @@ impl Inspector {
         Some(h.freeze())
     }
 
+    /// The program has a video stream (its PMT has been seen and lists one).
+    pub fn has_video(&self) -> bool {
+        !self.video_pids.is_empty()
+    }
+
     fn is_key(&self, p: &[u8]) -> bool {
         if !(unit_start(p) && random_access(p)) {
             return false;
@@ -258,6 +265,9 @@ impl Inspector {
                 continue;
             }
             let p = &self.rest[i..i + PACKET];
+            if self.video_pids.contains(&pid(p)) {
+                self.video_packets += 1;
+            }
             let (is_key, is_psi) = (self.is_key(p), pid(p) == 0 || Some(pid(p)) == self.pmt_pid);
             let key_pts = if is_key { pes_pts(p) } else { None };
             if is_psi || pid(p) == SDT_PID {

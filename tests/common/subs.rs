@@ -121,7 +121,14 @@ fn private_pes(pts: u64, header_len: usize, data: &[u8]) -> Vec<u8> {
 
 /// One DVB subtitle segment.
 fn segment(kind: u8, data: &[u8]) -> Vec<u8> {
-    let mut s = vec![0x0F, kind, 0x00, 0x01, (data.len() >> 8) as u8, data.len() as u8];
+    let mut s = vec![
+        0x0F,
+        kind,
+        0x00,
+        0x01,
+        (data.len() >> 8) as u8,
+        data.len() as u8,
+    ];
     s.extend_from_slice(data);
     s
 }
@@ -177,15 +184,7 @@ fn dvb_display_set(version: u8) -> Vec<u8> {
     // string (000000) and two stuff bits, end of line.
     let line = [0x10, 0x0C, 0x8D, 0x00, 0xF0];
     let field: Vec<u8> = line.iter().cycle().take(line.len() * 4).copied().collect();
-    let mut object = vec![
-        0,
-        0,
-        v | 0x01,
-        0,
-        field.len() as u8,
-        0,
-        field.len() as u8,
-    ];
+    let mut object = vec![0, 0, v | 0x01, 0, field.len() as u8, 0, field.len() as u8];
     object.extend_from_slice(&field);
     object.extend_from_slice(&field);
     let object = segment(0x13, &object);
@@ -200,8 +199,7 @@ fn dvb_display_set(version: u8) -> Vec<u8> {
 
 /// Hamming 8/4 code words (EN 300 706 8.2), in transmission bit order.
 const HAM84: [u8; 16] = [
-    0x15, 0x02, 0x49, 0x5E, 0x64, 0x73, 0x38, 0x2F, 0xD0, 0xC7, 0x8C, 0x9B, 0xA1, 0xB6, 0xFD,
-    0xEA,
+    0x15, 0x02, 0x49, 0x5E, 0x64, 0x73, 0x38, 0x2F, 0xD0, 0xC7, 0x8C, 0x9B, 0xA1, 0xB6, 0xFD, 0xEA,
 ];
 
 /// A 7-bit character with odd parity.
@@ -278,7 +276,8 @@ fn extend_pmt(section: &[u8], sub_lang: &str, hard_of_hearing: bool, txt_lang: &
     let txt_desc = {
         let mut d = vec![0x56, 5];
         d.extend_from_slice(txt_lang.as_bytes());
-        d.extend_from_slice(&[(0x02 << 3) | 0x00, 0x88]);
+        // Type 2 (subtitle page) in the top five bits, magazine 8 coded as 0; page 88.
+        d.extend_from_slice(&[0x02 << 3, 0x88]);
         d
     };
     for (pid, desc) in [(SUB_PID, sub_desc), (TXT_PID, txt_desc)] {
@@ -310,7 +309,12 @@ pub fn add_subtitles(
     txt_lang: &str,
 ) -> usize {
     let data = std::fs::read(src).unwrap();
-    assert_eq!(data.len() % TS, 0, "{} is not whole TS packets", src.display());
+    assert_eq!(
+        data.len() % TS,
+        0,
+        "{} is not whole TS packets",
+        src.display()
+    );
     let mut pmt_pid = None;
     let mut video_pid = None;
     let mut res = Vec::with_capacity(data.len() * 11 / 10);
