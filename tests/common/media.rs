@@ -128,15 +128,83 @@ pub fn resolution(path: &Path) -> (u64, u64) {
     (v["width"].as_u64().unwrap(), v["height"].as_u64().unwrap())
 }
 
-/// Everything `ffmpeg -v error` says while decoding the whole file (empty: clean).
+/// Everything `ffmpeg -v error` says while decoding the file (empty: clean). An MPEG-TS
+/// capture that a client's clock cut ends inside a picture (and often inside a packet);
+/// that last, incomplete picture is not judged: the file is decoded up to the start of
+/// its last video PES.
 pub fn decode_errors(path: &Path) -> String {
+    let data = std::fs::read(path).unwrap();
+    let whole = whole_pictures(&data);
+    let cut;
+    let input = if whole.len() < data.len() {
+        cut = path.with_extension("whole.ts");
+        std::fs::write(&cut, whole).unwrap();
+        cut.as_path()
+    } else {
+        path
+    };
     let out = Command::new("ffmpeg")
         .args(["-hide_banner", "-v", "error", "-i"])
-        .arg(path)
+        .arg(input)
         .args(["-f", "null", "-"])
         .output()
         .unwrap();
     String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// `ts` up to the first packet of its last video PES (all of it when it is not MPEG-TS
+/// or has no video): the pictures a capture holds whole.
+fn whole_pictures(ts: &[u8]) -> &[u8] {
+    const P: usize = 188;
+    if ts.len() < P || ts[0] != 0x47 {
+        return ts;
+    }
+    let pid = |p: &[u8]| (usize::from(p[1] & 0x1f) << 8) | usize::from(p[2]);
+    // Payload after any adaptation field and the pointer field.
+    let section = |p: &[u8]| -> Option<Vec<u8>> {
+        let start = match (p[3] >> 4) & 3 {
+            1 => 4,
+            3 => 5 + usize::from(p[4]),
+            _ => return None,
+        };
+        let pointer = usize::from(*p.get(start)?);
+        p.get(start + 1 + pointer..).map(<[u8]>::to_vec)
+    };
+    let (mut pmt, mut video) = (None, None);
+    let mut last_start = None;
+    for (i, p) in ts.chunks_exact(P).enumerate() {
+        if p[0] != 0x47 {
+            return ts;
+        }
+        let unit_start = p[1] & 0x40 != 0;
+        match (pid(p), unit_start) {
+            (0, true) => {
+                if let Some(s) = section(p).filter(|s| s.len() >= 12) {
+                    pmt = Some((usize::from(s[10] & 0x1f) << 8) | usize::from(s[11]));
+                }
+            }
+            (x, true) if Some(x) == pmt && video.is_none() => {
+                if let Some(s) = section(p).filter(|s| s.len() >= 12) {
+                    let info = (usize::from(s[10] & 0x0f) << 8) | usize::from(s[11]);
+                    let mut es = s.get(12 + info..).unwrap_or(&[]);
+                    while es.len() >= 5 {
+                        if [0x01, 0x02, 0x1b, 0x24].contains(&es[0]) {
+                            video = Some((usize::from(es[1] & 0x1f) << 8) | usize::from(es[2]));
+                            break;
+                        }
+                        let skip = 5 + ((usize::from(es[3] & 0x0f) << 8) | usize::from(es[4]));
+                        es = es.get(skip..).unwrap_or(&[]);
+                    }
+                }
+            }
+            (x, true) if Some(x) == video => last_start = Some(i),
+            _ => {}
+        }
+    }
+    match last_start {
+        Some(i) => &ts[..i * P],
+        None => ts,
+    }
 }
 
 /// `ffprobe` CSV rows of `entries` for the first video stream (extra args before `-of`).
