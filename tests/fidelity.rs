@@ -789,33 +789,13 @@ fn with_subtitles() -> &'static Path {
     static F: OnceLock<PathBuf> = OnceLock::new();
     F.get_or_init(|| {
         let plain = dir().join("for-subtitles.ts");
-        ffmpeg(&[
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc2=size=720x576:rate=25",
-            "-f",
-            "lavfi",
-            "-i",
-            "sine=frequency=440:sample_rate=48000",
-            "-t",
-            "4",
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-g",
-            "25",
-            "-pix_fmt",
-            "yuv420p",
-            "-c:a",
-            "aac",
-            "-metadata:s:a:0",
-            "language=deu",
-            "-f",
-            "mpegts",
-            plain.to_str().unwrap(),
-        ]);
+        media::generate(
+            &plain,
+            "720x576",
+            4,
+            &[],
+            &["-metadata:s:a:0", "language=deu"],
+        );
         let f = dir().join("subtitles.ts");
         let sets = common::subs::add_subtitles(&plain, &f, "deu", true, "eng");
         assert!(sets >= 4, "{sets} subtitle display sets");

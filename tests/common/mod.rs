@@ -392,12 +392,31 @@ pub fn pipe(cmd: &mut Command, input: &[u8]) -> std::process::Output {
 }
 
 /// A TCP port free on loopback right now (for helper servers the tests start).
+/// A loopback TCP port that is free now and that the kernel will not hand to a program
+/// binding port 0 meanwhile: it is taken below the ephemeral range (a port from port 0,
+/// freed and bound again later, raced with the server's own port-0 listener). Each call
+/// in this process gets another one.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let (base, span) = (10_000u16, low.saturating_sub(10_000).max(1000));
+    let _ = NEXT.compare_exchange(
+        0,
+        (std::process::id() % u32::from(span)) as u16 + 1,
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
+    for _ in 0..span {
+        let port = base + NEXT.fetch_add(1, Ordering::Relaxed) % span;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port below {low}");
 }
 
 /// Whether process `pid` is alive (and not a zombie).
