@@ -156,7 +156,10 @@ impl Engine {
         )
         .await;
         match waited {
-            Ok(Ok(s)) if *s == State::Running => Ok(sub),
+            // A viewer who waited for the start gets the stream from its first keyframe:
+            // the producer may already be a keyframe further (it runs up to a second
+            // ahead), and joining at the newest would cost the first viewers that GOP.
+            Ok(Ok(s)) if *s == State::Running => Ok(sub.from_oldest()),
             Ok(_) => {
                 let why = ch
                     .status()
