@@ -866,7 +866,13 @@ fn teletext_text(path: &Path, n: usize) -> String {
         .args(["-map", &format!("0:s:{n}"), "-c:s", "srt", "-f", "srt", "-"])
         .output()
         .unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+    assert!(
+        out.status.success(),
+        "ffmpeg could not read the teletext of {}: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[test]
