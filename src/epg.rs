@@ -71,7 +71,9 @@ fn filler(
 ) {
     use chrono::{DurationRound, TimeZone};
     let len = len.max(Duration::minutes(1));
-    let mut t = now.duration_trunc(Duration::hours(1)).unwrap_or(now);
+    // An archived channel's past is in its guide too: catch-up picks programmes there.
+    let from = (now - Duration::hours(i64::from(s.catchup_hours))).max(now - len * 5000);
+    let mut t = from.duration_trunc(Duration::hours(1)).unwrap_or(from);
     if let Some(a) = after {
         t = t.max(a);
     }
@@ -96,7 +98,7 @@ fn filler(
     }
     let utc = chrono::FixedOffset::east_opt(0).expect("zero offset");
     let mut i = 0;
-    while t < end && i < 1000 {
+    while t < end && i < 10_000 {
         let stop = (t + len).min(end);
         let (title, desc) = titles[i % titles.len()];
         let (a, b) = (
@@ -253,6 +255,15 @@ mod tests {
         let xml = render(&[s], Duration::minutes(60), now);
         assert!(xml.contains("<title>Past</title>"), "{xml}");
         assert!(xml.contains("start=\"20240504160000 +0000\" stop=\"20240504170000 +0000\" channel=\"3.amps\">\n    <title>Old</title>"), "{xml}");
+        // An archived channel keeps its past: filler from its archive's oldest hour.
+        let s = stream("{id: 4, name: Arch, source: s, ffmpeg_profile: p, catchup_hours: 6}");
+        let xml = render(&[s], Duration::minutes(60), now);
+        assert_eq!(
+            xml.matches("<programme ").count(),
+            31,
+            "10:00 today to 16:42 tomorrow"
+        );
+        assert!(xml.contains("<programme start=\"20240504100000 +0000\" stop=\"20240504110000 +0000\" channel=\"4.amps\">"), "{xml}");
     }
 
     proptest! {

@@ -128,6 +128,30 @@ const PER_CHANNEL: &[(&str, &str, MetricType, Field)] = &[
         |s| u64::from(s.hls),
     ),
     (
+        "channel_archive_bytes",
+        "Bytes the channel's archive (catchup_hours) holds on disk",
+        MetricType::Gauge,
+        |s| s.archive.as_ref().map_or(0, |a| a.bytes),
+    ),
+    (
+        "channel_archive_segments",
+        "Segments the channel's archive holds",
+        MetricType::Gauge,
+        |s| s.archive.as_ref().map_or(0, |a| a.segments as u64),
+    ),
+    (
+        "channel_archive_failed",
+        "1 while the channel's archive cannot write (see its status' archive.error)",
+        MetricType::Gauge,
+        |s| u64::from(s.archive.as_ref().is_some_and(|a| a.state == "failed")),
+    ),
+    (
+        "channel_archive_dropped_bytes",
+        "Bytes of output the channel's archive lost (a slow or failing disk)",
+        MetricType::Counter,
+        |s| s.archive.as_ref().map_or(0, |a| a.dropped_bytes),
+    ),
+    (
         "channel_always_on",
         "1 for a channel kept running with no viewers (always_on)",
         MetricType::Gauge,

@@ -231,6 +231,22 @@ fn render_channel(out: &mut String, s: &StreamConfig, opts: &Options, query: &st
         push_u32(out, n);
         out.push('"');
     }
+    if s.catchup_hours > 0 {
+        // Kodi IPTV Simple's catch-up: it fills {utc} and {utcend} with a programme's
+        // start and end in Unix seconds.
+        out.push_str(" catchup=\"default\" catchup-days=\"");
+        push_u32(out, s.catchup_hours.div_ceil(24));
+        out.push_str("\" catchup-source=\"");
+        out.push_str(opts.base_url);
+        out.push_str("/catchup/");
+        push_u32(out, s.id);
+        out.push_str(".ts?start={utc}&end={utcend}");
+        if let Some(rest) = query.strip_prefix('?') {
+            out.push('&');
+            out.push_str(rest);
+        }
+        out.push('"');
+    }
     out.push(',');
     push_name(out);
     out.push('\n');
@@ -300,6 +316,26 @@ mod tests {
              #EXTREM:AMP-DESCRIPTION:Daily news\n\
              http://nas:5000/stream/1?token=t%26k\n"
         );
+    }
+
+    #[test]
+    fn archived_channels_offer_catch_up_the_way_kodi_reads_it() {
+        let s = stream("{id: 4, name: Arch, source: s, ffmpeg_profile: p, catchup_hours: 30}");
+        let text = render(&[s], &opts());
+        assert_eq!(
+            text,
+            "#EXTM3U\n\
+             #EXTINF:-1 tvg-id=\"4.amps\" tvg-name=\"Arch\" catchup=\"default\" catchup-days=\"2\" catchup-source=\"http://nas:5000/catchup/4.ts?start={utc}&end={utcend}&token=t%26k\",Arch\n\
+             http://nas:5000/stream/4?token=t%26k\n"
+        );
+        let s = stream("{id: 4, name: Arch, source: s, ffmpeg_profile: p, catchup_hours: 24}");
+        let o = Options {
+            token: None,
+            ..opts()
+        };
+        assert!(render(&[s], &o).contains(
+            " catchup-days=\"1\" catchup-source=\"http://nas:5000/catchup/4.ts?start={utc}&end={utcend}\","
+        ));
     }
 
     #[test]

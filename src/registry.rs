@@ -37,6 +37,8 @@ pub struct Registry {
     profiles: RwLock<Arc<BTreeMap<String, Profile>>>,
     allow_api_commands: bool,
     allow_api_local_sources: bool,
+    /// `engine.archive_dir` is set: channels may archive (`catchup_hours`).
+    archive: bool,
     events: broadcast::Sender<Change>,
 }
 
@@ -61,6 +63,7 @@ impl Registry {
             profiles: RwLock::new(Arc::new(config.ffmpeg_profiles.clone())),
             allow_api_commands: config.server.allow_api_commands,
             allow_api_local_sources: config.server.allow_api_local_sources,
+            archive: config.engine.archive_dir.is_some(),
             events,
         }
     }
@@ -153,7 +156,13 @@ impl Registry {
                 ));
             }
         }
-        let issues = validate_stream(new, &self.profiles(), "");
+        let mut issues = validate_stream(new, &self.profiles(), "");
+        if new.catchup_hours > 0 && !self.archive {
+            issues.push(Issue {
+                path: "catchup_hours".into(),
+                message: "needs engine.archive_dir in the config file: the folder where channel archives are kept".into(),
+            });
+        }
         if issues.is_empty() {
             Ok(())
         } else {

@@ -78,15 +78,37 @@ fn every_route_but_health_refuses_a_missing_or_wrong_token() {
 
 #[test]
 fn every_route_in_the_table_is_served_with_the_token() {
-    let s = Server::start(&basic_config());
+    // Channel 1 archives, so the catch-up routes have something to serve.
+    let archive = tempfile::tempdir().unwrap();
+    let config = basic_config()
+        .replacen(
+            "ffmpeg_profiles:",
+            &format!(
+                "engine:\n  archive_dir: {}\n  archive_segment_secs: 1\nffmpeg_profiles:",
+                archive.path().display()
+            ),
+            1,
+        )
+        .replacen(
+            "channel_number: 2}",
+            "channel_number: 2, catchup_hours: 1}",
+            1,
+        );
+    let s = Server::start(&config);
     // Media first (PUT changes stream 1's source), DELETE last.
     let mut routes: Vec<_> = ROUTES.iter().collect();
     routes.sort_by_key(|r| {
         (
             r.method == "DELETE",
-            !["/stream/", "/hls/", "/thumb/", "/hdhr/{token}/auto/"]
-                .iter()
-                .any(|p| r.pattern.starts_with(p)),
+            ![
+                "/stream/",
+                "/hls/",
+                "/thumb/",
+                "/hdhr/{token}/auto/",
+                "/catchup/",
+            ]
+            .iter()
+            .any(|p| r.pattern.starts_with(p)),
             r.method != "POST",
         )
     });
@@ -122,6 +144,28 @@ fn every_route_in_the_table_is_served_with_the_token() {
                 let mut v = common::Viewer::open(&s, 1);
                 assert!(!v.read_for(Duration::from_millis(300)).is_empty());
                 viewer = Some(v);
+            }
+            (_, p) if p.starts_with("/catchup/") => {
+                // Two archived seconds, then a window of the first.
+                let mut oldest = 0;
+                assert!(common::eventually(Duration::from_secs(20), || {
+                    let a = &s.get("/api/streams/1/status").json()["archive"];
+                    oldest = a["oldest"]
+                        .as_str()
+                        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                        .map_or(0, |t| t.timestamp());
+                    a["segments"].as_u64() >= Some(2)
+                }));
+                let q = format!("start={}&end={}", oldest + 1, oldest + 2);
+                path = match p {
+                    "/catchup/{id}/{segment}" => {
+                        let pl = s.get(&format!("/catchup/1/index.m3u8?{q}")).body;
+                        let seg = pl.lines().find(|l| !l.starts_with('#')).unwrap();
+                        format!("/catchup/1/{seg}")
+                    }
+                    "/catchup/{id}/index.m3u8" => format!("/catchup/1/index.m3u8?{q}"),
+                    _ => format!("/catchup/1.ts?{q}"),
+                };
             }
             (_, "/hls/{id}/{segment}") => {
                 let pl = s.get("/hls/1/index.m3u8").body;

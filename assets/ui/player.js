@@ -11,7 +11,9 @@
     status.textContent = text;
     document.body.dataset.player = state;
   };
-  video.addEventListener("playing", () => say("Playing (live).", "playing"));
+  const live = video.dataset.kind !== "catchup";
+  video.addEventListener("playing", () =>
+    say(live ? "Playing (live)." : "Playing from the archive.", "playing"));
   video.addEventListener("waiting", () => say("Buffering…", "waiting"));
   video.addEventListener("error", () => say("The browser cannot play this channel.", "error"));
   // hls.js (Media Source Extensions) first, as its authors advise; the browser's own HLS
@@ -24,7 +26,13 @@
     video.src = src;
   } else if (window.Hls && window.Hls.isSupported()) {
     document.body.dataset.engine = "hls.js";
-    const hls = new window.Hls({ liveSyncDurationCount: 3, enableWorker: true });
+    // A catch-up window plays from its start, even while it still reaches live (EVENT).
+    const hls = new window.Hls({
+      liveSyncDurationCount: 3,
+      enableWorker: true,
+      startPosition: live ? -1 : 0,
+    });
+    window.amps = { hls };
     hls.on(window.Hls.Events.ERROR, (_, data) => {
       if (!data.fatal) return;
       if (data.type === window.Hls.ErrorTypes.NETWORK_ERROR) {

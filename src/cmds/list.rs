@@ -62,12 +62,42 @@ fn cut(s: &str, max: usize) -> String {
     }
 }
 
+/// A channel's archive: "-" without one, else its window and what the folder holds
+/// ("24 h: 1.2 GiB, 2026-12-01 10:00 .. 2026-12-02 10:00 UTC").
+fn archive(c: &Config, s: &StreamConfig) -> String {
+    let Some(dir) = c
+        .engine
+        .archive_dir
+        .as_deref()
+        .filter(|_| s.catchup_hours > 0)
+    else {
+        return "-".into();
+    };
+    let ix = crate::engine::archive::read_index(dir, s.id);
+    let fmt = |ms: i64| {
+        chrono::DateTime::from_timestamp_millis(ms)
+            .map_or_else(|| "?".into(), |t| t.format("%Y-%m-%d %H:%M").to_string())
+    };
+    match ix.span() {
+        None => format!("{} h: empty", s.catchup_hours),
+        Some((a, b)) => format!(
+            "{} h: {:.1} GiB, {} .. {} UTC",
+            s.catchup_hours,
+            ix.bytes() as f64 / f64::from(1u32 << 30),
+            fmt(a),
+            fmt(b)
+        ),
+    }
+}
+
 /// The channel table: always-on channels in registry order, then scheduled ones.
 pub fn table(c: &Config, now: chrono::DateTime<chrono::Utc>) -> String {
     let mut streams: Vec<&StreamConfig> = c.streams.iter().collect();
     streams.sort_by_key(|s| s.order_key());
-    let mut rows =
-        vec![["ID", "NO", "NAME", "GROUP", "PROFILE", "SOURCE", "SCHEDULE"].map(String::from)];
+    let mut rows = vec![[
+        "ID", "NO", "NAME", "GROUP", "PROFILE", "SOURCE", "SCHEDULE", "ARCHIVE",
+    ]
+    .map(String::from)];
     for s in streams.into_iter().chain(&c.scheduled_streams) {
         let profile = match (&s.custom_ffmpeg, &s.ffmpeg_profile) {
             (Some(_), _) => "custom".to_owned(),
@@ -101,9 +131,10 @@ pub fn table(c: &Config, now: chrono::DateTime<chrono::Utc>) -> String {
             cut(&profile, 16),
             cut(&s.source, 48),
             schedule,
+            archive(c, s),
         ]);
     }
-    let widths: Vec<usize> = (0..7)
+    let widths: Vec<usize> = (0..8)
         .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
         .collect();
     let mut out = String::new();
@@ -144,7 +175,43 @@ mod tests {
         );
         assert!(lines[2].starts_with("9    -   Late"), "{t}");
         assert!(
-            lines[3].ends_with("2024-05-04T18:00:00Z .. forever (pending)"),
+            lines[3].contains("2024-05-04T18:00:00Z .. forever (pending)"),
+            "{t}"
+        );
+        assert!(
+            lines.iter().skip(1).all(|l| l.ends_with("  -")),
+            "no archives: {t}"
+        );
+    }
+
+    #[test]
+    fn archived_channels_show_what_their_folder_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let ch = dir.path().join("5");
+        std::fs::create_dir_all(&ch).unwrap();
+        // 2024-05-04 10:00 and 10:00:06 UTC, 6 s each, 1 GiB together.
+        for (name, len) in [
+            ("1714816800000-6000-d.ts", 1u64 << 29),
+            ("1714816806000-6000.ts", 1 << 29),
+        ] {
+            std::fs::File::create(ch.join(name))
+                .unwrap()
+                .set_len(len)
+                .unwrap();
+        }
+        let c: Config = serde_yaml::from_str(&format!(
+            "engine: {{archive_dir: {}}}\nffmpeg_profiles: {{copy: {{}}}}\nstreams:\n- {{id: 5, name: A, source: s, ffmpeg_profile: copy, catchup_hours: 24}}\n- {{id: 6, name: B, source: s, ffmpeg_profile: copy, catchup_hours: 2}}\n",
+            dir.path().display()
+        ))
+        .unwrap();
+        let t = table(&c, chrono::Utc::now());
+        assert!(
+            t.contains("24 h: 1.0 GiB, 2024-05-04 10:00 .. 2024-05-04 10:00 UTC"),
+            "{t}"
+        );
+        assert!(
+            t.lines()
+                .any(|l| l.starts_with("6 ") && l.ends_with("2 h: empty")),
             "{t}"
         );
     }

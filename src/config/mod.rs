@@ -302,6 +302,26 @@ mod tests {
     }
 
     #[test]
+    fn catch_up_needs_an_archive_folder_and_a_bounded_window() {
+        let text = "ffmpeg_profiles:\n  copy: {video_codec: copy}\nstreams:\n  - id: 1\n    name: A\n    source: s\n    ffmpeg_profile: copy\n    catchup_hours: 800\n";
+        assert_eq!(
+            load_err(text),
+            vec![
+                "config.yaml:8:5: streams[0].catchup_hours: at most 720 (30 days)",
+                "config.yaml:8:5: streams[0].catchup_hours: needs engine.archive_dir: the folder where channel archives are kept",
+            ]
+        );
+        let text = "engine:\n  archive_segment_secs: 0.5\n  archive_max_bytes: 1000\n";
+        assert_eq!(
+            load_err(text),
+            vec![
+                "config.yaml:2:3: engine.archive_segment_secs: must be between 1 and 60",
+                "config.yaml:3:3: engine.archive_max_bytes: must be at least 67108864 (64 MiB): a few minutes of one channel",
+            ]
+        );
+    }
+
+    #[test]
     fn unknown_keys_and_wrong_types_name_their_line() {
         let e = load_err("server:\n  prot: 5000\n");
         assert_eq!(e.len(), 1);

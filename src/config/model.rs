@@ -270,6 +270,15 @@ pub struct EngineConfig {
     /// The ffmpeg executable for `custom_ffmpeg` commands that start with `ffmpeg`
     /// (default: `ffmpeg` from PATH).
     pub ffmpeg_path: Option<String>,
+    /// Where channels with `catchup_hours` keep their archive (created if missing;
+    /// required when any channel archives).
+    pub archive_dir: Option<std::path::PathBuf>,
+    /// The most bytes all archives together may use; the oldest segments go first, across
+    /// channels. Default: no limit but the disk's free space.
+    pub archive_max_bytes: Option<u64>,
+    /// Length archive segments aim at, in seconds (each is cut at the first keyframe after
+    /// this much). Default 6.
+    pub archive_segment_secs: f64,
 }
 
 impl Default for EngineConfig {
@@ -286,6 +295,9 @@ impl Default for EngineConfig {
             hls_list_size: 6,
             warm_recent: 0,
             ffmpeg_path: None,
+            archive_dir: None,
+            archive_max_bytes: None,
+            archive_segment_secs: 6.0,
         }
     }
 }
@@ -433,6 +445,11 @@ pub struct StreamConfig {
     /// failure), so a viewer's zap is a join of a running channel.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub always_on: bool,
+    /// Hours of the channel's output Amps keeps in its archive (`engine.archive_dir`) for
+    /// catch-up, timeshift and recordings; 0 (default) keeps none. An archived channel
+    /// runs continuously, like `always_on`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub catchup_hours: u32,
     /// Sources to switch to, in order, when the active one fails to open, breaks or
     /// stalls; the primary `source` is taken back once it is healthy again.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -472,7 +489,16 @@ pub struct StreamConfig {
     pub schedule: Option<Schedule>,
 }
 
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
 impl StreamConfig {
+    /// The channel is kept running with no viewers (`always_on`, or it archives).
+    pub fn runs_always(&self) -> bool {
+        self.always_on || self.catchup_hours > 0
+    }
+
     /// The EPG id: `tvg_id`, or `<id>.amps`.
     pub fn effective_tvg_id(&self) -> String {
         match &self.tvg_id {

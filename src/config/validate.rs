@@ -248,6 +248,27 @@ pub fn validate_config(cfg: &Config, catalog: &dyn EncoderCatalog) -> Report {
             seen.insert(s.id, describe(&prefix, s));
         }
     }
+    if cfg.engine.archive_dir.is_none() {
+        let archived = cfg
+            .streams
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (format!("streams[{i}]"), s))
+            .chain(
+                cfg.scheduled_streams
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| (format!("scheduled_streams[{i}]"), s)),
+            )
+            .find(|(_, s)| s.catchup_hours > 0);
+        if let Some((prefix, _)) = archived {
+            report.errors.push(Issue {
+                path: format!("{prefix}.catchup_hours"),
+                message: "needs engine.archive_dir: the folder where channel archives are kept"
+                    .into(),
+            });
+        }
+    }
     // Tuners (Plex, Jellyfin) and Kodi tune by number: the channel number, else the id.
     let mut numbers: HashMap<u32, String> = HashMap::new();
     let all = cfg
@@ -374,7 +395,25 @@ fn validate_server(cfg: &Config, out: &mut Vec<Issue>) {
     if e.buffer_bytes < 256 * 1024 {
         sink.push("buffer_bytes", "must be at least 262144 (256 KiB)");
     }
+    if !(1.0..=60.0).contains(&e.archive_segment_secs) {
+        sink.push("archive_segment_secs", "must be between 1 and 60");
+    }
+    if e.archive_max_bytes.is_some_and(|b| b < 64 * 1024 * 1024) {
+        sink.push(
+            "archive_max_bytes",
+            "must be at least 67108864 (64 MiB): a few minutes of one channel",
+        );
+    }
+    if e.archive_dir
+        .as_ref()
+        .is_some_and(|d| d.as_os_str().is_empty())
+    {
+        sink.push("archive_dir", "must not be empty");
+    }
 }
+
+/// The longest archive a channel may keep (`catchup_hours`).
+pub const MAX_CATCHUP_HOURS: u32 = 30 * 24;
 
 /// Validates one stream against the known profiles. `prefix` is prepended to key paths.
 pub fn validate_stream(
@@ -427,6 +466,12 @@ pub fn validate_stream(
     }
     if s.channel_number == Some(0) {
         sink.push("channel_number", "must be 1 or more");
+    }
+    if s.catchup_hours > MAX_CATCHUP_HOURS {
+        sink.push(
+            "catchup_hours",
+            format!("at most {MAX_CATCHUP_HOURS} (30 days)"),
+        );
     }
     if let Some(t) = &s.tvg_id {
         if t.trim().is_empty() || t.chars().any(char::is_control) {

@@ -191,7 +191,7 @@ impl Channel {
     /// twice that while it is one of the recently watched channels kept warm, and never
     /// for an `always_on` channel.
     fn idle_expired(&self) -> bool {
-        if self.stream().always_on {
+        if self.stream().runs_always() {
             return false;
         }
         let grace = self.settings.idle_grace_secs * 1000 * if self.warm() { 2 } else { 1 };
@@ -231,7 +231,7 @@ impl Channel {
         s.client_drops = st.drops.load(Ordering::Relaxed);
         s.buffered_bytes = self.hub.buffered_bytes();
         s.libav_log = super::avlog::tail(self.id);
-        s.always_on = self.stream().always_on;
+        s.always_on = self.stream().runs_always();
         s.warm = self.warm();
         let active = matches!(s.state, State::Starting | State::Running | State::Retrying);
         if let (Some(t), true) = (s.started_at, active) {

@@ -24,6 +24,24 @@ const MAX_SEGMENT_BYTES: usize = 64 * 1024 * 1024;
 /// [`MIN_LISTED`] segments).
 const MAX_KEPT_BYTES: usize = 256 * 1024 * 1024;
 
+/// Seconds from a segment's first keyframe to a later one: their PTS difference (33-bit
+/// wrap handled), or `wall` (the clock's seconds between them) where a PTS is missing or
+/// the difference is no plausible duration (a jump in the timestamps). `target`: the
+/// length segments aim at.
+pub fn span(start_pts: Option<u64>, pts: Option<u64>, wall: f64, target: f64) -> f64 {
+    match (start_pts, pts) {
+        (Some(a), Some(z)) => {
+            let d = (z.wrapping_sub(a) % PTS_WRAP) as f64 / 90_000.0;
+            if d > 0.0 && d < 4.0 * wall.max(target) {
+                d
+            } else {
+                wall
+            }
+        }
+        _ => wall,
+    }
+}
+
 /// One finished segment.
 #[derive(Clone, Debug)]
 pub struct Segment {
@@ -116,18 +134,7 @@ impl Segmenter {
             PartKind::Key(pts) => {
                 if let Some(b) = &self.building {
                     let wall = now.duration_since(b.started).as_secs_f64();
-                    let secs = match (b.start_pts, pts) {
-                        (Some(a), Some(z)) => {
-                            let d = (z.wrapping_sub(a) % PTS_WRAP) as f64 / 90_000.0;
-                            // A jump in the timestamps is no duration: trust the clock.
-                            if d > 0.0 && d < 4.0 * wall.max(self.target) {
-                                d
-                            } else {
-                                wall
-                            }
-                        }
-                        _ => wall,
-                    };
+                    let secs = span(b.start_pts, pts, wall, self.target);
                     if secs + 0.001 < self.target {
                         self.append(data, now);
                         return;

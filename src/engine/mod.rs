@@ -10,6 +10,8 @@
 //! - [`memory`]: handing freed heap memory back to the system when channels stop.
 //! - [`hls`]: HLS segments and playlists cut from a channel's TS output.
 //! - [`hls_session`]: HLS sessions, one more reader of a channel's hub each.
+//! - [`archive`], [`archive_index`] and [`catchup`]: channel archives on disk (one more
+//!   reader of the hub each) and the catch-up windows cut from them.
 //! - [`thumb`] and [`thumbs`]: JPEG thumbnails of a channel's latest keyframe, cached.
 //! - [`timeline`] and [`failover`]: pure policy (timestamps, pacing; source failover).
 //!
@@ -19,7 +21,10 @@
 //! or the server shuts down. libav never touches tokio: producers run on named OS threads
 //! and hand bytes to the async side through the hub.
 
+pub mod archive;
+pub mod archive_index;
 pub mod avlog;
+pub mod catchup;
 pub mod channel;
 pub mod command;
 pub mod error;
@@ -46,6 +51,7 @@ use crate::config::{EngineConfig, Profile, StreamConfig};
 use crate::error::{Error, ErrorKind};
 use crate::registry::{Change, Registry};
 use crate::sync::lock;
+use archive::Archives;
 use bytes::Bytes;
 use channel::Channel;
 pub use hls_session::HlsSession;
@@ -66,6 +72,8 @@ pub struct Engine {
     /// The most recently watched channels, newest first (`engine.warm_recent`).
     recent: Mutex<Vec<u32>>,
     thumbs: Arc<Thumbnails>,
+    /// The channel archives (`engine.archive_dir`), if any.
+    archives: Option<Arc<Archives>>,
     shutdown: Arc<AtomicBool>,
 }
 
@@ -84,6 +92,7 @@ impl Engine {
             hls: Arc::new(HlsSessions::new(&settings)),
             recent: Mutex::new(Vec::new()),
             thumbs: Arc::new(Thumbnails::default()),
+            archives: Archives::open(&settings),
             shutdown: Arc::new(AtomicBool::new(false)),
             settings,
         })
@@ -184,6 +193,25 @@ impl Engine {
         &self.settings
     }
 
+    /// The channel archives, when `engine.archive_dir` is set.
+    pub fn archives(&self) -> Option<&Arc<Archives>> {
+        self.archives.as_ref()
+    }
+
+    /// Channel `id`'s archive, for catch-up: 404 when the channel is unknown or has none.
+    pub fn archive_of(&self, id: u32) -> Result<Arc<Archives>, Error> {
+        let stream = self
+            .registry
+            .get(id)
+            .ok_or_else(|| crate::registry::no_such(id))?;
+        match &self.archives {
+            Some(a) if stream.catchup_hours > 0 => Ok(a.clone()),
+            _ => Err(Error::not_found(format!(
+                "stream {id} has no catch-up (set its catchup_hours)"
+            ))),
+        }
+    }
+
     /// The HLS session of channel `id`, started if there is none. 404 for an unknown
     /// channel, 503 at shutdown. A new session starts the channel in the background; its
     /// first playlist request waits until there are segments to list.
@@ -258,6 +286,10 @@ impl Engine {
             },
         };
         st.hls = self.hls_active(id);
+        st.archive = self
+            .archives
+            .as_ref()
+            .and_then(|a| a.status(id, stream.catchup_hours));
         Some(st)
     }
 
@@ -266,6 +298,8 @@ impl Engine {
         let mut v: Vec<Status> = lock(&self.channels).values().map(|c| c.status()).collect();
         for s in &mut v {
             s.hls = self.hls_active(s.id);
+            let hours = self.registry.get(s.id).map_or(0, |c| c.catchup_hours);
+            s.archive = self.archives.as_ref().and_then(|a| a.status(s.id, hours));
         }
         v.sort_by_key(|s| s.id);
         v
@@ -348,9 +382,10 @@ impl Engine {
     /// failing. Runs until shutdown.
     async fn keep_always_on(self: Arc<Self>) {
         let mut retry: HashMap<u32, (Instant, Duration)> = HashMap::new();
+        let mut expired_at = Instant::now() - Duration::from_secs(3600);
         while !self.shutdown.load(Ordering::SeqCst) {
             let now = Instant::now();
-            for s in self.registry.list().iter().filter(|s| s.always_on) {
+            for s in self.registry.list().iter().filter(|s| s.runs_always()) {
                 let Some(ch) = self.channel(s.id) else {
                     continue;
                 };
@@ -370,8 +405,72 @@ impl Engine {
                     retry.insert(s.id, (now + wait, (wait * 2).min(Duration::from_secs(60))));
                 }
             }
-            retry.retain(|id, _| self.registry.get(*id).is_some_and(|s| s.always_on));
+            retry.retain(|id, _| self.registry.get(*id).is_some_and(|s| s.runs_always()));
+            if let Some(a) = self.archives.clone() {
+                self.keep_archives(&a, &mut expired_at).await;
+            }
             tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    /// Starts the archive of every channel with `catchup_hours` (one more reader of its
+    /// hub, fed by [`Engine::archive`]), stops those of channels that no longer have it,
+    /// and once a minute removes segments older than their channel's window.
+    async fn keep_archives(self: &Arc<Self>, archives: &Arc<Archives>, expired_at: &mut Instant) {
+        let archived: std::collections::HashSet<u32> = self
+            .registry
+            .list()
+            .iter()
+            .filter(|s| s.catchup_hours > 0)
+            .map(|s| s.id)
+            .collect();
+        for &id in &archived {
+            if let Some(queue) = archives.start_writer(id) {
+                tokio::spawn(self.clone().archive(archives.clone(), id, queue));
+            }
+        }
+        let a = archives.clone();
+        let _ =
+            tokio::task::spawn_blocking(move || a.stop_writers(|id| archived.contains(&id))).await;
+        if expired_at.elapsed() >= Duration::from_secs(60) {
+            *expired_at = Instant::now();
+            let registry = self.registry.clone();
+            let a = archives.clone();
+            let _ = tokio::task::spawn_blocking(move || {
+                a.expire(archive::now_ms(), |id| {
+                    registry.get(id).map(|s| s.catchup_hours)
+                })
+            })
+            .await;
+        }
+    }
+
+    /// Feeds channel `id`'s archive writer from the channel's hub until the queue is
+    /// closed (the channel stops archiving) or shutdown; joins the channel again (with
+    /// backoff) when it cannot start or ends.
+    async fn archive(
+        self: Arc<Self>,
+        archives: Arc<Archives>,
+        id: u32,
+        queue: Arc<archive::Queue>,
+    ) {
+        let mut wait = Duration::from_secs(1);
+        while !queue.closed() && !self.shutdown.load(Ordering::SeqCst) {
+            match self.subscribe(id).await {
+                Ok(mut sub) => {
+                    wait = Duration::from_secs(1);
+                    archive::feed(&archives, id, &queue, &mut sub).await;
+                }
+                Err(e) => {
+                    tracing::debug!(channel = id, "archive: {}", e.message());
+                    wait = (wait * 2).min(Duration::from_secs(60));
+                }
+            }
+            queue.gap();
+            let until = Instant::now() + wait;
+            while Instant::now() < until && !queue.closed() {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
         }
     }
 
@@ -421,9 +520,14 @@ impl Engine {
             handles.extend(ch.stop());
             ch.hub.close();
         }
+        let archives = self.archives.clone();
         let all = async {
             for h in handles {
                 join(Some(h)).await;
+            }
+            // The writers finish their open segments: a clean stop loses nothing.
+            if let Some(a) = archives {
+                let _ = tokio::task::spawn_blocking(move || a.stop_writers(|_| false)).await;
             }
         };
         if tokio::time::timeout(limit, all).await.is_err() {

@@ -66,6 +66,9 @@ pub struct Status {
     pub always_on: bool,
     /// Kept running as one of the most recently watched channels (`engine.warm_recent`).
     pub warm: bool,
+    /// The channel's archive (`catchup_hours`), if it has or writes one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub archive: Option<ArchiveStatus>,
     /// Source streams the output leaves out, and why.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub skipped_streams: Vec<String>,
@@ -75,4 +78,22 @@ pub struct Status {
     /// Last lines a custom command wrote to stderr.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub stderr_tail: Vec<String>,
+}
+
+/// A channel's archive, as the status reports it.
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct ArchiveStatus {
+    /// `recording`, `stopped` (nothing is written now; what was is still served) or
+    /// `failed` (see `error`).
+    pub state: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub hours: u32,
+    pub segments: usize,
+    pub bytes: u64,
+    pub oldest: Option<DateTime<Utc>>,
+    pub newest: Option<DateTime<Utc>>,
+    /// Bytes of output the archive lost (a writer that fell behind, a failed write).
+    pub dropped_bytes: u64,
+    pub write_errors: u64,
 }

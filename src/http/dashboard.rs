@@ -270,9 +270,23 @@ pub fn page(state: &AppState, view: &View) -> Response {
 }
 
 /// `GET /watch/<id>`: the channel in a video element.
-pub fn watch_page(state: &AppState, id: u32, view: &View) -> Response {
+pub fn watch_page(state: &AppState, id: u32, query: &str, view: &View) -> Response {
     let Some(stream) = state.registry.get(id) else {
         return reply::error(&crate::registry::no_such(id));
+    };
+    // `?start=` (and `end=`): a window of the channel's archive instead of live.
+    let window = if query.split('&').any(|p| p.starts_with("start=")) {
+        match super::catchup::window_query(query) {
+            Ok(w) if stream.catchup_hours > 0 => Some(w),
+            Ok(_) => {
+                return reply::error(&crate::error::Error::not_found(format!(
+                    "stream {id} has no catch-up (set its catchup_hours)"
+                )))
+            }
+            Err(e) => return reply::error(&e),
+        }
+    } else {
+        None
     };
     let st = state.engine.status(id).unwrap_or_default();
     let base = &view.base;
@@ -286,15 +300,42 @@ pub fn watch_page(state: &AppState, id: u32, view: &View) -> Response {
         "<body class=\"watch-page\">\n<header>\n<p><a href=\"/\">All channels</a></p>\n<h1>{}</h1>\n</header>\n<main>",
         escape(&stream.name)
     );
+    let (src, kind) = match window {
+        Some((start, end)) => {
+            let end = end
+                .map(|e| format!("&end={}", e / 1000))
+                .unwrap_or_default();
+            (
+                format!("/catchup/{id}/index.m3u8?start={}{end}", start / 1000),
+                "catchup",
+            )
+        }
+        None => (format!("/hls/{id}/index.m3u8"), "live"),
+    };
     let _ = writeln!(
         s,
-        "<video id=\"player\" controls autoplay muted playsinline data-src=\"/hls/{id}/index.m3u8\"></video>\n<p id=\"player-status\" role=\"status\">Starting the channel…</p>"
+        "<video id=\"player\" controls autoplay muted playsinline data-kind=\"{kind}\" data-src=\"{}\"></video>\n<p id=\"player-status\" role=\"status\">Starting the channel…</p>",
+        escape(&src)
     );
     if browser_playable(&st) == Some(false) {
         let _ = writeln!(
             s,
             "<p class=\"warn\">This channel is {}; browsers play only H.264 or HEVC video with AAC or MP3 audio. VLC, mpv and Kodi play it.</p>",
             escape(&st.output_codecs.join(" + "))
+        );
+    }
+    if let Some((oldest, _)) = st
+        .archive
+        .as_ref()
+        .and_then(|a| Some((a.oldest?, a.newest?)))
+    {
+        // Timeshift: the archive from its start, on into live (an HLS EVENT playlist the
+        // player can seek back through).
+        let _ = writeln!(
+            s,
+            "<p class=\"catchup\"><a href=\"/watch/{id}?start={}\">Watch from {} (archive)</a> · <a href=\"/watch/{id}\">Live</a></p>",
+            oldest.timestamp(),
+            oldest.format("%a %d %b %H:%M UTC")
         );
     }
     let _ = writeln!(

@@ -8,7 +8,7 @@ use super::hdhr::{self, Target};
 use super::reply::{self, respond};
 use super::routes::Path;
 use super::state::AppState;
-use super::{api, dashboard, feeds, login, media, schedule};
+use super::{api, catchup, dashboard, feeds, login, media, schedule};
 use crate::error::Error;
 use std::sync::Arc;
 use warp::http::{Method, StatusCode};
@@ -76,7 +76,7 @@ async fn route(st: &AppState, mut req: Request, view: &View) -> Response {
     match (path, req.method.clone()) {
         (P::Health | P::Login | P::Logout, _) => reply::method_not_allowed(),
         (P::Dashboard, M::GET) => dashboard::page(st, view),
-        (P::Watch(id), M::GET) => dashboard::watch_page(st, id, view),
+        (P::Watch(id), M::GET) => dashboard::watch_page(st, id, &req.query, view),
         (P::Ui(f), M::GET) => dashboard::asset(&f),
         (P::Thumb(id), M::GET) => dashboard::thumbnail(st, id).await,
         (P::Playlist, M::GET) => feeds::playlist(st, view),
@@ -125,6 +125,12 @@ async fn route(st: &AppState, mut req: Request, view: &View) -> Response {
         (P::Media(id), M::HEAD) => media::head(st, id),
         (P::HlsPlaylist(id), M::GET) => media::hls_playlist(st, id, &req.query, view).await,
         (P::HlsSegment(id, f), M::GET) => media::hls_segment(st, id, &f, &req.query, view),
+        (P::Catchup(id), m @ (M::GET | M::HEAD)) => {
+            let range = req.header("range");
+            catchup::ts(st, id, &req.query, range, view, m == M::HEAD).await
+        }
+        (P::CatchupPlaylist(id), M::GET) => catchup::playlist(st, id, &req.query, view).await,
+        (P::CatchupSegment(id, f), M::GET) => catchup::segment(st, id, &f, view).await,
         (P::Tuner(t), m) => tuner(st, t, m, view).await,
         (P::NotFound, _) => reply::error(&Error::not_found("no such route")),
         _ => reply::method_not_allowed(),

@@ -16,6 +16,7 @@
 
 pub mod access;
 pub mod api;
+pub mod catchup;
 pub mod dashboard;
 pub mod dispatch;
 pub mod feeds;

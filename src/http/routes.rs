@@ -50,6 +50,12 @@ pub enum Path {
     HlsPlaylist(u32),
     /// `/hls/<id>/<session>-<seq>.ts`.
     HlsSegment(u32, String),
+    /// `/catchup/<id>.ts`: a window of the channel's archive as MPEG-TS.
+    Catchup(u32),
+    /// `/catchup/<id>/index.m3u8`: the same window as HLS.
+    CatchupPlaylist(u32),
+    /// `/catchup/<id>/<start ms>.ts`: one archive segment.
+    CatchupSegment(u32, String),
     /// `/hdhr/[<token>/]...`: the tuner emulation.
     Tuner(Target),
     NotFound,
@@ -102,6 +108,11 @@ impl Path {
             ["hls", n, f] if f.ends_with(".ts") => {
                 id(n).map_or(NotFound, |n| HlsSegment(n, (*f).to_owned()))
             }
+            ["catchup", f] => f.strip_suffix(".ts").and_then(id).map_or(NotFound, Catchup),
+            ["catchup", n, "index.m3u8"] => with(n, CatchupPlaylist),
+            ["catchup", n, f] if f.ends_with(".ts") => {
+                id(n).map_or(NotFound, |n| CatchupSegment(n, (*f).to_owned()))
+            }
             _ => NotFound,
         }
     }
@@ -132,6 +143,9 @@ impl Path {
             Media(_) => "/stream/{id}",
             HlsPlaylist(_) => "/hls/{id}/index.m3u8",
             HlsSegment(..) => "/hls/{id}/{segment}",
+            Catchup(_) => "/catchup/{id}.ts",
+            CatchupPlaylist(_) => "/catchup/{id}/index.m3u8",
+            CatchupSegment(..) => "/catchup/{id}/{segment}",
             Tuner(t) => match t {
                 Target::Discover => "/hdhr/{token}/discover.json",
                 Target::Lineup => "/hdhr/{token}/lineup.json",
@@ -155,7 +169,10 @@ impl Path {
             | Status(id)
             | Media(id)
             | HlsPlaylist(id)
-            | HlsSegment(id, _) => Some(*id),
+            | HlsSegment(id, _)
+            | Catchup(id)
+            | CatchupPlaylist(id)
+            | CatchupSegment(id, _) => Some(*id),
             _ => None,
         }
     }
@@ -276,6 +293,10 @@ pub const ROUTES: &[RouteSpec] = &[
     viewer("HEAD", "/stream/{id}", "/stream/1"),
     viewer("GET", "/hls/{id}/index.m3u8", "/hls/1/index.m3u8"),
     viewer("GET", "/hls/{id}/{segment}", "/hls/1/0-0.ts"),
+    viewer("GET", "/catchup/{id}.ts", "/catchup/1.ts"),
+    viewer("HEAD", "/catchup/{id}.ts", "/catchup/1.ts"),
+    viewer("GET", "/catchup/{id}/index.m3u8", "/catchup/1/index.m3u8"),
+    viewer("GET", "/catchup/{id}/{segment}", "/catchup/1/0.ts"),
     viewer("GET", "/epg.xml", "/epg.xml"),
     viewer("GET", "/api/schedule", "/api/schedule"),
     admin("POST", "/api/schedule", "/api/schedule"),
@@ -335,6 +356,15 @@ mod tests {
             ("/stream/1", Media(1)),
             ("/hls/3/index.m3u8", HlsPlaylist(3)),
             ("/hls/3/19a4c-17.ts", HlsSegment(3, "19a4c-17.ts".into())),
+            ("/catchup/4.ts", Catchup(4)),
+            ("/catchup/4/index.m3u8", CatchupPlaylist(4)),
+            (
+                "/catchup/4/1796186384421.ts",
+                CatchupSegment(4, "1796186384421.ts".into()),
+            ),
+            ("/catchup/x.ts", NotFound),
+            ("/catchup/4", NotFound),
+            ("/catchup/4/passwd", NotFound),
             ("/hdhr/secret/discover.json", Tuner(Target::Discover)),
             ("/hdhr/discover.json", Tuner(Target::Discover)),
             ("/hdhr/t/auto/v12", Tuner(Target::Channel(12))),
@@ -410,6 +440,9 @@ mod tests {
             "/stream/1",
             "/hls/1/index.m3u8",
             "/hls/1/a-1.ts",
+            "/catchup/1.ts",
+            "/catchup/1/index.m3u8",
+            "/catchup/1/5.ts",
             "/health",
             "/login",
             "/logout",

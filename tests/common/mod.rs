@@ -2,6 +2,7 @@
 //! by the test, and talks to it over real HTTP.
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod certs;
 pub mod media;
 pub mod nginx;
