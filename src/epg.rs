@@ -111,6 +111,37 @@ fn filler(
     }
 }
 
+/// A channel's timed programmes in order, each with its start and stop: the next one's
+/// start, or `default_len` after its own for the last (and for one the next does not
+/// follow).
+pub fn airings(
+    s: &StreamConfig,
+    default_len: Duration,
+) -> Vec<(
+    &Program,
+    chrono::DateTime<chrono::FixedOffset>,
+    chrono::DateTime<chrono::FixedOffset>,
+)> {
+    let mut timed: Vec<&Program> = s
+        .next_programs
+        .iter()
+        .filter(|p| p.start.is_some())
+        .collect();
+    timed.sort_by_key(|p| p.start);
+    (0..timed.len())
+        .filter_map(|i| {
+            let start = timed[i].start?.0;
+            let stop = timed
+                .get(i + 1)
+                .and_then(|n| n.start)
+                .map(|n| n.0)
+                .filter(|n| *n > start)
+                .unwrap_or(start + default_len);
+            Some((timed[i], start, stop))
+        })
+        .collect()
+}
+
 /// Renders the guide. `default_len` is the length of a programme nothing follows (and of
 /// filler blocks); `now` places the filler.
 pub fn render(channels: &[Arc<StreamConfig>], default_len: Duration, now: DateTime<Utc>) -> String {
@@ -138,26 +169,14 @@ pub fn render(channels: &[Arc<StreamConfig>], default_len: Duration, now: DateTi
         out.push_str("  </channel>\n");
     }
     for s in channels {
-        let mut timed: Vec<&Program> = s
-            .next_programs
-            .iter()
-            .filter(|p| p.start.is_some())
-            .collect();
-        timed.sort_by_key(|p| p.start);
+        let timed = airings(s, default_len);
         let channel = escape(&s.effective_tvg_id());
         if timed.is_empty() {
             filler(&mut out, s, &channel, default_len, now, None);
             continue;
         }
         let mut last_stop = None;
-        for (i, p) in timed.iter().enumerate() {
-            let start = p.start.expect("filtered").0;
-            let stop = timed
-                .get(i + 1)
-                .and_then(|n| n.start)
-                .map(|n| n.0)
-                .filter(|n| *n > start)
-                .unwrap_or(start + default_len);
+        for (p, start, stop) in timed {
             programme(
                 &mut out,
                 &channel,

@@ -18,12 +18,26 @@ const SEGMENT_SECS: u64 = 4;
 
 /// Channel 1: 160x120 H.264 at 25 fps, a keyframe each second, whose picture encodes the
 /// whole seconds since its source opened (left half: seconds mod 12, right half: seconds
-/// / 12 mod 12, as luma 16 + 18 n). Channel 2 has no archive.
-fn config(archive: &Path) -> String {
+/// / 12 mod 12, as luma 16 + 18 n). Channel 2 has no archive; its guide has "Soon Show"
+/// from `soon` for 8 s. Channel 3's upstream refuses connections.
+fn config(archive: &Path, soon: chrono::DateTime<chrono::Utc>) -> String {
+    let at = |secs: i64| (soon + chrono::Duration::seconds(secs)).format("%Y-%m-%dT%H:%M:%SZ");
+    let programs = format!(
+        "[{{title: Soon Show, start: '{}'}}, {{title: After, start: '{}'}}]",
+        at(0),
+        at(8)
+    );
+    // Channel 1's guide: "Clock News" from 5 s after the start for 30 s.
+    let past = format!(
+        "[{{title: Clock News, start: '{}'}}, {{title: Later, start: '{}'}}]",
+        at(-20),
+        at(10)
+    );
     let clock = "color=c=black:s=160x120:r=25,format=yuv420p,geq=lum='16+18*if(lt(X,W/2),mod(floor(T),12),mod(floor(T/12),12))':cb=128:cr=128[out0];sine=frequency=440:sample_rate=48000[out1]";
     format!(
-        "server:\n  auth_token: {TOKEN}\nengine:\n  archive_dir: {}\n  archive_segment_secs: {SEGMENT_SECS}\nffmpeg_profiles:\n  x264: {{video_codec: libx264, video_bitrate: 300k, preset: ultrafast, gop: 25, audio_codec: aac, audio_bitrate: 64k}}\nstreams:\n  - {{id: 1, name: Clock, source: \"lavfi:{clock}\", ffmpeg_profile: x264, catchup_hours: 1}}\n  - {{id: 2, name: Plain, source: 'lavfi:testsrc2=size=160x120:rate=25[out0];sine[out1]', ffmpeg_profile: x264}}\n",
-        archive.display()
+        "server:\n  auth_token: {TOKEN}\nengine:\n  archive_dir: {}\n  recordings_dir: {}\n  archive_segment_secs: {SEGMENT_SECS}\nffmpeg_profiles:\n  x264: {{video_codec: libx264, video_bitrate: 300k, preset: ultrafast, gop: 25, audio_codec: aac, audio_bitrate: 64k}}\nstreams:\n  - {{id: 1, name: Clock, source: \"lavfi:{clock}\", ffmpeg_profile: x264, catchup_hours: 1, next_programs: {past}}}\n  - {{id: 2, name: Plain, source: 'lavfi:testsrc2=size=160x120:rate=25[out0];sine[out1]', ffmpeg_profile: x264, next_programs: {programs}}}\n  - {{id: 3, name: Gone, source: 'http://127.0.0.1:9/gone.ts', ffmpeg_profile: x264}}\n",
+        archive.display(),
+        archive.with_extension("recordings").display()
     )
 }
 
@@ -78,8 +92,29 @@ fn header<'a>(h: &'a [(String, String)], name: &str) -> Option<&'a str> {
 fn a_past_window_of_the_archive_plays_as_ts_and_hls_and_survives_kill_9() {
     let dir = tempfile::tempdir().unwrap();
     let archive = dir.path().join("archive");
-    let cfg = config(&archive);
+    let soon = chrono::Utc::now() + chrono::Duration::seconds(25);
+    let cfg = config(&archive, soon);
     let mut s = Server::start(&cfg);
+    // Record the next airing of a programme of channel 2's guide (it has no archive: the
+    // recording reads its hub, and starts the channel for it).
+    let r = s.send_json(
+        "POST",
+        "/api/recordings",
+        r#"{"stream_id": 2, "program": "soon show"}"#,
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let show = r.json();
+    assert_eq!(show["state"], "scheduled");
+    assert_eq!(show["title"], "Soon Show");
+    assert_eq!(
+        unix(&show["end"]) - unix(&show["start"]),
+        8.0,
+        "until the next programme: {show}"
+    );
+    assert_eq!(
+        r.header("location"),
+        Some(format!("/api/recordings/{}", show["id"]).as_str())
+    );
 
     // Archived channels run with no viewer; wait for a minute of archive.
     let mut started = None;
@@ -305,15 +340,32 @@ fn a_past_window_of_the_archive_plays_as_ts_and_hls_and_survives_kill_9() {
     b.type_into("#token", TOKEN);
     b.click("button[type=submit]");
     assert!(b.wait_js(Duration::from_secs(5), "return document.title === 'Amps'"));
-    b.go(&s.url(&format!("/watch/1?start={start}&end={end}")));
+    // The channel's card links its past programmes to their catch-up.
+    b.go(&s.url("/"));
+    let find = "[...document.querySelectorAll('.channel[data-id=\"1\"] a.past')].find(a => a.textContent === 'Clock News')";
+    let link = b.js(&format!(
+        "const a = {find}; return a ? [a.textContent, a.getAttribute('href')] : null"
+    ));
+    let news = soon - chrono::Duration::seconds(20);
+    assert_eq!(link[0], "Clock News", "{link}");
+    assert_eq!(
+        link[1],
+        format!(
+            "/watch/1?start={}&end={}",
+            news.timestamp(),
+            news.timestamp() + 30
+        )
+        .as_str()
+    );
+    b.js(&format!("{find}.click(); return true"));
     b.wait_playing(Duration::from_secs(30), "v.currentTime > 1");
     assert_eq!(b.js("return document.body.dataset.engine"), "hls.js");
     b.js("document.getElementById('player').currentTime = 12; return true");
     b.wait_playing(Duration::from_secs(15), "v.currentTime > 13");
     let total_secs = b.js("return document.getElementById('player').duration");
     assert!(
-        total_secs.as_f64().is_some_and(|d| d >= 19.0),
-        "a VOD of the window: {total_secs}"
+        total_secs.as_f64().is_some_and(|d| d >= 29.0),
+        "a VOD of the 30 s programme: {total_secs}"
     );
     b.go(&s.url("/watch/1"));
     assert!(b.wait_js(
@@ -328,6 +380,84 @@ fn a_past_window_of_the_archive_plays_as_ts_and_hls_and_survives_kill_9() {
         "the archive plays from its start, not the live edge: {t1}"
     );
     drop(b);
+
+    // The programme's recording was made while the archive filled.
+    let show = recording(&s, show["id"].as_u64().unwrap());
+    assert_eq!(show["state"], "completed", "{show}");
+    assert_eq!(show["from"], "live");
+    let file = download(&s, &show);
+    let got = duration(&file);
+    assert!((got - 8.0).abs() <= 1.5, "an 8 s programme: {got} s");
+    assert_eq!(media::decode_errors(&file), "");
+    assert!(
+        (show["duration_secs"].as_f64().unwrap() - got).abs() <= 1.5,
+        "{show}"
+    );
+
+    // Recordings that a kill -9 interrupts or that wait for their start: from the archive
+    // (it starts 20 s in the past), from the hub (it starts in 6 s), and one whose
+    // upstream is gone.
+    let now = chrono::Utc::now();
+    let iso = |secs: i64| (now + chrono::Duration::seconds(secs)).to_rfc3339();
+    let post = |body: String| {
+        let r = s.send_json("POST", "/api/recordings", &body);
+        assert_eq!(r.status, 201, "{body}: {}", r.body);
+        r.json()["id"].as_u64().unwrap()
+    };
+    let from_archive = post(format!(
+        r#"{{"stream_id": 1, "start": "{}", "end": "{}", "title": "Archive"}}"#,
+        iso(-20),
+        iso(12)
+    ));
+    let later = post(format!(
+        r#"{{"stream_id": 2, "start": "{}", "end": "{}"}}"#,
+        iso(6),
+        iso(12)
+    ));
+    let gone = post(format!(
+        r#"{{"stream_id": 3, "start": "{}", "end": "{}"}}"#,
+        iso(0),
+        iso(5)
+    ));
+    for (body, code) in [
+        (
+            format!(
+                r#"{{"stream_id": 2, "start": "{}", "end": "{}"}}"#,
+                iso(-60),
+                iso(5)
+            ),
+            422,
+        ),
+        (
+            format!(
+                r#"{{"stream_id": 1, "start": "{}", "end": "{}"}}"#,
+                iso(5),
+                iso(1)
+            ),
+            422,
+        ),
+        (
+            format!(
+                r#"{{"stream_id": 1, "start": "{}", "end": "{}"}}"#,
+                iso(0),
+                iso(90_000)
+            ),
+            422,
+        ),
+        (r#"{"stream_id": 9, "program": "x"}"#.to_owned(), 422),
+        (
+            r#"{"stream_id": 2, "program": "Never Aired"}"#.to_owned(),
+            422,
+        ),
+        (r#"{"stream_id": 2}"#.to_owned(), 422),
+        (r#"{"stream_id": 2, "path": "/etc"}"#.to_owned(), 422),
+    ] {
+        let r = s.send_json("POST", "/api/recordings", &body);
+        assert_eq!(r.status, code, "{body}: {}", r.body);
+        assert!(r.json()["detail"].is_string());
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(recording(&s, from_archive)["state"], "recording");
 
     // kill -9: the index comes back from the files; only the segment being written is
     // lost, and the window is the same bytes.
@@ -368,16 +498,104 @@ fn a_past_window_of_the_archive_plays_as_ts_and_hls_and_survives_kill_9() {
         again == body,
         "the same window, byte for byte, after kill -9"
     );
-    // Its guide keeps the archive's hour of past programmes.
-    let epg = s2.get("/epg.xml").body;
-    let oldest_start = epg
-        .lines()
-        .filter(|l| l.contains("channel=\"1.amps\""))
-        .filter_map(|l| l.split("start=\"").nth(1)?.get(..14).map(str::to_owned))
-        .min()
-        .unwrap();
-    let hour_ago = (chrono::Utc::now() - chrono::Duration::hours(1))
-        .format("%Y%m%d%H%M%S")
-        .to_string();
-    assert!(oldest_start <= hour_ago, "{oldest_start} > {hour_ago}");
+    // The recordings: taken up again after the restart, or made after it.
+    let mut states = Vec::new();
+    assert!(
+        common::eventually(Duration::from_secs(60), || {
+            states = [from_archive, later, gone]
+                .iter()
+                .map(|id| recording(&s2, *id)["state"].as_str().unwrap().to_owned())
+                .collect();
+            states.iter().all(|st| st == "completed" || st == "failed")
+        }),
+        "{states:?}"
+    );
+    let r = recording(&s2, gone);
+    assert_eq!(r["state"], "failed", "{r}");
+    assert!(
+        r["error"].as_str().unwrap().contains("unavailable"),
+        "the reason: {r}"
+    );
+    let r = recording(&s2, later);
+    assert_eq!(
+        r["state"], "completed",
+        "scheduled before kill -9, made after: {r}"
+    );
+    let got = duration(&download(&s2, &r));
+    assert!((got - 6.0).abs() <= 1.5, "6 s: {got}");
+    let r = recording(&s2, from_archive);
+    assert_eq!(
+        (&r["state"], &r["from"]),
+        (&"completed".into(), &"archive".into()),
+        "{r}"
+    );
+    let file = download(&s2, &r);
+    // Two runs of the channel (the timestamps start again after the restart, marked as a
+    // discontinuity): count its pictures.
+    let clock = clock_seconds(&file);
+    let got = clock.len() as f64 / 25.0;
+    let lost = SEGMENT_SECS as f64 + ready.as_secs_f64() + 2.0;
+    eprintln!(
+        "measured: a 32 s recording from the archive across kill -9: {got:.2} s of pictures ({r})"
+    );
+    assert!(
+        got >= 32.0 - lost && got <= 32.0 + 1.5,
+        "32 s less at most one segment: {got}"
+    );
+    assert!(
+        (r["duration_secs"].as_f64().unwrap() - got).abs() <= 1.5,
+        "{r}"
+    );
+    assert_eq!(media::decode_errors(&file), "");
+    let want = (unix(&r["start"]) - started).round();
+    assert!(
+        (clock[0] as f64 - want).abs() <= 2.5,
+        "it starts with the pictures of its start: {} vs {want}",
+        clock[0]
+    );
+    let (status, h, part) = s2.get_bytes(
+        &format!("/recordings/{from_archive}.ts"),
+        &[("X-Amps-Token", TOKEN), ("Range", "bytes=188-375")],
+    );
+    assert_eq!((status, part.len()), (206, 188));
+    assert!(header(&h, "content-range")
+        .unwrap()
+        .starts_with("bytes 188-375/"));
+    let m3u = s2.get("/recordings.m3u").body;
+    assert!(
+        m3u.contains(&format!("/recordings/{from_archive}.ts?token={TOKEN}"))
+            && !m3u.contains(&format!("/recordings/{gone}.ts")),
+        "{m3u}"
+    );
+    assert_eq!(
+        s2.request(
+            "DELETE",
+            &format!("/api/recordings/{gone}"),
+            &[("X-Amps-Token", TOKEN)],
+            None
+        )
+        .status,
+        204
+    );
+    assert_eq!(s2.get(&format!("/api/recordings/{gone}")).status, 404);
+    assert_eq!(s2.get("/recordings/../config.yaml").status, 404);
+}
+
+/// Recording `id` as the API shows it.
+fn recording(s: &Server, id: u64) -> serde_json::Value {
+    let r = s.get(&format!("/api/recordings/{id}"));
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.json()
+}
+
+/// Downloads a recording's file (its length announced) into a file.
+fn download(s: &Server, r: &serde_json::Value) -> std::path::PathBuf {
+    let (status, h, body) = fetch(s, &format!("/recordings/{}.ts", r["id"]), &[]);
+    assert_eq!(status, 200);
+    assert_eq!(
+        header(&h, "content-length"),
+        Some(body.len().to_string().as_str())
+    );
+    assert_eq!(r["bytes"].as_u64(), Some(body.len() as u64), "{r}");
+    common::save(&body, "recording.ts")
 }

@@ -84,8 +84,9 @@ fn every_route_in_the_table_is_served_with_the_token() {
         .replacen(
             "ffmpeg_profiles:",
             &format!(
-                "engine:\n  archive_dir: {}\n  archive_segment_secs: 1\nffmpeg_profiles:",
-                archive.path().display()
+                "engine:\n  archive_dir: {}\n  recordings_dir: {}\n  archive_segment_secs: 1\nffmpeg_profiles:",
+                archive.path().join("archive").display(),
+                archive.path().join("recordings").display()
             ),
             1,
         )
@@ -120,7 +121,7 @@ fn every_route_in_the_table_is_served_with_the_token() {
     let mut viewer = None;
     for r in routes {
         let mut path = r.example.to_owned();
-        let body = body_for(r.method, r.pattern).map(str::to_owned);
+        let mut body = body_for(r.method, r.pattern).map(str::to_owned);
         let headers = json.clone();
         match (r.method, r.pattern) {
             ("POST", "/login") => {
@@ -166,6 +167,23 @@ fn every_route_in_the_table_is_served_with_the_token() {
                     "/catchup/{id}/index.m3u8" => format!("/catchup/1/index.m3u8?{q}"),
                     _ => format!("/catchup/1.ts?{q}"),
                 };
+            }
+            ("POST", "/api/recordings") => {
+                // Three seconds of channel 1 from now (from its archive).
+                let t = |s: i64| (chrono::Utc::now() + chrono::Duration::seconds(s)).to_rfc3339();
+                body = Some(format!(
+                    r#"{{"stream_id": 1, "start": "{}", "end": "{}"}}"#,
+                    t(0),
+                    t(3)
+                ));
+            }
+            (_, "/recordings/{id}.ts") => {
+                assert!(
+                    common::eventually(Duration::from_secs(20), || {
+                        s.request("HEAD", &path, &headers, None).status == 200
+                    }),
+                    "recording 1 has a file"
+                );
             }
             (_, "/hls/{id}/{segment}") => {
                 let pl = s.get("/hls/1/index.m3u8").body;

@@ -38,6 +38,7 @@ pub fn run(args: Args) -> i32 {
                 }
             } else {
                 print!("{}", table(&l.config, chrono::Utc::now()));
+                print!("{}", recordings(&l.config));
             }
             0
         }
@@ -60,6 +61,35 @@ fn cut(s: &str, max: usize) -> String {
         t.push('…');
         t
     }
+}
+
+/// The recordings of `engine.recordings_dir`, one line each ("" without the folder).
+fn recordings(c: &Config) -> String {
+    let Some(dir) = c.engine.recordings_dir.as_deref() else {
+        return String::new();
+    };
+    let all = crate::engine::recordings::read_all(dir);
+    let mut out = format!("\nRECORDINGS ({})\n", all.len());
+    for r in all {
+        let state = serde_json::to_value(r.state).ok();
+        let _ = std::fmt::Write::write_fmt(
+            &mut out,
+            format_args!(
+                "{:<4} channel {:<5} {} .. {}  {:<9}  {:>8.1} MiB  {}{}\n",
+                r.id,
+                r.stream_id,
+                r.start.format("%Y-%m-%d %H:%M"),
+                r.end.format("%H:%M UTC"),
+                state.as_ref().and_then(|v| v.as_str()).unwrap_or("?"),
+                r.bytes as f64 / 1048576.0,
+                cut(&r.title, 40),
+                r.error
+                    .map(|e| format!(" ({})", cut(&e, 60)))
+                    .unwrap_or_default()
+            ),
+        );
+    }
+    out
 }
 
 /// A channel's archive: "-" without one, else its window and what the folder holds
@@ -213,6 +243,17 @@ mod tests {
             t.lines()
                 .any(|l| l.starts_with("6 ") && l.ends_with("2 h: empty")),
             "{t}"
+        );
+        assert_eq!(recordings(&c), "", "no recordings_dir");
+        let rec = dir.path().join("rec");
+        std::fs::create_dir_all(&rec).unwrap();
+        std::fs::write(rec.join("3.json"), r#"{"id": 3, "stream_id": 5, "title": "Match", "start": "2024-05-04T20:00:00Z", "end": "2024-05-04T21:00:00Z", "state": "failed", "error": "stream 5 is unavailable", "bytes": 2097152, "created": "2024-05-04T19:00:00Z"}"#).unwrap();
+        let c: Config =
+            serde_yaml::from_str(&format!("engine: {{recordings_dir: {}}}\n", rec.display()))
+                .unwrap();
+        assert_eq!(
+            recordings(&c),
+            "\nRECORDINGS (1)\n3    channel 5     2024-05-04 20:00 .. 21:00 UTC  failed          2.0 MiB  Match (stream 5 is unavailable)\n"
         );
     }
 }

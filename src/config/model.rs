@@ -276,6 +276,9 @@ pub struct EngineConfig {
     /// The most bytes all archives together may use; the oldest segments go first, across
     /// channels. Default: no limit but the disk's free space.
     pub archive_max_bytes: Option<u64>,
+    /// Where recordings (`/api/recordings`) are saved, as `<id>.ts` with a JSON sidecar
+    /// (created if missing). Without it, recording is off.
+    pub recordings_dir: Option<std::path::PathBuf>,
     /// Length archive segments aim at, in seconds (each is cut at the first keyframe after
     /// this much). Default 6.
     pub archive_segment_secs: f64,
@@ -297,6 +300,7 @@ impl Default for EngineConfig {
             ffmpeg_path: None,
             archive_dir: None,
             archive_max_bytes: None,
+            recordings_dir: None,
             archive_segment_secs: 6.0,
         }
     }

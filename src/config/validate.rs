@@ -404,11 +404,13 @@ fn validate_server(cfg: &Config, out: &mut Vec<Issue>) {
             "must be at least 67108864 (64 MiB): a few minutes of one channel",
         );
     }
-    if e.archive_dir
-        .as_ref()
-        .is_some_and(|d| d.as_os_str().is_empty())
-    {
-        sink.push("archive_dir", "must not be empty");
+    for (key, dir) in [
+        ("archive_dir", &e.archive_dir),
+        ("recordings_dir", &e.recordings_dir),
+    ] {
+        if dir.as_ref().is_some_and(|d| d.as_os_str().is_empty()) {
+            sink.push(key, "must not be empty");
+        }
     }
 }
 

@@ -54,6 +54,8 @@ pub struct Window {
     pub start_ms: i64,
     /// The last segment it reads (a window that reaches live continues after it).
     pub last: Entry,
+    /// Milliseconds of the channel it holds (gaps in the archive do not count).
+    pub covered_ms: i64,
     /// The archive holds the whole window: its length is known.
     pub complete: bool,
 }
@@ -202,12 +204,43 @@ pub fn window(
             }
         }
     }
+    let covered_ms = entries.iter().map(|e| i64::from(e.dur_ms)).sum::<i64>()
+        - (content_start - head.start_ms)
+        - end_ms.map_or(0, |e| (tail.end_ms() - e).max(0));
     Ok(Some(Window {
         pieces,
         start_ms: content_start,
         last: tail,
+        covered_ms: covered_ms.max(0),
         complete: end_ms.is_some_and(|e| e <= last),
     }))
+}
+
+/// Segment `e` of channel `id` whole, or up to its first keyframe at or after `end_ms`
+/// when the window ends inside it (the next segment a reader that follows the archive
+/// takes).
+pub fn segment_until(
+    archives: &Archives,
+    id: u32,
+    e: &Entry,
+    end_ms: Option<i64>,
+) -> Result<Piece, Error> {
+    let mut piece = Piece::whole(archives, id, e);
+    if let Some(end) = end_ms.filter(|end| *end < e.end_ms()) {
+        let path = archives.path(id, e);
+        let keys = keyframes(&read(&path)?);
+        if let Some(k) = keys
+            .iter()
+            .find(|k| k.offset > 0 && e.start_ms + k.at_ms >= end)
+        {
+            piece = Piece::File {
+                path,
+                from: 0,
+                to: k.offset,
+            };
+        }
+    }
+    Ok(piece)
 }
 
 /// The pieces that cover bytes `from..to` of `pieces` (for an HTTP range).

@@ -12,6 +12,7 @@
 //! - [`hls_session`]: HLS sessions, one more reader of a channel's hub each.
 //! - [`archive`], [`archive_index`] and [`catchup`]: channel archives on disk (one more
 //!   reader of the hub each) and the catch-up windows cut from them.
+//! - [`recordings`]: recordings (DVR) from a channel's archive or its hub.
 //! - [`thumb`] and [`thumbs`]: JPEG thumbnails of a channel's latest keyframe, cached.
 //! - [`timeline`] and [`failover`]: pure policy (timestamps, pacing; source failover).
 //!
@@ -38,6 +39,7 @@ pub mod memory;
 pub mod pipeline;
 pub mod prime;
 pub mod process;
+pub mod recordings;
 pub mod source;
 pub mod status;
 pub mod subscription;
@@ -74,6 +76,8 @@ pub struct Engine {
     thumbs: Arc<Thumbnails>,
     /// The channel archives (`engine.archive_dir`), if any.
     archives: Option<Arc<Archives>>,
+    /// The recordings (`engine.recordings_dir`), if any.
+    recordings: Option<Arc<recordings::Recordings>>,
     shutdown: Arc<AtomicBool>,
 }
 
@@ -93,6 +97,11 @@ impl Engine {
             recent: Mutex::new(Vec::new()),
             thumbs: Arc::new(Thumbnails::default()),
             archives: Archives::open(&settings),
+            recordings: settings.recordings_dir.as_deref().and_then(|d| {
+                recordings::Recordings::open(d)
+                    .map_err(|e| tracing::error!("{}; recording is off", e.message()))
+                    .ok()
+            }),
             shutdown: Arc::new(AtomicBool::new(false)),
             settings,
         })
@@ -196,6 +205,13 @@ impl Engine {
     /// The channel archives, when `engine.archive_dir` is set.
     pub fn archives(&self) -> Option<&Arc<Archives>> {
         self.archives.as_ref()
+    }
+
+    /// The recordings: 404 when recording is off.
+    pub fn recordings(&self) -> Result<&Arc<recordings::Recordings>, Error> {
+        self.recordings.as_ref().ok_or_else(|| {
+            Error::not_found("recording is off: set engine.recordings_dir in the config file")
+        })
     }
 
     /// Channel `id`'s archive, for catch-up: 404 when the channel is unknown or has none.
@@ -409,6 +425,11 @@ impl Engine {
             if let Some(a) = self.archives.clone() {
                 self.keep_archives(&a, &mut expired_at).await;
             }
+            if let Some(r) = self.recordings.clone() {
+                for rec in r.due(chrono::Utc::now()) {
+                    self.record(&r, rec);
+                }
+            }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
     }
@@ -442,6 +463,128 @@ impl Engine {
                 })
             })
             .await;
+        }
+    }
+
+    /// Makes recording `rec`, whose start has come: from the channel's archive when it
+    /// has one, else as one more reader of its hub until the end.
+    fn record(self: &Arc<Self>, all: &Arc<recordings::Recordings>, rec: recordings::Recording) {
+        let Some(stream) = self.registry.get(rec.stream_id) else {
+            if let Some(job) = all.begin(&rec, "live") {
+                all.finish(&job, Err(format!("stream {} was deleted", rec.stream_id)));
+            }
+            return;
+        };
+        let secs = (rec.end - rec.start).num_milliseconds() as f64 / 1000.0;
+        let kbps = self.status(rec.stream_id).and_then(|s| s.output_kbps);
+        let archives = self.archives.clone().filter(|_| stream.catchup_hours > 0);
+        let from = if archives.is_some() {
+            "archive"
+        } else {
+            "live"
+        };
+        let Some(job) = all.begin(&rec, from) else {
+            return;
+        };
+        let limit = match all.reserve(secs, kbps) {
+            Ok(l) => l,
+            Err(why) => return all.finish(&job, Err(why)),
+        };
+        tracing::info!(
+            recording = rec.id,
+            channel = rec.stream_id,
+            from,
+            "recording started"
+        );
+        let (engine, all) = (self.clone(), all.clone());
+        match archives {
+            Some(a) => {
+                tokio::task::spawn_blocking(move || {
+                    let result = recordings::from_archive(&a, &job, limit);
+                    all.finish(&job, result);
+                });
+            }
+            None => {
+                tokio::spawn(async move {
+                    let result = engine.record_live(&job, limit).await;
+                    // Shutdown: the sidecar still says `recording`, so the next start
+                    // takes it up again.
+                    if !engine.shutdown.load(Ordering::SeqCst) {
+                        all.finish(&job, result);
+                    }
+                });
+            }
+        }
+    }
+
+    /// A recording as one more reader of the channel's hub, until its end (joining again
+    /// when the channel ends or restarts). The file is appended to (a recording taken up
+    /// after a restart keeps what it had). Ok: seconds of wall clock it covers.
+    async fn record_live(&self, job: &recordings::Job, limit: u64) -> Result<f64, String> {
+        use std::io::Write;
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&job.path)
+            .map_err(|e| format!("cannot write {}: {e}", job.path.display()))?;
+        let had = file.metadata().map_or(0, |m| m.len());
+        job.written.store(had, std::sync::atomic::Ordering::Relaxed);
+        let end = tokio::time::Instant::now()
+            + Duration::from_millis((job.end_ms - archive::now_ms()).max(0) as u64);
+        let mut media = recordings::MediaTime::default();
+        let mut why = None;
+        while tokio::time::Instant::now() < end
+            && !job.stopped()
+            && !self.shutdown.load(Ordering::SeqCst)
+        {
+            let mut sub = match self.subscribe(job.stream_id).await {
+                Ok(s) => s,
+                Err(e) => {
+                    why = Some(e.message().to_owned());
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                    continue;
+                }
+            };
+            loop {
+                let next = tokio::time::timeout_at(end, sub.next_parts()).await;
+                let Ok(Some(parts)) = next else { break };
+                let now = archive::now_ms();
+                for (_, kind) in &parts {
+                    if let hub::PartKind::Key(pts) = kind {
+                        media.key(*pts, now);
+                    }
+                }
+                media.seen(now);
+                // On a blocking thread: a slow disk delays this reader only (the hub
+                // skips it ahead; it never waits for a reader). Tables parts are copies
+                // for readers that cut files, not part of the stream.
+                let j = job.clone();
+                let (f, wrote) = tokio::task::spawn_blocking(move || {
+                    let mut f = file;
+                    let r = parts
+                        .iter()
+                        .filter(|(_, k)| *k != hub::PartKind::Tables)
+                        .try_for_each(|(c, _)| j.write(&mut f, c, limit));
+                    (f, r)
+                })
+                .await
+                .map_err(|e| e.to_string())?;
+                file = f;
+                wrote?;
+                if job.stopped() {
+                    break;
+                }
+            }
+            // Joining again: the time in between is not in the file.
+            media.gap();
+        }
+        let _ = file.flush();
+        if job.stopped() {
+            return Err("cancelled".into());
+        }
+        match media.secs() {
+            Some(secs) => Ok(secs),
+            None => Err(why.unwrap_or_else(|| "the channel produced nothing".into())),
         }
     }
 

@@ -96,7 +96,6 @@ async fn wait_for_window(
 /// A catch-up body: the window's pieces, then (for one that reaches live) each segment
 /// the archive finishes after them, until `end`.
 struct Body {
-    archives: Arc<Archives>,
     id: u32,
     pieces: VecDeque<Piece>,
     /// The open file of the piece being read, and where it is.
@@ -107,6 +106,7 @@ struct Body {
 }
 
 struct Follow {
+    archives: Arc<Archives>,
     last: Entry,
     end_ms: Option<i64>,
 }
@@ -165,13 +165,19 @@ impl Body {
         };
         let since = tokio::time::Instant::now();
         while since.elapsed() < FOLLOW_LIMIT {
-            if let Some(e) = self.archives.after(self.id, f.last.start_ms) {
+            if let Some(e) = f.archives.after(self.id, f.last.start_ms) {
                 if f.end_ms.is_some_and(|end| e.start_ms >= end) {
                     return false;
                 }
                 f.last = e;
-                self.pieces
-                    .push_back(Piece::whole(&self.archives, self.id, &e));
+                let (a, id, end) = (f.archives.clone(), self.id, f.end_ms);
+                let piece =
+                    tokio::task::spawn_blocking(move || catchup::segment_until(&a, id, &e, end))
+                        .await;
+                match piece {
+                    Ok(Ok(p)) => self.pieces.push_back(p),
+                    _ => return false,
+                }
                 return true;
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
@@ -297,13 +303,66 @@ pub async fn ts(
         Err(e) => return reply::error(&e),
     };
     let len = window.complete.then(|| window.len());
+    let follow = (!window.complete).then_some(Follow {
+        archives,
+        last: window.last,
+        end_ms: end,
+    });
+    let lease = match view.who.open_stream(st.hls_lease()) {
+        Ok(l) => l,
+        Err(limit) => {
+            return reply::error(&Error::new(ErrorKind::TooManyRequests, limit.to_string()))
+        }
+    };
+    let body = Body {
+        id,
+        pieces: window.pieces.into(),
+        file: None,
+        follow,
+        _lease: Some(lease),
+    };
+    respond_body(body, len, range_header, view, head)
+}
+
+/// A file served whole or by byte range (a recording's download).
+pub fn file_response(
+    path: std::path::PathBuf,
+    len: u64,
+    range_header: Option<&str>,
+    lease: crate::tokens::Lease,
+    view: &View,
+    head: bool,
+) -> Response {
+    let body = Body {
+        id: 0,
+        pieces: VecDeque::from([Piece::File {
+            path,
+            from: 0,
+            to: len,
+        }]),
+        file: None,
+        follow: None,
+        _lease: Some(lease),
+    };
+    respond_body(body, Some(len), range_header, view, head)
+}
+
+/// The response for a body: with `Content-Length` and byte ranges when its length `len`
+/// is known, streamed (on into live) when not; headers only for HEAD.
+fn respond_body(
+    mut body: Body,
+    len: Option<u64>,
+    range_header: Option<&str>,
+    view: &View,
+    head: bool,
+) -> Response {
     let mut status = StatusCode::OK;
-    let mut pieces = window.pieces;
     let mut content_range = None;
     if let Some(total) = len {
         match range(range_header, total) {
             Ok(Some((a, b))) => {
-                pieces = catchup::slice(&pieces, a, b);
+                let pieces: Vec<Piece> = body.pieces.drain(..).collect();
+                body.pieces = catchup::slice(&pieces, a, b).into();
                 status = StatusCode::PARTIAL_CONTENT;
                 content_range = Some((format!("bytes {a}-{}/{total}", b - 1), b - a));
             }
@@ -317,29 +376,12 @@ pub async fn ts(
             }
         }
     }
-    let follow = (!window.complete).then_some(Follow {
-        last: window.last,
-        end_ms: end,
-    });
     let body_len = content_range.as_ref().map(|c| c.1).or(len);
-    if head {
-        return ts_response(empty(), status, body_len);
-    }
-    let lease = match view.who.open_stream(st.hls_lease()) {
-        Ok(l) => l,
-        Err(limit) => {
-            return reply::error(&Error::new(ErrorKind::TooManyRequests, limit.to_string()))
-        }
+    let mut resp = if head {
+        ts_response(empty(), status, body_len)
+    } else {
+        ts_response(stream_response(body, view.who.ended()), status, body_len)
     };
-    let body = Body {
-        archives,
-        id,
-        pieces: pieces.into(),
-        file: None,
-        follow,
-        _lease: Some(lease),
-    };
-    let mut resp = ts_response(stream_response(body, view.who.ended()), status, body_len);
     if let Some((cr, _)) = content_range {
         if let Ok(v) = HeaderValue::from_str(&cr) {
             resp.headers_mut().insert(header::CONTENT_RANGE, v);
@@ -444,7 +486,6 @@ pub async fn segment(st: &AppState, id: u32, file: &str, view: &View) -> Respons
     let body = Body {
         id,
         pieces: VecDeque::from([Piece::whole(&archives, id, &e)]),
-        archives,
         file: None,
         follow: None,
         _lease: None,

@@ -100,6 +100,7 @@ fn channel_card(
     now: DateTime<Utc>,
     bucket: u64,
     scheduled: bool,
+    guide_minutes: u32,
 ) {
     // A scheduled channel whose window has not opened is not in the registry yet.
     let state = if scheduled {
@@ -185,6 +186,9 @@ fn channel_card(
             .unwrap_or_default();
         row(out, "Next", &format!("{}{}", escape(&p.title), escape(&at)));
     }
+    if let Some(a) = &st.archive {
+        archive_rows(out, guide_minutes, stream, a, now);
+    }
     if let Some(e) = &st.last_error {
         row(out, "Last error", &escape(e));
     }
@@ -194,6 +198,56 @@ fn channel_card(
         "<p class=\"actions\"><a class=\"watch\" href=\"/watch/{}\">Watch</a></p>\n</article>",
         stream.id
     );
+}
+
+/// An archived channel's rows: what the archive holds (a link that plays it from its
+/// start on into live) and its latest past programmes, each a link to its catch-up.
+fn archive_rows(
+    out: &mut String,
+    guide_minutes: u32,
+    stream: &crate::config::StreamConfig,
+    a: &crate::engine::status::ArchiveStatus,
+    now: chrono::DateTime<chrono::Utc>,
+) {
+    let id = stream.id;
+    let Some(oldest) = a.oldest else {
+        row(
+            out,
+            "Archive",
+            &escape(a.error.as_deref().unwrap_or("empty so far")),
+        );
+        return;
+    };
+    let size = format!("{:.1} GiB", a.bytes as f64 / f64::from(1u32 << 30));
+    let mut text = format!(
+        "<a href=\"/watch/{id}?start={}\">from {}</a> ({size})",
+        oldest.timestamp(),
+        escape(&when(oldest, now))
+    );
+    if let Some(e) = &a.error {
+        let _ = write!(text, " <em>{}</em>", escape(e));
+    }
+    row(out, "Archive", &text);
+    let len = chrono::Duration::minutes(i64::from(guide_minutes));
+    let past: Vec<String> = crate::epg::airings(stream, len)
+        .into_iter()
+        .filter(|(_, start, _)| start.with_timezone(&chrono::Utc) >= oldest)
+        .filter(|(_, start, _)| start.with_timezone(&chrono::Utc) < now)
+        .rev()
+        .take(5)
+        .map(|(p, start, stop)| {
+            format!(
+                "<a class=\"past\" href=\"/watch/{id}?start={}&amp;end={}\">{}</a> {}",
+                start.timestamp(),
+                stop.timestamp(),
+                escape(&p.title),
+                escape(&when(start.with_timezone(&chrono::Utc), now))
+            )
+        })
+        .collect();
+    if !past.is_empty() {
+        row(out, "Catch up", &past.join("<br>"));
+    }
 }
 
 /// The `?token=...` to show in URLs: the token itself only to a request that presented
@@ -249,16 +303,25 @@ pub fn page(state: &AppState, view: &View) -> Response {
     );
     s.push_str("</dl>\n</section>\n");
     let bucket = now.timestamp().max(0) as u64 / REFRESH_SECS;
+    let minutes = state.server.guide_program_minutes;
     let _ = writeln!(s, "<main id=\"channels\" data-refresh=\"{REFRESH_SECS}\">");
     for (stream, st) in streams.iter().zip(&statuses) {
-        channel_card(&mut s, stream, st, now, bucket, false);
+        channel_card(&mut s, stream, st, now, bucket, false, minutes);
     }
     // Scheduled channels whose window has not opened yet.
     for l in state.scheduler.list() {
         if l.state != crate::schedule::WindowState::Pending || !view.sees(&l.stream) {
             continue;
         }
-        channel_card(&mut s, &l.stream, &Status::default(), now, bucket, true);
+        channel_card(
+            &mut s,
+            &l.stream,
+            &Status::default(),
+            now,
+            bucket,
+            true,
+            minutes,
+        );
     }
     if streams.is_empty() {
         s.push_str(

@@ -8,7 +8,7 @@ use super::hdhr::{self, Target};
 use super::reply::{self, respond};
 use super::routes::Path;
 use super::state::AppState;
-use super::{api, catchup, dashboard, feeds, login, media, schedule};
+use super::{api, catchup, dashboard, feeds, login, media, recordings, schedule};
 use crate::error::Error;
 use std::sync::Arc;
 use warp::http::{Method, StatusCode};
@@ -125,6 +125,18 @@ async fn route(st: &AppState, mut req: Request, view: &View) -> Response {
         (P::Media(id), M::HEAD) => media::head(st, id),
         (P::HlsPlaylist(id), M::GET) => media::hls_playlist(st, id, &req.query, view).await,
         (P::HlsSegment(id, f), M::GET) => media::hls_segment(st, id, &f, &req.query, view),
+        (P::Recordings, M::GET) => respond(recordings::list(st, view)),
+        (P::Recordings, M::POST) => {
+            let body = req.body(limit, body_key).await;
+            respond(recordings::create(st, ct, body))
+        }
+        (P::Recording(id), M::GET) => respond(recordings::get(st, id, view)),
+        (P::Recording(id), M::DELETE) => respond(recordings::delete(st, id)),
+        (P::RecordingFile(f), m @ (M::GET | M::HEAD)) => {
+            let range = req.header("range");
+            recordings::file(st, &f, range, view, m == M::HEAD).await
+        }
+        (P::RecordingsPlaylist, M::GET) => respond(recordings::playlist(st, view)),
         (P::Catchup(id), m @ (M::GET | M::HEAD)) => {
             let range = req.header("range");
             catchup::ts(st, id, &req.query, range, view, m == M::HEAD).await

@@ -26,6 +26,7 @@ pub mod io;
 pub mod login;
 pub mod media;
 pub mod proxy;
+pub mod recordings;
 pub mod reply;
 pub mod routes;
 pub mod schedule;

@@ -56,6 +56,14 @@ pub enum Path {
     CatchupPlaylist(u32),
     /// `/catchup/<id>/<start ms>.ts`: one archive segment.
     CatchupSegment(u32, String),
+    /// `/api/recordings`.
+    Recordings,
+    /// `/api/recordings/<id>`.
+    Recording(u32),
+    /// `/recordings/<id>.ts`: a recording's file.
+    RecordingFile(String),
+    /// `/recordings.m3u`: the recordings as a playlist.
+    RecordingsPlaylist,
     /// `/hdhr/[<token>/]...`: the tuner emulation.
     Tuner(Target),
     NotFound,
@@ -108,6 +116,10 @@ impl Path {
             ["hls", n, f] if f.ends_with(".ts") => {
                 id(n).map_or(NotFound, |n| HlsSegment(n, (*f).to_owned()))
             }
+            ["api", "recordings"] => Recordings,
+            ["api", "recordings", n] => with(n, Recording),
+            ["recordings.m3u"] => RecordingsPlaylist,
+            ["recordings", f] if f.ends_with(".ts") => RecordingFile((*f).to_owned()),
             ["catchup", f] => f.strip_suffix(".ts").and_then(id).map_or(NotFound, Catchup),
             ["catchup", n, "index.m3u8"] => with(n, CatchupPlaylist),
             ["catchup", n, f] if f.ends_with(".ts") => {
@@ -143,6 +155,10 @@ impl Path {
             Media(_) => "/stream/{id}",
             HlsPlaylist(_) => "/hls/{id}/index.m3u8",
             HlsSegment(..) => "/hls/{id}/{segment}",
+            Recordings => "/api/recordings",
+            Recording(_) => "/api/recordings/{id}",
+            RecordingFile(_) => "/recordings/{id}.ts",
+            RecordingsPlaylist => "/recordings.m3u",
             Catchup(_) => "/catchup/{id}.ts",
             CatchupPlaylist(_) => "/catchup/{id}/index.m3u8",
             CatchupSegment(..) => "/catchup/{id}/{segment}",
@@ -293,6 +309,13 @@ pub const ROUTES: &[RouteSpec] = &[
     viewer("HEAD", "/stream/{id}", "/stream/1"),
     viewer("GET", "/hls/{id}/index.m3u8", "/hls/1/index.m3u8"),
     viewer("GET", "/hls/{id}/{segment}", "/hls/1/0-0.ts"),
+    viewer("GET", "/api/recordings", "/api/recordings"),
+    admin("POST", "/api/recordings", "/api/recordings"),
+    viewer("GET", "/api/recordings/{id}", "/api/recordings/1"),
+    admin("DELETE", "/api/recordings/{id}", "/api/recordings/1"),
+    viewer("GET", "/recordings/{id}.ts", "/recordings/1.ts"),
+    viewer("HEAD", "/recordings/{id}.ts", "/recordings/1.ts"),
+    viewer("GET", "/recordings.m3u", "/recordings.m3u"),
     viewer("GET", "/catchup/{id}.ts", "/catchup/1.ts"),
     viewer("HEAD", "/catchup/{id}.ts", "/catchup/1.ts"),
     viewer("GET", "/catchup/{id}/index.m3u8", "/catchup/1/index.m3u8"),
@@ -357,6 +380,10 @@ mod tests {
             ("/hls/3/index.m3u8", HlsPlaylist(3)),
             ("/hls/3/19a4c-17.ts", HlsSegment(3, "19a4c-17.ts".into())),
             ("/catchup/4.ts", Catchup(4)),
+            ("/api/recordings", Recordings),
+            ("/api/recordings/3", Recording(3)),
+            ("/recordings/3.ts", RecordingFile("3.ts".into())),
+            ("/recordings.m3u", RecordingsPlaylist),
             ("/catchup/4/index.m3u8", CatchupPlaylist(4)),
             (
                 "/catchup/4/1796186384421.ts",
@@ -442,6 +469,10 @@ mod tests {
             "/hls/1/a-1.ts",
             "/catchup/1.ts",
             "/catchup/1/index.m3u8",
+            "/api/recordings",
+            "/api/recordings/1",
+            "/recordings/1.ts",
+            "/recordings.m3u",
             "/catchup/1/5.ts",
             "/health",
             "/login",
