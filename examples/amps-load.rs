@@ -39,6 +39,8 @@ struct Args {
     tls_only: bool,
     /// Only the fan-out of a two-track against a five-track relay.
     tracks_only: bool,
+    /// Only the archive: its CPU cost, catch-up first bytes, a restart with a day of it.
+    archive_only: bool,
     /// Only the memory soak: busy and idle seconds per cycle.
     soak: Option<(f64, f64)>,
     clients: Vec<usize>,
@@ -53,6 +55,7 @@ fn args() -> Args {
         quick: false,
         tls_only: false,
         tracks_only: false,
+        archive_only: false,
         soak: None,
         clients: vec![10, 100, 500, 1000],
         seconds: 10.0,
@@ -69,6 +72,7 @@ fn args() -> Args {
             "--reps" => a.reps = v().parse().unwrap(),
             "--tls-only" => a.tls_only = true,
             "--tracks-only" => a.tracks_only = true,
+            "--archive-only" => a.archive_only = true,
             "--soak" => {
                 let v = v();
                 let (b, i) = v.split_once(',').expect("--soak BUSY,IDLE (seconds)");
@@ -81,7 +85,7 @@ fn args() -> Args {
                 a.reps = 3;
             }
             "-h" | "--help" => {
-                println!("amps-load [--amps PATH] [--json PATH] [--quick] [--tls-only] [--tracks-only] [--soak BUSY,IDLE] [--clients 10,100,500] [--seconds S] [--reps N]");
+                println!("amps-load [--amps PATH] [--json PATH] [--quick] [--tls-only] [--tracks-only] [--archive-only] [--soak BUSY,IDLE] [--clients 10,100,500] [--seconds S] [--reps N]");
                 std::process::exit(0);
             }
             other => panic!("unknown argument {other}"),
@@ -606,6 +610,178 @@ fn tracks_cost(a: &Args, http: &str) -> Value {
     json!({"rounds": runs, "five_over_two_tracks_cpu_per_gb_median": med})
 }
 
+/// A running relay channel of the 8 Mbit/s file with and without its archive: the
+/// archive's CPU cost (alternating rounds), next to the ffmpeg CLI segmenting the same
+/// source into files (what a per-channel recorder process costs); catch-up first bytes;
+/// and a restart with a day of archive (14,400 segment files of an 8 Mbit/s channel,
+/// sparse) to the first answer, with the index's memory.
+fn archive_cost(a: &Args, file: &str) -> Value {
+    let rounds = if a.quick { 1 } else { 3 };
+    let secs = a.seconds * 3.0;
+    let archive = tempfile::tempdir().unwrap();
+    let cfg = |hours: u32, dir: &Path| {
+        format!(
+            "server:\n  auth_token: {TOKEN}\nengine:\n  archive_dir: {}\nffmpeg_profiles:\n  copy: {}\nstreams:\n  - {{id: 1, name: relay, source: '{file}', ffmpeg_profile: copy, loop: true, always_on: true, catchup_hours: {hours}}}\n",
+            dir.display(),
+            support::COPY
+        )
+    };
+    let cores = |cfg: &str| {
+        let s = Server::start(&a.amps, cfg);
+        std::thread::sleep(Duration::from_secs(3));
+        let cpu0 = cpu_secs(s.pid(), false);
+        let t0 = Instant::now();
+        std::thread::sleep(Duration::from_secs_f64(secs));
+        (cpu_secs(s.pid(), false) - cpu0) / t0.elapsed().as_secs_f64()
+    };
+    let mut costs = Vec::new();
+    for round in 1..=rounds {
+        let dir = archive.path().join(format!("round{round}"));
+        let plain = cores(&cfg(0, &dir));
+        let archived = cores(&cfg(24, &dir));
+        let cost = (archived - plain) * 100.0;
+        println!(
+            "archive     relay {plain:.4} cores, with its archive {archived:.4}: +{cost:.2} % of a core (round {round} of {rounds})"
+        );
+        costs.push(cost);
+    }
+    // The CLI's recorder: a second reader of the source, segmenting it into files.
+    let out = archive.path().join("cli");
+    std::fs::create_dir_all(&out).unwrap();
+    let mut cli = Command::new("ffmpeg")
+        .args([
+            "-hide_banner",
+            "-nostdin",
+            "-v",
+            "error",
+            "-re",
+            "-stream_loop",
+            "-1",
+            "-i",
+            file,
+        ])
+        .args([
+            "-map",
+            "0",
+            "-c",
+            "copy",
+            "-f",
+            "segment",
+            "-segment_time",
+            "6",
+        ])
+        .arg(out.join("%06d.ts"))
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    let cpu0 = cpu_secs(cli.id(), false);
+    let t0 = Instant::now();
+    std::thread::sleep(Duration::from_secs_f64(secs));
+    let cli_cores = (cpu_secs(cli.id(), false) - cpu0) / t0.elapsed().as_secs_f64();
+    let _ = cli.kill();
+    let _ = cli.wait();
+    let med = median(costs.clone());
+    println!(
+        "archive     median +{med:.2} % of a core; ffmpeg CLI segmenting the same source: {:.2} % of a core ({:.2}x)",
+        cli_cores * 100.0,
+        med / (cli_cores * 100.0)
+    );
+
+    // Catch-up first bytes: 10 s windows of a running archive.
+    let dir = archive.path().join("catchup");
+    let s = Server::start(&a.amps, &cfg(24, &dir));
+    std::thread::sleep(Duration::from_secs(35));
+    let now = chrono::Utc::now().timestamp();
+    let mut first = Vec::new();
+    let mut whole = Vec::new();
+    for i in 0..50 {
+        let start = now - 30 + (i % 15);
+        let t0 = Instant::now();
+        let mut sock = TcpStream::connect(&s.addr).unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        write!(
+            sock,
+            "GET /catchup/1.ts?start={start}&end={}&token={TOKEN} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            start + 10
+        )
+        .unwrap();
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut got = Vec::new();
+        let mut fb = f64::NAN;
+        loop {
+            match sock.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    got.extend_from_slice(&buf[..n]);
+                    if fb.is_nan() {
+                        if let Some(p) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+                            if got.len() > p + 4 {
+                                fb = t0.elapsed().as_secs_f64() * 1000.0;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        first.push(fb);
+        whole.push(t0.elapsed().as_secs_f64() * 1000.0);
+    }
+    let mut sorted = first.clone();
+    sorted.sort_by(f64::total_cmp);
+    let p95 = sorted[(sorted.len() * 95 / 100).min(sorted.len() - 1)];
+    println!(
+        "catch-up    10 s windows: first byte median {:.1} ms, p95 {p95:.1} ms; whole window median {:.1} ms",
+        median(first.clone()),
+        median(whole.clone())
+    );
+    drop(s);
+
+    // A day of archive: 14,400 six-second segments of 6 MB (sparse files).
+    let dir = archive.path().join("day");
+    let ch = dir.join("1");
+    std::fs::create_dir_all(&ch).unwrap();
+    let day_start = chrono::Utc::now().timestamp_millis() - 86_400_000 + 60_000;
+    for i in 0..14_400i64 {
+        let f =
+            std::fs::File::create(ch.join(format!("{}-6000.ts", day_start + i * 6000))).unwrap();
+        f.set_len(6_000_000).unwrap();
+    }
+    let empty = archive.path().join("empty");
+    let mut ready = Vec::new();
+    let mut rss = Vec::new();
+    for d in [&empty, &dir] {
+        let t0 = Instant::now();
+        let s = Server::start(&a.amps, &cfg(24, d));
+        let st = s.get_json("/api/streams/1/status");
+        ready.push(t0.elapsed().as_secs_f64() * 1000.0);
+        std::thread::sleep(Duration::from_secs(2));
+        rss.push(anon_mib(s.pid()));
+        if d == &dir {
+            println!(
+                "restart     a day of archive ({} segments, {:.1} GB): first answer after {:.0} ms (empty archive: {:.0} ms); private memory {:.1} MiB vs {:.1} MiB empty",
+                st["archive"]["segments"],
+                st["archive"]["bytes"].as_f64().unwrap_or(0.0) / 1e9,
+                ready[1],
+                ready[0],
+                rss[1],
+                rss[0]
+            );
+        }
+    }
+    json!({
+        "archive_cpu_percent_of_a_core": costs,
+        "archive_cpu_percent_median": med,
+        "cli_segmenter_cpu_percent": cli_cores * 100.0,
+        "catchup_first_byte_ms_median": median(first),
+        "catchup_first_byte_ms_p95": p95,
+        "catchup_10s_window_ms_median": median(whole),
+        "restart_ready_ms": {"empty": ready[0], "day": ready[1]},
+        "private_mib": {"empty": rss[0], "day": rss[1]},
+    })
+}
+
 /// One server (plain or TLS): `clients` readers of the 8.2 Mbit/s channel, server CPU per
 /// GB sent, then warm joins.
 fn tls_round(
@@ -1109,6 +1285,11 @@ fn main() {
     );
     if let Some((busy, idle)) = a.soak {
         let r = soak(&a, &http, &file, busy, idle);
+        println!("{}", serde_json::to_string_pretty(&r).unwrap());
+        return;
+    }
+    if a.archive_only {
+        let r = archive_cost(&a, &file);
         println!("{}", serde_json::to_string_pretty(&r).unwrap());
         return;
     }

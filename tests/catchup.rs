@@ -599,3 +599,54 @@ fn download(s: &Server, r: &serde_json::Value) -> std::path::PathBuf {
     assert_eq!(r["bytes"].as_u64(), Some(body.len() as u64), "{r}");
     common::save(&body, "recording.ts")
 }
+
+/// An archive that cannot write (its channel's folder is a file, as a broken or full disk
+/// would refuse it) says so in the status and the metrics, while viewers of the channel
+/// notice nothing; once the folder can be written again, the archive resumes by itself.
+#[test]
+fn a_failing_archive_says_why_and_never_stops_the_channel() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("archive");
+    std::fs::create_dir_all(&archive).unwrap();
+    std::fs::write(archive.join("1"), b"not a folder").unwrap();
+    let s = Server::start(&format!(
+        "server:\n  auth_token: {TOKEN}\nengine:\n  archive_dir: {}\n  archive_segment_secs: 1\nffmpeg_profiles:\n  light: {{video_codec: mpeg2video, audio_codec: mp2, gop: 25}}\nstreams:\n  - {{id: 1, name: Broken disk, source: 'lavfi:testsrc2=size=160x120:rate=25[out0];sine[out1]', ffmpeg_profile: light, catchup_hours: 1}}\n",
+        archive.display()
+    ));
+    let mut st = serde_json::Value::Null;
+    assert!(
+        common::eventually(Duration::from_secs(20), || {
+            st = s.get("/api/streams/1/status").json();
+            st["archive"]["state"] == "failed"
+        }),
+        "{st}"
+    );
+    let why = st["archive"]["error"].as_str().unwrap();
+    assert!(why.contains("cannot write"), "{why}");
+    assert!(st["archive"]["write_errors"].as_u64() >= Some(1), "{st}");
+    let m = s.get("/metrics").body;
+    assert!(
+        m.contains("amps_channel_archive_failed{channel=\"1\",producer=\"libav\"} 1"),
+        "{m}"
+    );
+    // The channel plays on for its viewers.
+    let mut v = Viewer::open(&s, 1);
+    let live = v.read_for(Duration::from_secs(3));
+    let file = common::save(&live, "live.ts");
+    assert!(duration(&file) >= 2.0, "the live channel plays on");
+    assert_eq!(s.get("/api/streams/1/status").json()["state"], "running");
+    // The disk comes back: the archive resumes within a few seconds.
+    std::fs::remove_file(archive.join("1")).unwrap();
+    assert!(
+        common::eventually(Duration::from_secs(20), || {
+            st = s.get("/api/streams/1/status").json();
+            st["archive"]["state"] == "recording" && st["archive"]["segments"].as_u64() >= Some(2)
+        }),
+        "{st}"
+    );
+    assert!(st["archive"]["error"].is_null(), "{st}");
+    assert!(
+        st["archive"]["dropped_bytes"].as_u64() > Some(0),
+        "what it lost is counted: {st}"
+    );
+}

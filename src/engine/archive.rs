@@ -604,6 +604,7 @@ impl SegmentWriter {
             return;
         };
         if self.retry_at.is_some_and(|t| Instant::now() < t) {
+            self.archives.dropped(self.id, data.len() as u64);
             return;
         }
         self.retry_at = None;
@@ -646,14 +647,19 @@ impl SegmentWriter {
             }
             Err(e) => {
                 remove(&part);
-                self.fail(format!("cannot write {}: {e}", part.display()), 0);
+                let lost = (header.len() + data.len()) as u64;
+                self.fail(format!("cannot write {}: {e}", part.display()), lost);
             }
         }
     }
 
     fn append(&mut self, data: &[u8], at: i64) {
         let Some(o) = &mut self.open else {
-            return; // waiting for a keyframe
+            // Waiting for a keyframe; after a failed write, this output is lost.
+            if self.retry_at.is_some() {
+                self.archives.dropped(self.id, data.len() as u64);
+            }
+            return;
         };
         o.last_ms = at;
         o.bytes += data.len() as u64;
