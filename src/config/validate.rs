@@ -249,18 +249,7 @@ pub fn validate_config(cfg: &Config, catalog: &dyn EncoderCatalog) -> Report {
         }
     }
     if cfg.engine.archive_dir.is_none() {
-        let archived = cfg
-            .streams
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (format!("streams[{i}]"), s))
-            .chain(
-                cfg.scheduled_streams
-                    .iter()
-                    .enumerate()
-                    .map(|(i, s)| (format!("scheduled_streams[{i}]"), s)),
-            )
-            .find(|(_, s)| s.catchup_hours > 0);
+        let archived = keyed_streams(cfg).find(|(_, s)| s.catchup_hours > 0);
         if let Some((prefix, _)) = archived {
             report.errors.push(Issue {
                 path: format!("{prefix}.catchup_hours"),
@@ -271,18 +260,7 @@ pub fn validate_config(cfg: &Config, catalog: &dyn EncoderCatalog) -> Report {
     }
     // Tuners (Plex, Jellyfin) and Kodi tune by number: the channel number, else the id.
     let mut numbers: HashMap<u32, String> = HashMap::new();
-    let all = cfg
-        .streams
-        .iter()
-        .enumerate()
-        .map(|(i, s)| (format!("streams[{i}]"), s))
-        .chain(
-            cfg.scheduled_streams
-                .iter()
-                .enumerate()
-                .map(|(i, s)| (format!("scheduled_streams[{i}]"), s)),
-        );
-    for (prefix, s) in all {
+    for (prefix, s) in keyed_streams(cfg) {
         let n = s.channel_number.unwrap_or(s.id);
         let key = if s.channel_number.is_some() {
             "channel_number"
@@ -302,6 +280,15 @@ pub fn validate_config(cfg: &Config, catalog: &dyn EncoderCatalog) -> Report {
         }
     }
     report
+}
+
+/// Every stream of the file with its key path (`streams[3]`, `scheduled_streams[0]`).
+fn keyed_streams(cfg: &Config) -> impl Iterator<Item = (String, &StreamConfig)> {
+    let streams = cfg.streams.iter().enumerate();
+    let scheduled = cfg.scheduled_streams.iter().enumerate();
+    streams
+        .map(|(i, s)| (format!("streams[{i}]"), s))
+        .chain(scheduled.map(|(i, s)| (format!("scheduled_streams[{i}]"), s)))
 }
 
 fn describe(prefix: &str, s: &StreamConfig) -> String {

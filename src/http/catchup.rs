@@ -66,6 +66,17 @@ pub fn window_query(query: &str) -> Result<(i64, Option<i64>), Error> {
     Ok((start, end))
 }
 
+/// Channel `id`'s archive and the query's window (Unix ms).
+fn archive_and_window(
+    st: &AppState,
+    id: u32,
+    query: &str,
+) -> Result<(Arc<Archives>, i64, Option<i64>), Error> {
+    let archives = st.engine.archive_of(id)?;
+    let (start, end) = window_query(query)?;
+    Ok((archives, start, end))
+}
+
 /// The window, waiting (bounded) when its start is in the segment being written now.
 async fn wait_for_window(
     archives: &Arc<Archives>,
@@ -290,11 +301,7 @@ pub async fn ts(
     view: &View,
     head: bool,
 ) -> Response {
-    let archives = match st.engine.archive_of(id) {
-        Ok(a) => a,
-        Err(e) => return reply::error(&e),
-    };
-    let (start, end) = match window_query(query) {
+    let (archives, start, end) = match archive_and_window(st, id, query) {
         Ok(w) => w,
         Err(e) => return reply::error(&e),
     };
@@ -392,11 +399,7 @@ fn respond_body(
 
 /// `/catchup/<id>/index.m3u8`: the window as an HLS playlist.
 pub async fn playlist(st: &AppState, id: u32, query: &str, view: &View) -> Response {
-    let archives = match st.engine.archive_of(id) {
-        Ok(a) => a,
-        Err(e) => return reply::error(&e),
-    };
-    let (start, end) = match window_query(query) {
+    let (archives, start, end) = match archive_and_window(st, id, query) {
         Ok(w) => w,
         Err(e) => return reply::error(&e),
     };
