@@ -180,6 +180,11 @@ impl Archives {
         lock(&self.writers).contains_key(&id)
     }
 
+    /// The channels whose writers run.
+    pub fn writer_ids(&self) -> Vec<u32> {
+        lock(&self.writers).keys().copied().collect()
+    }
+
     /// The status of channel `id`'s archive (None: it has none and writes none).
     pub fn status(&self, id: u32, hours: u32) -> Option<ArchiveStatus> {
         let recording = self.recording(id);

@@ -138,6 +138,12 @@ impl Engine {
     /// Joins channel `id`: starts its producer if needed and waits (bounded) until it has
     /// a picture. 404 for an unknown channel, 503 if it cannot start.
     pub async fn subscribe(&self, id: u32) -> Result<Subscription, Error> {
+        self.join(id, true).await
+    }
+
+    /// Like [`Engine::subscribe`]; `viewer`: a person watches (it counts for
+    /// `engine.warm_recent`; the archive and recordings do not).
+    async fn join(&self, id: u32, viewer: bool) -> Result<Subscription, Error> {
         if self.shutdown.load(Ordering::SeqCst) {
             return Err(Error::new(
                 ErrorKind::Unavailable,
@@ -154,7 +160,9 @@ impl Engine {
                 format!("stream {id} already has its maximum of {limit} clients (engine.max_clients_per_channel)"),
             ));
         };
-        self.watched(id);
+        if viewer {
+            self.watched(id);
+        }
         let mut state = ch.subscribe_state();
         if ch.hub.has_keyframe() && ch.is_running() {
             return Ok(sub);
@@ -450,9 +458,15 @@ impl Engine {
                 tokio::spawn(self.clone().archive(archives.clone(), id, queue));
             }
         }
-        let a = archives.clone();
-        let _ =
-            tokio::task::spawn_blocking(move || a.stop_writers(|id| archived.contains(&id))).await;
+        if archives
+            .writer_ids()
+            .iter()
+            .any(|id| !archived.contains(id))
+        {
+            let a = archives.clone();
+            let stop = move || a.stop_writers(|id| archived.contains(&id));
+            let _ = tokio::task::spawn_blocking(stop).await;
+        }
         if expired_at.elapsed() >= Duration::from_secs(60) {
             *expired_at = Instant::now();
             let registry = self.registry.clone();
@@ -537,7 +551,7 @@ impl Engine {
             && !job.stopped()
             && !self.shutdown.load(Ordering::SeqCst)
         {
-            let mut sub = match self.subscribe(job.stream_id).await {
+            let mut sub = match self.join(job.stream_id, false).await {
                 Ok(s) => s,
                 Err(e) => {
                     why = Some(e.message().to_owned());
@@ -599,7 +613,7 @@ impl Engine {
     ) {
         let mut wait = Duration::from_secs(1);
         while !queue.closed() && !self.shutdown.load(Ordering::SeqCst) {
-            match self.subscribe(id).await {
+            match self.join(id, false).await {
                 Ok(mut sub) => {
                     wait = Duration::from_secs(1);
                     archive::feed(&archives, id, &queue, &mut sub).await;

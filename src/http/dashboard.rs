@@ -231,7 +231,9 @@ fn archive_rows(
     let len = chrono::Duration::minutes(i64::from(guide_minutes));
     let past: Vec<String> = crate::epg::airings(stream, len)
         .into_iter()
-        .filter(|(_, start, _)| start.with_timezone(&chrono::Utc) >= oldest)
+        // What the archive holds of it (a programme that began before the archive plays
+        // from the archive's start).
+        .filter(|(_, _, stop)| stop.with_timezone(&chrono::Utc) > oldest)
         .filter(|(_, start, _)| start.with_timezone(&chrono::Utc) < now)
         .rev()
         .take(5)
