@@ -326,7 +326,11 @@ fn print_text(r: &Report) {
 /// Returns the process exit code.
 pub fn run(args: Args) -> i32 {
     let tty = std::io::stderr().is_terminal();
-    let last_line = std::sync::Mutex::new(Instant::now() - Duration::from_secs(10));
+    let last_line = std::sync::Mutex::new(
+        Instant::now()
+            .checked_sub(Duration::from_secs(10))
+            .unwrap_or_else(Instant::now),
+    );
     let progress = |phase: &str, elapsed: Duration| {
         let mut e = std::io::stderr();
         if tty {

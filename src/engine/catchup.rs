@@ -133,16 +133,15 @@ pub fn describe_span(span: Option<(i64, i64)>) -> String {
     }
 }
 
-/// The window `[start_ms, end_ms)` of channel `id`'s archive (`end_ms` None: up to now and
-/// on into live). `Ok(None)`: the start is archived only once the segment being written
-/// now is finished. A window that lies wholly outside the archive is a 404 naming what it
-/// holds.
-pub fn window(
+/// The segments the window `[start_ms, end_ms)` touches (never empty), and whether the
+/// archive holds the whole window; no file is read. `Ok(None)` and the errors as for
+/// [`window`].
+pub fn segments(
     archives: &Archives,
     id: u32,
     start_ms: i64,
     end_ms: Option<i64>,
-) -> Result<Option<Window>, Error> {
+) -> Result<Option<(Vec<Entry>, bool)>, Error> {
     let span = archives.span(id);
     let outside = || Error::not_found(format!("stream {id}: {}", describe_span(span)));
     let Some((first, last)) = span else {
@@ -160,9 +159,26 @@ pub fn window(
         };
     }
     let entries = archives.window(id, start_ms, end_ms.unwrap_or(i64::MAX));
-    let (Some(head), Some(tail)) = (entries.first().copied(), entries.last().copied()) else {
+    if entries.is_empty() {
         return Err(outside()); // the window lies in a gap of the archive
+    }
+    Ok(Some((entries, end_ms.is_some_and(|e| e <= last))))
+}
+
+/// The window `[start_ms, end_ms)` of channel `id`'s archive (`end_ms` None: up to now and
+/// on into live). `Ok(None)`: the start is archived only once the segment being written
+/// now is finished. A window that lies wholly outside the archive is a 404 naming what it
+/// holds.
+pub fn window(
+    archives: &Archives,
+    id: u32,
+    start_ms: i64,
+    end_ms: Option<i64>,
+) -> Result<Option<Window>, Error> {
+    let Some((entries, complete)) = segments(archives, id, start_ms, end_ms)? else {
+        return Ok(None);
     };
+    let (head, tail) = (entries[0], entries[entries.len() - 1]);
     let mut pieces: Vec<Piece> = entries
         .iter()
         .map(|e| Piece::whole(archives, id, e))
@@ -212,7 +228,7 @@ pub fn window(
         start_ms: content_start,
         last: tail,
         covered_ms: covered_ms.max(0),
-        complete: end_ms.is_some_and(|e| e <= last),
+        complete,
     }))
 }
 

@@ -76,8 +76,8 @@ pub struct Engine {
     thumbs: Arc<Thumbnails>,
     /// The channel archives (`engine.archive_dir`), if any.
     archives: Option<Arc<Archives>>,
-    /// The recordings (`engine.recordings_dir`), if any.
-    recordings: Option<Arc<recordings::Recordings>>,
+    /// The recordings (`engine.recordings_dir`), or why there are none.
+    recordings: Result<Arc<recordings::Recordings>, String>,
     shutdown: Arc<AtomicBool>,
 }
 
@@ -97,11 +97,15 @@ impl Engine {
             recent: Mutex::new(Vec::new()),
             thumbs: Arc::new(Thumbnails::default()),
             archives: Archives::open(&settings),
-            recordings: settings.recordings_dir.as_deref().and_then(|d| {
-                recordings::Recordings::open(d)
-                    .map_err(|e| tracing::error!("{}; recording is off", e.message()))
-                    .ok()
-            }),
+            recordings: match settings.recordings_dir.as_deref() {
+                None => {
+                    Err("recording is off: set engine.recordings_dir in the config file".into())
+                }
+                Some(d) => recordings::Recordings::open(d).map_err(|e| {
+                    tracing::error!("{}; recording is off", e.message());
+                    format!("recording is off: {}", e.message())
+                }),
+            },
             shutdown: Arc::new(AtomicBool::new(false)),
             settings,
         })
@@ -210,16 +214,11 @@ impl Engine {
         &self.settings
     }
 
-    /// The channel archives, when `engine.archive_dir` is set.
-    pub fn archives(&self) -> Option<&Arc<Archives>> {
-        self.archives.as_ref()
-    }
-
     /// The recordings: 404 when recording is off.
     pub fn recordings(&self) -> Result<&Arc<recordings::Recordings>, Error> {
-        self.recordings.as_ref().ok_or_else(|| {
-            Error::not_found("recording is off: set engine.recordings_dir in the config file")
-        })
+        self.recordings
+            .as_ref()
+            .map_err(|why| Error::not_found(why.clone()))
     }
 
     /// Channel `id`'s archive, for catch-up: 404 when the channel is unknown or has none.
@@ -406,7 +405,8 @@ impl Engine {
     /// failing. Runs until shutdown.
     async fn keep_always_on(self: Arc<Self>) {
         let mut retry: HashMap<u32, (Instant, Duration)> = HashMap::new();
-        let mut expired_at = Instant::now() - Duration::from_secs(3600);
+        // When old segments were last removed (None: not yet).
+        let mut expired_at: Option<Instant> = None;
         while !self.shutdown.load(Ordering::SeqCst) {
             let now = Instant::now();
             for s in self.registry.list().iter().filter(|s| s.runs_always()) {
@@ -433,7 +433,7 @@ impl Engine {
             if let Some(a) = self.archives.clone() {
                 self.keep_archives(&a, &mut expired_at).await;
             }
-            if let Some(r) = self.recordings.clone() {
+            if let Ok(r) = self.recordings.clone() {
                 for rec in r.due(chrono::Utc::now()) {
                     self.record(&r, rec);
                 }
@@ -445,7 +445,11 @@ impl Engine {
     /// Starts the archive of every channel with `catchup_hours` (one more reader of its
     /// hub, fed by [`Engine::archive`]), stops those of channels that no longer have it,
     /// and once a minute removes segments older than their channel's window.
-    async fn keep_archives(self: &Arc<Self>, archives: &Arc<Archives>, expired_at: &mut Instant) {
+    async fn keep_archives(
+        self: &Arc<Self>,
+        archives: &Arc<Archives>,
+        expired_at: &mut Option<Instant>,
+    ) {
         let archived: std::collections::HashSet<u32> = self
             .registry
             .list()
@@ -467,8 +471,8 @@ impl Engine {
             let stop = move || a.stop_writers(|id| archived.contains(&id));
             let _ = tokio::task::spawn_blocking(stop).await;
         }
-        if expired_at.elapsed() >= Duration::from_secs(60) {
-            *expired_at = Instant::now();
+        if expired_at.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
+            *expired_at = Some(Instant::now());
             let registry = self.registry.clone();
             let a = archives.clone();
             let _ = tokio::task::spawn_blocking(move || {

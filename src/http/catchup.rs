@@ -84,11 +84,21 @@ async fn wait_for_window(
     start: i64,
     end: Option<i64>,
 ) -> Result<Window, Error> {
+    wait_for(archives, id, move |a| catchup::window(a, id, start, end)).await
+}
+
+/// `look` (on a blocking thread) until it finds the window: at most two segment lengths
+/// and 10 s, as long as it says the start is in the segment being written.
+async fn wait_for<T: Send + 'static>(
+    archives: &Arc<Archives>,
+    id: u32,
+    look: impl Fn(&Archives) -> Result<Option<T>, Error> + Send + Sync + Clone + 'static,
+) -> Result<T, Error> {
     let limit = Duration::from_secs_f64(archives.segment_secs() * 2.0 + 10.0);
     let deadline = tokio::time::Instant::now() + limit;
     loop {
-        let a = archives.clone();
-        let w = tokio::task::spawn_blocking(move || catchup::window(&a, id, start, end))
+        let (a, look) = (archives.clone(), look.clone());
+        let w = tokio::task::spawn_blocking(move || look(&a))
             .await
             .map_err(|e| Error::new(ErrorKind::Internal, e.to_string()))??;
         if let Some(w) = w {
@@ -406,13 +416,13 @@ pub async fn playlist(st: &AppState, id: u32, query: &str, view: &View) -> Respo
     if let Err(limit) = view.who.touch_hls(id, st.hls_lease()) {
         return reply::error(&Error::new(ErrorKind::TooManyRequests, limit.to_string()));
     }
-    // Only for the errors and the wait: the playlist lists whole segments.
-    let window = match wait_for_window(&archives, id, start, end).await {
+    // The playlist lists whole segments: no file is read (players reload it often).
+    let look = move |a: &Archives| catchup::segments(a, id, start, end);
+    let (entries, complete) = match wait_for(&archives, id, look).await {
         Ok(w) => w,
         Err(e) => return reply::error(&e),
     };
-    let entries = archives.window(id, start, end.unwrap_or(i64::MAX));
-    let text = render_playlist(&entries, window.complete, &view.token_query());
+    let text = render_playlist(&entries, complete, &view.token_query());
     let mut resp = text.into_response();
     let h = resp.headers_mut();
     h.insert(
