@@ -111,9 +111,9 @@ fn archive(c: &Config, s: &StreamConfig) -> String {
     match ix.span() {
         None => format!("{} h: empty", s.catchup_hours),
         Some((a, b)) => format!(
-            "{} h: {:.1} GiB, {} .. {} UTC",
+            "{} h: {}, {} .. {} UTC",
             s.catchup_hours,
-            ix.bytes() as f64 / f64::from(1u32 << 30),
+            crate::engine::archive::human_size(ix.bytes()),
             fmt(a),
             fmt(b)
         ),
@@ -219,7 +219,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let ch = dir.path().join("5");
         std::fs::create_dir_all(&ch).unwrap();
-        // 2024-05-04 10:00 and 10:00:06 UTC, 6 s each, 1 GiB together.
+        // 2024-05-04 10:00 and 10:00:06 UTC, 6 s each, 1 GiB together; channel 7: 3 MiB.
         for (name, len) in [
             ("1714816800000-6000-d.ts", 1u64 << 29),
             ("1714816806000-6000.ts", 1 << 29),
@@ -229,8 +229,13 @@ mod tests {
                 .set_len(len)
                 .unwrap();
         }
+        std::fs::create_dir_all(dir.path().join("7")).unwrap();
+        std::fs::File::create(dir.path().join("7").join("1714816800000-6000.ts"))
+            .unwrap()
+            .set_len(3 << 20)
+            .unwrap();
         let c: Config = serde_yaml::from_str(&format!(
-            "engine: {{archive_dir: {}}}\nffmpeg_profiles: {{copy: {{}}}}\nstreams:\n- {{id: 5, name: A, source: s, ffmpeg_profile: copy, catchup_hours: 24}}\n- {{id: 6, name: B, source: s, ffmpeg_profile: copy, catchup_hours: 2}}\n",
+            "engine: {{archive_dir: {}}}\nffmpeg_profiles: {{copy: {{}}}}\nstreams:\n- {{id: 5, name: A, source: s, ffmpeg_profile: copy, catchup_hours: 24}}\n- {{id: 6, name: B, source: s, ffmpeg_profile: copy, catchup_hours: 2}}\n- {{id: 7, name: C, source: s, ffmpeg_profile: copy, catchup_hours: 1}}\n",
             dir.path().display()
         ))
         .unwrap();
@@ -242,6 +247,10 @@ mod tests {
         assert!(
             t.lines()
                 .any(|l| l.starts_with("6 ") && l.ends_with("2 h: empty")),
+            "{t}"
+        );
+        assert!(
+            t.contains("1 h: 3.0 MiB, 2024-05-04 10:00 .. 2024-05-04 10:00 UTC"),
             "{t}"
         );
         assert_eq!(recordings(&c), "", "no recordings_dir");

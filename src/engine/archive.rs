@@ -42,6 +42,16 @@ const RETRY_AFTER: Duration = Duration::from_secs(5);
 /// arrival (durations come from the timestamps, so contiguous segments stay contiguous).
 const CONTIGUOUS_MS: i64 = 2_000;
 
+/// A size for people: "512.0 MiB", "1.2 GiB".
+pub fn human_size(bytes: u64) -> String {
+    let mib = bytes as f64 / 1048576.0;
+    if mib < 1024.0 {
+        format!("{mib:.1} MiB")
+    } else {
+        format!("{:.1} GiB", mib / 1024.0)
+    }
+}
+
 /// Unix milliseconds now.
 pub fn now_ms() -> i64 {
     Utc::now().timestamp_millis()

@@ -218,7 +218,7 @@ fn archive_rows(
         );
         return;
     };
-    let size = format!("{:.1} GiB", a.bytes as f64 / f64::from(1u32 << 30));
+    let size = crate::engine::archive::human_size(a.bytes);
     let mut text = format!(
         "<a href=\"/watch/{id}?start={}\">from {}</a> ({size})",
         oldest.timestamp(),
