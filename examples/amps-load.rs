@@ -319,6 +319,24 @@ fn open_stream(addr: &str, id: u32) -> std::io::Result<BufReader<TcpStream>> {
     Ok(r)
 }
 
+/// The ffmpeg CLI reading `file` at real time, looped, quietly (its output arguments
+/// follow).
+fn ffmpeg_paced(file: &str) -> Command {
+    let mut c = Command::new("ffmpeg");
+    c.args([
+        "-hide_banner",
+        "-nostdin",
+        "-v",
+        "error",
+        "-re",
+        "-stream_loop",
+        "-1",
+        "-i",
+        file,
+    ]);
+    c
+}
+
 // ---- the measurements ---------------------------------------------------------------------
 
 fn config(http_src: &str, file_src: &str, extra_idle: usize) -> String {
@@ -648,18 +666,7 @@ fn archive_cost(a: &Args, file: &str) -> Value {
     // The CLI's recorder: a second reader of the source, segmenting it into files.
     let out = archive.path().join("cli");
     std::fs::create_dir_all(&out).unwrap();
-    let mut cli = Command::new("ffmpeg")
-        .args([
-            "-hide_banner",
-            "-nostdin",
-            "-v",
-            "error",
-            "-re",
-            "-stream_loop",
-            "-1",
-            "-i",
-            file,
-        ])
+    let mut cli = ffmpeg_paced(file)
         .args([
             "-map",
             "0",
@@ -938,18 +945,7 @@ fn fan_out(a: &Args, s: &Server, file: &str, rate_bps: f64) -> Value {
     drop(keeper);
     // The ffmpeg-per-client design: one `ffmpeg -re -c copy` per viewer.
     let t0 = Instant::now();
-    let mut child = Command::new("ffmpeg")
-        .args([
-            "-hide_banner",
-            "-nostdin",
-            "-v",
-            "error",
-            "-re",
-            "-stream_loop",
-            "-1",
-            "-i",
-            file,
-        ])
+    let mut child = ffmpeg_paced(file)
         .args(support::CLI_COPY)
         .args(["-f", "mpegts", "pipe:1"])
         .stdout(Stdio::piped())
