@@ -163,9 +163,75 @@ pub fn token_query(token: Option<&str>) -> String {
         .unwrap_or_default()
 }
 
-/// A source URL fit for status and logs: credentials and query strings removed.
+/// Providers' account secrets (usernames, passwords) that may appear as path segments of
+/// their stream URLs (`/live/<user>/<pass>/1.ts`): [`redact_source`] hides them.
+static SECRETS: std::sync::RwLock<Vec<String>> = std::sync::RwLock::new(Vec::new());
+
+/// Remembers a provider secret for redaction (empty strings are ignored).
+pub fn remember_secret(secret: &str) {
+    let secret = secret.trim();
+    if secret.is_empty() {
+        return;
+    }
+    let mut v = SECRETS.write().unwrap_or_else(|p| p.into_inner());
+    if !v.iter().any(|s| s == secret) {
+        v.push(secret.to_owned());
+    }
+}
+
+/// Every `scheme://...` in a line of text (a libav log line) redacted as a source.
+pub fn redact_text(line: &str) -> std::borrow::Cow<'_, str> {
+    if !line.contains("://") {
+        return line.into();
+    }
+    let mut out = String::with_capacity(line.len());
+    let mut rest = line;
+    while let Some(i) = rest.find("://") {
+        let start = rest[..i]
+            .rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '+' || c == '-' || c == '.'))
+            .map_or(0, |p| p + 1);
+        let end = rest[i..]
+            .find(|c: char| c.is_whitespace() || c == '\'' || c == '"')
+            .map_or(rest.len(), |e| i + e);
+        out.push_str(&rest[..start]);
+        out.push_str(&redact_source(&rest[start..end]));
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out.into()
+}
+
+/// A source URL fit for status and logs: credentials, query strings and remembered
+/// provider secrets removed.
 pub fn redact_source(source: &str) -> String {
     let mut s = source.to_owned();
+    let secrets = SECRETS.read().unwrap_or_else(|p| p.into_inner());
+    if !secrets.is_empty() && s.contains("://") {
+        let decoded = |seg: &str| {
+            percent_encoding::percent_decode_str(seg)
+                .decode_utf8_lossy()
+                .into_owned()
+        };
+        let path_end = s.find('?').unwrap_or(s.len());
+        let (path, tail) = s.split_at(path_end);
+        let scheme_end = path.find("://").map_or(0, |i| i + 3);
+        let (head, segs) = path.split_at(scheme_end);
+        let segs: Vec<String> = segs
+            .split('/')
+            .enumerate()
+            .map(|(i, seg)| {
+                let d = decoded(seg);
+                let base = d.split('.').next().unwrap_or(&d).to_owned();
+                if i > 0 && secrets.iter().any(|x| *x == d || *x == base) {
+                    "***".to_owned()
+                } else {
+                    seg.to_owned()
+                }
+            })
+            .collect();
+        s = format!("{head}{}{tail}", segs.join("/"));
+    }
+    drop(secrets);
     if let Some(q) = s.find('?') {
         s.truncate(q);
         s.push_str("?…");
@@ -208,6 +274,25 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn remembered_provider_secrets_are_hidden_in_paths_and_log_lines() {
+        super::remember_secret("acct-user-77");
+        super::remember_secret("s3cr%t");
+        assert_eq!(
+            redact_source("http://xc:8080/live/acct-user-77/s3cr%25t/101.ts"),
+            "http://xc:8080/live/***/***/101.ts"
+        );
+        assert_eq!(
+            redact_source("http://acct-user-77/a/b"),
+            "http://acct-user-77/a/b",
+            "a host is never a secret segment"
+        );
+        let line = "Opening 'http://p/acct-user-77/x/1.ts?token=abc' for reading";
+        let r = super::redact_text(line);
+        assert_eq!(r, "Opening 'http://p/***/x/1.ts?…' for reading");
+        assert_eq!(super::redact_text("no url here"), "no url here");
+    }
 
     #[test]
     fn source_redaction_hides_credentials_and_queries() {

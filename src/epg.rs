@@ -111,9 +111,9 @@ fn filler(
     }
 }
 
-/// A channel's timed programmes in order, each with its start and stop: the next one's
-/// start, or `default_len` after its own for the last (and for one the next does not
-/// follow).
+/// A channel's timed programmes in order, each with its start and stop: its own `stop`,
+/// else the next one's start, or `default_len` after its own for the last (and for one the
+/// next does not follow).
 pub fn airings(
     s: &StreamConfig,
     default_len: Duration,
@@ -131,11 +131,17 @@ pub fn airings(
     (0..timed.len())
         .filter_map(|i| {
             let start = timed[i].start?.0;
-            let stop = timed
-                .get(i + 1)
-                .and_then(|n| n.start)
-                .map(|n| n.0)
-                .filter(|n| *n > start)
+            let stop = timed[i]
+                .stop
+                .map(|s| s.0)
+                .filter(|s| *s > start)
+                .or_else(|| {
+                    timed
+                        .get(i + 1)
+                        .and_then(|n| n.start)
+                        .map(|n| n.0)
+                        .filter(|n| *n > start)
+                })
                 .unwrap_or(start + default_len);
             Some((timed[i], start, stop))
         })
@@ -290,7 +296,7 @@ mod tests {
         fn any_text_stays_inside_its_element(title in any::<String>(), name in any::<String>()) {
             let mut s: StreamConfig = serde_yaml::from_str("{id: 1, name: x, source: s, ffmpeg_profile: p}").unwrap();
             s.name = name;
-            s.next_programs = vec![Program { title, start: Some(crate::config::Timestamp::parse("2024-05-04T16:30:00Z").unwrap()), description: None }];
+            s.next_programs = vec![Program { title, start: Some(crate::config::Timestamp::parse("2024-05-04T16:30:00Z").unwrap()), stop: None, description: None }];
             let before = DateTime::parse_from_rfc3339("2024-05-04T12:00:00Z").unwrap().with_timezone(&Utc);
             let xml = render(&[Arc::new(s)], Duration::minutes(30), before);
             prop_assert_eq!(xml.matches("<title>").count(), 1);

@@ -11,6 +11,8 @@
 //! - [`epg`]: pure XMLTV guide rendering.
 //! - [`schedule`]: scheduled channels: window logic and the task that adds and retires them.
 //! - [`playlist`]: pure M3U rendering (no I/O), hardened against injection.
+//! - [`providers`]: importing providers' M3U playlists, Xtream Codes accounts and XMLTV
+//!   guides as channels and programmes (refreshed, cached, filtered, merged).
 //! - [`auth`]: the shared token: extraction, constant-time comparison, log redaction.
 //! - [`http`]: the HTTP surface (route table, REST API, error mapping, the server loop).
 //! - [`metrics`]: counters and gauges exposed on `/metrics`.
@@ -30,6 +32,7 @@ pub mod http;
 pub mod libav;
 pub mod metrics;
 pub mod playlist;
+pub mod providers;
 pub mod registry;
 pub mod reload;
 pub mod schedule;

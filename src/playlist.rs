@@ -436,7 +436,7 @@ mod tests {
                 s.group = Some(group.clone());
                 s.logo = Some(logo.clone());
                 s.channel_number = Some(i as u32 + 1);
-                s.next_programs = vec![Program { title: title.clone(), start: None, description: Some(desc.clone()) }];
+                s.next_programs = vec![Program { title: title.clone(), start: None, stop: None, description: Some(desc.clone()) }];
                 Arc::new(s)
             }).collect();
             let text = render(&channels, &opts());

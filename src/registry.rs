@@ -148,6 +148,24 @@ impl Registry {
 
     fn check(&self, new: &StreamConfig, old: Option<&StreamConfig>, origin: Origin) -> Result<()> {
         if origin == Origin::Api {
+            if let Some(from) = old.and_then(|o| o.origin.as_deref()) {
+                return Err(imported(new.id, from));
+            }
+            if new.origin.is_some() {
+                return Err(Error::new(
+                    ErrorKind::Invalid,
+                    "origin: set by Amps for imported channels; leave it out",
+                ));
+            }
+            if new.id >= crate::config::RESERVED_IDS {
+                return Err(Error::new(
+                    ErrorKind::Invalid,
+                    format!(
+                        "id: ids from {} up are reserved for channels imported from playlists",
+                        crate::config::RESERVED_IDS
+                    ),
+                ));
+            }
             self.check_api_change(new, old)?;
             if new.schedule.is_some() || old.is_some_and(|o| o.schedule.is_some()) {
                 return Err(Error::new(
@@ -237,8 +255,12 @@ impl Registry {
         })
     }
 
-    /// Removes channel `id` for an API client: scheduled channels belong to the scheduler.
+    /// Removes channel `id` for an API client: scheduled channels belong to the scheduler,
+    /// imported ones to their playlist.
     pub fn remove_api(&self, id: u32) -> Result<Arc<StreamConfig>> {
+        if let Some(from) = self.get(id).and_then(|s| s.origin.clone()) {
+            return Err(imported(id, &from));
+        }
         if self.get(id).is_some_and(|s| s.schedule.is_some()) {
             return Err(Error::new(
                 ErrorKind::Conflict,
@@ -331,6 +353,83 @@ impl Registry {
             self.notify(c);
         }
         diff
+    }
+}
+
+/// The 409 for an API write to an imported channel.
+fn imported(id: u32, from: &str) -> Error {
+    let name = from.strip_prefix("playlist:").unwrap_or(from);
+    Error::new(
+        ErrorKind::Conflict,
+        format!(
+            "stream {id} is imported from playlist {name}: rename, renumber, regroup, re-profile or hide it with PUT /api/playlists/{name}/channels/{id}"
+        ),
+    )
+}
+
+impl Registry {
+    /// Makes the imported channels (those with an `origin`) exactly `channels`: new ones
+    /// are added, changed ones updated (the engine restarts only those whose media
+    /// changed), missing ones removed (their viewers' streams end). Channels of the config
+    /// file and the API are never touched. The caller has validated `channels`.
+    pub fn sync_imported(&self, channels: Vec<StreamConfig>) -> ReloadDiff {
+        let mut diff = ReloadDiff::default();
+        let mut changes = Vec::new();
+        {
+            let mut map = self.write();
+            let mut keep = std::collections::BTreeSet::new();
+            for s in channels {
+                if s.origin.is_none() {
+                    continue;
+                }
+                keep.insert(s.id);
+                match map.get(&s.id) {
+                    Some(old) if old.origin.is_none() => {
+                        tracing::warn!(id = s.id, "an imported channel's id is taken by a channel of the config or the API; the import skips it");
+                    }
+                    Some(old) if **old == s => diff.unchanged += 1,
+                    Some(old) => {
+                        let (old, new) = (old.clone(), Arc::new(s));
+                        map.insert(new.id, new.clone());
+                        diff.updated.push(new.id);
+                        changes.push(Change::Updated { old, new });
+                    }
+                    None => {
+                        let new = Arc::new(s);
+                        map.insert(new.id, new.clone());
+                        diff.added.push(new.id);
+                        changes.push(Change::Added(new));
+                    }
+                }
+            }
+            let gone: Vec<u32> = map
+                .iter()
+                .filter(|(id, s)| s.origin.is_some() && !keep.contains(id))
+                .map(|(id, _)| *id)
+                .collect();
+            for id in gone {
+                if let Some(old) = map.remove(&id) {
+                    diff.removed.push(id);
+                    changes.push(Change::Removed(old));
+                }
+            }
+        }
+        for c in changes {
+            self.notify(c);
+        }
+        diff
+    }
+
+    /// Replaces the programmes of channel `id` with a guide's (no API rules: the guide is
+    /// Amps' own import). None when the channel is gone.
+    pub fn set_guide_programs(&self, id: u32, programs: Vec<Program>) -> Option<()> {
+        self.update(id, Origin::Config, |s| {
+            let mut s = s.clone();
+            s.next_programs = programs;
+            Ok(s)
+        })
+        .ok()
+        .map(|_| ())
     }
 }
 

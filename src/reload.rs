@@ -110,6 +110,14 @@ impl Reloader {
             .clone()
     }
 
+    /// The configuration in force.
+    pub fn config(&self) -> Config {
+        self.current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     /// The ids of the streams and scheduled streams the config in force defines.
     pub fn file_ids(&self) -> (Vec<u32>, Vec<u32>) {
         let c = self.current.lock().unwrap_or_else(|p| p.into_inner());
@@ -141,9 +149,11 @@ impl Reloader {
             .chain(&current.scheduled_streams)
             .map(|s| s.id)
             .collect();
+        // (Imported channels follow their playlist's profile, validated with the file.)
         let mut uses: Vec<(u32, Option<String>)> = registry
             .list()
             .iter()
+            .filter(|s| s.origin.is_none())
             .map(|s| (s.id, s.ffmpeg_profile.clone()))
             .collect();
         uses.extend(scheduler.profile_uses());

@@ -28,6 +28,10 @@ struct Overlay {
     /// Tokens created through the API (digests only).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     tokens: Vec<crate::tokens::ApiToken>,
+    /// Owner's changes to imported channels (name, number, group, profile, logo, hidden),
+    /// by id; kept across the playlists' refreshes.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    imported: BTreeMap<u32, crate::providers::ChannelOverride>,
 }
 
 /// The state file and the overlay it holds.
@@ -140,6 +144,20 @@ impl StateFile {
     pub fn tokens_changed(&self, now: impl FnOnce() -> Vec<crate::tokens::ApiToken>) -> Result<()> {
         let mut o = self.lock();
         o.tokens = now();
+        self.save(&o)
+    }
+
+    pub fn imported(&self) -> BTreeMap<u32, crate::providers::ChannelOverride> {
+        self.lock().imported.clone()
+    }
+
+    /// Saves the overrides of imported channels (`now` is read under the file's lock).
+    pub fn imported_changed(
+        &self,
+        now: impl FnOnce() -> BTreeMap<u32, crate::providers::ChannelOverride>,
+    ) -> Result<()> {
+        let mut o = self.lock();
+        o.imported = now();
         self.save(&o)
     }
 

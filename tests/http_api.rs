@@ -21,6 +21,7 @@ fn body_for(method: &str, pattern: &str) -> Option<&'static str> {
             r#"{"id": 50, "name": "New", "source": "http://h/x.ts", "ffmpeg_profile": "relay"}"#,
         ),
         ("PUT", "/api/streams/{id}/programs") => Some(r#"[{"title": "T"}]"#),
+        ("PUT", "/api/playlists/{name}/channels/{id}") => Some(r#"{"name": "Mine"}"#),
         ("PUT", _) => {
             Some(r#"{"name": "Put", "source": "http://h/x.ts", "ffmpeg_profile": "relay"}"#)
         }
@@ -95,6 +96,17 @@ fn every_route_in_the_table_is_served_with_the_token() {
             "channel_number: 2, catchup_hours: 1}",
             1,
         );
+    // A provider playlist `p` (a local file) with one channel, for /api/playlists.
+    let m3u = archive.path().join("p.m3u");
+    std::fs::write(
+        &m3u,
+        "#EXTM3U\n#EXTINF:-1 tvg-id=\"p1\",P One\nhttp://127.0.0.1:9/p1.ts\n",
+    )
+    .unwrap();
+    let config = format!(
+        "{config}playlists:\n  - {{name: p, url: '{}', ffmpeg_profile: relay}}\n",
+        m3u.display()
+    );
     let s = Server::start(&config);
     // Media first (PUT changes stream 1's source), DELETE last.
     let mut routes: Vec<_> = ROUTES.iter().collect();
@@ -184,6 +196,15 @@ fn every_route_in_the_table_is_served_with_the_token() {
                     }),
                     "recording 1 has a file"
                 );
+            }
+            (_, "/api/playlists/{name}/channels/{id}") => {
+                let mut id = 0;
+                assert!(common::eventually(Duration::from_secs(10), || {
+                    let v = s.get("/api/playlists/p/channels").json();
+                    id = v[0]["id"].as_u64().unwrap_or(0);
+                    id > 0
+                }));
+                path = format!("/api/playlists/p/channels/{id}");
             }
             (_, "/hls/{id}/{segment}") => {
                 let pl = s.get("/hls/1/index.m3u8").body;

@@ -199,6 +199,17 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
                 tracing::warn!("{problem}");
             }
         }
+        let providers = crate::providers::Providers::new(
+            &config,
+            registry.clone(),
+            crate::providers::default_cache_dir(&config, &crate::config::process_env),
+            state_file
+                .as_ref()
+                .map(|f| f.imported())
+                .unwrap_or_default(),
+        );
+        engine.set_connection_limits(providers.limits());
+        let providers_task = tokio::spawn(providers.clone().run(clock.clone()));
         let schedule_task = tokio::spawn(scheduler.clone().run());
         let reloader = Arc::new(crate::reload::Reloader::new(
             path,
@@ -220,6 +231,7 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
             metrics: Arc::new(
                 Metrics::with_engine(engine.clone()).with_tokens(tokens.clone(), hls_lease),
             ),
+            providers,
             tokens,
             proxies: crate::http::proxy::Trusted::new(&server.trusted_proxies),
             tls: tls.clone(),
@@ -249,6 +261,7 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         http::serve(listener, state, shutdown, Duration::from_secs(3)).await;
         watcher.abort();
         schedule_task.abort();
+        providers_task.abort();
         reload_task.abort();
         for t in [tls_task, redirect_task].into_iter().flatten() {
             t.abort();

@@ -16,8 +16,8 @@ pub mod yaml_index;
 
 pub use model::{
     AudioTracks, BackupSource, Config, CustomFfmpeg, Deinterlace, DeinterlaceRate, EngineConfig,
-    HdhrConfig, NamedToken, Profile, Program, Role, Schedule, ServerConfig, StreamConfig,
-    Subtitles, TlsConfig,
+    GuideConfig, HdhrConfig, NamedToken, PlaylistConfig, Profile, Program, Role, Schedule,
+    ServerConfig, StreamConfig, Subtitles, TlsConfig, XtreamAccount, RESERVED_IDS,
 };
 pub use time::Timestamp;
 

@@ -31,6 +31,101 @@ pub struct Config {
     /// HDHomeRun tuner emulation for Plex, Jellyfin and Emby.
     #[serde(default)]
     pub hdhomerun: HdhrConfig,
+    /// Providers' playlists (M3U URLs, Xtream Codes accounts) whose channels are imported.
+    #[serde(default)]
+    pub playlists: Vec<PlaylistConfig>,
+    /// XMLTV guides merged into the channels' programmes.
+    #[serde(default)]
+    pub guides: Vec<GuideConfig>,
+}
+
+/// One entry of `playlists`: a provider whose channels Amps imports and serves. Exactly one
+/// of `url` and `xtream`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlaylistConfig {
+    /// Names the source in ids, `origin`, status and logs (letters, digits, `-_.`).
+    pub name: String,
+    /// An M3U playlist: `http(s)://...` (plain or gzip), or a file path (config file only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// An Xtream Codes account.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub xtream: Option<XtreamAccount>,
+    /// Minutes between refreshes. Default 720; 0: only at start and on demand.
+    #[serde(default = "default_refresh")]
+    pub refresh_minutes: u32,
+    /// Globs (`*`, `?`, case-insensitive) on `group-title`: only these groups. Empty: all.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub include_groups: Vec<String>,
+    /// Globs on `group-title`: never these groups.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude_groups: Vec<String>,
+    /// A regular expression the channel name must match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub include_names: Option<String>,
+    /// A regular expression the channel name must not match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exclude_names: Option<String>,
+    /// The profile imported channels play with (required: e.g. a relay profile).
+    pub ffmpeg_profile: String,
+    /// Channel numbers of entries that bring none, counting up. Default 1000.
+    #[serde(default = "default_number_start")]
+    pub number_start: u32,
+    /// The account's limit of simultaneous streams. Default: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<u32>,
+    /// Import the guide the provider names (`url-tvg`, Xtream's `xmltv.php`). Default true.
+    #[serde(default = "yes")]
+    pub import_guide: bool,
+    /// The User-Agent sent to the provider (playlist and streams). Default: libav's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_agent: Option<String>,
+    /// Most entries read; the rest are dropped with an error in the status. Default 100000.
+    #[serde(default = "default_max_entries")]
+    pub max_entries: usize,
+}
+
+fn default_refresh() -> u32 {
+    720
+}
+fn default_number_start() -> u32 {
+    1000
+}
+fn default_max_entries() -> usize {
+    100_000
+}
+fn yes() -> bool {
+    true
+}
+
+/// `playlists[].xtream`.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct XtreamAccount {
+    /// `http://host:port` of the panel.
+    pub server: String,
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for XtreamAccount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("XtreamAccount")
+            .field("server", &self.server)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One entry of `guides`: an XMLTV file or URL (plain, gzip or xz).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuideConfig {
+    /// `http(s)://...` or a file path.
+    pub url: String,
+    /// Minutes between refreshes. Default 720; 0: only at start and on demand.
+    #[serde(default = "default_refresh")]
+    pub refresh_minutes: u32,
 }
 
 /// The `hdhomerun` section: how Amps presents itself to Plex/Jellyfin/Emby as a network
@@ -155,6 +250,10 @@ pub struct ServerConfig {
     pub tokens: Vec<NamedToken>,
     /// Whether viewer tokens may read `/metrics`. Default false (admin only).
     pub metrics_for_viewers: bool,
+    /// Where imported playlists are cached (the last good list of each provider, served
+    /// when a provider is down at start). Default: the state file's folder, else
+    /// `$XDG_CACHE_HOME/amps` or `~/.cache/amps`.
+    pub cache_dir: Option<std::path::PathBuf>,
 }
 
 /// `server.tls`.
@@ -233,6 +332,7 @@ impl Default for ServerConfig {
             trusted_proxies: Vec::new(),
             tokens: Vec::new(),
             metrics_for_viewers: false,
+            cache_dir: None,
         }
     }
 }
@@ -432,6 +532,10 @@ pub struct Profile {
     pub encoder_options: BTreeMap<String, String>,
 }
 
+/// The first id of channels imported from playlists; the config file's and the API's ids
+/// stay below it, so they never collide.
+pub const RESERVED_IDS: u32 = 2_000_000_000;
+
 /// One channel.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -461,6 +565,14 @@ pub struct StreamConfig {
     /// Name of a profile under `ffmpeg_profiles`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ffmpeg_profile: Option<String>,
+    /// libav options for opening the primary source, over the profile's `input_options`
+    /// (`user_agent`, `referer`, `headers`, ...).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub input_options: BTreeMap<String, String>,
+    /// Where an imported channel comes from (`playlist:<name>`); set by Amps, never by
+    /// the config file or the API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
     /// A bespoke command whose stdout is MPEG-TS; takes precedence over the profile.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub custom_ffmpeg: Option<CustomFfmpeg>,
@@ -515,6 +627,7 @@ impl StreamConfig {
     /// a change of anything else (name, logo, programs, ...) needs no producer restart.
     pub fn same_media(&self, other: &StreamConfig) -> bool {
         self.source == other.source
+            && self.input_options == other.input_options
             && self.backup_sources == other.backup_sources
             && self.ffmpeg_profile == other.ffmpeg_profile
             && self.custom_ffmpeg == other.custom_ffmpeg
@@ -534,6 +647,9 @@ pub struct Program {
     pub title: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start: Option<Timestamp>,
+    /// When it ends (default: when the next one starts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop: Option<Timestamp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
 }

@@ -258,6 +258,24 @@ pub fn validate_config(cfg: &Config, catalog: &dyn EncoderCatalog) -> Report {
             });
         }
     }
+    for (prefix, s) in keyed_streams(cfg) {
+        if s.id >= super::model::RESERVED_IDS {
+            report.errors.push(Issue {
+                path: format!("{prefix}.id"),
+                message: format!(
+                    "ids from {} up are reserved for channels imported from playlists",
+                    super::model::RESERVED_IDS
+                ),
+            });
+        }
+        if s.origin.is_some() {
+            report.errors.push(Issue {
+                path: format!("{prefix}.origin"),
+                message: "set by Amps for imported channels; leave it out".into(),
+            });
+        }
+    }
+    validate_providers(cfg, &mut report.errors);
     // Tuners (Plex, Jellyfin) and Kodi tune by number: the channel number, else the id.
     let mut numbers: HashMap<u32, String> = HashMap::new();
     for (prefix, s) in keyed_streams(cfg) {
@@ -280,6 +298,118 @@ pub fn validate_config(cfg: &Config, catalog: &dyn EncoderCatalog) -> Report {
         }
     }
     report
+}
+
+/// Compiles a playlist's name filter, size-limited (a hostile pattern cannot take the
+/// memory; matching is linear-time whatever the pattern).
+pub fn compile_name_filter(pattern: &str) -> Result<regex::Regex, String> {
+    regex::RegexBuilder::new(pattern)
+        .size_limit(1 << 20)
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+/// Whether `url` is something a playlist or guide can be fetched from: http(s) or a path.
+fn fetchable(url: &str) -> bool {
+    let l = url.trim().to_ascii_lowercase();
+    !url.trim().is_empty()
+        && (l.starts_with("http://") || l.starts_with("https://") || !l.contains("://"))
+}
+
+/// `playlists` and `guides`.
+fn validate_providers(cfg: &Config, out: &mut Vec<Issue>) {
+    let mut names: HashMap<&str, usize> = HashMap::new();
+    for (i, p) in cfg.playlists.iter().enumerate() {
+        let prefix = format!("playlists[{i}]");
+        let mut sink = Sink {
+            prefix: &prefix,
+            out,
+        };
+        if !token_name_ok(&p.name) {
+            sink.push("name", "must be 1 to 64 letters, digits, '-', '_' or '.'");
+        } else if let Some(first) = names.insert(&p.name, i) {
+            sink.push(
+                "name",
+                format!("{:?} is also playlists[{first}]'s name", p.name),
+            );
+        }
+        match (&p.url, &p.xtream) {
+            (Some(_), Some(_)) | (None, None) => {
+                sink.push("", "needs exactly one of `url` (an M3U playlist) and `xtream` (an Xtream Codes account)")
+            }
+            (Some(u), None) if !fetchable(u) => {
+                sink.push("url", "must be an http:// or https:// URL or a file path")
+            }
+            (None, Some(x)) => {
+                let l = x.server.to_ascii_lowercase();
+                if !(l.starts_with("http://") || l.starts_with("https://")) {
+                    sink.push("xtream.server", "must be an http:// or https:// URL (e.g. http://provider:8080)");
+                }
+                if x.username.is_empty() {
+                    sink.push("xtream.username", "must not be empty");
+                }
+                if x.password.is_empty() {
+                    sink.push("xtream.password", "must not be empty");
+                }
+            }
+            _ => {}
+        }
+        if !cfg.ffmpeg_profiles.contains_key(&p.ffmpeg_profile) {
+            let known: Vec<&str> = cfg.ffmpeg_profiles.keys().map(String::as_str).collect();
+            sink.push(
+                "ffmpeg_profile",
+                format!(
+                    "unknown profile {:?} (known: {})",
+                    p.ffmpeg_profile,
+                    known.join(", ")
+                ),
+            );
+        }
+        for (key, re) in [
+            ("include_names", &p.include_names),
+            ("exclude_names", &p.exclude_names),
+        ] {
+            if let Some(r) = re {
+                if let Err(e) = compile_name_filter(r) {
+                    sink.push(key, format!("not a valid regular expression: {e}"));
+                }
+            }
+        }
+        for (key, globs) in [
+            ("include_groups", &p.include_groups),
+            ("exclude_groups", &p.exclude_groups),
+        ] {
+            if globs.iter().any(|g| g.trim().is_empty()) {
+                sink.push(key, "globs must not be empty");
+            }
+        }
+        if p.max_connections == Some(0) {
+            sink.push(
+                "max_connections",
+                "must be at least 1 (leave it out for no limit)",
+            );
+        }
+        if p.number_start == 0 {
+            sink.push("number_start", "must be at least 1");
+        }
+        if !(1..=1_000_000).contains(&p.max_entries) {
+            sink.push("max_entries", "must be 1 to 1000000");
+        }
+        if p.user_agent
+            .as_deref()
+            .is_some_and(|u| u.contains(['\r', '\n']))
+        {
+            sink.push("user_agent", "must be a single line");
+        }
+    }
+    for (i, g) in cfg.guides.iter().enumerate() {
+        if !fetchable(&g.url) {
+            out.push(Issue {
+                path: format!("guides[{i}].url"),
+                message: "must be an http:// or https:// URL or a file path".into(),
+            });
+        }
+    }
 }
 
 /// Every stream of the file with its key path (`streams[3]`, `scheduled_streams[0]`).

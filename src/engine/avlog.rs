@@ -160,6 +160,9 @@ unsafe extern "C" fn callback(
 }
 
 fn record(channel: Option<u32>, level: c_int, component: &str, line: &str) {
+    // libav names URLs in some lines ("Opening '...' for reading"): providers' carry
+    // their account.
+    let line = &*crate::auth::redact_text(line);
     let now = Instant::now();
     let (write, suppressed) = {
         let mut logs = lock(logs());

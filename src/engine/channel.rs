@@ -393,7 +393,9 @@ impl Channel {
     fn candidates(&self) -> Vec<(StreamConfig, Profile)> {
         let stream = self.stream();
         let profile = lock(&self.profile).clone();
-        std::iter::once((stream.as_ref().clone(), profile.clone()))
+        let mut primary = profile.clone();
+        primary.input_options.extend(stream.input_options.clone());
+        std::iter::once((stream.as_ref().clone(), primary))
             .chain(stream.backup_sources.iter().map(|b| {
                 let mut s = stream.as_ref().clone();
                 s.source = b.source.clone();

@@ -34,6 +34,7 @@ pub mod frames;
 pub mod hls;
 pub mod hls_session;
 pub mod hub;
+pub mod limits;
 pub mod mapping;
 pub mod memory;
 pub mod pipeline;
@@ -78,6 +79,8 @@ pub struct Engine {
     archives: Option<Arc<Archives>>,
     /// The recordings (`engine.recordings_dir`), or why there are none.
     recordings: Result<Arc<recordings::Recordings>, String>,
+    /// Providers' connection limits.
+    limits: limits::Limits,
     shutdown: Arc<AtomicBool>,
 }
 
@@ -106,6 +109,7 @@ impl Engine {
                     format!("recording is off: {}", e.message())
                 }),
             },
+            limits: limits::Limits::default(),
             shutdown: Arc::new(AtomicBool::new(false)),
             settings,
         })
@@ -171,7 +175,17 @@ impl Engine {
         if ch.hub.has_keyframe() && ch.is_running() {
             return Ok(sub);
         }
+        let admitted = if ch.is_running() {
+            None
+        } else {
+            Some(
+                self.limits
+                    .admit(&ch, || lock(&self.channels).values().cloned().collect())
+                    .await?,
+            )
+        };
         let outcome = ch.ensure_running();
+        drop(admitted);
         if outcome == channel::Ensure::Removed {
             return Err(crate::registry::no_such(id));
         }
@@ -208,6 +222,22 @@ impl Engine {
                 ),
             )),
         }
+    }
+
+    /// Sets the providers' connection limits (origin `playlist:<name>` -> connections).
+    pub fn set_connection_limits(&self, max: std::collections::BTreeMap<String, u32>) {
+        self.limits.set(max);
+    }
+
+    /// How many connections of provider `origin` are in use now, and by which channels.
+    pub fn connections_of(&self, origin: &str) -> Vec<u32> {
+        let mut v: Vec<u32> = lock(&self.channels)
+            .values()
+            .filter(|c| c.is_running() && c.stream().origin.as_deref() == Some(origin))
+            .map(|c| c.id)
+            .collect();
+        v.sort_unstable();
+        v
     }
 
     pub fn settings(&self) -> &EngineConfig {

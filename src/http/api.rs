@@ -36,6 +36,30 @@ const ADMIN_ONLY_KEYS: &[&str] = &["source", "backup_sources", "custom_ffmpeg"];
 /// commands for a viewer.
 pub fn visible_stream<T: serde::Serialize>(view: &View, s: &T) -> Value {
     let mut v = serde_json::to_value(s).unwrap_or(Value::Null);
+    // An imported channel's sources are the provider's URLs, with its account in them:
+    // even an admin sees them redacted.
+    if let Some(o) = v.as_object_mut().filter(|o| o.contains_key("origin")) {
+        let redact = |v: &mut Value| {
+            if let Value::String(s) = v {
+                *s = crate::auth::redact_source(s);
+            }
+        };
+        if let Some(src) = o.get_mut("source") {
+            redact(src);
+        }
+        if let Some(Value::Array(b)) = o.get_mut("backup_sources") {
+            for x in b.iter_mut() {
+                match x {
+                    Value::Object(m) => {
+                        if let Some(src) = m.get_mut("source") {
+                            redact(src);
+                        }
+                    }
+                    other => redact(other),
+                }
+            }
+        }
+    }
     if !view.who.is_admin() {
         if let Some(o) = v.as_object_mut() {
             for k in ADMIN_ONLY_KEYS {
@@ -310,6 +334,15 @@ pub fn apply_reload(state: &AppState, by: &str) -> Result<crate::reload::Report,
     match state.reloader.reload(&state.registry, &state.scheduler) {
         Ok(r) => {
             state.tokens.apply(&state.reloader.server());
+            let imported = state.providers.reload(&state.reloader.config());
+            state.engine.set_connection_limits(state.providers.limits());
+            if !(imported.added.is_empty() && imported.removed.is_empty()) {
+                tracing::info!(
+                    added = imported.added.len(),
+                    removed = imported.removed.len(),
+                    "imported channels after the reload"
+                );
+            }
             if let Some(tls) = &state.tls {
                 tls.reload_logged(&format!("reload by {by}"));
             }

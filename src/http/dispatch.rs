@@ -8,7 +8,7 @@ use super::hdhr::{self, Target};
 use super::reply::{self, respond};
 use super::routes::Path;
 use super::state::AppState;
-use super::{api, catchup, dashboard, feeds, login, media, recordings, schedule};
+use super::{api, catchup, dashboard, feeds, login, media, providers, recordings, schedule};
 use crate::error::Error;
 use std::sync::Arc;
 use warp::http::{Method, StatusCode};
@@ -125,6 +125,16 @@ async fn route(st: &AppState, mut req: Request, view: &View) -> Response {
         (P::Media(id), M::HEAD) => media::head(st, id),
         (P::HlsPlaylist(id), M::GET) => media::hls_playlist(st, id, &req.query, view).await,
         (P::HlsSegment(id, f), M::GET) => media::hls_segment(st, id, &f, &req.query, view),
+        (P::Playlists, M::GET) => respond(providers::list(st)),
+        (P::PlaylistSource(name), M::GET) => respond(providers::get(st, &name)),
+        (P::PlaylistRefresh(name), M::POST) => respond(providers::refresh(st, name).await),
+        (P::PlaylistChannels(name), M::GET) => respond(providers::channels(st, &name, view)),
+        (P::PlaylistChannel(name, id), M::PUT) => {
+            let body = req.body(limit, body_key).await;
+            respond(providers::set_override(st, &name, id, ct, body))
+        }
+        (P::Guides, M::GET) => respond(providers::guides(st)),
+        (P::GuidesRefresh, M::POST) => respond(providers::refresh_guides(st).await),
         (P::Recordings, M::GET) => respond(recordings::list(st, view)),
         (P::Recordings, M::POST) => {
             let body = req.body(limit, body_key).await;

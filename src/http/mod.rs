@@ -25,6 +25,7 @@ pub mod html;
 pub mod io;
 pub mod login;
 pub mod media;
+pub mod providers;
 pub mod proxy;
 pub mod recordings;
 pub mod reply;

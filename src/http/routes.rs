@@ -64,6 +64,20 @@ pub enum Path {
     RecordingFile(String),
     /// `/recordings.m3u`: the recordings as a playlist.
     RecordingsPlaylist,
+    /// `/api/playlists`: the provider playlists (admin).
+    Playlists,
+    /// `/api/playlists/<name>`.
+    PlaylistSource(String),
+    /// `/api/playlists/<name>/refresh`.
+    PlaylistRefresh(String),
+    /// `/api/playlists/<name>/channels`: every channel it imports, hidden ones too.
+    PlaylistChannels(String),
+    /// `/api/playlists/<name>/channels/<id>`: the owner's override of one.
+    PlaylistChannel(String, u32),
+    /// `/api/guides`: the guide sources.
+    Guides,
+    /// `/api/guides/refresh`.
+    GuidesRefresh,
     /// `/hdhr/[<token>/]...`: the tuner emulation.
     Tuner(Target),
     NotFound,
@@ -109,6 +123,21 @@ impl Path {
             ["api", "tokens", name] if crate::config::validate::token_name_ok(name) => {
                 Token((*name).to_owned())
             }
+            ["api", "playlists"] => Playlists,
+            ["api", "playlists", name, rest @ ..]
+                if crate::config::validate::token_name_ok(name) =>
+            {
+                let name = (*name).to_owned();
+                match rest {
+                    [] => PlaylistSource(name),
+                    ["refresh"] => PlaylistRefresh(name),
+                    ["channels"] => PlaylistChannels(name),
+                    ["channels", n] => id(n).map_or(NotFound, |n| PlaylistChannel(name, n)),
+                    _ => NotFound,
+                }
+            }
+            ["api", "guides"] => Guides,
+            ["api", "guides", "refresh"] => GuidesRefresh,
             ["api", "schedule"] => Schedule,
             ["api", "schedule", n] => with(n, Scheduled),
             ["stream", n] => with(n, Media),
@@ -162,6 +191,13 @@ impl Path {
             Catchup(_) => "/catchup/{id}.ts",
             CatchupPlaylist(_) => "/catchup/{id}/index.m3u8",
             CatchupSegment(..) => "/catchup/{id}/{segment}",
+            Playlists => "/api/playlists",
+            PlaylistSource(_) => "/api/playlists/{name}",
+            PlaylistRefresh(_) => "/api/playlists/{name}/refresh",
+            PlaylistChannels(_) => "/api/playlists/{name}/channels",
+            PlaylistChannel(..) => "/api/playlists/{name}/channels/{id}",
+            Guides => "/api/guides",
+            GuidesRefresh => "/api/guides/refresh",
             Tuner(t) => match t {
                 Target::Discover => "/hdhr/{token}/discover.json",
                 Target::Lineup => "/hdhr/{token}/lineup.json",
@@ -321,6 +357,25 @@ pub const ROUTES: &[RouteSpec] = &[
     viewer("GET", "/catchup/{id}/index.m3u8", "/catchup/1/index.m3u8"),
     viewer("GET", "/catchup/{id}/{segment}", "/catchup/1/0.ts"),
     viewer("GET", "/epg.xml", "/epg.xml"),
+    admin("GET", "/api/playlists", "/api/playlists"),
+    admin("GET", "/api/playlists/{name}", "/api/playlists/p"),
+    admin(
+        "POST",
+        "/api/playlists/{name}/refresh",
+        "/api/playlists/p/refresh",
+    ),
+    admin(
+        "GET",
+        "/api/playlists/{name}/channels",
+        "/api/playlists/p/channels",
+    ),
+    admin(
+        "PUT",
+        "/api/playlists/{name}/channels/{id}",
+        "/api/playlists/p/channels/2000000001",
+    ),
+    admin("GET", "/api/guides", "/api/guides"),
+    admin("POST", "/api/guides/refresh", "/api/guides/refresh"),
     viewer("GET", "/api/schedule", "/api/schedule"),
     admin("POST", "/api/schedule", "/api/schedule"),
     viewer("GET", "/api/schedule/{id}", "/api/schedule/900"),
@@ -389,6 +444,18 @@ mod tests {
                 "/catchup/4/1796186384421.ts",
                 CatchupSegment(4, "1796186384421.ts".into()),
             ),
+            ("/api/playlists", Playlists),
+            ("/api/playlists/prov-1", PlaylistSource("prov-1".into())),
+            ("/api/playlists/p/refresh", PlaylistRefresh("p".into())),
+            ("/api/playlists/p/channels", PlaylistChannels("p".into())),
+            (
+                "/api/playlists/p/channels/2000000001",
+                PlaylistChannel("p".into(), 2000000001),
+            ),
+            ("/api/playlists/p/channels/x", NotFound),
+            ("/api/playlists/a%20b", NotFound),
+            ("/api/guides", Guides),
+            ("/api/guides/refresh", GuidesRefresh),
             ("/catchup/x.ts", NotFound),
             ("/catchup/4", NotFound),
             ("/catchup/4/passwd", NotFound),

@@ -24,6 +24,8 @@ pub struct AppState {
     /// Where API changes are saved (`server.state_file`), if anywhere.
     pub state_file: Option<Arc<StateFile>>,
     pub metrics: Arc<Metrics>,
+    /// Providers' playlists and guides.
+    pub providers: Arc<crate::providers::Providers>,
     pub server: ServerConfig,
     pub hdhomerun: HdhrConfig,
     /// The admin token and the named tokens in force.

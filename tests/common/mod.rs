@@ -6,6 +6,7 @@ pub mod browser;
 pub mod certs;
 pub mod media;
 pub mod nginx;
+pub mod provider;
 pub mod subs;
 pub mod ts;
 pub mod upstream;

@@ -1,0 +1,131 @@
+//! `/api/playlists` and `/api/guides`: the provider sources' state, refreshes on demand,
+//! and the owner's overrides of imported channels. Admin only (the route table says so).
+//! Nothing here ever shows a provider's URL or account.
+
+use super::api::{visible_stream, Body};
+
+use super::reply::{json, parse_json};
+use super::state::AppState;
+use crate::error::Error;
+use crate::providers::{ChannelOverride, PlaylistStatus};
+use serde_json::{json, Value};
+use warp::http::StatusCode;
+use warp::reply::Response;
+
+fn with_connections(st: &AppState, mut s: PlaylistStatus) -> PlaylistStatus {
+    s.connections_in_use = st.engine.connections_of(&format!("playlist:{}", s.name));
+    s
+}
+
+/// `GET /api/playlists`.
+pub fn list(st: &AppState) -> Result<Response, Error> {
+    let v: Vec<PlaylistStatus> = st
+        .providers
+        .statuses()
+        .into_iter()
+        .map(|s| with_connections(st, s))
+        .collect();
+    Ok(json(StatusCode::OK, &v))
+}
+
+/// `GET /api/playlists/<name>`.
+pub fn get(st: &AppState, name: &str) -> Result<Response, Error> {
+    let s = st.providers.status(name)?;
+    Ok(json(StatusCode::OK, &with_connections(st, s)))
+}
+
+/// `POST /api/playlists/<name>/refresh`: fetches now and answers when done, with the
+/// source's status and what changed. A provider that fails is a 502 with the reason (the
+/// last good list stays in force).
+pub async fn refresh(st: &AppState, name: String) -> Result<Response, Error> {
+    let p = st.providers.clone();
+    let now = st.clock.now();
+    let (status, diff) = tokio::task::spawn_blocking(move || p.refresh(&name, now))
+        .await
+        .map_err(|e| Error::new(crate::error::ErrorKind::Internal, e.to_string()))??;
+    // Channels changed: the guide is read again for the new ones, in the background.
+    if !diff.added.is_empty() {
+        let p = st.providers.clone();
+        tokio::task::spawn_blocking(move || p.refresh_guides(now));
+    }
+    let code = if status.last_success == Some(now) {
+        StatusCode::OK
+    } else {
+        StatusCode::BAD_GATEWAY
+    };
+    let status = with_connections(st, status);
+    Ok(json(code, &json!({"playlist": status, "changes": diff})))
+}
+
+/// `GET /api/playlists/<name>/channels`: every channel the source imports (hidden ones
+/// too), as it is served, with the owner's override.
+pub fn channels(st: &AppState, name: &str, view: &super::state::View) -> Result<Response, Error> {
+    let v: Vec<Value> = st
+        .providers
+        .channels_of(name)?
+        .into_iter()
+        .map(|(c, o)| {
+            let mut served = c.clone();
+            if let Some(cur) = st.registry.get(c.id) {
+                served = (*cur).clone();
+            }
+            let mut v = visible_stream(view, &served);
+            if let Some(m) = v.as_object_mut() {
+                m.remove("next_programs");
+                m.insert("hidden".into(), Value::Bool(o.hidden));
+                m.insert(
+                    "override".into(),
+                    serde_json::to_value(&o).unwrap_or_default(),
+                );
+            }
+            v
+        })
+        .collect();
+    Ok(json(StatusCode::OK, &v))
+}
+
+/// `PUT /api/playlists/<name>/channels/<id>`: sets the override (an empty object clears
+/// it), saved to the state file before the answer.
+pub fn set_override(
+    st: &AppState,
+    name: &str,
+    id: u32,
+    ct: Option<String>,
+    body: Body,
+) -> Result<Response, Error> {
+    let o: ChannelOverride = parse_json(ct.as_deref(), &body?)?;
+    let before = st.providers.overrides();
+    st.providers.set_override(name, id, o.clone())?;
+    if let Some(f) = &st.state_file {
+        if let Err(e) = f.imported_changed(|| st.providers.overrides()) {
+            st.providers.restore_overrides(before);
+            return Err(e);
+        }
+    }
+    tracing::info!(
+        playlist = name,
+        id,
+        hidden = o.hidden,
+        "imported channel override set"
+    );
+    let served = st.registry.get(id).map(|s| (*s).clone());
+    Ok(json(
+        StatusCode::OK,
+        &json!({"id": id, "override": o, "served": served.is_some()}),
+    ))
+}
+
+/// `GET /api/guides`.
+pub fn guides(st: &AppState) -> Result<Response, Error> {
+    Ok(json(StatusCode::OK, &st.providers.guides.statuses()))
+}
+
+/// `POST /api/guides/refresh`: reads every guide now and answers when done.
+pub async fn refresh_guides(st: &AppState) -> Result<Response, Error> {
+    let p = st.providers.clone();
+    let now = st.clock.now();
+    let v = tokio::task::spawn_blocking(move || p.refresh_guides(now))
+        .await
+        .map_err(|e| Error::new(crate::error::ErrorKind::Internal, e.to_string()))?;
+    Ok(json(StatusCode::OK, &v))
+}

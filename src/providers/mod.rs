@@ -1,0 +1,876 @@
+//! Providers' playlists and guides: importing M3U playlists and Xtream Codes accounts as
+//! ordinary channels, and XMLTV guides as their programmes.
+//!
+//! - [`m3u`], [`xtream`], [`xmltv`]: pure parsers of what providers send.
+//! - [`import`]: pure: filters, stable ids, numbers, merging across providers.
+//! - [`fetch`]: HTTP/file fetching with timeouts and size limits (blocking).
+//! - [`guides`]: fetching guides and giving their programmes to the channels.
+//!
+//! [`Providers`] owns each source's last good list. A refresh fetches and parses on a
+//! blocking thread; success replaces the list (and its cache file, so a restart while the
+//! provider is down still serves it); failure keeps the last good list and records why.
+//! The channels are then rebuilt from every source's list plus the owner's overrides and
+//! applied to the registry as a diff (unchanged channels keep playing). Provider URLs
+//! and accounts never leave this module unredacted: their secrets are remembered for
+//! [`crate::auth::redact_source`].
+
+pub mod fetch;
+pub mod guides;
+pub mod import;
+pub mod m3u;
+pub mod xmltv;
+pub mod xtream;
+
+use crate::config::{Config, PlaylistConfig, StreamConfig};
+use crate::error::{Error, ErrorKind};
+use crate::registry::{Registry, ReloadDiff};
+use chrono::{DateTime, Utc};
+pub use import::RESERVED_IDS;
+use m3u::Entry;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+/// Most bytes of a playlist (unpacked).
+const MAX_PLAYLIST_BYTES: u64 = 512 << 20;
+
+/// The owner's changes to one imported channel, kept across refreshes.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelOverride {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel_number: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ffmpeg_profile: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logo: Option<String>,
+    /// Not served at all (playlist, guide, tuner, streams).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub hidden: bool,
+}
+
+impl ChannelOverride {
+    pub fn is_empty(&self) -> bool {
+        *self == ChannelOverride::default()
+    }
+
+    fn apply(&self, s: &mut StreamConfig) {
+        if let Some(n) = &self.name {
+            s.name = n.clone();
+        }
+        if let Some(n) = self.channel_number {
+            s.channel_number = Some(n);
+        }
+        if let Some(g) = &self.group {
+            s.group = Some(g.clone());
+        }
+        if let Some(p) = &self.ffmpeg_profile {
+            s.ffmpeg_profile = Some(p.clone());
+        }
+        if let Some(l) = &self.logo {
+            s.logo = Some(l.clone());
+        }
+    }
+}
+
+/// What is cached on disk per source: the last good list and the ids it was given.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Cache {
+    fetched_at: Option<DateTime<Utc>>,
+    guide_url: Option<String>,
+    entries: Vec<CachedEntry>,
+    ids: BTreeMap<String, u32>,
+}
+
+/// [`Entry`] as cached (a plain mirror, so the parser's type stays free of serde).
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct CachedEntry {
+    name: String,
+    url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    tvg_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    tvg_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    logo: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    group: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    number: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    tvg_shift: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    catchup_days: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    user_agent: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    referrer: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    stream_id: Option<u64>,
+}
+
+impl From<&Entry> for CachedEntry {
+    fn from(e: &Entry) -> Self {
+        CachedEntry {
+            name: e.name.clone(),
+            url: e.url.clone(),
+            tvg_id: e.tvg_id.clone(),
+            tvg_name: e.tvg_name.clone(),
+            logo: e.logo.clone(),
+            group: e.group.clone(),
+            number: e.number,
+            tvg_shift: e.tvg_shift,
+            catchup_days: e.catchup_days,
+            user_agent: e.user_agent.clone(),
+            referrer: e.referrer.clone(),
+            stream_id: e.stream_id,
+        }
+    }
+}
+
+impl From<CachedEntry> for Entry {
+    fn from(e: CachedEntry) -> Self {
+        Entry {
+            name: e.name,
+            url: e.url,
+            tvg_id: e.tvg_id,
+            tvg_name: e.tvg_name,
+            logo: e.logo,
+            group: e.group,
+            number: e.number,
+            tvg_shift: e.tvg_shift,
+            catchup_days: e.catchup_days,
+            user_agent: e.user_agent,
+            referrer: e.referrer,
+            stream_id: e.stream_id,
+        }
+    }
+}
+
+/// A source's state, as `/api/playlists` shows it (never its URL or account).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct PlaylistStatus {
+    pub name: String,
+    /// `m3u` or `xtream`.
+    pub kind: &'static str,
+    /// Channels served from this source now (after filters, merging and hiding).
+    pub channels: usize,
+    /// Entries in the last good list.
+    pub entries: usize,
+    /// Entries the parser skipped (malformed).
+    pub skipped: usize,
+    /// Entries the filters left out.
+    pub filtered: usize,
+    /// Entries repeating another.
+    pub duplicates: usize,
+    /// Channels that became a backup source of another provider's same channel.
+    pub merged: usize,
+    /// Channels hidden by the owner.
+    pub hidden: usize,
+    /// Imported channels that do not validate (e.g. their profile is gone).
+    pub invalid: usize,
+    pub refresh_minutes: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<u32>,
+    /// Channels holding a provider connection now (filled in by the HTTP layer).
+    pub connections_in_use: Vec<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_attempt: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_success: Option<DateTime<Utc>>,
+    /// How long the last successful fetch and parse took.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_fetch_ms: Option<u64>,
+    /// Why the last refresh failed (the last good list is still served).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The list served came from the disk cache (the provider has not answered yet).
+    pub from_cache: bool,
+}
+
+struct Source {
+    cfg: PlaylistConfig,
+    filter: Result<import::Filter, String>,
+    entries: Arc<Vec<Entry>>,
+    guide_url: Option<String>,
+    ids: BTreeMap<String, u32>,
+    status: PlaylistStatus,
+}
+
+impl Source {
+    fn new(cfg: PlaylistConfig) -> Source {
+        for s in secrets_of(&cfg) {
+            crate::auth::remember_secret(&s);
+        }
+        let status = PlaylistStatus {
+            name: cfg.name.clone(),
+            kind: if cfg.xtream.is_some() {
+                "xtream"
+            } else {
+                "m3u"
+            },
+            refresh_minutes: cfg.refresh_minutes,
+            max_connections: cfg.max_connections,
+            ..PlaylistStatus::default()
+        };
+        Source {
+            filter: import::Filter::new(&cfg),
+            cfg,
+            entries: Arc::new(Vec::new()),
+            guide_url: None,
+            ids: BTreeMap::new(),
+            status,
+        }
+    }
+
+    /// What a fetch depends on: a change of any of these needs a new fetch.
+    fn fetch_key(cfg: &PlaylistConfig) -> String {
+        format!(
+            "{:?}|{:?}|{:?}|{}",
+            cfg.url,
+            cfg.xtream
+                .as_ref()
+                .map(|x| (&x.server, &x.username, &x.password)),
+            cfg.user_agent,
+            cfg.max_entries
+        )
+    }
+}
+
+/// The account secrets of a source: Xtream's username and password, an M3U URL's
+/// password and query values (`get.php?username=..&password=..`).
+fn secrets_of(cfg: &PlaylistConfig) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(x) = &cfg.xtream {
+        out.push(x.username.clone());
+        out.push(x.password.clone());
+    }
+    if let Some(u) = &cfg.url {
+        if let Some((_, q)) = u.split_once('?') {
+            for pair in q.split('&') {
+                if let Some((_, v)) = pair.split_once('=') {
+                    out.push(
+                        percent_encoding::percent_decode_str(v)
+                            .decode_utf8_lossy()
+                            .into_owned(),
+                    );
+                }
+            }
+        }
+        if let Some(rest) = u.split_once("://").map(|(_, r)| r) {
+            let authority = rest.split('/').next().unwrap_or("");
+            if let Some((userinfo, _)) = authority.rsplit_once('@') {
+                out.extend(userinfo.split(':').map(str::to_owned));
+            }
+        }
+    }
+    out.retain(|s| s.len() >= 2);
+    out
+}
+
+/// The provider playlists and guides in force.
+pub struct Providers {
+    registry: Arc<Registry>,
+    cache_dir: Option<PathBuf>,
+    inner: Mutex<Inner>,
+    /// One refresh of the sources at a time.
+    refreshing: Mutex<()>,
+    pub guides: guides::Guides,
+}
+
+impl std::fmt::Debug for Providers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Providers").finish_non_exhaustive()
+    }
+}
+
+struct Inner {
+    sources: Vec<Source>,
+    overrides: BTreeMap<u32, ChannelOverride>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Where caches go when `server.cache_dir` is not set.
+pub fn default_cache_dir(cfg: &Config, env: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {
+    if let Some(d) = &cfg.server.cache_dir {
+        return Some(d.clone());
+    }
+    if let Some(state) = &cfg.server.state_file {
+        let p = std::path::Path::new(state);
+        let dir = p.parent().filter(|d| !d.as_os_str().is_empty());
+        return Some(dir.map_or_else(|| PathBuf::from("."), |d| d.to_path_buf()));
+    }
+    env("XDG_CACHE_HOME")
+        .filter(|d| !d.is_empty())
+        .map(|d| PathBuf::from(d).join("amps"))
+        .or_else(|| {
+            env("HOME")
+                .filter(|h| !h.is_empty())
+                .map(|h| PathBuf::from(h).join(".cache/amps"))
+        })
+}
+
+impl Providers {
+    /// The sources of `cfg`, each with its cached list (if any), applied to the registry.
+    pub fn new(
+        cfg: &Config,
+        registry: Arc<Registry>,
+        cache_dir: Option<PathBuf>,
+        overrides: BTreeMap<u32, ChannelOverride>,
+    ) -> Arc<Providers> {
+        let p = Arc::new(Providers {
+            registry,
+            cache_dir,
+            inner: Mutex::new(Inner {
+                sources: Vec::new(),
+                overrides,
+            }),
+            refreshing: Mutex::new(()),
+            guides: guides::Guides::new(&cfg.guides),
+        });
+        let sources = cfg
+            .playlists
+            .iter()
+            .cloned()
+            .map(|c| p.load_cached(Source::new(c)))
+            .collect();
+        lock(&p.inner).sources = sources;
+        p.rebuild();
+        p
+    }
+
+    fn cache_path(&self, name: &str) -> Option<PathBuf> {
+        self.cache_dir
+            .as_ref()
+            .map(|d| d.join(format!("playlist-{name}.json")))
+    }
+
+    fn load_cached(&self, mut s: Source) -> Source {
+        let Some(path) = self.cache_path(&s.cfg.name) else {
+            return s;
+        };
+        match std::fs::read(&path) {
+            Ok(bytes) => match serde_json::from_slice::<Cache>(&bytes) {
+                Ok(c) => {
+                    s.entries = Arc::new(c.entries.into_iter().map(Entry::from).collect());
+                    s.ids = c.ids;
+                    s.guide_url = c.guide_url;
+                    s.status.entries = s.entries.len();
+                    s.status.last_success = c.fetched_at;
+                    s.status.from_cache = true;
+                    tracing::info!(playlist = %s.cfg.name, entries = s.entries.len(), "playlist loaded from its cache");
+                }
+                Err(e) => {
+                    tracing::warn!(playlist = %s.cfg.name, path = %path.display(), "the playlist cache is not valid ({e}); it is ignored")
+                }
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::warn!(playlist = %s.cfg.name, path = %path.display(), "cannot read the playlist cache: {e}")
+            }
+        }
+        s
+    }
+
+    fn save_cache(&self, s: &Source) {
+        let Some(path) = self.cache_path(&s.cfg.name) else {
+            return;
+        };
+        let cache = Cache {
+            fetched_at: s.status.last_success,
+            guide_url: s.guide_url.clone(),
+            entries: s.entries.iter().map(CachedEntry::from).collect(),
+            ids: s.ids.clone(),
+        };
+        let result = (|| {
+            if let Some(d) = path.parent() {
+                std::fs::create_dir_all(d)?;
+            }
+            let bytes = serde_json::to_vec(&cache).map_err(std::io::Error::other)?;
+            crate::state::write_atomic(&path, &bytes)?;
+            // It holds the account's stream URLs: the owner's eyes only.
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+        })();
+        if let Err(e) = result {
+            tracing::warn!(playlist = %s.cfg.name, path = %path.display(), "cannot write the playlist cache: {e}");
+        }
+    }
+
+    /// The channels every source's list gives now, with the overrides applied; hidden
+    /// ones and those that do not validate are left out (and counted).
+    fn channels(&self, inner: &mut Inner) -> Vec<StreamConfig> {
+        let mut taken = HashSet::new();
+        let mut all: Vec<StreamConfig> = Vec::new();
+        let profiles = self.registry.profiles();
+        for s in &mut inner.sources {
+            let Ok(filter) = &s.filter else {
+                continue;
+            };
+            let imp = import::import(&s.cfg, filter, &s.entries, &s.ids, &mut taken);
+            s.ids = imp.ids;
+            s.status.filtered = imp.filtered;
+            s.status.duplicates = imp.duplicates;
+            all.extend(imp.channels);
+        }
+        let merged_from: Vec<Option<String>> = all.iter().map(|c| c.origin.clone()).collect();
+        import::merge(&mut all);
+        for s in &mut inner.sources {
+            let origin = format!("playlist:{}", s.cfg.name);
+            let total = merged_from
+                .iter()
+                .filter(|o| o.as_deref() == Some(&origin))
+                .count();
+            let left = all
+                .iter()
+                .filter(|c| c.origin.as_deref() == Some(&origin))
+                .count();
+            s.status.merged = total - left;
+            s.status.hidden = 0;
+            s.status.invalid = 0;
+        }
+        let mut out = Vec::with_capacity(all.len());
+        for mut c in all {
+            let src = c
+                .origin
+                .as_deref()
+                .and_then(|o| o.strip_prefix("playlist:"))
+                .unwrap_or("")
+                .to_owned();
+            let status = inner
+                .sources
+                .iter_mut()
+                .find(|s| s.cfg.name == src)
+                .map(|s| &mut s.status);
+            if let Some(o) = inner.overrides.get(&c.id) {
+                if o.hidden {
+                    if let Some(st) = status {
+                        st.hidden += 1;
+                    }
+                    continue;
+                }
+                o.apply(&mut c);
+            }
+            let issues = crate::config::validate::validate_stream(&c, &profiles, "");
+            if !issues.is_empty() {
+                tracing::debug!(
+                    id = c.id,
+                    "an imported channel does not validate: {}",
+                    issues[0]
+                );
+                if let Some(st) = status {
+                    st.invalid += 1;
+                }
+                continue;
+            }
+            // The guide's programmes stay until the guide brings new ones.
+            if let Some(cur) = self.registry.get(c.id) {
+                c.next_programs = cur.next_programs.clone();
+            }
+            out.push(c);
+        }
+        for s in &mut inner.sources {
+            let origin = format!("playlist:{}", s.cfg.name);
+            s.status.channels = out
+                .iter()
+                .filter(|c| c.origin.as_deref() == Some(&origin))
+                .count();
+        }
+        out
+    }
+
+    /// Rebuilds the imported channels and applies them to the registry.
+    pub fn rebuild(&self) -> ReloadDiff {
+        let mut inner = lock(&self.inner);
+        let channels = self.channels(&mut inner);
+        drop(inner);
+        let diff = self.registry.sync_imported(channels);
+        if !(diff.added.is_empty() && diff.updated.is_empty() && diff.removed.is_empty()) {
+            tracing::info!(
+                added = diff.added.len(),
+                updated = diff.updated.len(),
+                removed = diff.removed.len(),
+                unchanged = diff.unchanged,
+                "imported channels changed"
+            );
+        }
+        diff
+    }
+
+    /// The connection limits by origin, for the engine.
+    pub fn limits(&self) -> BTreeMap<String, u32> {
+        lock(&self.inner)
+            .sources
+            .iter()
+            .filter_map(|s| Some((format!("playlist:{}", s.cfg.name), s.cfg.max_connections?)))
+            .collect()
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        lock(&self.inner)
+            .sources
+            .iter()
+            .map(|s| s.cfg.name.clone())
+            .collect()
+    }
+
+    pub fn statuses(&self) -> Vec<PlaylistStatus> {
+        lock(&self.inner)
+            .sources
+            .iter()
+            .map(|s| s.status.clone())
+            .collect()
+    }
+
+    pub fn status(&self, name: &str) -> Result<PlaylistStatus, Error> {
+        lock(&self.inner)
+            .sources
+            .iter()
+            .find(|s| s.cfg.name == name)
+            .map(|s| s.status.clone())
+            .ok_or_else(|| no_such(name))
+    }
+
+    /// The guide URLs the sources name (`url-tvg`, Xtream's `xmltv.php`), with the
+    /// source's user agent.
+    pub fn provider_guides(&self) -> Vec<(String, String, Option<String>)> {
+        lock(&self.inner)
+            .sources
+            .iter()
+            .filter(|s| s.cfg.import_guide)
+            .filter_map(|s| {
+                let url = match &s.cfg.xtream {
+                    Some(x) => Some(xtream::guide_url(x)),
+                    None => s.guide_url.clone(),
+                }?;
+                Some((s.cfg.name.clone(), url, s.cfg.user_agent.clone()))
+            })
+            .collect()
+    }
+
+    /// Sources due for a refresh at `now`.
+    pub fn due(&self, now: DateTime<Utc>) -> Vec<String> {
+        lock(&self.inner)
+            .sources
+            .iter()
+            .filter(|s| match s.status.last_attempt {
+                None => true,
+                Some(_) if s.cfg.refresh_minutes == 0 => false,
+                Some(t) => now - t >= chrono::Duration::minutes(i64::from(s.cfg.refresh_minutes)),
+            })
+            .map(|s| s.cfg.name.clone())
+            .collect()
+    }
+
+    /// Fetches and parses source `name`, then rebuilds the channels. Blocking (network).
+    /// The answer is the source's status afterwards; a failed fetch is not an `Err` (the
+    /// last good list stays; `error` says why), an unknown name is.
+    pub fn refresh(
+        &self,
+        name: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(PlaylistStatus, ReloadDiff), Error> {
+        let _one = lock(&self.refreshing);
+        let cfg = lock(&self.inner)
+            .sources
+            .iter()
+            .find(|s| s.cfg.name == name)
+            .map(|s| s.cfg.clone())
+            .ok_or_else(|| no_such(name))?;
+        let started = std::time::Instant::now();
+        let result = fetch_source(&cfg);
+        {
+            let mut inner = lock(&self.inner);
+            let Some(s) = inner.sources.iter_mut().find(|s| s.cfg.name == name) else {
+                return Err(no_such(name));
+            };
+            s.status.last_attempt = Some(now);
+            match result {
+                Ok(f) => {
+                    let n = f.entries.len();
+                    s.entries = Arc::new(f.entries);
+                    s.guide_url = f.guide_url;
+                    s.status.entries = n;
+                    s.status.skipped = f.skipped;
+                    s.status.last_success = Some(now);
+                    s.status.last_fetch_ms = Some(started.elapsed().as_millis() as u64);
+                    s.status.from_cache = false;
+                    s.status.error = f.truncated.then(|| {
+                        format!(
+                            "the list has more than {} entries; the first {} were imported (raise playlists[].max_entries)",
+                            cfg.max_entries, cfg.max_entries
+                        )
+                    });
+                    tracing::info!(playlist = %name, entries = n, skipped = f.skipped, ms = started.elapsed().as_millis() as u64, "playlist refreshed");
+                }
+                Err(e) => {
+                    tracing::warn!(playlist = %name, "playlist refresh failed, keeping the last good list: {e}");
+                    s.status.error = Some(e);
+                }
+            }
+        }
+        let diff = self.rebuild();
+        let inner = lock(&self.inner);
+        let s = inner
+            .sources
+            .iter()
+            .find(|s| s.cfg.name == name)
+            .ok_or_else(|| no_such(name))?;
+        if s.status.last_success == Some(now) {
+            self.save_cache(s);
+        }
+        Ok((s.status.clone(), diff))
+    }
+
+    /// Takes a reloaded config's sources: unchanged ones keep their list; changed ones
+    /// keep it too until their refresh (due at once); new ones start from their cache.
+    pub fn reload(&self, cfg: &Config) -> ReloadDiff {
+        {
+            let mut inner = lock(&self.inner);
+            let mut old: Vec<Source> = std::mem::take(&mut inner.sources);
+            inner.sources = cfg
+                .playlists
+                .iter()
+                .map(|c| match old.iter().position(|s| s.cfg.name == c.name) {
+                    Some(i) => {
+                        let mut s = old.swap_remove(i);
+                        let refetch = Source::fetch_key(&s.cfg) != Source::fetch_key(c);
+                        let mut fresh = Source::new(c.clone());
+                        fresh.entries = s.entries.clone();
+                        fresh.ids = std::mem::take(&mut s.ids);
+                        fresh.guide_url = s.guide_url.take();
+                        fresh.status.entries = s.status.entries;
+                        fresh.status.skipped = s.status.skipped;
+                        fresh.status.last_success = s.status.last_success;
+                        fresh.status.last_fetch_ms = s.status.last_fetch_ms;
+                        fresh.status.from_cache = s.status.from_cache;
+                        fresh.status.error = s.status.error.clone();
+                        fresh.status.last_attempt =
+                            if refetch { None } else { s.status.last_attempt };
+                        fresh
+                    }
+                    None => self.load_cached(Source::new(c.clone())),
+                })
+                .collect();
+        }
+        self.guides.reload(&cfg.guides);
+        self.rebuild()
+    }
+
+    /// Every channel source `name` imports, including hidden ones, with its override.
+    pub fn channels_of(&self, name: &str) -> Result<Vec<(StreamConfig, ChannelOverride)>, Error> {
+        let inner = lock(&self.inner);
+        let i = inner
+            .sources
+            .iter()
+            .position(|s| s.cfg.name == name)
+            .ok_or_else(|| no_such(name))?;
+        let mut taken = HashSet::new();
+        // Earlier sources' ids first, as in `channels`.
+        for s in &inner.sources[..i] {
+            taken.extend(s.ids.values().copied());
+        }
+        let s = &inner.sources[i];
+        let Ok(filter) = &s.filter else {
+            return Ok(Vec::new());
+        };
+        let imp = import::import(&s.cfg, filter, &s.entries, &s.ids, &mut taken);
+        let overrides = &inner.overrides;
+        let out = imp
+            .channels
+            .into_iter()
+            .map(|c| {
+                let o = overrides.get(&c.id).cloned().unwrap_or_default();
+                (c, o)
+            })
+            .collect();
+        Ok(out)
+    }
+
+    /// Sets (or, when empty, clears) the override of imported channel `id` of source
+    /// `name`, and applies it. 404 for a channel the source does not import.
+    pub fn set_override(
+        &self,
+        name: &str,
+        id: u32,
+        o: ChannelOverride,
+    ) -> Result<ReloadDiff, Error> {
+        if !self.channels_of(name)?.iter().any(|(c, _)| c.id == id) {
+            return Err(Error::not_found(format!(
+                "playlist {name} imports no channel {id}"
+            )));
+        }
+        if let Some(p) = &o.ffmpeg_profile {
+            if !self.registry.profiles().contains_key(p) {
+                return Err(Error::new(
+                    ErrorKind::Invalid,
+                    format!("ffmpeg_profile: unknown profile {p:?}"),
+                ));
+            }
+        }
+        if o.name
+            .as_deref()
+            .is_some_and(|n| n.trim().is_empty() || n.contains(['\n', '\r']))
+        {
+            return Err(Error::new(
+                ErrorKind::Invalid,
+                "name: must be a non-empty single line",
+            ));
+        }
+        if o.channel_number == Some(0) {
+            return Err(Error::new(
+                ErrorKind::Invalid,
+                "channel_number: must be at least 1",
+            ));
+        }
+        {
+            let mut inner = lock(&self.inner);
+            if o.is_empty() {
+                inner.overrides.remove(&id);
+            } else {
+                inner.overrides.insert(id, o);
+            }
+        }
+        Ok(self.rebuild())
+    }
+
+    pub fn overrides(&self) -> BTreeMap<u32, ChannelOverride> {
+        lock(&self.inner).overrides.clone()
+    }
+
+    /// Restores overrides (after a failed save) and rebuilds.
+    pub fn restore_overrides(&self, o: BTreeMap<u32, ChannelOverride>) {
+        lock(&self.inner).overrides = o;
+        self.rebuild();
+    }
+
+    /// Refreshes every source and guide that is due; forever (every 30 s a look).
+    pub async fn run(self: Arc<Self>, clock: crate::clock::SharedClock) {
+        loop {
+            let now = clock.now();
+            for name in self.due(now) {
+                let p = self.clone();
+                let _ = tokio::task::spawn_blocking(move || p.refresh(&name, now)).await;
+            }
+            if self.guides.due(now, &self.provider_guides()) {
+                let p = self.clone();
+                let _ = tokio::task::spawn_blocking(move || p.refresh_guides(now)).await;
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+        }
+    }
+
+    /// Reads every guide (configured ones first, then the providers') and gives the
+    /// channels their programmes. Blocking.
+    pub fn refresh_guides(&self, now: DateTime<Utc>) -> Vec<guides::GuideStatus> {
+        let shifts: BTreeMap<u32, f64> = {
+            let mut inner = lock(&self.inner);
+            let mut m = BTreeMap::new();
+            let mut taken = HashSet::new();
+            for s in &mut inner.sources {
+                let Ok(filter) = &s.filter else { continue };
+                let kept: Vec<&Entry> = s.entries.iter().filter(|e| filter.keeps(e)).collect();
+                let keys = import::keys(&kept);
+                for (e, k) in kept.iter().zip(keys) {
+                    if let (Some(shift), Some(id)) = (e.tvg_shift, k.and_then(|k| s.ids.get(&k))) {
+                        if taken.insert(*id) {
+                            m.insert(*id, shift);
+                        }
+                    }
+                }
+            }
+            m
+        };
+        self.guides
+            .refresh(&self.registry, &self.provider_guides(), &shifts, now)
+    }
+}
+
+fn no_such(name: &str) -> Error {
+    Error::not_found(format!("no playlist named {name:?}"))
+}
+
+/// What one fetch brought.
+struct Fetched {
+    entries: Vec<Entry>,
+    guide_url: Option<String>,
+    skipped: usize,
+    truncated: bool,
+}
+
+/// Fetches and parses a source. Errors name what failed, never the URL.
+fn fetch_source(cfg: &PlaylistConfig) -> Result<Fetched, String> {
+    let mut o = fetch::Options::new(MAX_PLAYLIST_BYTES);
+    o.user_agent = cfg.user_agent.clone();
+    if let Some(x) = &cfg.xtream {
+        o.max_bytes = 256 << 20;
+        let cats = fetch::fetch(&xtream::api_url(x, "get_live_categories"), &o)
+            .map_err(|e| format!("get_live_categories: {e}"))?;
+        let streams = fetch::fetch(&xtream::api_url(x, "get_live_streams"), &o)
+            .map_err(|e| format!("get_live_streams: {e}"))?;
+        let p = xtream::parse(x, &cats, &streams, cfg.max_entries)?;
+        return Ok(Fetched {
+            entries: p.entries,
+            guide_url: None,
+            skipped: p.skipped,
+            truncated: p.truncated,
+        });
+    }
+    let url = cfg.url.as_deref().unwrap_or_default();
+    let bytes = fetch::fetch(url, &o)?;
+    let head = String::from_utf8_lossy(&bytes[..bytes.len().min(4096)]).to_string();
+    let p = m3u::parse(&bytes, cfg.max_entries);
+    if p.entries.is_empty()
+        && !head
+            .trim_start_matches('\u{feff}')
+            .trim_start()
+            .starts_with("#EXTM3U")
+    {
+        return Err("the answer is not an M3U playlist (no #EXTM3U and no entries)".into());
+    }
+    Ok(Fetched {
+        entries: p.entries,
+        guide_url: p.guide_url,
+        skipped: p.skipped,
+        truncated: p.truncated,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_come_from_accounts_and_playlist_urls() {
+        let p: PlaylistConfig = serde_yaml::from_str(
+            "{name: a, url: 'http://me:pw99@p/get.php?username=bob7&password=x%2Fy&type=m3u_plus', ffmpeg_profile: r}",
+        )
+        .unwrap();
+        let s = secrets_of(&p);
+        for want in ["bob7", "x/y", "m3u_plus", "me", "pw99"] {
+            assert!(s.iter().any(|x| x == want), "{want} in {s:?}");
+        }
+    }
+
+    #[test]
+    fn cache_dir_defaults() {
+        let mut c = Config::default();
+        let env = |k: &str| (k == "HOME").then(|| "/home/u".to_owned());
+        assert_eq!(
+            default_cache_dir(&c, &env),
+            Some(PathBuf::from("/home/u/.cache/amps"))
+        );
+        c.server.state_file = Some("/data/state.json".into());
+        assert_eq!(default_cache_dir(&c, &env), Some(PathBuf::from("/data")));
+        c.server.cache_dir = Some("/cache".into());
+        assert_eq!(default_cache_dir(&c, &env), Some(PathBuf::from("/cache")));
+    }
+}
