@@ -126,5 +126,74 @@ fn throughput(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, playlist, hub_fanout, throughput);
+/// Importing providers: parsing and importing a 20,000-entry M3U, rendering the
+/// playlist of the imported channels, and reading an XMLTV guide.
+fn providers(c: &mut Criterion) {
+    use amps::providers::{import, m3u, xmltv};
+    let mut g = c.benchmark_group("providers");
+    let n = 20_000;
+    let data = support::provider_m3u(n);
+    let cfg: amps::config::PlaylistConfig = serde_yaml::from_str(
+        "{name: p, url: 'http://provider.example/get.php', ffmpeg_profile: p, include_groups: ['UK*']}",
+    )
+    .unwrap();
+    let filter = import::Filter::new(&cfg).unwrap();
+    g.throughput(Throughput::Elements(n as u64));
+    g.bench_function("m3u_parse_and_import/20000", |b| {
+        b.iter(|| {
+            let parsed = m3u::parse(&data, 100_000);
+            import::import(
+                &cfg,
+                &filter,
+                &parsed.entries,
+                &Default::default(),
+                &mut Default::default(),
+            )
+        })
+    });
+    let parsed = m3u::parse(&data, 100_000);
+    let imported: Vec<Arc<StreamConfig>> = import::import(
+        &cfg,
+        &filter,
+        &parsed.entries,
+        &Default::default(),
+        &mut Default::default(),
+    )
+    .channels
+    .into_iter()
+    .map(Arc::new)
+    .collect();
+    let opts = amps::playlist::Options {
+        base_url: "http://nas.local:5000",
+        token: Some("a-token-of-some-length-0123456789"),
+        epg_url: None,
+        now: chrono::Utc::now(),
+    };
+    g.bench_function("playlist_render_imported/20000", |b| {
+        b.iter(|| amps::playlist::render(&imported, &opts))
+    });
+    // 2,000 channels of a 4,000-channel guide, 48 programmes each (about 13 MB).
+    let guide = support::provider_xmltv(4000, 48);
+    let wants: Vec<xmltv::Want> = (0..2000)
+        .map(|c| xmltv::Want {
+            id: c as u32 + 1,
+            tvg_id: format!("ch{c}.uk"),
+            names: vec![],
+            shift_secs: 0,
+        })
+        .collect();
+    let now = chrono::Utc::now();
+    let window = (
+        now - chrono::Duration::hours(2),
+        now + chrono::Duration::days(8),
+    );
+    g.throughput(Throughput::Bytes(guide.len() as u64));
+    g.sample_size(10);
+    g.bench_function("xmltv_read", |b| {
+        b.iter(|| xmltv::read(&guide[..], &wants, window, 2000).unwrap())
+    });
+    g.finish();
+}
+
+criterion_group!(benches, playlist, hub_fanout, throughput, providers);
 criterion_main!(benches);

@@ -41,6 +41,8 @@ struct Args {
     tracks_only: bool,
     /// Only the archive: its CPU cost, catch-up first bytes, a restart with a day of it.
     archive_only: bool,
+    /// Only the provider import: a 20,000-entry M3U and 100/200 MB XMLTV guides.
+    providers_only: bool,
     /// Only the memory soak: busy and idle seconds per cycle.
     soak: Option<(f64, f64)>,
     clients: Vec<usize>,
@@ -56,6 +58,7 @@ fn args() -> Args {
         tls_only: false,
         tracks_only: false,
         archive_only: false,
+        providers_only: false,
         soak: None,
         clients: vec![10, 100, 500, 1000],
         seconds: 10.0,
@@ -73,6 +76,7 @@ fn args() -> Args {
             "--tls-only" => a.tls_only = true,
             "--tracks-only" => a.tracks_only = true,
             "--archive-only" => a.archive_only = true,
+            "--providers-only" => a.providers_only = true,
             "--soak" => {
                 let v = v();
                 let (b, i) = v.split_once(',').expect("--soak BUSY,IDLE (seconds)");
@@ -85,7 +89,7 @@ fn args() -> Args {
                 a.reps = 3;
             }
             "-h" | "--help" => {
-                println!("amps-load [--amps PATH] [--json PATH] [--quick] [--tls-only] [--tracks-only] [--archive-only] [--soak BUSY,IDLE] [--clients 10,100,500] [--seconds S] [--reps N]");
+                println!("amps-load [--amps PATH] [--json PATH] [--quick] [--tls-only] [--tracks-only] [--archive-only] [--providers-only] [--soak BUSY,IDLE] [--clients 10,100,500] [--seconds S] [--reps N]");
                 std::process::exit(0);
             }
             other => panic!("unknown argument {other}"),
@@ -1210,6 +1214,135 @@ fn soak(a: &Args, http: &str, file: &str, busy: f64, idle: f64) -> Value {
 }
 
 /// A GET with the token header; the body (empty on any error).
+/// Importing a provider: a 20,000-entry M3U, then XMLTV guides of 100 MB and 200 MB (the
+/// second has twice the channels, half of them not served), each next to the time to
+/// download the same file over the same loopback (the floor). Memory: resident size of a
+/// server without providers, after the import, and the peak (VmHWM) while each guide is
+/// read.
+fn providers_cost(a: &Args) -> Value {
+    let dir = tempfile::tempdir().unwrap();
+    let n = 20_000;
+    std::fs::write(dir.path().join("get.php"), support::provider_m3u(n)).unwrap();
+    // About 330 bytes per programme: 40,000 channels x 8 is 100 MB; 80,000 x 8, 200 MB.
+    for (name, channels) in [("guide100.xml", 40_000), ("guide200.xml", 80_000)] {
+        let f = std::fs::File::create(dir.path().join(name)).unwrap();
+        let mut w = std::io::BufWriter::new(f);
+        support::write_xmltv(&mut w, channels, 8);
+    }
+    let up = upstream::Upstream::start(dir.path().to_path_buf(), 0);
+    let addr = format!("127.0.0.1:{}", up.port);
+    // The floor: the same file fetched over the same loopback, read to its length.
+    let floor = |file: &str| {
+        let t0 = Instant::now();
+        let mut s = TcpStream::connect(&addr).unwrap();
+        write!(s, "GET /{file} HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
+        let mut r = BufReader::new(s);
+        let mut len = 0usize;
+        loop {
+            let mut l = String::new();
+            r.read_line(&mut l).unwrap();
+            if l == "\r\n" {
+                break;
+            }
+            if let Some(v) = l.to_ascii_lowercase().strip_prefix("content-length:") {
+                len = v.trim().parse().unwrap();
+            }
+        }
+        let mut body = vec![0u8; len];
+        r.read_exact(&mut body).unwrap();
+        (t0.elapsed().as_secs_f64() * 1000.0, body.len())
+    };
+    let cfg = |server: String, rest: String| {
+        format!("server:\n  auth_token: {TOKEN}\n{server}ffmpeg_profiles:\n  relay: {{video_codec: copy, audio_codec: copy}}\n{rest}")
+    };
+    let base = cfg(String::new(), String::new());
+    // A fresh cache each time: the import below is a first one, from the provider.
+    let with = |guide: Option<&str>, cache: &Path| {
+        let mut rest = format!(
+            "playlists:\n  - {{name: p, url: 'http://{addr}/get.php', ffmpeg_profile: relay, import_guide: false, refresh_minutes: 0}}\n"
+        );
+        if let Some(g) = guide {
+            rest.push_str(&format!("guides:\n  - url: 'http://{addr}/{g}'\n"));
+        }
+        cfg(format!("  cache_dir: {}\n", cache.display()), rest)
+    };
+    let wait = |s: &Server, what: &dyn Fn(&Server) -> bool| {
+        let t0 = Instant::now();
+        while !what(s) && t0.elapsed() < Duration::from_secs(120) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        t0.elapsed().as_secs_f64() * 1000.0
+    };
+    let reps = a.reps.clamp(1, 3);
+    let mut rows = Vec::new();
+    for _ in 0..reps {
+        let bare = Server::start(&a.amps, &base);
+        std::thread::sleep(Duration::from_millis(500));
+        let idle = rss_mib(bare.pid());
+        drop(bare);
+        let (m3u_floor, m3u_bytes) = floor("get.php");
+        let cache = tempfile::tempdir().unwrap();
+        let s = Server::start(&a.amps, &with(None, cache.path()));
+        let imported =
+            |s: &Server| s.get_json("/api/playlists/p")["channels"].as_u64() == Some(n as u64);
+        wait(&s, &imported);
+        let st = s.get_json("/api/playlists/p");
+        std::thread::sleep(Duration::from_millis(300));
+        let after = rss_mib(s.pid());
+        let t0 = Instant::now();
+        let pl = http_get(&s.addr, "/playlist.m3u");
+        let playlist_ms = t0.elapsed().as_secs_f64() * 1000.0;
+        drop(s);
+        let mut guides = Vec::new();
+        for g in ["guide100.xml", "guide200.xml"] {
+            let (g_floor, g_bytes) = floor(g);
+            let cache = tempfile::tempdir().unwrap();
+            let s = Server::start(&a.amps, &with(Some(g), cache.path()));
+            wait(&s, &imported);
+            let before_peak = status_mib(s.pid(), "VmHWM");
+            let read = |s: &Server| {
+                s.get_json("/api/guides")[0]["last_read_ms"]
+                    .as_u64()
+                    .is_some()
+            };
+            let guide_total_ms = wait(&s, &read);
+            let gs = s.get_json("/api/guides")[0].clone();
+            let t0 = Instant::now();
+            let epg = http_get(&s.addr, "/epg.xml");
+            let epg_ms = t0.elapsed().as_secs_f64() * 1000.0;
+            guides.push(json!({
+                "file": g,
+                "bytes": g_bytes,
+                "download_floor_ms": g_floor,
+                "read_ms": gs["last_read_ms"],
+                "read_and_applied_ms": guide_total_ms,
+                "programmes_read": gs["programmes_read"],
+                "programmes_kept": gs["programmes_kept"],
+                "channels_filled": gs["channels_filled"],
+                "peak_mib_before_guide": before_peak,
+                "peak_mib_after_guide": status_mib(s.pid(), "VmHWM"),
+                "rss_mib_after": rss_mib(s.pid()),
+                "epg_xml_bytes": epg.len(),
+                "epg_xml_ms": epg_ms,
+            }));
+        }
+        rows.push(json!({
+            "m3u_entries": n,
+            "m3u_bytes": m3u_bytes,
+            "m3u_download_floor_ms": m3u_floor,
+            "m3u_fetch_and_parse_ms": st["last_fetch_ms"],
+            "channels": st["channels"],
+            "idle_rss_mib": idle,
+            "rss_mib_after_import": after,
+            "extra_mib": after - idle,
+            "playlist_bytes": pl.len(),
+            "playlist_ms": playlist_ms,
+            "guides": guides,
+        }));
+    }
+    json!({ "providers": rows })
+}
+
 fn http_get(addr: &str, path: &str) -> Vec<u8> {
     let Ok(mut s) = TcpStream::connect(addr) else {
         return Vec::new();
@@ -1281,6 +1414,11 @@ fn main() {
     );
     if let Some((busy, idle)) = a.soak {
         let r = soak(&a, &http, &file, busy, idle);
+        println!("{}", serde_json::to_string_pretty(&r).unwrap());
+        return;
+    }
+    if a.providers_only {
+        let r = providers_cost(&a);
         println!("{}", serde_json::to_string_pretty(&r).unwrap());
         return;
     }

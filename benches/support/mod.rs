@@ -192,3 +192,50 @@ pub fn run_cli(source: &str, args: &[&str]) -> u64 {
     assert!(child.wait().unwrap().success());
     n
 }
+
+/// A provider's m3u_plus playlist of `n` entries, as panels write them.
+pub fn provider_m3u(n: usize) -> Vec<u8> {
+    // (No url-tvg: nothing may make Amps reach a host that is not loopback.)
+    let mut out = String::from("#EXTM3U\r\n");
+    for i in 0..n {
+        out.push_str(&format!(
+            "#EXTINF:-1 tvg-id=\"ch{i}.uk\" tvg-name=\"UK: Channel {i} FHD\" tvg-logo=\"http://provider.example/logos/{i}.png\" group-title=\"UK | Group {}\",UK: Channel {i} FHD\r\nhttp://provider.example:8080/user123/pass456/{}\r\n",
+            i % 40,
+            100_000 + i
+        ));
+    }
+    out.into_bytes()
+}
+
+/// An XMLTV guide: `channels` channels, `per` programmes each from now on.
+pub fn provider_xmltv(channels: usize, per: usize) -> Vec<u8> {
+    let mut x = Vec::new();
+    write_xmltv(&mut x, channels, per);
+    x
+}
+
+/// [`provider_xmltv`] written to `w` (for guides too big to hold twice).
+pub fn write_xmltv(w: &mut impl std::io::Write, channels: usize, per: usize) {
+    let t0 = chrono::Utc::now();
+    let mut x = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<tv>\n");
+    for c in 0..channels {
+        x.push_str(&format!(
+            "<channel id=\"ch{c}.uk\"><display-name>UK: Channel {c} FHD</display-name></channel>\n"
+        ));
+    }
+    w.write_all(x.as_bytes()).unwrap();
+    for c in 0..channels {
+        x.clear();
+        for p in 0..per {
+            let a = t0 + chrono::Duration::minutes(30 * p as i64);
+            let b = a + chrono::Duration::minutes(30);
+            x.push_str(&format!(
+                "<programme start=\"{}\" stop=\"{}\" channel=\"ch{c}.uk\"><title lang=\"en\">Programme {p} of channel {c}</title><desc lang=\"en\">What happens in programme {p}: news, weather &amp; sport.</desc><category lang=\"en\">News</category></programme>\n",
+                a.format("%Y%m%d%H%M%S +0000"),
+                b.format("%Y%m%d%H%M%S +0000")
+            ));
+        }
+        w.write_all(x.as_bytes()).unwrap();
+    }
+    w.write_all(b"</tv>\n").unwrap();
+}
