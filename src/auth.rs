@@ -112,6 +112,14 @@ pub fn random_hex(bytes: usize) -> Option<String> {
 }
 
 /// The value of cookie `name` in a `Cookie` header.
+/// The value a page of this server puts in its forms for session `cookie` (`?csrf=`):
+/// another site can send the cookie but cannot know this.
+pub fn csrf_of(cookie: &str) -> String {
+    use sha2::Digest;
+    let d = sha2::Sha256::digest(format!("amps-csrf\0{cookie}").as_bytes());
+    d.iter().take(16).map(|b| format!("{b:02x}")).collect()
+}
+
 pub fn cookie<'a>(header: &'a str, name: &str) -> Option<&'a str> {
     header.split(';').find_map(|pair| {
         let (k, v) = pair.trim().split_once('=')?;

@@ -271,7 +271,100 @@ impl Collector for TokenCollector {
     }
 }
 
+/// Reads the provider playlists' and guides' state at scrape time.
+struct ProviderCollector {
+    providers: Arc<crate::providers::Providers>,
+    engine: Arc<Engine>,
+}
+
+impl std::fmt::Debug for ProviderCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ProviderCollector")
+    }
+}
+
+impl Collector for ProviderCollector {
+    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let playlists = self.providers.statuses();
+        type PField = fn(&crate::providers::PlaylistStatus) -> i64;
+        let fields: [(&str, &str, PField); 4] = [
+            (
+                "playlist_channels",
+                "Channels served from the playlist now",
+                |p| p.channels as i64,
+            ),
+            (
+                "playlist_entries",
+                "Entries in the playlist's last good list",
+                |p| p.entries as i64,
+            ),
+            (
+                "playlist_refresh_failed",
+                "1 when the playlist's last refresh failed (its last good list is served)",
+                |p| i64::from(p.error.is_some() && p.last_attempt != p.last_success),
+            ),
+            (
+                "playlist_last_success_timestamp_seconds",
+                "When the playlist was last fetched successfully (Unix time)",
+                |p| p.last_success.map_or(0, |t| t.timestamp()),
+            ),
+        ];
+        for (name, help, f) in fields {
+            let mut m = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            for p in &playlists {
+                ConstGauge::new(f(p)).encode(m.encode_family(&[("playlist", p.name.clone())])?)?;
+            }
+        }
+        let mut m = enc.encode_descriptor(
+            "playlist_connections",
+            "Provider connections in use now (channels running from the playlist)",
+            None,
+            MetricType::Gauge,
+        )?;
+        for p in &playlists {
+            let n = self
+                .engine
+                .connections_of(&format!("playlist:{}", p.name))
+                .len();
+            ConstGauge::new(n as i64).encode(m.encode_family(&[("playlist", p.name.clone())])?)?;
+        }
+        let guides = self.providers.guides.statuses();
+        let mut m = enc.encode_descriptor(
+            "guide_programmes",
+            "Programmes the guide gave served channels at its last read",
+            None,
+            MetricType::Gauge,
+        )?;
+        for g in &guides {
+            ConstGauge::new(g.programmes_kept as i64)
+                .encode(m.encode_family(&[("guide", g.name.clone())])?)?;
+        }
+        let mut m = enc.encode_descriptor(
+            "guide_refresh_failed",
+            "1 when the guide's last read failed (its channels keep their programmes)",
+            None,
+            MetricType::Gauge,
+        )?;
+        for g in &guides {
+            ConstGauge::new(i64::from(g.error.is_some()))
+                .encode(m.encode_family(&[("guide", g.name.clone())])?)?;
+        }
+        Ok(())
+    }
+}
+
 impl Metrics {
+    /// Adds the provider playlists' and guides' gauges.
+    pub fn with_providers(
+        mut self,
+        providers: Arc<crate::providers::Providers>,
+        engine: Arc<Engine>,
+    ) -> Metrics {
+        self.registry
+            .register_collector(Box::new(ProviderCollector { providers, engine }));
+        self
+    }
+
     /// Adds the per-token session gauge.
     pub fn with_tokens(
         mut self,

@@ -31,7 +31,7 @@ struct Overlay {
     /// Owner's changes to imported channels (name, number, group, profile, logo, hidden),
     /// by id; kept across the playlists' refreshes.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    imported: BTreeMap<u32, crate::providers::ChannelOverride>,
+    imported: BTreeMap<u32, crate::config::ChannelOverride>,
 }
 
 /// The state file and the overlay it holds.
@@ -147,14 +147,14 @@ impl StateFile {
         self.save(&o)
     }
 
-    pub fn imported(&self) -> BTreeMap<u32, crate::providers::ChannelOverride> {
+    pub fn imported(&self) -> BTreeMap<u32, crate::config::ChannelOverride> {
         self.lock().imported.clone()
     }
 
     /// Saves the overrides of imported channels (`now` is read under the file's lock).
     pub fn imported_changed(
         &self,
-        now: impl FnOnce() -> BTreeMap<u32, crate::providers::ChannelOverride>,
+        now: impl FnOnce() -> BTreeMap<u32, crate::config::ChannelOverride>,
     ) -> Result<()> {
         let mut o = self.lock();
         o.imported = now();

@@ -197,6 +197,28 @@ fn every_route_in_the_table_is_served_with_the_token() {
                     "recording 1 has a file"
                 );
             }
+            ("POST", "/playlists/{name}/refresh" | "/playlists/{name}/channels/{id}") => {
+                // The dashboard's forms: answered with a redirect back to the page.
+                let mut id = 0;
+                assert!(common::eventually(Duration::from_secs(10), || {
+                    id = s.get("/api/playlists/p/channels").json()[0]["id"]
+                        .as_u64()
+                        .unwrap_or(0);
+                    id > 0
+                }));
+                let path = r.example.replace("2000000001", &id.to_string());
+                let resp = ureq::AgentBuilder::new()
+                    .redirects(0)
+                    .build()
+                    .post(&s.url(&path))
+                    .set("Authorization", &bearer)
+                    .set("Content-Type", "application/x-www-form-urlencoded")
+                    .send_string("name=Mine")
+                    .unwrap();
+                assert_eq!(resp.status(), 303, "{path}");
+                assert_eq!(resp.header("location"), Some("/playlists"));
+                continue;
+            }
             (_, "/api/playlists/{name}/channels/{id}") => {
                 let mut id = 0;
                 assert!(common::eventually(Duration::from_secs(10), || {

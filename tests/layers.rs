@@ -5,7 +5,7 @@
 //!
 //! Layers, lowest first: base helpers (`error`, `clock`, `auth`, `sync`) -> `config` ->
 //! the registry and what is computed from it (`registry`, `playlist`, `epg`, `schedule`,
-//! `state`, `reload`) -> the media engine (`engine`, `libav`) -> `metrics` -> `http` ->
+//! `state`, `reload`, `providers`) -> the media engine (`engine`, `libav`) -> `metrics` -> `http` ->
 //! the commands (`cmds`, `fuzz`) -> `lib`/`main`.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -16,7 +16,8 @@ fn layer(module: &str) -> usize {
     match top {
         "error" | "clock" | "auth" | "sync" => 0,
         "config" => 1,
-        "registry" | "playlist" | "epg" | "schedule" | "state" | "reload" | "tokens" => 2,
+        "registry" | "playlist" | "epg" | "schedule" | "state" | "reload" | "tokens"
+        | "providers" => 2,
         "engine" | "libav" => 3,
         "metrics" => 4,
         "http" => 5,

@@ -254,6 +254,14 @@ fn an_m3u_provider_is_imported_filtered_limited_refreshed_and_cached() {
         2,
         "{pst}"
     );
+    let metrics = s.get("/metrics").body;
+    for line in [
+        "amps_playlist_connections{playlist=\"provider1\"} 2".to_owned(),
+        format!("amps_playlist_channels{{playlist=\"provider1\"}} {want}"),
+        "amps_playlist_refresh_failed{playlist=\"provider1\"} 0".to_owned(),
+    ] {
+        assert!(metrics.contains(&line), "{line} in /metrics");
+    }
     // The viewer of b zaps away: b is unwatched (in its idle grace), so c may take its
     // connection at once instead of a 503.
     drop(vb);
@@ -398,6 +406,24 @@ fn an_m3u_provider_is_imported_filtered_limited_refreshed_and_cached() {
             .is_null()),
         "the failed refresh at start is reported"
     );
+    assert!(
+        s.get("/metrics")
+            .body
+            .contains("amps_playlist_refresh_failed{playlist=\"provider1\"} 1"),
+        "the failed refresh in /metrics"
+    );
+    // `amps list` shows the imported channels from the cache, overrides applied.
+    let cfg_path = dir.path().join("config.yaml");
+    std::fs::write(&cfg_path, &cfg).unwrap();
+    let (code, out, _) = common::run_cli(&["list", "-c", cfg_path.to_str().unwrap()]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains(&format!("PLAYLIST provider1 (m3u, {served} channels")),
+        "{}",
+        &out[..out.len().min(2000)]
+    );
+    assert!(out.contains("My News"));
+    assert_no_secrets("amps list", &out, &provider);
     let cache = dir.path().join("cache/playlist-provider1.json");
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(
@@ -641,6 +667,81 @@ fn xtream_accounts_guides_merging_and_hostile_sources() {
     assert!(
         pl.contains("#EXTREM:AMP-NEXT title=\"XC x0.tv"),
         "AMP-NEXT from the guide"
+    );
+
+    // The dashboard's page: sources and their state; a channel renamed and hidden there
+    // with the login session, which needs the page's csrf value for any change.
+    let agent = ureq::AgentBuilder::new().redirects(0).build();
+    let login = agent
+        .post(&s.url("/login"))
+        .set("Content-Type", "application/x-www-form-urlencoded")
+        .send_string(&format!("token={TOKEN}"))
+        .unwrap();
+    let cookie = login
+        .header("set-cookie")
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let page = agent
+        .get(&s.url("/playlists?q=XC%2012"))
+        .set("Cookie", &cookie)
+        .call()
+        .unwrap()
+        .into_string()
+        .unwrap();
+    for text in [
+        "<h2>xc (xtream)</h2>",
+        "<h2>many (m3u)</h2>",
+        "more than 1000 entries",
+        "value=\"XC 12\"",
+        "playlist:xc",
+    ] {
+        assert!(page.contains(text), "{text} on the page");
+    }
+    assert!(
+        !page.contains(u) && !page.contains(p),
+        "the page shows the account"
+    );
+    let action = page
+        .split("action=\"")
+        .map(|a| a.split('"').next().unwrap().replace("&amp;", "&"))
+        .find(|a| a.starts_with("/playlists/xc/channels/"))
+        .unwrap();
+    assert!(action.contains("csrf="), "{action}");
+    let x12 = find("XC 12")["id"].as_u64().unwrap();
+    let post = |url: &str, cookie: &str| match agent
+        .post(&s.url(url))
+        .set("Cookie", cookie)
+        .set("Content-Type", "application/x-www-form-urlencoded")
+        .send_string("name=Twelve&hidden=1")
+    {
+        Ok(r) => r.status(),
+        Err(ureq::Error::Status(c, _)) => c,
+        Err(e) => panic!("{e}"),
+    };
+    let bare = action.split('?').next().unwrap().to_owned();
+    assert_eq!(post(&bare, &cookie), 401, "a cookie alone changes nothing");
+    assert_eq!(
+        post(&action, "amps_session=0123"),
+        401,
+        "a csrf value belongs to its session"
+    );
+    assert_eq!(post(&action, &cookie), 303);
+    assert_eq!(s.get(&format!("/api/streams/{x12}")).status, 404, "hidden");
+    let chans = s.get("/api/playlists/xc/channels").json();
+    let c12 = chans
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == x12)
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (c12["hidden"].as_bool(), c12["override"]["name"].as_str()),
+        (Some(true), Some("Twelve")),
+        "{c12}"
     );
     for path in [
         "/playlist.m3u",

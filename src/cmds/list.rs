@@ -22,12 +22,14 @@ pub fn run(args: Args) -> i32 {
             for w in &l.warnings {
                 eprintln!("warning: {w}");
             }
+            let imported = imported(&l.config);
             if args.json {
                 let all: Vec<&StreamConfig> = l
                     .config
                     .streams
                     .iter()
                     .chain(&l.config.scheduled_streams)
+                    .chain(&imported)
                     .collect();
                 match serde_json::to_string_pretty(&all) {
                     Ok(s) => println!("{s}"),
@@ -38,6 +40,7 @@ pub fn run(args: Args) -> i32 {
                 }
             } else {
                 print!("{}", table(&l.config, chrono::Utc::now()));
+                print!("{}", playlists(&l.config, &imported));
                 print!("{}", recordings(&l.config));
             }
             0
@@ -61,6 +64,84 @@ fn cut(s: &str, max: usize) -> String {
         t.push('…');
         t
     }
+}
+
+/// The channels the playlists import, from their caches (what the server serves when it
+/// starts; nothing is fetched here), with the owner's overrides from the state file and
+/// their sources redacted.
+fn imported(c: &Config) -> Vec<StreamConfig> {
+    if c.playlists.is_empty() {
+        return Vec::new();
+    }
+    let overrides = c
+        .server
+        .state_file
+        .as_deref()
+        .and_then(|p| crate::state::StateFile::open(std::path::Path::new(p)).ok())
+        .map(|f| f.imported())
+        .unwrap_or_default();
+    let registry = std::sync::Arc::new(crate::registry::Registry::from_config(c));
+    let cache = crate::providers::default_cache_dir(c, &crate::config::process_env);
+    let _providers = crate::providers::Providers::new(c, registry.clone(), cache, overrides);
+    registry
+        .list()
+        .iter()
+        .filter(|s| s.origin.is_some())
+        .map(|s| {
+            let mut s = (**s).clone();
+            s.source = crate::auth::redact_source(&s.source);
+            for b in &mut s.backup_sources {
+                b.source = crate::auth::redact_source(&b.source);
+            }
+            s
+        })
+        .collect()
+}
+
+/// The imported channels, by playlist ("" without playlists).
+fn playlists(c: &Config, imported: &[StreamConfig]) -> String {
+    let mut out = String::new();
+    for p in &c.playlists {
+        let origin = format!("playlist:{}", p.name);
+        let chans: Vec<&StreamConfig> = imported
+            .iter()
+            .filter(|s| s.origin.as_deref() == Some(&origin))
+            .collect();
+        let kind = if p.xtream.is_some() { "xtream" } else { "m3u" };
+        let _ = std::fmt::Write::write_fmt(
+            &mut out,
+            format_args!(
+                "\nPLAYLIST {} ({kind}, {} channels from its cache{})\n",
+                p.name,
+                chans.len(),
+                if chans.is_empty() {
+                    "; none yet: the server fetches it at start"
+                } else {
+                    ""
+                }
+            ),
+        );
+        for s in chans {
+            let _ = std::fmt::Write::write_fmt(
+                &mut out,
+                format_args!(
+                    "{:<10}  {:>6}  {:<28}  {:<14}  {}{}\n",
+                    s.id,
+                    s.channel_number
+                        .map_or_else(|| "-".into(), |n| n.to_string()),
+                    cut(&s.name, 28),
+                    cut(s.group.as_deref().unwrap_or("-"), 14),
+                    s.ffmpeg_profile.as_deref().unwrap_or("-"),
+                    if s.backup_sources.is_empty() {
+                        String::new()
+                    } else {
+                        format!("  (+{} backup)", s.backup_sources.len())
+                    }
+                ),
+            );
+        }
+    }
+    out
 }
 
 /// The recordings of `engine.recordings_dir`, one line each ("" without the folder).

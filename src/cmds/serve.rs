@@ -229,7 +229,9 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
             reloader,
             state_file,
             metrics: Arc::new(
-                Metrics::with_engine(engine.clone()).with_tokens(tokens.clone(), hls_lease),
+                Metrics::with_engine(engine.clone())
+                    .with_tokens(tokens.clone(), hls_lease)
+                    .with_providers(providers.clone(), engine.clone()),
             ),
             providers,
             tokens,

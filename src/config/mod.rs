@@ -15,9 +15,9 @@ pub mod validate;
 pub mod yaml_index;
 
 pub use model::{
-    AudioTracks, BackupSource, Config, CustomFfmpeg, Deinterlace, DeinterlaceRate, EngineConfig,
-    GuideConfig, HdhrConfig, NamedToken, PlaylistConfig, Profile, Program, Role, Schedule,
-    ServerConfig, StreamConfig, Subtitles, TlsConfig, XtreamAccount, RESERVED_IDS,
+    AudioTracks, BackupSource, ChannelOverride, Config, CustomFfmpeg, Deinterlace, DeinterlaceRate,
+    EngineConfig, GuideConfig, HdhrConfig, NamedToken, PlaylistConfig, Profile, Program, Role,
+    Schedule, ServerConfig, StreamConfig, Subtitles, TlsConfig, XtreamAccount, RESERVED_IDS,
 };
 pub use time::Timestamp;
 

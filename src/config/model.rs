@@ -532,6 +532,50 @@ pub struct Profile {
     pub encoder_options: BTreeMap<String, String>,
 }
 
+/// The owner's changes to one imported channel, kept across refreshes.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelOverride {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel_number: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ffmpeg_profile: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logo: Option<String>,
+    /// Not served at all (playlist, guide, tuner, streams).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub hidden: bool,
+}
+
+impl ChannelOverride {
+    pub fn is_empty(&self) -> bool {
+        *self == ChannelOverride::default()
+    }
+
+    /// Puts the override's fields on the imported channel `s`.
+    pub fn apply(&self, s: &mut StreamConfig) {
+        if let Some(n) = &self.name {
+            s.name = n.clone();
+        }
+        if let Some(n) = self.channel_number {
+            s.channel_number = Some(n);
+        }
+        if let Some(g) = &self.group {
+            s.group = Some(g.clone());
+        }
+        if let Some(p) = &self.ffmpeg_profile {
+            s.ffmpeg_profile = Some(p.clone());
+        }
+        if let Some(l) = &self.logo {
+            s.logo = Some(l.clone());
+        }
+    }
+}
+
 /// The first id of channels imported from playlists; the config file's and the API's ids
 /// stay below it, so they never collide.
 pub const RESERVED_IDS: u32 = 2_000_000_000;

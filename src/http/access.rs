@@ -85,6 +85,27 @@ impl Request {
         self.method == Method::GET || self.method == Method::HEAD
     }
 
+    /// A dashboard form (the only changes a session may make) with the `?csrf=` value
+    /// of this request's own session cookie.
+    fn csrf_ok(&self) -> bool {
+        if !matches!(self.path, Path::PageRefresh(_) | Path::PageChannel(..)) {
+            return false;
+        }
+        let Some(session) = self
+            .header("cookie")
+            .and_then(|h| crate::auth::cookie(h, crate::auth::SESSION_COOKIE))
+        else {
+            return false;
+        };
+        let want = crate::auth::csrf_of(session);
+        self.query.split('&').any(|kv| {
+            kv.strip_prefix("csrf=").is_some_and(|v| {
+                use subtle::ConstantTimeEq;
+                v.len() == want.len() && bool::from(v.as_bytes().ct_eq(want.as_bytes()))
+            })
+        })
+    }
+
     /// The token the request carries: a header, the query, or (tuner clients, which
     /// cannot send headers) the `/hdhr/<token>/` path.
     fn presented(&self) -> Option<String> {
@@ -115,7 +136,7 @@ impl Request {
         let found = state.tokens.find(presented.as_deref(), state.clock.now());
         let own = matches!(found, Found::Valid(_)) && state.tokens.required();
         let found = match found {
-            Found::None if self.is_read() => self
+            Found::None if self.is_read() || self.csrf_ok() => self
                 .header("cookie")
                 .and_then(|h| crate::auth::cookie(h, crate::auth::SESSION_COOKIE))
                 .and_then(|v| state.sessions.valid(v))

@@ -286,6 +286,13 @@ pub fn page(state: &AppState, view: &View) -> Response {
         human_secs(state.metrics.uptime().as_secs()),
         env!("CARGO_PKG_VERSION")
     );
+    if view.who.is_admin() && !state.providers.names().is_empty() {
+        let _ = writeln!(
+            s,
+            "<p><a href=\"/playlists{}\">Provider playlists and guides</a></p>",
+            view.token_query()
+        );
+    }
     if view.required {
         s.push_str("<form method=\"post\" action=\"/logout\"><button type=\"submit\">Log out</button></form>\n");
     }

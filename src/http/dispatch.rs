@@ -8,7 +8,9 @@ use super::hdhr::{self, Target};
 use super::reply::{self, respond};
 use super::routes::Path;
 use super::state::AppState;
-use super::{api, catchup, dashboard, feeds, login, media, providers, recordings, schedule};
+use super::{
+    api, catchup, dashboard, feeds, login, media, providers, providers_page, recordings, schedule,
+};
 use crate::error::Error;
 use std::sync::Arc;
 use warp::http::{Method, StatusCode};
@@ -133,6 +135,20 @@ async fn route(st: &AppState, mut req: Request, view: &View) -> Response {
             let body = req.body(limit, body_key).await;
             respond(providers::set_override(st, &name, id, ct, body))
         }
+        (P::PlaylistsPage, M::GET) => {
+            let cookie = req
+                .header("cookie")
+                .and_then(|h| crate::auth::cookie(h, crate::auth::SESSION_COOKIE))
+                .map(str::to_owned);
+            providers_page::page(st, view, &req.query, cookie.as_deref())
+        }
+        (P::PageRefresh(name), M::POST) => {
+            respond(providers_page::refresh(st, name, &req.query).await)
+        }
+        (P::PageChannel(name, id), M::POST) => match req.body(limit, body_key).await {
+            Ok(b) => respond(providers_page::save(st, &name, id, &req.query, &b)),
+            Err(e) => reply::error(&e),
+        },
         (P::Guides, M::GET) => respond(providers::guides(st)),
         (P::GuidesRefresh, M::POST) => respond(providers::refresh_guides(st).await),
         (P::Recordings, M::GET) => respond(recordings::list(st, view)),

@@ -26,6 +26,7 @@ pub mod io;
 pub mod login;
 pub mod media;
 pub mod providers;
+pub mod providers_page;
 pub mod proxy;
 pub mod recordings;
 pub mod reply;

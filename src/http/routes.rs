@@ -78,6 +78,12 @@ pub enum Path {
     Guides,
     /// `/api/guides/refresh`.
     GuidesRefresh,
+    /// `/playlists`: the dashboard's page of provider playlists.
+    PlaylistsPage,
+    /// `/playlists/<name>/refresh`: the page's refresh button.
+    PageRefresh(String),
+    /// `/playlists/<name>/channels/<id>`: the page's form of one channel.
+    PageChannel(String, u32),
     /// `/hdhr/[<token>/]...`: the tuner emulation.
     Tuner(Target),
     NotFound,
@@ -135,6 +141,13 @@ impl Path {
                     ["channels", n] => id(n).map_or(NotFound, |n| PlaylistChannel(name, n)),
                     _ => NotFound,
                 }
+            }
+            ["playlists"] => PlaylistsPage,
+            ["playlists", name, "refresh"] if crate::config::validate::token_name_ok(name) => {
+                PageRefresh((*name).to_owned())
+            }
+            ["playlists", name, "channels", n] if crate::config::validate::token_name_ok(name) => {
+                id(n).map_or(NotFound, |n| PageChannel((*name).to_owned(), n))
             }
             ["api", "guides"] => Guides,
             ["api", "guides", "refresh"] => GuidesRefresh,
@@ -198,6 +211,9 @@ impl Path {
             PlaylistChannel(..) => "/api/playlists/{name}/channels/{id}",
             Guides => "/api/guides",
             GuidesRefresh => "/api/guides/refresh",
+            PlaylistsPage => "/playlists",
+            PageRefresh(_) => "/playlists/{name}/refresh",
+            PageChannel(..) => "/playlists/{name}/channels/{id}",
             Tuner(t) => match t {
                 Target::Discover => "/hdhr/{token}/discover.json",
                 Target::Lineup => "/hdhr/{token}/lineup.json",
@@ -231,7 +247,7 @@ impl Path {
 
     /// Pages: a browser without a session gets the login form there.
     pub fn is_page(&self) -> bool {
-        matches!(self, Path::Dashboard | Path::Watch(_))
+        matches!(self, Path::Dashboard | Path::Watch(_) | Path::PlaylistsPage)
     }
 
     /// Who may use `method` on this path. A (path, method) the table does not list is
@@ -374,6 +390,13 @@ pub const ROUTES: &[RouteSpec] = &[
         "/api/playlists/{name}/channels/{id}",
         "/api/playlists/p/channels/2000000001",
     ),
+    admin("GET", "/playlists", "/playlists"),
+    admin("POST", "/playlists/{name}/refresh", "/playlists/p/refresh"),
+    admin(
+        "POST",
+        "/playlists/{name}/channels/{id}",
+        "/playlists/p/channels/2000000001",
+    ),
     admin("GET", "/api/guides", "/api/guides"),
     admin("POST", "/api/guides/refresh", "/api/guides/refresh"),
     viewer("GET", "/api/schedule", "/api/schedule"),
@@ -455,6 +478,9 @@ mod tests {
             ("/api/playlists/p/channels/x", NotFound),
             ("/api/playlists/a%20b", NotFound),
             ("/api/guides", Guides),
+            ("/playlists", PlaylistsPage),
+            ("/playlists/p/refresh", PageRefresh("p".into())),
+            ("/playlists/p/channels/7", PageChannel("p".into(), 7)),
             ("/api/guides/refresh", GuidesRefresh),
             ("/catchup/x.ts", NotFound),
             ("/catchup/4", NotFound),
