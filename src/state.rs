@@ -32,6 +32,9 @@ struct Overlay {
     /// by id; kept across the playlists' refreshes.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     imported: BTreeMap<u32, crate::config::ChannelOverride>,
+    /// Playlists added or replaced through the API, by name (`null`: deleted).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    playlists: BTreeMap<String, Option<crate::config::PlaylistConfig>>,
 }
 
 /// The state file and the overlay it holds.
@@ -144,6 +147,20 @@ impl StateFile {
     pub fn tokens_changed(&self, now: impl FnOnce() -> Vec<crate::tokens::ApiToken>) -> Result<()> {
         let mut o = self.lock();
         o.tokens = now();
+        self.save(&o)
+    }
+
+    pub fn playlists(&self) -> BTreeMap<String, Option<crate::config::PlaylistConfig>> {
+        self.lock().playlists.clone()
+    }
+
+    /// Saves the API's playlist changes (`now` is read under the file's lock).
+    pub fn playlists_changed(
+        &self,
+        now: impl FnOnce() -> BTreeMap<String, Option<crate::config::PlaylistConfig>>,
+    ) -> Result<()> {
+        let mut o = self.lock();
+        o.playlists = now();
         self.save(&o)
     }
 

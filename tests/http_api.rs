@@ -17,6 +17,12 @@ fn body_for(method: &str, pattern: &str) -> Option<&'static str> {
             r#"{"name": "Later", "source": "http://h/y.ts", "ffmpeg_profile": "relay", "schedule": {"start": "2099-01-01T00:00:00Z"}}"#,
         ),
         ("POST", "/api/tokens") => Some(r#"{"name": "phone", "max_streams": 1}"#),
+        ("POST", "/api/playlists") => {
+            Some(r#"{"name": "q", "url": "http://127.0.0.1:9/q.m3u", "ffmpeg_profile": "relay"}"#)
+        }
+        ("PUT", "/api/playlists/{name}") => Some(
+            r#"{"name": "p", "url": "http://127.0.0.1:9/p.m3u", "ffmpeg_profile": "relay", "refresh_minutes": 0}"#,
+        ),
         ("POST", _) => Some(
             r#"{"id": 50, "name": "New", "source": "http://h/x.ts", "ffmpeg_profile": "relay"}"#,
         ),

@@ -545,13 +545,14 @@ fn xtream_accounts_guides_merging_and_hostile_sources() {
     std::fs::write(&bomb, b).unwrap();
 
     let cfg = format!(
-        "server:\n  auth_token: {TOKEN}\n  cache_dir: {cache}\nffmpeg_profiles:\n  relay: {{video_codec: copy, audio_codec: copy}}\nplaylists:\n  - name: xc\n    xtream: {{server: '{base}', username: {u}, password: {p}}}\n    ffmpeg_profile: relay\n  - name: local\n    url: {local}\n    ffmpeg_profile: relay\n    import_guide: false\n  - name: huge\n    url: {base}/huge.m3u\n    ffmpeg_profile: relay\n  - name: many\n    url: {base}/many.m3u\n    ffmpeg_profile: relay\n    max_entries: 1000\nguides:\n  - url: {xz}\n  - url: {bomb}\n",
+        "server:\n  auth_token: {TOKEN}\n  cache_dir: {cache}\n  state_file: {state}\nffmpeg_profiles:\n  relay: {{video_codec: copy, audio_codec: copy}}\nplaylists:\n  - name: xc\n    xtream: {{server: '{base}', username: {u}, password: {p}}}\n    ffmpeg_profile: relay\n  - name: local\n    url: {local}\n    ffmpeg_profile: relay\n    import_guide: false\n  - name: huge\n    url: {base}/huge.m3u\n    ffmpeg_profile: relay\n  - name: many\n    url: {base}/many.m3u\n    ffmpeg_profile: relay\n    max_entries: 1000\nguides:\n  - url: {xz}\n  - url: {bomb}\n",
         cache = dir.path().join("cache").display(),
+        state = dir.path().join("state.json").display(),
         local = local.display(),
         xz = xz.display(),
         bomb = bomb.display(),
     );
-    let s = Server::start(&cfg);
+    let mut s = Server::start(&cfg);
     let ready = || {
         let v = s.get("/api/playlists").json();
         v.as_array()
@@ -758,4 +759,60 @@ fn xtream_accounts_guides_merging_and_hostile_sources() {
         );
     }
     assert!(!s.logs().contains(p), "the log shows the Xtream password");
+
+    // Playlists through the API: the same account again, only its Kids category.
+    let body = format!(
+        r#"{{"name": "added", "xtream": {{"server": "{base}", "username": "{u}", "password": "{p}"}}, "ffmpeg_profile": "relay", "include_groups": ["Kids"], "number_start": 2000}}"#
+    );
+    let r = s.send_json("POST", "/api/playlists", &body);
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert!(!r.body.contains(p), "{}", r.body);
+    assert_eq!(s.send_json("POST", "/api/playlists", &body).status, 409);
+    let added = || s.get("/api/playlists/added").json();
+    assert!(
+        eventually(Duration::from_secs(20), || added()["last_success"]
+            .is_string()),
+        "{}",
+        added()
+    );
+    let a = added();
+    // 150 Kids channels; the five with a tvg-id the first account has are merged into its.
+    assert_eq!(
+        (a["channels"].as_u64(), a["merged"].as_u64()),
+        (Some(145), Some(5)),
+        "{a}"
+    );
+    let r = s.send_json(
+        "POST",
+        "/api/playlists",
+        r#"{"name": "f", "url": "/etc/passwd", "ffmpeg_profile": "relay"}"#,
+    );
+    assert_eq!(r.status, 403, "{}", r.body);
+    let r = s.send_json(
+        "POST",
+        "/api/playlists",
+        r#"{"name": "g", "url": "http://127.0.0.1:9/x", "ffmpeg_profile": "nope"}"#,
+    );
+    assert_eq!(r.status, 422);
+    assert!(
+        r.body.contains("ffmpeg_profile: unknown profile"),
+        "{}",
+        r.body
+    );
+    // It survives a restart (the state file), served from its cache at once.
+    s.terminate(Duration::from_secs(10));
+    let s = Server::start(&cfg);
+    assert_eq!(s.get("/api/playlists/added").json()["channels"], 145);
+    let r = s.send_json("DELETE", "/api/playlists/added", "");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        r.json()["changes"]["removed"].as_array().unwrap().len(),
+        145
+    );
+    assert_eq!(s.get("/api/playlists/added").status, 404);
+    let state = std::fs::read_to_string(dir.path().join("state.json")).unwrap();
+    assert!(
+        !state.contains("\"added\": {"),
+        "deleted from the state file: {state}"
+    );
 }

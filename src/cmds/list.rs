@@ -73,16 +73,16 @@ fn imported(c: &Config) -> Vec<StreamConfig> {
     if c.playlists.is_empty() {
         return Vec::new();
     }
-    let overrides = c
+    let state = c
         .server
         .state_file
         .as_deref()
-        .and_then(|p| crate::state::StateFile::open(std::path::Path::new(p)).ok())
-        .map(|f| f.imported())
-        .unwrap_or_default();
+        .and_then(|p| crate::state::StateFile::open(std::path::Path::new(p)).ok());
+    let overrides = state.as_ref().map(|f| f.imported()).unwrap_or_default();
+    let api = state.as_ref().map(|f| f.playlists()).unwrap_or_default();
     let registry = std::sync::Arc::new(crate::registry::Registry::from_config(c));
     let cache = crate::providers::default_cache_dir(c, &crate::config::process_env);
-    let _providers = crate::providers::Providers::new(c, registry.clone(), cache, overrides);
+    let _providers = crate::providers::Providers::new(c, registry.clone(), cache, overrides, api);
     registry
         .list()
         .iter()

@@ -207,6 +207,10 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
                 .as_ref()
                 .map(|f| f.imported())
                 .unwrap_or_default(),
+            state_file
+                .as_ref()
+                .map(|f| f.playlists())
+                .unwrap_or_default(),
         );
         engine.set_connection_limits(providers.limits());
         let providers_task = tokio::spawn(providers.clone().run(clock.clone()));

@@ -317,90 +317,106 @@ fn fetchable(url: &str) -> bool {
 }
 
 /// `playlists` and `guides`.
+/// One playlist source (the config file's or the API's). `prefix` is prepended to keys.
+pub fn validate_playlist(
+    p: &super::model::PlaylistConfig,
+    profiles: &BTreeMap<String, Profile>,
+    prefix: &str,
+) -> Vec<Issue> {
+    let mut out = Vec::new();
+    let mut sink = Sink {
+        prefix,
+        out: &mut out,
+    };
+    if !token_name_ok(&p.name) {
+        sink.push("name", "must be 1 to 64 letters, digits, '-', '_' or '.'");
+    }
+    match (&p.url, &p.xtream) {
+        (Some(_), Some(_)) | (None, None) => sink.push(
+            "",
+            "needs exactly one of `url` (an M3U playlist) and `xtream` (an Xtream Codes account)",
+        ),
+        (Some(u), None) if !fetchable(u) => {
+            sink.push("url", "must be an http:// or https:// URL or a file path")
+        }
+        (None, Some(x)) => {
+            let l = x.server.to_ascii_lowercase();
+            if !(l.starts_with("http://") || l.starts_with("https://")) {
+                sink.push(
+                    "xtream.server",
+                    "must be an http:// or https:// URL (e.g. http://provider:8080)",
+                );
+            }
+            if x.username.is_empty() {
+                sink.push("xtream.username", "must not be empty");
+            }
+            if x.password.is_empty() {
+                sink.push("xtream.password", "must not be empty");
+            }
+        }
+        _ => {}
+    }
+    if !profiles.contains_key(&p.ffmpeg_profile) {
+        let known: Vec<&str> = profiles.keys().map(String::as_str).collect();
+        sink.push(
+            "ffmpeg_profile",
+            format!(
+                "unknown profile {:?} (known: {})",
+                p.ffmpeg_profile,
+                known.join(", ")
+            ),
+        );
+    }
+    for (key, re) in [
+        ("include_names", &p.include_names),
+        ("exclude_names", &p.exclude_names),
+    ] {
+        if let Some(r) = re {
+            if let Err(e) = compile_name_filter(r) {
+                sink.push(key, format!("not a valid regular expression: {e}"));
+            }
+        }
+    }
+    for (key, globs) in [
+        ("include_groups", &p.include_groups),
+        ("exclude_groups", &p.exclude_groups),
+    ] {
+        if globs.iter().any(|g| g.trim().is_empty()) {
+            sink.push(key, "globs must not be empty");
+        }
+    }
+    if p.max_connections == Some(0) {
+        sink.push(
+            "max_connections",
+            "must be at least 1 (leave it out for no limit)",
+        );
+    }
+    if p.number_start == 0 {
+        sink.push("number_start", "must be at least 1");
+    }
+    if !(1..=1_000_000).contains(&p.max_entries) {
+        sink.push("max_entries", "must be 1 to 1000000");
+    }
+    if p.user_agent
+        .as_deref()
+        .is_some_and(|u| u.contains(['\r', '\n']))
+    {
+        sink.push("user_agent", "must be a single line");
+    }
+    out
+}
+
 fn validate_providers(cfg: &Config, out: &mut Vec<Issue>) {
     let mut names: HashMap<&str, usize> = HashMap::new();
     for (i, p) in cfg.playlists.iter().enumerate() {
         let prefix = format!("playlists[{i}]");
-        let mut sink = Sink {
-            prefix: &prefix,
-            out,
-        };
-        if !token_name_ok(&p.name) {
-            sink.push("name", "must be 1 to 64 letters, digits, '-', '_' or '.'");
-        } else if let Some(first) = names.insert(&p.name, i) {
-            sink.push(
-                "name",
-                format!("{:?} is also playlists[{first}]'s name", p.name),
-            );
+        if let Some(first) = names.insert(&p.name, i) {
+            out.push(Issue {
+                path: format!("{prefix}.name"),
+                message: format!("{:?} is also playlists[{first}]'s name", p.name),
+            });
         }
-        match (&p.url, &p.xtream) {
-            (Some(_), Some(_)) | (None, None) => {
-                sink.push("", "needs exactly one of `url` (an M3U playlist) and `xtream` (an Xtream Codes account)")
-            }
-            (Some(u), None) if !fetchable(u) => {
-                sink.push("url", "must be an http:// or https:// URL or a file path")
-            }
-            (None, Some(x)) => {
-                let l = x.server.to_ascii_lowercase();
-                if !(l.starts_with("http://") || l.starts_with("https://")) {
-                    sink.push("xtream.server", "must be an http:// or https:// URL (e.g. http://provider:8080)");
-                }
-                if x.username.is_empty() {
-                    sink.push("xtream.username", "must not be empty");
-                }
-                if x.password.is_empty() {
-                    sink.push("xtream.password", "must not be empty");
-                }
-            }
-            _ => {}
-        }
-        if !cfg.ffmpeg_profiles.contains_key(&p.ffmpeg_profile) {
-            let known: Vec<&str> = cfg.ffmpeg_profiles.keys().map(String::as_str).collect();
-            sink.push(
-                "ffmpeg_profile",
-                format!(
-                    "unknown profile {:?} (known: {})",
-                    p.ffmpeg_profile,
-                    known.join(", ")
-                ),
-            );
-        }
-        for (key, re) in [
-            ("include_names", &p.include_names),
-            ("exclude_names", &p.exclude_names),
-        ] {
-            if let Some(r) = re {
-                if let Err(e) = compile_name_filter(r) {
-                    sink.push(key, format!("not a valid regular expression: {e}"));
-                }
-            }
-        }
-        for (key, globs) in [
-            ("include_groups", &p.include_groups),
-            ("exclude_groups", &p.exclude_groups),
-        ] {
-            if globs.iter().any(|g| g.trim().is_empty()) {
-                sink.push(key, "globs must not be empty");
-            }
-        }
-        if p.max_connections == Some(0) {
-            sink.push(
-                "max_connections",
-                "must be at least 1 (leave it out for no limit)",
-            );
-        }
-        if p.number_start == 0 {
-            sink.push("number_start", "must be at least 1");
-        }
-        if !(1..=1_000_000).contains(&p.max_entries) {
-            sink.push("max_entries", "must be 1 to 1000000");
-        }
-        if p.user_agent
-            .as_deref()
-            .is_some_and(|u| u.contains(['\r', '\n']))
-        {
-            sink.push("user_agent", "must be a single line");
-        }
+        out.extend(validate_playlist(p, &cfg.ffmpeg_profiles, &prefix));
     }
     for (i, g) in cfg.guides.iter().enumerate() {
         if !fetchable(&g.url) {

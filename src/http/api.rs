@@ -335,6 +335,11 @@ pub fn apply_reload(state: &AppState, by: &str) -> Result<crate::reload::Report,
         Ok(r) => {
             state.tokens.apply(&state.reloader.server());
             let imported = state.providers.reload(&state.reloader.config());
+            if let Some(f) = &state.state_file {
+                if let Err(e) = f.playlists_changed(|| state.providers.api_playlists()) {
+                    tracing::error!("{e}");
+                }
+            }
             state.engine.set_connection_limits(state.providers.limits());
             if !(imported.added.is_empty() && imported.removed.is_empty()) {
                 tracing::info!(

@@ -128,7 +128,16 @@ async fn route(st: &AppState, mut req: Request, view: &View) -> Response {
         (P::HlsPlaylist(id), M::GET) => media::hls_playlist(st, id, &req.query, view).await,
         (P::HlsSegment(id, f), M::GET) => media::hls_segment(st, id, &f, &req.query, view),
         (P::Playlists, M::GET) => respond(providers::list(st)),
+        (P::Playlists, M::POST) => {
+            let body = req.body(limit, body_key).await;
+            respond(providers::create(st, ct, body))
+        }
         (P::PlaylistSource(name), M::GET) => respond(providers::get(st, &name)),
+        (P::PlaylistSource(name), M::PUT) => {
+            let body = req.body(limit, body_key).await;
+            respond(providers::replace(st, &name, ct, body))
+        }
+        (P::PlaylistSource(name), M::DELETE) => respond(providers::delete(st, &name)),
         (P::PlaylistRefresh(name), M::POST) => respond(providers::refresh(st, name).await),
         (P::PlaylistChannels(name), M::GET) => respond(providers::channels(st, &name, view)),
         (P::PlaylistChannel(name, id), M::PUT) => {

@@ -6,7 +6,8 @@ use super::api::{visible_stream, Body};
 
 use super::reply::{json, parse_json};
 use super::state::AppState;
-use crate::error::Error;
+use crate::config::PlaylistConfig;
+use crate::error::{Error, ErrorKind};
 use crate::providers::{ChannelOverride, PlaylistStatus};
 use serde_json::{json, Value};
 use warp::http::StatusCode;
@@ -128,4 +129,115 @@ pub async fn refresh_guides(st: &AppState) -> Result<Response, Error> {
         .await
         .map_err(|e| Error::new(crate::error::ErrorKind::Internal, e.to_string()))?;
     Ok(json(StatusCode::OK, &v))
+}
+
+/// The API's rules for a playlist: the config file's validation, and (unless the config
+/// allows it) only network addresses, never a file path.
+fn check(st: &AppState, p: &PlaylistConfig) -> Result<(), Error> {
+    let issues = crate::config::validate::validate_playlist(p, &st.registry.profiles(), "");
+    if let Some(first) = issues.first() {
+        return Err(Error::with_details(
+            ErrorKind::Invalid,
+            first.to_string(),
+            issues.iter().map(ToString::to_string).collect(),
+        ));
+    }
+    let local = p
+        .url
+        .as_deref()
+        .is_some_and(|u| !u.to_ascii_lowercase().starts_with("http"));
+    if local && !st.server.allow_api_local_sources {
+        return Err(Error::new(
+            ErrorKind::Forbidden,
+            "url: only http:// and https:// playlists can be added through the API; set server.allow_api_local_sources: true in the config file to allow file paths",
+        ));
+    }
+    Ok(())
+}
+
+/// Applies an API change of the playlists, saves it to the state file before the answer
+/// (undone if that fails), puts the connection limits in force, and fetches `fetch` in
+/// the background.
+fn change(
+    st: &AppState,
+    apply: impl FnOnce() -> Result<crate::registry::ReloadDiff, Error>,
+    fetch: Option<String>,
+) -> Result<crate::registry::ReloadDiff, Error> {
+    let before = st.providers.api_playlists();
+    let diff = apply()?;
+    if let Some(f) = &st.state_file {
+        if let Err(e) = f.playlists_changed(|| st.providers.api_playlists()) {
+            st.providers.restore_api(before);
+            return Err(e);
+        }
+    }
+    st.engine.set_connection_limits(st.providers.limits());
+    if let Some(name) = fetch {
+        let p = st.providers.clone();
+        let now = st.clock.now();
+        tokio::task::spawn_blocking(move || {
+            if p.refresh(&name, now).is_ok() {
+                p.refresh_guides(now);
+            }
+        });
+    }
+    Ok(diff)
+}
+
+/// `POST /api/playlists`: adds a playlist (201); it is fetched in the background.
+pub fn create(st: &AppState, ct: Option<String>, body: Body) -> Result<Response, Error> {
+    let p: PlaylistConfig = parse_json(ct.as_deref(), &body?)?;
+    check(st, &p)?;
+    if st.providers.has(&p.name) {
+        return Err(Error::new(
+            ErrorKind::Conflict,
+            format!("playlist {:?} already exists", p.name),
+        ));
+    }
+    let name = p.name.clone();
+    change(st, || Ok(st.providers.upsert(p)), Some(name.clone()))?;
+    tracing::info!(playlist = %name, "playlist added through the API");
+    let status = with_connections(st, st.providers.status(&name)?);
+    super::reply::created(&status, &format!("/api/playlists/{name}"))
+}
+
+/// `PUT /api/playlists/<name>`: replaces a playlist (the file's too, until a reload
+/// brings the file's back); fetched again when what it fetches changed.
+pub fn replace(
+    st: &AppState,
+    name: &str,
+    ct: Option<String>,
+    body: Body,
+) -> Result<Response, Error> {
+    let p: PlaylistConfig = parse_json(ct.as_deref(), &body?)?;
+    if p.name != name {
+        return Err(Error::new(
+            ErrorKind::Invalid,
+            format!(
+                "name: {:?} does not match the playlist in the URL ({name}); names cannot change",
+                p.name
+            ),
+        ));
+    }
+    if !st.providers.has(name) {
+        return Err(Error::not_found(format!("no playlist named {name:?}")));
+    }
+    check(st, &p)?;
+    let diff = change(st, || Ok(st.providers.upsert(p)), Some(name.to_owned()))?;
+    tracing::info!(playlist = %name, "playlist replaced through the API");
+    let status = with_connections(st, st.providers.status(name)?);
+    Ok(json(
+        StatusCode::OK,
+        &json!({"playlist": status, "changes": diff}),
+    ))
+}
+
+/// `DELETE /api/playlists/<name>`: its channels go and their streams end.
+pub fn delete(st: &AppState, name: &str) -> Result<Response, Error> {
+    let diff = change(st, || st.providers.remove(name), None)?;
+    tracing::info!(playlist = %name, removed = diff.removed.len(), "playlist deleted through the API");
+    Ok(json(
+        StatusCode::OK,
+        &json!({"deleted": name, "changes": diff}),
+    ))
 }

@@ -374,7 +374,10 @@ pub const ROUTES: &[RouteSpec] = &[
     viewer("GET", "/catchup/{id}/{segment}", "/catchup/1/0.ts"),
     viewer("GET", "/epg.xml", "/epg.xml"),
     admin("GET", "/api/playlists", "/api/playlists"),
+    admin("POST", "/api/playlists", "/api/playlists"),
     admin("GET", "/api/playlists/{name}", "/api/playlists/p"),
+    admin("PUT", "/api/playlists/{name}", "/api/playlists/p"),
+    admin("DELETE", "/api/playlists/{name}", "/api/playlists/q"),
     admin(
         "POST",
         "/api/playlists/{name}/refresh",

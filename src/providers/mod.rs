@@ -251,6 +251,32 @@ impl std::fmt::Debug for Providers {
 struct Inner {
     sources: Vec<Source>,
     overrides: BTreeMap<u32, ChannelOverride>,
+    /// The config file's playlists.
+    file: Vec<PlaylistConfig>,
+    /// The API's changes over them, by name: a playlist added or replaced, or `None`
+    /// where the API deleted one of the file's.
+    api: BTreeMap<String, Option<PlaylistConfig>>,
+}
+
+/// The playlists in force: the file's, with the API's changes over them, then the ones
+/// the API added (by name).
+fn effective(
+    file: &[PlaylistConfig],
+    api: &BTreeMap<String, Option<PlaylistConfig>>,
+) -> Vec<PlaylistConfig> {
+    let mut out: Vec<PlaylistConfig> = file
+        .iter()
+        .filter_map(|p| match api.get(&p.name) {
+            Some(over) => over.clone(),
+            None => Some(p.clone()),
+        })
+        .collect();
+    for c in api.values().flatten() {
+        if !file.iter().any(|f| f.name == c.name) {
+            out.push(c.clone());
+        }
+    }
+    out
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -284,21 +310,23 @@ impl Providers {
         registry: Arc<Registry>,
         cache_dir: Option<PathBuf>,
         overrides: BTreeMap<u32, ChannelOverride>,
+        api: BTreeMap<String, Option<PlaylistConfig>>,
     ) -> Arc<Providers> {
+        let configs = effective(&cfg.playlists, &api);
         let p = Arc::new(Providers {
             registry,
             cache_dir,
             inner: Mutex::new(Inner {
                 sources: Vec::new(),
                 overrides,
+                file: cfg.playlists.clone(),
+                api,
             }),
             refreshing: Mutex::new(()),
             guides: guides::Guides::new(&cfg.guides),
         });
-        let sources = cfg
-            .playlists
-            .iter()
-            .cloned()
+        let sources = configs
+            .into_iter()
             .map(|c| p.load_cached(Source::new(c)))
             .collect();
         lock(&p.inner).sources = sources;
@@ -591,12 +619,68 @@ impl Providers {
 
     /// Takes a reloaded config's sources: unchanged ones keep their list; changed ones
     /// keep it too until their refresh (due at once); new ones start from their cache.
+    /// For names the new file defines, the file wins over the API's changes.
     pub fn reload(&self, cfg: &Config) -> ReloadDiff {
         {
             let mut inner = lock(&self.inner);
+            inner.file = cfg.playlists.clone();
+            let file: Vec<String> = cfg.playlists.iter().map(|p| p.name.clone()).collect();
+            inner.api.retain(|name, _| !file.contains(name));
+        }
+        self.guides.reload(&cfg.guides);
+        self.apply_configs()
+    }
+
+    /// The API's playlist changes (for the state file).
+    pub fn api_playlists(&self) -> BTreeMap<String, Option<PlaylistConfig>> {
+        lock(&self.inner).api.clone()
+    }
+
+    /// Whether a playlist of that name is in force.
+    pub fn has(&self, name: &str) -> bool {
+        lock(&self.inner).sources.iter().any(|s| s.cfg.name == name)
+    }
+
+    /// Adds or replaces a playlist (API); due for a refresh at once when what it fetches
+    /// changed.
+    pub fn upsert(&self, cfg: PlaylistConfig) -> ReloadDiff {
+        lock(&self.inner).api.insert(cfg.name.clone(), Some(cfg));
+        self.apply_configs()
+    }
+
+    /// Removes a playlist (API): its channels go, their viewers' streams end.
+    pub fn remove(&self, name: &str) -> Result<ReloadDiff, Error> {
+        {
+            let mut inner = lock(&self.inner);
+            if !inner.sources.iter().any(|s| s.cfg.name == name) {
+                return Err(no_such(name));
+            }
+            if inner.file.iter().any(|f| f.name == name) {
+                inner.api.insert(name.to_owned(), None);
+            } else {
+                inner.api.remove(name);
+            }
+        }
+        if let Some(p) = self.cache_path(name) {
+            let _ = std::fs::remove_file(p);
+        }
+        Ok(self.apply_configs())
+    }
+
+    /// Puts back the API's changes (after a failed save).
+    pub fn restore_api(&self, api: BTreeMap<String, Option<PlaylistConfig>>) {
+        lock(&self.inner).api = api;
+        self.apply_configs();
+    }
+
+    /// Makes the sources match the playlists in force, keeping what each still-known
+    /// source fetched.
+    fn apply_configs(&self) -> ReloadDiff {
+        {
+            let mut inner = lock(&self.inner);
+            let configs = effective(&inner.file, &inner.api);
             let mut old: Vec<Source> = std::mem::take(&mut inner.sources);
-            inner.sources = cfg
-                .playlists
+            inner.sources = configs
                 .iter()
                 .map(|c| match old.iter().position(|s| s.cfg.name == c.name) {
                     Some(i) => {
@@ -620,7 +704,6 @@ impl Providers {
                 })
                 .collect();
         }
-        self.guides.reload(&cfg.guides);
         self.rebuild()
     }
 
