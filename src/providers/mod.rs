@@ -5,6 +5,7 @@
 //! - [`import`]: pure: filters, stable ids, numbers, merging across providers.
 //! - [`fetch`]: HTTP/file fetching with timeouts and size limits (blocking).
 //! - [`guides`]: fetching guides and giving their programmes to the channels.
+//! - `source` and `cache`: one source's state and fetch; its list cached on disk.
 //!
 //! [`Providers`] owns each source's last good list. A refresh fetches and parses on a
 //! blocking thread; success replaces the list (and its cache file, so a restart while the
@@ -14,10 +15,12 @@
 //! and accounts never leave this module unredacted: their secrets are remembered for
 //! [`crate::auth::redact_source`].
 
+mod cache;
 pub mod fetch;
 pub mod guides;
 pub mod import;
 pub mod m3u;
+mod source;
 pub mod xmltv;
 pub mod xtream;
 
@@ -27,210 +30,16 @@ use crate::registry::{Registry, ReloadDiff};
 use chrono::{DateTime, Utc};
 pub use import::RESERVED_IDS;
 use m3u::Entry;
-use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-/// Most bytes of a playlist (unpacked).
-const MAX_PLAYLIST_BYTES: u64 = 512 << 20;
+pub use cache::default_cache_dir;
+use cache::{Cache, CachedEntry};
+pub use source::PlaylistStatus;
+use source::{fetch_source, Source};
 
 pub use crate::config::ChannelOverride;
-
-/// What is cached on disk per source: the last good list and the ids it was given.
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct Cache {
-    fetched_at: Option<DateTime<Utc>>,
-    guide_url: Option<String>,
-    entries: Vec<CachedEntry>,
-    ids: BTreeMap<String, u32>,
-}
-
-/// [`Entry`] as cached (a plain mirror, so the parser's type stays free of serde).
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct CachedEntry {
-    name: String,
-    url: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    tvg_id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    tvg_name: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    logo: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    group: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    number: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    tvg_shift: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    catchup_days: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    user_agent: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    referrer: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    stream_id: Option<u64>,
-}
-
-impl From<&Entry> for CachedEntry {
-    fn from(e: &Entry) -> Self {
-        CachedEntry {
-            name: e.name.clone(),
-            url: e.url.clone(),
-            tvg_id: e.tvg_id.clone(),
-            tvg_name: e.tvg_name.clone(),
-            logo: e.logo.clone(),
-            group: e.group.clone(),
-            number: e.number,
-            tvg_shift: e.tvg_shift,
-            catchup_days: e.catchup_days,
-            user_agent: e.user_agent.clone(),
-            referrer: e.referrer.clone(),
-            stream_id: e.stream_id,
-        }
-    }
-}
-
-impl From<CachedEntry> for Entry {
-    fn from(e: CachedEntry) -> Self {
-        Entry {
-            name: e.name,
-            url: e.url,
-            tvg_id: e.tvg_id,
-            tvg_name: e.tvg_name,
-            logo: e.logo,
-            group: e.group,
-            number: e.number,
-            tvg_shift: e.tvg_shift,
-            catchup_days: e.catchup_days,
-            user_agent: e.user_agent,
-            referrer: e.referrer,
-            stream_id: e.stream_id,
-        }
-    }
-}
-
-/// A source's state, as `/api/playlists` shows it (never its URL or account).
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct PlaylistStatus {
-    pub name: String,
-    /// `m3u` or `xtream`.
-    pub kind: &'static str,
-    /// Channels served from this source now (after filters, merging and hiding).
-    pub channels: usize,
-    /// Entries in the last good list.
-    pub entries: usize,
-    /// Entries the parser skipped (malformed).
-    pub skipped: usize,
-    /// Entries the filters left out.
-    pub filtered: usize,
-    /// Entries repeating another.
-    pub duplicates: usize,
-    /// Channels that became a backup source of another provider's same channel.
-    pub merged: usize,
-    /// Channels hidden by the owner.
-    pub hidden: usize,
-    /// Imported channels that do not validate (e.g. their profile is gone).
-    pub invalid: usize,
-    pub refresh_minutes: u32,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_connections: Option<u32>,
-    /// Channels holding a provider connection now (filled in by the HTTP layer).
-    pub connections_in_use: Vec<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub last_attempt: Option<DateTime<Utc>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub last_success: Option<DateTime<Utc>>,
-    /// How long the last successful fetch and parse took.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub last_fetch_ms: Option<u64>,
-    /// Why the last refresh failed (the last good list is still served).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    /// The list served came from the disk cache (the provider has not answered yet).
-    pub from_cache: bool,
-}
-
-struct Source {
-    cfg: PlaylistConfig,
-    filter: Result<import::Filter, String>,
-    entries: Arc<Vec<Entry>>,
-    guide_url: Option<String>,
-    ids: BTreeMap<String, u32>,
-    status: PlaylistStatus,
-}
-
-impl Source {
-    fn new(cfg: PlaylistConfig) -> Source {
-        for s in secrets_of(&cfg) {
-            crate::auth::remember_secret(&s);
-        }
-        let status = PlaylistStatus {
-            name: cfg.name.clone(),
-            kind: if cfg.xtream.is_some() {
-                "xtream"
-            } else {
-                "m3u"
-            },
-            refresh_minutes: cfg.refresh_minutes,
-            max_connections: cfg.max_connections,
-            ..PlaylistStatus::default()
-        };
-        Source {
-            filter: import::Filter::new(&cfg),
-            cfg,
-            entries: Arc::new(Vec::new()),
-            guide_url: None,
-            ids: BTreeMap::new(),
-            status,
-        }
-    }
-
-    /// What a fetch depends on: a change of any of these needs a new fetch.
-    fn fetch_key(cfg: &PlaylistConfig) -> String {
-        format!(
-            "{:?}|{:?}|{:?}|{}",
-            cfg.url,
-            cfg.xtream
-                .as_ref()
-                .map(|x| (&x.server, &x.username, &x.password)),
-            cfg.user_agent,
-            cfg.max_entries
-        )
-    }
-}
-
-/// The account secrets of a source: Xtream's username and password, an M3U URL's
-/// password and query values (`get.php?username=..&password=..`).
-fn secrets_of(cfg: &PlaylistConfig) -> Vec<String> {
-    let mut out = Vec::new();
-    if let Some(x) = &cfg.xtream {
-        out.push(x.username.clone());
-        out.push(x.password.clone());
-    }
-    if let Some(u) = &cfg.url {
-        if let Some((_, q)) = u.split_once('?') {
-            for pair in q.split('&') {
-                if let Some((_, v)) = pair.split_once('=') {
-                    out.push(
-                        percent_encoding::percent_decode_str(v)
-                            .decode_utf8_lossy()
-                            .into_owned(),
-                    );
-                }
-            }
-        }
-        if let Some(rest) = u.split_once("://").map(|(_, r)| r) {
-            let authority = rest.split('/').next().unwrap_or("");
-            if let Some((userinfo, _)) = authority.rsplit_once('@') {
-                out.extend(userinfo.split(':').map(str::to_owned));
-            }
-        }
-    }
-    out.retain(|s| s.len() >= 2);
-    out
-}
 
 /// The provider playlists and guides in force.
 pub struct Providers {
@@ -281,26 +90,6 @@ fn effective(
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// Where caches go when `server.cache_dir` is not set.
-pub fn default_cache_dir(cfg: &Config, env: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {
-    if let Some(d) = &cfg.server.cache_dir {
-        return Some(d.clone());
-    }
-    if let Some(state) = &cfg.server.state_file {
-        let p = std::path::Path::new(state);
-        let dir = p.parent().filter(|d| !d.as_os_str().is_empty());
-        return Some(dir.map_or_else(|| PathBuf::from("."), |d| d.to_path_buf()));
-    }
-    env("XDG_CACHE_HOME")
-        .filter(|d| !d.is_empty())
-        .map(|d| PathBuf::from(d).join("amps"))
-        .or_else(|| {
-            env("HOME")
-                .filter(|h| !h.is_empty())
-                .map(|h| PathBuf::from(h).join(".cache/amps"))
-        })
 }
 
 impl Providers {
@@ -838,81 +627,4 @@ impl Providers {
 
 fn no_such(name: &str) -> Error {
     Error::not_found(format!("no playlist named {name:?}"))
-}
-
-/// What one fetch brought.
-struct Fetched {
-    entries: Vec<Entry>,
-    guide_url: Option<String>,
-    skipped: usize,
-    truncated: bool,
-}
-
-/// Fetches and parses a source. Errors name what failed, never the URL.
-fn fetch_source(cfg: &PlaylistConfig) -> Result<Fetched, String> {
-    let mut o = fetch::Options::new(MAX_PLAYLIST_BYTES);
-    o.user_agent = cfg.user_agent.clone();
-    if let Some(x) = &cfg.xtream {
-        o.max_bytes = 256 << 20;
-        let cats = fetch::fetch(&xtream::api_url(x, "get_live_categories"), &o)
-            .map_err(|e| format!("get_live_categories: {e}"))?;
-        let streams = fetch::fetch(&xtream::api_url(x, "get_live_streams"), &o)
-            .map_err(|e| format!("get_live_streams: {e}"))?;
-        let p = xtream::parse(x, &cats, &streams, cfg.max_entries)?;
-        return Ok(Fetched {
-            entries: p.entries,
-            guide_url: None,
-            skipped: p.skipped,
-            truncated: p.truncated,
-        });
-    }
-    let url = cfg.url.as_deref().unwrap_or_default();
-    let bytes = fetch::fetch(url, &o)?;
-    let head = String::from_utf8_lossy(&bytes[..bytes.len().min(4096)]).to_string();
-    let p = m3u::parse(&bytes, cfg.max_entries);
-    if p.entries.is_empty()
-        && !head
-            .trim_start_matches('\u{feff}')
-            .trim_start()
-            .starts_with("#EXTM3U")
-    {
-        return Err("the answer is not an M3U playlist (no #EXTM3U and no entries)".into());
-    }
-    Ok(Fetched {
-        entries: p.entries,
-        guide_url: p.guide_url,
-        skipped: p.skipped,
-        truncated: p.truncated,
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn secrets_come_from_accounts_and_playlist_urls() {
-        let p: PlaylistConfig = serde_yaml::from_str(
-            "{name: a, url: 'http://me:pw99@p/get.php?username=bob7&password=x%2Fy&type=m3u_plus', ffmpeg_profile: r}",
-        )
-        .unwrap();
-        let s = secrets_of(&p);
-        for want in ["bob7", "x/y", "m3u_plus", "me", "pw99"] {
-            assert!(s.iter().any(|x| x == want), "{want} in {s:?}");
-        }
-    }
-
-    #[test]
-    fn cache_dir_defaults() {
-        let mut c = Config::default();
-        let env = |k: &str| (k == "HOME").then(|| "/home/u".to_owned());
-        assert_eq!(
-            default_cache_dir(&c, &env),
-            Some(PathBuf::from("/home/u/.cache/amps"))
-        );
-        c.server.state_file = Some("/data/state.json".into());
-        assert_eq!(default_cache_dir(&c, &env), Some(PathBuf::from("/data")));
-        c.server.cache_dir = Some("/cache".into());
-        assert_eq!(default_cache_dir(&c, &env), Some(PathBuf::from("/cache")));
-    }
 }
