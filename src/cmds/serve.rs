@@ -255,6 +255,7 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
             hdhomerun: config.hdhomerun.clone(),
         });
         announce(&state);
+        let discovery_tasks = start_discovery(&state, &config).await;
         let reload_task = tokio::spawn(reload_on_sighup(state.clone()));
         let tls_task = tls.map(|c| tokio::spawn(c.watch()));
         let redirect_task = redirect.map(|l| tokio::spawn(http::redirect_http(l, state.clone())));
@@ -269,7 +270,11 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         schedule_task.abort();
         providers_task.abort();
         reload_task.abort();
-        for t in [tls_task, redirect_task].into_iter().flatten() {
+        for t in [tls_task, redirect_task]
+            .into_iter()
+            .flatten()
+            .chain(discovery_tasks)
+        {
             t.abort();
         }
         tracing::info!("stopped");
@@ -279,6 +284,82 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
     // the process alive: give blocking work a moment, then exit anyway.
     rt.shutdown_timeout(Duration::from_secs(1));
     result
+}
+
+/// Starts HDHomeRun discovery and control (`hdhomerun.discovery`) when they are on and
+/// have a token to hand out (or need none). A port that cannot be bound (a real
+/// HDHomeRun app on this machine) is logged; the server runs without discovery.
+async fn start_discovery(
+    state: &Arc<AppState>,
+    config: &crate::config::Config,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let h = &config.hdhomerun;
+    let server = &config.server;
+    if !h.enabled || !h.discovery.unwrap_or(!is_loopback(&server.host)) {
+        return Vec::new();
+    }
+    let needs_token = server.auth_token.is_some() || !server.tokens.is_empty();
+    let token = h.discovery_token.as_ref().and_then(|name| {
+        server
+            .tokens
+            .iter()
+            .find(|t| &t.name == name)
+            .and_then(|t| t.secret.clone())
+    });
+    if needs_token && token.is_none() {
+        tracing::info!("HDHomeRun discovery is off: its replies would carry a token; name a viewer token for the tuners in hdhomerun.discovery_token to turn it on (docs/CLIENTS.md)");
+        return Vec::new();
+    }
+    let device = Arc::new(crate::http::hdhr_discovery::Device {
+        device_id: u32::from_str_radix(&crate::http::hdhr::device_id_of(&state.hdhomerun), 16)
+            .unwrap_or(0),
+        tuner_count: state.hdhomerun.tuner_count.min(255) as u8,
+        scheme: if state.tls.is_some() { "https" } else { "http" },
+        http_port: state.local_addr.port(),
+        public_url: server.public_url.clone(),
+        token_segment: token
+            .map(|t| format!("/{}", crate::auth::encode_for_query(&t)))
+            .unwrap_or_default(),
+        model: crate::http::hdhr::FIRMWARE,
+        hwmodel: crate::http::hdhr::MODEL,
+        version: crate::http::hdhr::FIRMWARE_VERSION,
+        channels: {
+            let registry = state.registry.clone();
+            Arc::new(move || registry.len())
+        },
+    });
+    let addr = (server.host.as_str(), h.discovery_port);
+    let mut tasks = Vec::new();
+    match tokio::net::UdpSocket::bind(addr).await {
+        Ok(udp) => tasks.push(tokio::spawn(crate::http::hdhr_discovery::serve_udp(
+            udp,
+            device.clone(),
+        ))),
+        Err(e) => tracing::warn!(
+            port = h.discovery_port,
+            "HDHomeRun discovery is off: cannot listen on UDP {}:{}: {e}",
+            server.host,
+            h.discovery_port
+        ),
+    }
+    match tokio::net::TcpListener::bind(addr).await {
+        Ok(tcp) => tasks.push(tokio::spawn(crate::http::hdhr_discovery::serve_tcp(
+            tcp, device,
+        ))),
+        Err(e) => tracing::warn!(
+            port = h.discovery_port,
+            "HDHomeRun control is off: cannot listen on TCP {}:{}: {e}",
+            server.host,
+            h.discovery_port
+        ),
+    }
+    if !tasks.is_empty() {
+        tracing::info!(
+            port = h.discovery_port,
+            "answering HDHomeRun discovery (unicast replies only)"
+        );
+    }
+    tasks
 }
 
 /// Tells the operator where to point a player. The token is shown only on a terminal;

@@ -84,6 +84,11 @@ pub struct PlaylistConfig {
     /// Most entries read; the rest are dropped with an error in the status. Default 100000.
     #[serde(default = "default_max_entries")]
     pub max_entries: usize,
+    /// Entries that are another provider's channel under another id: the entry's name or
+    /// tvg-id -> the tvg-id of that channel (`"BBC 1 FHD": bbc1.uk`). Such an entry is
+    /// merged into it as a backup source, as entries with the same tvg-id are.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub merge: BTreeMap<String, String>,
 }
 
 fn default_refresh() -> u32 {
@@ -142,6 +147,16 @@ pub struct HdhrConfig {
     /// Eight hex digits with a valid HDHomeRun check digit. Default: derived from the
     /// friendly name and the host name, so it is stable across restarts.
     pub device_id: Option<String>,
+    /// Answer libhdhomerun's discovery (UDP) and control (TCP) protocols on
+    /// `discovery_port`, so Plex, Jellyfin, Emby and Channels find Amps by themselves.
+    /// Default: on when the server listens on a network address (not loopback).
+    pub discovery: Option<bool>,
+    /// The UDP and TCP port of discovery and control. Default 65001 (what clients use).
+    pub discovery_port: u16,
+    /// The name of a viewer token in `server.tokens` whose secret discovery replies carry
+    /// in the tuner's URL (they go to anyone on the network who asks). Needed for
+    /// discovery when the server needs a token.
+    pub discovery_token: Option<String>,
 }
 
 impl Default for HdhrConfig {
@@ -151,6 +166,9 @@ impl Default for HdhrConfig {
             friendly_name: "Amps".into(),
             tuner_count: 4,
             device_id: None,
+            discovery: None,
+            discovery_port: 65001,
+            discovery_token: None,
         }
     }
 }

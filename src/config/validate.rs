@@ -196,11 +196,44 @@ fn validate_hdhr(h: &super::model::HdhrConfig, errors: &mut Vec<Issue>) {
     }
 }
 
+/// `hdhomerun.discovery*`: the token discovery replies may carry.
+fn validate_discovery(cfg: &Config, out: &mut Vec<Issue>) {
+    let h = &cfg.hdhomerun;
+    let issue = |key: &str, message: String| Issue {
+        path: format!("hdhomerun.{key}"),
+        message,
+    };
+    if let Some(name) = &h.discovery_token {
+        match cfg.server.tokens.iter().find(|t| &t.name == name) {
+            None => out.push(issue(
+                "discovery_token",
+                format!("{name:?} is not the name of one of server.tokens"),
+            )),
+            Some(t) if t.role == super::model::Role::Admin => out.push(issue(
+                "discovery_token",
+                format!("{name:?} is an admin token; discovery tells it to anyone on the network: name a viewer token"),
+            )),
+            Some(_) => {}
+        }
+    }
+    let needs_token = cfg.server.auth_token.is_some() || !cfg.server.tokens.is_empty();
+    if h.discovery == Some(true) && needs_token && h.discovery_token.is_none() {
+        out.push(issue(
+            "discovery",
+            "needs hdhomerun.discovery_token: a viewer token (server.tokens) whose secret the discovery replies may carry".into(),
+        ));
+    }
+    if h.discovery_port == 0 {
+        out.push(issue("discovery_port", "must be 1 to 65535".into()));
+    }
+}
+
 /// Validates the whole configuration.
 pub fn validate_config(cfg: &Config, catalog: &dyn EncoderCatalog) -> Report {
     let mut report = Report::default();
     validate_server(cfg, &mut report.errors);
     validate_hdhr(&cfg.hdhomerun, &mut report.errors);
+    validate_discovery(cfg, &mut report.errors);
     for (name, p) in &cfg.ffmpeg_profiles {
         let prefix = format!("ffmpeg_profiles.{name}");
         report
@@ -393,6 +426,15 @@ pub fn validate_playlist(
     }
     if p.number_start == 0 {
         sink.push("number_start", "must be at least 1");
+    }
+    if p.merge
+        .iter()
+        .any(|(k, v)| k.trim().is_empty() || v.trim().is_empty())
+    {
+        sink.push(
+            "merge",
+            "names, tvg-ids and the tvg-ids they merge into must not be empty",
+        );
     }
     if !(1..=1_000_000).contains(&p.max_entries) {
         sink.push("max_entries", "must be 1 to 1000000");

@@ -5,8 +5,8 @@
 //! `http://host:5000/hdhr/<token>` and every URL Amps hands out (`BaseURL`, `LineupURL`,
 //! each channel's `URL`) keeps that prefix. The token filter reads it from the path like
 //! the other carriers; access logs and metrics show `/hdhr/{token}/...`, never the value.
-//! No UDP discovery is answered: Jellyfin would replace the configured URL (and its token)
-//! with the bare address of a discovered device.
+//! Discovery on UDP 65001 (`hdhr_discovery.rs`) hands out a tuner URL with
+//! `hdhomerun.discovery_token` only: a viewer token meant for tuners, never the admin's.
 
 use super::state::AppState;
 use super::state::View;
@@ -103,14 +103,15 @@ pub fn redact_path(path: &str, replacement: &str) -> String {
 }
 
 fn device_id(st: &AppState) -> String {
-    match &st.hdhomerun.device_id {
+    device_id_of(&st.hdhomerun)
+}
+
+/// The device id (eight hex digits) of the tuner `h` describes.
+pub fn device_id_of(h: &crate::config::HdhrConfig) -> String {
+    match &h.device_id {
         Some(id) => id.to_ascii_uppercase(),
         // Stable across restarts and port changes (Plex and Jellyfin key the device by it).
-        None => with_check_digit(&format!(
-            "amps:{}:{}",
-            st.hdhomerun.friendly_name,
-            hostname()
-        )),
+        None => with_check_digit(&format!("amps:{}:{}", h.friendly_name, hostname())),
     }
 }
 
@@ -160,8 +161,9 @@ struct Discover {
 }
 
 /// Not "HDTC": Jellyfin appends `?transcode=` to an HDTC's stream URLs.
-const MODEL: &str = "HDHR5-4US";
-const FIRMWARE: &str = "hdhomerun5_atsc";
+pub const MODEL: &str = "HDHR5-4US";
+pub const FIRMWARE: &str = "hdhomerun5_atsc";
+pub const FIRMWARE_VERSION: &str = "20200101";
 
 #[derive(Serialize)]
 #[serde(rename_all = "PascalCase")]
@@ -201,7 +203,7 @@ pub fn answer(st: &AppState, target: Target, view: &View) -> Response {
                 manufacturer: "Silicondust",
                 model_number: MODEL,
                 firmware_name: FIRMWARE,
-                firmware_version: "20200101",
+                firmware_version: FIRMWARE_VERSION,
                 device_id: device_id(st),
                 device_auth: "amps",
                 lineup_url: format!("{base}/lineup.json"),

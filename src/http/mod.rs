@@ -21,6 +21,8 @@ pub mod dashboard;
 pub mod dispatch;
 pub mod feeds;
 pub mod hdhr;
+pub mod hdhr_discovery;
+pub mod hdhr_pkt;
 pub mod html;
 pub mod io;
 pub mod login;

@@ -206,6 +206,12 @@ pub fn import(
         if let Some(r) = &e.referrer {
             input_options.insert("referer".to_owned(), clip(r, 2048));
         }
+        // An explicit merge rule: this entry is the channel with that tvg-id.
+        let merged_tvg = p
+            .merge
+            .get(&e.name)
+            .or_else(|| e.tvg_id.as_ref().and_then(|t| p.merge.get(t)))
+            .cloned();
         out.channels.push(StreamConfig {
             id: ids[i],
             name: clip(&e.name, 200),
@@ -218,11 +224,12 @@ pub fn import(
             input_options,
             origin: Some(origin.clone()),
             custom_ffmpeg: None,
-            tvg_id: e
-                .tvg_id
-                .as_deref()
-                .map(|t| clip(t, 200))
-                .filter(|t| !t.is_empty()),
+            tvg_id: merged_tvg.or_else(|| {
+                e.tvg_id
+                    .as_deref()
+                    .map(|t| clip(t, 200))
+                    .filter(|t| !t.is_empty())
+            }),
             tvg_name: e
                 .tvg_name
                 .as_deref()
@@ -395,6 +402,47 @@ mod tests {
         assert!(i.ids.contains_key("url:http://p/1"));
         let ids: HashSet<u32> = i.channels.iter().map(|c| c.id).collect();
         assert_eq!(ids.len(), 3);
+    }
+
+    #[test]
+    fn an_explicit_merge_rule_folds_an_entry_of_another_name() {
+        let p1 = playlist("one");
+        let mut p2 = playlist("two");
+        p2.merge.insert("BBC 1 FHD".into(), "bbc1".into());
+        p2.merge.insert("itv.other".into(), "itv".into());
+        let mut taken = HashSet::new();
+        let one = [
+            entry("BBC One", Some("bbc1"), "G", "http://one/1"),
+            entry("ITV", Some("itv"), "G", "http://one/2"),
+        ];
+        let two = [
+            entry("BBC 1 FHD", Some("bbc1.fhd"), "G", "http://two/1"),
+            entry("ITV HD", Some("itv.other"), "G", "http://two/2"),
+            entry("Other", Some("o"), "G", "http://two/3"),
+        ];
+        let mut all = import(
+            &p1,
+            &Filter::new(&p1).unwrap(),
+            &one,
+            &BTreeMap::new(),
+            &mut taken,
+        )
+        .channels;
+        let second = import(
+            &p2,
+            &Filter::new(&p2).unwrap(),
+            &two,
+            &BTreeMap::new(),
+            &mut taken,
+        );
+        // The id still comes from the entry's own key: a rule added later moves no id.
+        assert_eq!(second.channels[0].id, id_for("two", "tvg:bbc1.fhd", 0));
+        all.extend(second.channels);
+        assert_eq!(merge(&mut all), 2, "by name and by tvg-id");
+        let names: Vec<&str> = all.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["BBC One", "ITV", "Other"]);
+        assert_eq!(all[0].backup_sources[0].source, "http://two/1");
+        assert_eq!(all[1].backup_sources[0].source, "http://two/2");
     }
 
     #[test]
