@@ -8,16 +8,24 @@
 use std::io::{BufRead, BufReader, Read};
 use std::time::Duration;
 
-/// A reader that fails, rather than silently stopping, once more than `left` bytes came.
+/// A reader that fails, rather than silently stopping, once more than `left` bytes came,
+/// or once its deadline has passed (a server that trickles a byte now and then).
 struct Limited<R> {
     inner: R,
     left: u64,
     what: &'static str,
     limit: u64,
+    deadline: Option<std::time::Instant>,
 }
 
 impl<R: Read> Read for Limited<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.deadline.is_some_and(|d| std::time::Instant::now() > d) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the transfer took longer than its time limit",
+            ));
+        }
         let n = self.inner.read(buf)?;
         if n as u64 > self.left {
             return Err(std::io::Error::other(format!(
@@ -37,6 +45,7 @@ fn limited<R: Read>(inner: R, limit: u64, what: &'static str) -> Limited<R> {
         left: limit,
         what,
         limit,
+        deadline: None,
     }
 }
 
@@ -51,6 +60,8 @@ pub struct Options {
     pub read_timeout: Duration,
     /// Whether a local file path may be read (config-file sources only).
     pub allow_files: bool,
+    /// Longest the whole transfer may take.
+    pub total_timeout: Duration,
 }
 
 impl Options {
@@ -61,6 +72,7 @@ impl Options {
             connect_timeout: Duration::from_secs(10),
             read_timeout: Duration::from_secs(30),
             allow_files: true,
+            total_timeout: Duration::from_secs(600),
         }
     }
 }
@@ -96,7 +108,9 @@ pub fn open(url: &str, o: &Options) -> Result<Box<dyn BufRead + Send>, String> {
     } else {
         Box::new(std::fs::File::open(url).map_err(|e| format!("cannot open the file: {e}"))?)
     };
-    let mut buf = BufReader::with_capacity(64 * 1024, limited(raw, o.max_bytes, " as sent"));
+    let mut raw = limited(raw, o.max_bytes, " as sent");
+    raw.deadline = Some(std::time::Instant::now() + o.total_timeout);
+    let mut buf = BufReader::with_capacity(64 * 1024, raw);
     let head = buf.fill_buf().map_err(|e| e.to_string())?;
     let out: Box<dyn BufRead + Send> = if head.starts_with(&[0x1f, 0x8b]) {
         let gz = flate2::bufread::MultiGzDecoder::new(buf);
@@ -132,6 +146,17 @@ fn transport(t: &ureq::Transport) -> String {
 mod tests {
     use super::*;
     use std::io::Write;
+
+    #[test]
+    fn a_transfer_past_its_deadline_fails() {
+        let mut r = limited(&b"slow provider"[..], 1 << 20, " as sent");
+        let mut buf = [0u8; 4];
+        assert_eq!(r.read(&mut buf).unwrap(), 4, "no deadline: reads");
+        r.deadline = Some(std::time::Instant::now() - Duration::from_millis(1));
+        let e = r.read(&mut buf).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::TimedOut);
+        assert!(e.to_string().contains("time limit"), "{e}");
+    }
 
     #[test]
     fn gzip_and_xz_files_are_unpacked_and_bounded() {

@@ -177,6 +177,7 @@ impl Guides {
             let mut o = fetch::Options::new(MAX_GUIDE_BYTES);
             o.user_agent = ua;
             o.read_timeout = std::time::Duration::from_secs(60);
+            o.total_timeout = std::time::Duration::from_secs(1800);
             let read =
                 fetch::open(&url, &o).and_then(|r| xmltv::read(r, &wants, window, PER_CHANNEL));
             match read {

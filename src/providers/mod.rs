@@ -587,11 +587,17 @@ impl Providers {
     pub async fn run(self: Arc<Self>, clock: crate::clock::SharedClock) {
         loop {
             let now = clock.now();
+            let mut added = false;
             for name in self.due(now) {
                 let p = self.clone();
-                let _ = tokio::task::spawn_blocking(move || p.refresh(&name, now)).await;
+                if let Ok(Ok((_, diff))) =
+                    tokio::task::spawn_blocking(move || p.refresh(&name, now)).await
+                {
+                    added |= !diff.added.is_empty();
+                }
             }
-            if self.guides.due(now, &self.provider_guides()) {
+            // New channels get their programmes now, not at the guides' next refresh.
+            if added || self.guides.due(now, &self.provider_guides()) {
                 let p = self.clone();
                 let _ = tokio::task::spawn_blocking(move || p.refresh_guides(now)).await;
             }
