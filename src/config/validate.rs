@@ -349,7 +349,6 @@ fn fetchable(url: &str) -> bool {
         && (l.starts_with("http://") || l.starts_with("https://") || !l.contains("://"))
 }
 
-/// `playlists` and `guides`.
 /// One playlist source (the config file's or the API's). `prefix` is prepended to keys.
 pub fn validate_playlist(
     p: &super::model::PlaylistConfig,
@@ -448,6 +447,7 @@ pub fn validate_playlist(
     out
 }
 
+/// `playlists` and `guides`.
 fn validate_providers(cfg: &Config, out: &mut Vec<Issue>) {
     let mut names: HashMap<&str, usize> = HashMap::new();
     for (i, p) in cfg.playlists.iter().enumerate() {

@@ -95,25 +95,34 @@ pub fn set_override(
     body: Body,
 ) -> Result<Response, Error> {
     let o: ChannelOverride = parse_json(ct.as_deref(), &body?)?;
+    save_override(st, name, id, o.clone(), "the API")?;
+    let served = st.registry.get(id).map(|s| (*s).clone());
+    Ok(json(
+        StatusCode::OK,
+        &json!({"id": id, "override": o, "served": served.is_some()}),
+    ))
+}
+
+/// Sets the override of imported channel `id` and saves it to the state file before the
+/// answer (undone if that fails). `by`: who, for the log.
+pub fn save_override(
+    st: &AppState,
+    name: &str,
+    id: u32,
+    o: ChannelOverride,
+    by: &str,
+) -> Result<(), Error> {
     let before = st.providers.overrides();
-    st.providers.set_override(name, id, o.clone())?;
+    let hidden = o.hidden;
+    st.providers.set_override(name, id, o)?;
     if let Some(f) = &st.state_file {
         if let Err(e) = f.imported_changed(|| st.providers.overrides()) {
             st.providers.restore_overrides(before);
             return Err(e);
         }
     }
-    tracing::info!(
-        playlist = name,
-        id,
-        hidden = o.hidden,
-        "imported channel override set"
-    );
-    let served = st.registry.get(id).map(|s| (*s).clone());
-    Ok(json(
-        StatusCode::OK,
-        &json!({"id": id, "override": o, "served": served.is_some()}),
-    ))
+    tracing::info!(playlist = name, id, hidden, by, "imported channel changed");
+    Ok(())
 }
 
 /// `GET /api/guides`.

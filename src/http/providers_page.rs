@@ -198,20 +198,7 @@ pub fn save(
         .ok_or_else(|| Error::not_found(format!("playlist {name} imports no channel {id}")))?;
     o.hidden = get("hidden").is_some_and(|v| v == "1");
     o.name = get("name").filter(|n| !n.is_empty() && *n != c.name);
-    let before = st.providers.overrides();
-    st.providers.set_override(name, id, o.clone())?;
-    if let Some(f) = &st.state_file {
-        if let Err(e) = f.imported_changed(|| st.providers.overrides()) {
-            st.providers.restore_overrides(before);
-            return Err(e);
-        }
-    }
-    tracing::info!(
-        playlist = name,
-        id,
-        hidden = o.hidden,
-        "imported channel changed on the dashboard"
-    );
+    super::providers::save_override(st, name, id, o, "the dashboard")?;
     Ok(back(query))
 }
 
