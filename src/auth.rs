@@ -129,9 +129,15 @@ pub fn cookie<'a>(header: &'a str, name: &str) -> Option<&'a str> {
 
 /// The decoded value of the first `token=` query parameter.
 pub fn query_token(query: &str) -> Option<String> {
+    query_param(query, "token")
+}
+
+/// The decoded value of the first `key=` parameter of a query string or a form body
+/// (`application/x-www-form-urlencoded`: `+` is a space).
+pub fn query_param(query: &str, key: &str) -> Option<String> {
     query.split('&').find_map(|pair| {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        (k == "token").then(|| {
+        (k == key).then(|| {
             percent_encoding::percent_decode_str(&v.replace('+', " "))
                 .decode_utf8_lossy()
                 .into_owned()

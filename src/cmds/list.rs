@@ -87,14 +87,7 @@ fn imported(c: &Config) -> Vec<StreamConfig> {
         .list()
         .iter()
         .filter(|s| s.origin.is_some())
-        .map(|s| {
-            let mut s = (**s).clone();
-            s.source = crate::auth::redact_source(&s.source);
-            for b in &mut s.backup_sources {
-                b.source = crate::auth::redact_source(&b.source);
-            }
-            s
-        })
+        .map(|s| s.with_redacted_sources())
         .collect()
 }
 

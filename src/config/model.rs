@@ -696,6 +696,17 @@ impl StreamConfig {
             && self.loop_source == other.loop_source
     }
 
+    /// The channel with its source and backup sources fit for status, logs and the API
+    /// (credentials, queries and providers' account secrets removed).
+    pub fn with_redacted_sources(&self) -> StreamConfig {
+        let mut s = self.clone();
+        s.source = crate::auth::redact_source(&s.source);
+        for b in &mut s.backup_sources {
+            b.source = crate::auth::redact_source(&b.source);
+        }
+        s
+    }
+
     /// The ordering key of the registry and playlist: channel number, then id.
     pub fn order_key(&self) -> (u32, u32) {
         (self.channel_number.unwrap_or(u32::MAX), self.id)

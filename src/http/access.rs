@@ -98,11 +98,9 @@ impl Request {
             return false;
         };
         let want = crate::auth::csrf_of(session);
-        self.query.split('&').any(|kv| {
-            kv.strip_prefix("csrf=").is_some_and(|v| {
-                use subtle::ConstantTimeEq;
-                v.len() == want.len() && bool::from(v.as_bytes().ct_eq(want.as_bytes()))
-            })
+        crate::auth::query_param(&self.query, "csrf").is_some_and(|v| {
+            use subtle::ConstantTimeEq;
+            v.len() == want.len() && bool::from(v.as_bytes().ct_eq(want.as_bytes()))
         })
     }
 

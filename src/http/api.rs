@@ -34,32 +34,14 @@ const ADMIN_ONLY_KEYS: &[&str] = &["source", "backup_sources", "custom_ffmpeg"];
 
 /// A stream as `view` may see it: everything for an admin; without its sources and
 /// commands for a viewer.
-pub fn visible_stream<T: serde::Serialize>(view: &View, s: &T) -> Value {
-    let mut v = serde_json::to_value(s).unwrap_or(Value::Null);
+pub fn visible_stream(view: &View, s: &StreamConfig) -> Value {
     // An imported channel's sources are the provider's URLs, with its account in them:
     // even an admin sees them redacted.
-    if let Some(o) = v.as_object_mut().filter(|o| o.contains_key("origin")) {
-        let redact = |v: &mut Value| {
-            if let Value::String(s) = v {
-                *s = crate::auth::redact_source(s);
-            }
-        };
-        if let Some(src) = o.get_mut("source") {
-            redact(src);
-        }
-        if let Some(Value::Array(b)) = o.get_mut("backup_sources") {
-            for x in b.iter_mut() {
-                match x {
-                    Value::Object(m) => {
-                        if let Some(src) = m.get_mut("source") {
-                            redact(src);
-                        }
-                    }
-                    other => redact(other),
-                }
-            }
-        }
+    let mut v = match s.origin {
+        Some(_) => serde_json::to_value(s.with_redacted_sources()),
+        None => serde_json::to_value(s),
     }
+    .unwrap_or(Value::Null);
     if !view.who.is_admin() {
         if let Some(o) = v.as_object_mut() {
             for k in ADMIN_ONLY_KEYS {
@@ -74,7 +56,7 @@ pub fn list(state: &AppState, view: &View) -> Result<Response, Error> {
     let out: Vec<Value> = view
         .channels(state)
         .iter()
-        .map(|s| visible_stream(view, &**s))
+        .map(|s| visible_stream(view, s))
         .collect();
     Ok(json(StatusCode::OK, &out))
 }
@@ -84,7 +66,7 @@ pub fn get(state: &AppState, id: u32, view: &View) -> Result<Response, Error> {
         .registry
         .get(id)
         .ok_or_else(|| crate::registry::no_such(id))?;
-    Ok(json(StatusCode::OK, &visible_stream(view, &*s)))
+    Ok(json(StatusCode::OK, &visible_stream(view, &s)))
 }
 
 /// The body of `POST /api/tokens`.

@@ -37,7 +37,7 @@ fn value(v: &Option<impl std::fmt::Display>) -> String {
 
 /// `GET /playlists[?q=...]`.
 pub fn page(st: &AppState, view: &View, query: &str, cookie: Option<&str>) -> Response {
-    let q = param(query, "q").unwrap_or_default();
+    let q = crate::auth::query_param(query, "q").unwrap_or_default();
     let fq = form_query(view, cookie);
     let mut s = head("Amps: playlists", &[]);
     s.push_str("<body>\n<header>\n<h1>Playlists</h1>\n<p><a href=\"/\">Channels</a></p>\n</header>\n<main class=\"providers\">\n");
@@ -154,7 +154,7 @@ pub fn page(st: &AppState, view: &View, query: &str, cookie: Option<&str>) -> Re
 
 /// Where a form goes back to.
 fn back(query: &str) -> Response {
-    let q = param(query, "q").unwrap_or_default();
+    let q = crate::auth::query_param(query, "q").unwrap_or_default();
     let to = if q.is_empty() {
         "/playlists".to_owned()
     } else {
@@ -185,12 +185,9 @@ pub fn save(
     query: &str,
     body: &[u8],
 ) -> Result<Response, Error> {
-    let form: Vec<(String, String)> = url_form(body);
-    let get = |k: &str| {
-        form.iter()
-            .find(|(key, _)| key == k)
-            .map(|(_, v)| v.trim().to_owned())
-    };
+    let form = String::from_utf8_lossy(body);
+    let get = |k: &str| crate::auth::query_param(&form, k).map(|v| v.trim().to_owned());
+
     let chans = st.providers.channels_of(name)?;
     let (c, mut o) = chans
         .into_iter()
@@ -200,28 +197,4 @@ pub fn save(
     o.name = get("name").filter(|n| !n.is_empty() && *n != c.name);
     super::providers::save_override(st, name, id, o, "the dashboard")?;
     Ok(back(query))
-}
-
-/// One parameter of a query string.
-fn param(query: &str, key: &str) -> Option<String> {
-    url_form(query.as_bytes())
-        .into_iter()
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v)
-}
-
-/// `application/x-www-form-urlencoded` pairs.
-fn url_form(body: &[u8]) -> Vec<(String, String)> {
-    let text = String::from_utf8_lossy(body);
-    text.split('&')
-        .filter_map(|kv| {
-            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-            let dec = |s: &str| {
-                percent_encoding::percent_decode_str(&s.replace('+', " "))
-                    .decode_utf8_lossy()
-                    .into_owned()
-            };
-            (!k.is_empty()).then(|| (dec(k), dec(v)))
-        })
-        .collect()
 }

@@ -81,24 +81,30 @@ impl Drop for Upstream {
     }
 }
 
-fn serve(mut stream: TcpStream, dir: PathBuf, stop: Arc<AtomicBool>, log: Arc<Mutex<Vec<String>>>) {
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
+/// Reads a request's line and headers; its target without the leading `/`.
+pub fn request_target(stream: &TcpStream) -> Option<String> {
+    let mut reader = BufReader::new(stream.try_clone().ok()?);
     let mut line = String::new();
-    if reader.read_line(&mut line).is_err() {
-        return;
-    }
+    reader.read_line(&mut line).ok()?;
     loop {
         let mut h = String::new();
         if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
             break;
         }
     }
-    let target = line
-        .split_whitespace()
-        .nth(1)
-        .unwrap_or("/")
-        .trim_start_matches('/')
-        .to_owned();
+    Some(
+        line.split_whitespace()
+            .nth(1)
+            .unwrap_or("/")
+            .trim_start_matches('/')
+            .to_owned(),
+    )
+}
+
+fn serve(mut stream: TcpStream, dir: PathBuf, stop: Arc<AtomicBool>, log: Arc<Mutex<Vec<String>>>) {
+    let Some(target) = request_target(&stream) else {
+        return;
+    };
     let (path, query) = target
         .split_once('?')
         .map(|(p, q)| (p.to_owned(), q.to_owned()))
