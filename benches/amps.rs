@@ -1,5 +1,5 @@
-//! Criterion benchmarks (`cargo bench`): playlist rendering, hub fan-out, and the in-process
-//! pipeline's remux and transcode throughput next to the ffmpeg CLI doing the same job in
+//! Criterion benchmarks (`cargo bench`): playlist rendering, hub fan-out, the TS relay, and
+//! the in-process pipeline's remux and transcode throughput next to the ffmpeg CLI doing the same job in
 //! the same run. Media is generated with the ffmpeg CLI (lavfi testsrc2 + sine) at start.
 //! CI only builds these (`cargo bench --no-run`); results and method: docs/PERFORMANCE.md.
 
@@ -76,6 +76,21 @@ fn hub_fanout(c: &mut Criterion) {
     g.finish();
 }
 
+/// Relays `data` as the TS relay does a live source's bytes, into a hub.
+fn relay_bytes(data: &[u8]) -> usize {
+    let hub = Arc::new(Hub::new(16 * 1024 * 1024, 1_000_000));
+    let mut writer = HubWriter::new(hub.clone()).relaying();
+    let mut rw = amps::engine::ts_rewrite::Rewriter::new(90_000, Default::default(), false);
+    let mut out = Vec::with_capacity(1 << 17);
+    for chunk in data.chunks(64 * 1024) {
+        rw.feed(chunk, Duration::ZERO, &mut out);
+        writer.write_all(&out).unwrap();
+        out.clear();
+    }
+    drop(writer);
+    hub.buffered_bytes()
+}
+
 fn throughput(c: &mut Criterion) {
     amps::libav::init();
     let src = media().join("hd.ts").display().to_string();
@@ -101,6 +116,17 @@ fn throughput(c: &mut Criterion) {
         g.bench_function(format!("ffmpeg_cli/{n}"), |b| {
             b.iter(|| run_cli(&src, CLI_COPY_ALL))
         });
+    }
+    g.finish();
+    // The TS relay of a live MPEG-TS source does no demuxing: its cost per megabyte
+    // (timestamps moved, whole-PES output, keyframe index, hub) should not depend on the
+    // number of tracks. In memory, 64 KiB reads as a socket gives them.
+    let mut g = c.benchmark_group("ts_relay_30s_1080p_tracks");
+    g.sample_size(10);
+    for n in [2, 5] {
+        let data = std::fs::read(tracks(n)).unwrap();
+        g.throughput(Throughput::Bytes(data.len() as u64));
+        g.bench_function(n.to_string(), |b| b.iter(|| relay_bytes(&data)));
     }
     g.finish();
     // What of that is opening and probing, paid once per session, not per megabyte.

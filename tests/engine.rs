@@ -289,6 +289,8 @@ fn a_broken_upstream_is_reconnected_while_clients_stay() {
     );
     ts::assert_clean(&all, "a client kept across a reconnect");
     let st = s.get("/api/streams/7/status").json();
+    // A live MPEG-TS source of a copy channel: relayed packet for packet.
+    assert_eq!(st["ts_relay"], true, "{st}");
     assert!(st["restarts"].as_u64().unwrap() >= 1, "{st}");
     assert!(st["last_error"].as_str().is_some(), "{st}");
 }

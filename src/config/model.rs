@@ -542,6 +542,9 @@ pub struct Profile {
     pub deinterlace: Option<Deinterlace>,
     /// A deinterlaced picture per `frame` (default) or per `field` (double rate).
     pub deinterlace_rate: Option<DeinterlaceRate>,
+    /// A copy profile relays a live MPEG-TS source (HTTP, UDP, SRT) packet by packet as it
+    /// arrives (default `true`); `false` demuxes and remuxes it with libav instead.
+    pub ts_relay: Option<bool>,
     /// libav options for opening the input (`user_agent`, `headers`, `rw_timeout`, ...).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub input_options: BTreeMap<String, String>,

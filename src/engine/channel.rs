@@ -82,6 +82,9 @@ pub struct Channel {
     recent: AtomicBool,
     /// Deleted (or shutting down): no new run may start.
     removed: AtomicBool,
+    /// Sources a TS relay session found not to be MPEG-TS: they go to the libav pipeline
+    /// straight away from then on.
+    not_ts: Mutex<std::collections::HashSet<String>>,
     settings: EngineConfig,
     shutdown: Arc<AtomicBool>,
 }
@@ -140,6 +143,7 @@ impl Channel {
             timeline: Mutex::new(Timeline::default()),
             recent: AtomicBool::new(false),
             removed: AtomicBool::new(false),
+            not_ts: Mutex::new(std::collections::HashSet::new()),
             settings,
             shutdown,
         })
@@ -431,8 +435,24 @@ impl Channel {
             open_timeout: Duration::from_secs(self.settings.start_timeout_secs),
         };
         let before = self.hub.stats.bytes_in.load(Ordering::Relaxed);
+        let relay = super::ts_relay::eligible(stream, profile)
+            && !lock(&self.not_ts).contains(&stream.source);
+        lock(&self.status).ts_relay = relay;
         let result = match &stream.custom_ffmpeg {
             Some(cmd) => super::process::run(&ctx, cmd, self.settings.ffmpeg_path.as_deref()),
+            None if relay => match super::ts_relay::run(&ctx, timeline) {
+                Ok(Some(end)) => Ok(end),
+                Ok(None) => {
+                    tracing::info!(
+                        channel = self.id,
+                        "the source is not MPEG-TS: demuxing it with libav"
+                    );
+                    lock(&self.not_ts).insert(stream.source.clone());
+                    lock(&self.status).ts_relay = false;
+                    pipeline::run(&ctx, timeline)
+                }
+                Err(e) => Err(e),
+            },
             None => pipeline::run(&ctx, timeline),
         };
         let produced = self.hub.stats.bytes_in.load(Ordering::Relaxed) > before;

@@ -414,6 +414,18 @@ impl HubWriter {
         }
     }
 
+    /// For a session that relays a source's own TS packets: keyframes are also found by
+    /// their bitstream (upstream muxers do not all flag them).
+    pub fn relaying(mut self) -> HubWriter {
+        self.inspector = std::mem::take(&mut self.inspector).with_content_keys();
+        self
+    }
+
+    /// The elementary streams of the latest PMT written.
+    pub fn streams(&self) -> &[super::ts::EsInfo] {
+        self.inspector.streams()
+    }
+
     fn push_pending(&mut self) {
         if self.pending.is_empty() {
             return;

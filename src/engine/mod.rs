@@ -49,6 +49,8 @@ pub mod thumbs;
 pub mod timeline;
 pub mod transcode;
 pub mod ts;
+pub mod ts_relay;
+pub mod ts_rewrite;
 
 use crate::config::{EngineConfig, Profile, StreamConfig};
 use crate::error::{Error, ErrorKind};

@@ -78,7 +78,7 @@ fn codec_name(p: &ff::codec::Parameters) -> String {
 
 /// The open input and the watchdog its interrupt callback reads: how long since the
 /// source last delivered, against the open or the stall limit.
-struct Watchdog {
+pub(super) struct Watchdog {
     base: Instant,
     last_activity: Arc<AtomicU64>,
     opening: Arc<AtomicBool>,
@@ -86,7 +86,7 @@ struct Watchdog {
 }
 
 impl Watchdog {
-    fn new(stall: Duration) -> Watchdog {
+    pub(super) fn new(stall: Duration) -> Watchdog {
         Watchdog {
             base: Instant::now(),
             last_activity: Arc::new(AtomicU64::new(0)),
@@ -96,7 +96,7 @@ impl Watchdog {
     }
 
     /// libav's interrupt callback: true aborts the blocking call.
-    fn interrupt(
+    pub(super) fn interrupt(
         &self,
         open: Duration,
         keep: Arc<dyn Fn() -> bool + Send + Sync>,
@@ -113,17 +113,17 @@ impl Watchdog {
         }
     }
 
-    fn opened(&self) {
+    pub(super) fn opened(&self) {
         self.opening.store(false, Ordering::Relaxed);
         self.active();
     }
 
-    fn active(&self) {
+    pub(super) fn active(&self) {
         self.last_activity
             .store(now_ms(self.base), Ordering::Relaxed);
     }
 
-    fn stalled(&self) -> bool {
+    pub(super) fn stalled(&self) -> bool {
         now_ms(self.base).saturating_sub(self.last_activity.load(Ordering::Relaxed))
             > self.stall.as_millis() as u64
     }

@@ -36,6 +36,9 @@ pub struct Status {
     pub restarts: u64,
     pub last_error: Option<String>,
     pub producer: &'static str,
+    /// The running session relays the source's MPEG-TS packets as they arrive (a copy
+    /// profile on a live MPEG-TS source) rather than demuxing and remuxing them.
+    pub ts_relay: bool,
     pub input_codecs: Vec<String>,
     pub output_codecs: Vec<String>,
     pub input_resolution: Option<String>,

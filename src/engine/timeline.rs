@@ -32,6 +32,9 @@ pub struct Timeline {
     end: Vec<Option<i64>>,
     /// Real-time pacing continues across sessions (a loop must not run ahead).
     pub(super) pacer: Pacer,
+    /// Per PID, the continuity counter a TS relay session wrote last: the next relay
+    /// session's packets continue from it (see `ts_relay`).
+    pub(super) relay_cc: std::collections::HashMap<u16, u8>,
 }
 
 impl Timeline {
@@ -59,6 +62,17 @@ impl Timeline {
             // it must not collide with the next session's first frame.
             self.next_start += FRAME;
         }
+    }
+
+    /// A TS relay session presented output up to `end`: the next session starts after it.
+    pub fn relayed_until(&mut self, end: i64) {
+        self.next_start = self.next_start.max(end);
+        if self.end.is_empty() {
+            self.end.push(None);
+            self.last_dts.push(None);
+            self.prev_end.push(None);
+        }
+        self.end[0] = Some(self.end[0].map_or(end, |e| e.max(end)));
     }
 
     /// Whether a packet (output timestamps) may be written; records it if so.

@@ -12,7 +12,7 @@ const SYNC: u8 = 0x47;
 const SDT_PID: u16 = 0x11;
 
 /// Stream types (ISO 13818-1 table 2-34 and registrations) that carry video.
-const VIDEO_TYPES: &[u8] = &[0x01, 0x02, 0x10, 0x1B, 0x24, 0x42, 0xD1, 0xEA];
+pub const VIDEO_TYPES: &[u8] = &[0x01, 0x02, 0x10, 0x1B, 0x24, 0x42, 0xD1, 0xEA];
 
 fn pid(p: &[u8]) -> u16 {
     (u16::from(p[1] & 0x1f) << 8) | u16::from(p[2])
@@ -69,12 +69,132 @@ fn pes_pts(p: &[u8]) -> Option<u64> {
     )
 }
 
+/// Whether the video PES that starts in packet `p` (stream type `st`) begins a random
+/// access point, judged from the bitstream in this packet: H.264 an IDR slice, or an SPS
+/// with no non-IDR slice after it; HEVC an IRAP picture, or a VPS/SPS with no other
+/// picture after it; MPEG-2 a sequence header. Anything undecided is not a keyframe.
+fn starts_random_access(st: u8, p: &[u8]) -> bool {
+    let Some(pl) = payload(p) else {
+        return false;
+    };
+    if pl.len() < 9 || pl[..3] != [0, 0, 1] {
+        return false;
+    }
+    let Some(es) = pl.get(9 + usize::from(pl[8])..) else {
+        return false;
+    };
+    let mut sets = false;
+    let mut i = 0;
+    while i + 3 < es.len() {
+        if es[i..i + 3] != [0, 0, 1] {
+            i += 1;
+            continue;
+        }
+        let code = es[i + 3];
+        match st {
+            0x1B => match code & 0x1f {
+                5 => return true,
+                1 => return false,
+                7 => sets = true,
+                _ => {}
+            },
+            0x24 => match (code >> 1) & 0x3f {
+                16..=21 => return true,
+                0..=9 => return false,
+                32 | 33 => sets = true,
+                _ => {}
+            },
+            0x01 | 0x02 => match code {
+                0xB3 => return true,
+                0x00 => return false,
+                _ => {}
+            },
+            _ => return false,
+        }
+        i += 3;
+    }
+    sets
+}
+
+/// One elementary stream of a PMT.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EsInfo {
+    pub pid: u16,
+    pub stream_type: u8,
+    /// Its ES-info descriptors, raw.
+    pub descriptors: Vec<u8>,
+}
+
+impl EsInfo {
+    fn descriptor(&self, tag: u8) -> Option<&[u8]> {
+        let mut d = self.descriptors.as_slice();
+        while d.len() >= 2 {
+            let len = usize::from(d[1]);
+            let body = d.get(2..2 + len)?;
+            if d[0] == tag {
+                return Some(body);
+            }
+            d = &d[2 + len..];
+        }
+        None
+    }
+
+    /// The codec, as libav names it, from the stream type and (for DVB's private data)
+    /// the descriptors.
+    pub fn codec(&self) -> &'static str {
+        match self.stream_type {
+            0x01 => "mpeg1video",
+            0x02 => "mpeg2video",
+            0x03 => "mp2",
+            0x04 => "mp3",
+            0x0f => "aac",
+            0x10 => "mpeg4",
+            0x11 => "aac_latm",
+            0x15 => "timed_id3",
+            0x1b => "h264",
+            0x24 => "hevc",
+            0x81 => "ac3",
+            0x86 => "scte_35",
+            0x87 => "eac3",
+            0x06 if self.descriptor(0x6a).is_some() => "ac3",
+            0x06 if self.descriptor(0x7a).is_some() => "eac3",
+            0x06 if self.descriptor(0x56).is_some() => "dvb_teletext",
+            0x06 if self.descriptor(0x59).is_some() => "dvb_subtitle",
+            0x06 => "private data",
+            _ => "unknown",
+        }
+    }
+
+    /// The ISO 639 language descriptor's (first) language, or the subtitling or
+    /// teletext descriptor's.
+    pub fn language(&self) -> Option<String> {
+        let code = [0x0a, 0x59, 0x56]
+            .iter()
+            .find_map(|t| self.descriptor(*t).filter(|b| b.len() >= 3))?;
+        let l = String::from_utf8_lossy(&code[..3]).trim().to_owned();
+        (!l.is_empty() && l.chars().all(|c| c.is_ascii_alphanumeric())).then_some(l)
+    }
+}
+
+/// Whether the video PES starting in packet `p` (stream type `st`) is a keyframe: its
+/// random-access flag, or its bitstream.
+pub fn random_access_start(st: u8, p: &[u8]) -> bool {
+    unit_start(p) && (random_access(p) || starts_random_access(st, p))
+}
+
 /// Tracks PSI and keyframes across a stream of TS bytes.
 #[derive(Debug, Default)]
 pub struct Inspector {
     rest: BytesMut,
     pmt_pid: Option<u16>,
     video_pids: Vec<u16>,
+    /// The PMT's elementary streams, in PMT order.
+    streams: Vec<EsInfo>,
+    /// Also take a video PES whose first packet starts a random access point in its
+    /// bitstream (an IDR, or parameter sets before an intra picture) as a keyframe when
+    /// the packet lacks the random-access flag: upstream muxers do not all set it. Our
+    /// own muxer and the ffmpeg CLI always do.
+    content_keys: bool,
     pat: Option<Bytes>,
     pmt: Option<Bytes>,
     /// Table packets seen before this output's first keyframe piece (see
@@ -183,16 +303,35 @@ impl Inspector {
         !self.video_pids.is_empty()
     }
 
+    /// Keyframes are also recognised by their bitstream (see `content_keys`).
+    pub fn with_content_keys(mut self) -> Inspector {
+        self.content_keys = true;
+        self
+    }
+
+    /// The elementary streams of the latest PMT.
+    pub fn streams(&self) -> &[EsInfo] {
+        &self.streams
+    }
+
     fn is_key(&self, p: &[u8]) -> bool {
-        if !(unit_start(p) && random_access(p)) {
+        if !unit_start(p) {
             return false;
         }
         let pid = pid(p);
         if self.video_pids.is_empty() {
-            Some(pid) != self.pmt_pid && pid != 0
-        } else {
-            self.video_pids.contains(&pid)
+            return random_access(p) && Some(pid) != self.pmt_pid && pid != 0;
         }
+        if !self.video_pids.contains(&pid) {
+            return false;
+        }
+        random_access(p)
+            || (self.content_keys
+                && self
+                    .streams
+                    .iter()
+                    .find(|s| s.pid == pid)
+                    .is_some_and(|s| starts_random_access(s.stream_type, p)))
     }
 
     fn learn(&mut self, p: &[u8]) {
@@ -218,12 +357,19 @@ impl Inspector {
                     .unwrap_or(0);
                 let mut es = body.get(9 + info_len..).unwrap_or(&[]);
                 self.video_pids.clear();
+                self.streams.clear();
                 while es.len() >= 5 {
                     let es_pid = (u16::from(es[1] & 0x1f) << 8) | u16::from(es[2]);
                     if VIDEO_TYPES.contains(&es[0]) {
                         self.video_pids.push(es_pid);
                     }
-                    let skip = 5 + ((usize::from(es[3] & 0x0f) << 8) | usize::from(es[4]));
+                    let info_len = (usize::from(es[3] & 0x0f) << 8) | usize::from(es[4]);
+                    self.streams.push(EsInfo {
+                        pid: es_pid,
+                        stream_type: es[0],
+                        descriptors: es.get(5..5 + info_len).unwrap_or(&[]).to_vec(),
+                    });
+                    let skip = 5 + info_len;
                     es = es.get(skip..).unwrap_or(&[]);
                 }
                 self.pmt = Some(Bytes::copy_from_slice(p));
@@ -356,6 +502,75 @@ pub(crate) mod tests {
             packet(0, true, false, &pat),
             packet(0x1000, true, false, &pmt),
         )
+    }
+
+    /// A video PES start (PTS 0) whose elementary stream begins with `es`.
+    fn pes(es: &[u8]) -> Vec<u8> {
+        let mut v = vec![0, 0, 1, 0xe0, 0, 0, 0x80, 0x80, 5, 0x21, 0, 1, 0, 1];
+        v.extend_from_slice(es);
+        v
+    }
+
+    #[test]
+    fn keyframes_without_the_flag_are_found_in_the_bitstream_when_asked() {
+        let (pat, pmt) = psi();
+        let aud = [0, 0, 0, 1, 0x09, 0xf0];
+        let sps_pps = [0, 0, 0, 1, 0x67, 0x64, 0, 0x28, 0, 0, 0, 1, 0x68, 0xee];
+        let mut idr = aud.to_vec();
+        idr.extend(sps_pps);
+        idr.extend([0, 0, 1, 0x65, 0x88]);
+        // Parameter sets repeated before every picture: a P picture is not a keyframe.
+        let mut p_with_sps = aud.to_vec();
+        p_with_sps.extend(sps_pps);
+        p_with_sps.extend([0, 0, 1, 0x41, 0x9a]);
+        // A long SEI before the IDR: the SPS alone decides.
+        let mut sps_then_sei = aud.to_vec();
+        sps_then_sei.extend(sps_pps);
+        sps_then_sei.extend([0, 0, 1, 0x06, 5]);
+        let frames = [
+            (idr, true),
+            (p_with_sps, false),
+            (aud.iter().chain(&[0, 0, 1, 0x41]).copied().collect(), false),
+            (sps_then_sei, true),
+        ];
+        for content in [false, true] {
+            let mut ins = Inspector::default();
+            if content {
+                ins = ins.with_content_keys();
+            }
+            let mut data = [pat.clone(), pmt.clone()].concat();
+            for (es, _) in &frames {
+                data.extend(packet(0x100, true, false, &pes(es)));
+                data.extend(packet(0x100, false, false, b"rest"));
+            }
+            let keys: Vec<bool> = ins.feed(&data).iter().map(|p| p.key).collect();
+            let want: Vec<bool> = if content {
+                // the first piece (tables) is not a key; one piece per keyframe after it
+                std::iter::once(false)
+                    .chain(frames.iter().filter(|f| f.1).map(|_| true))
+                    .collect()
+            } else {
+                vec![false]
+            };
+            assert_eq!(keys, want, "content keys: {content}");
+        }
+        // MPEG-2: a sequence header starts a keyframe; a picture header alone does not.
+        let mpeg2 = |es: &[u8]| {
+            let mut p = packet(0x100, true, false, &pes(es));
+            p[3] = 0x10;
+            p
+        };
+        assert!(starts_random_access(0x02, &mpeg2(&[0, 0, 1, 0xb3, 0x2d])));
+        assert!(!starts_random_access(
+            0x02,
+            &mpeg2(&[0, 0, 1, 0x00, 0x00, 0x0f])
+        ));
+        // HEVC: an IDR_W_RADL (19) after VPS/SPS/PPS is; a TRAIL_R (1) is not.
+        assert!(starts_random_access(
+            0x24,
+            &mpeg2(&[0, 0, 1, 0x40, 1, 0, 0, 1, 0x26, 1])
+        ));
+        assert!(!starts_random_access(0x24, &mpeg2(&[0, 0, 1, 0x02, 1])));
     }
 
     #[test]
