@@ -11,7 +11,10 @@
 //!   CPU per GB sent (vs one ffmpeg per client), resident memory per client;
 //! - transcode efficiency: CPU and wall time of the same transcode in-process vs the CLI
 //!   writing to a pipe read by a relay;
-//! - memory: idle server, per idle channel, per running relay and transcode channel.
+//! - memory: idle server, per idle channel, per running relay and transcode channel;
+//! - `--zap-only`: zap on a live upstream (bytes at the stream's own rate), mid-GOP and on
+//!   a keyframe (tables after it, or first), next to the floor (the upstream read
+//!   directly) and the CLI with its fastest and its default probe.
 //!
 //! Method and last results: docs/PERFORMANCE.md.
 
@@ -43,6 +46,8 @@ struct Args {
     archive_only: bool,
     /// Only the provider import: a 20,000-entry M3U and 100/200 MB XMLTV guides.
     providers_only: bool,
+    /// Only the zap on a live (paced) upstream, next to the floor and the CLI.
+    zap_only: bool,
     /// Only the memory soak: busy and idle seconds per cycle.
     soak: Option<(f64, f64)>,
     clients: Vec<usize>,
@@ -59,6 +64,7 @@ fn args() -> Args {
         tracks_only: false,
         archive_only: false,
         providers_only: false,
+        zap_only: false,
         soak: None,
         clients: vec![10, 100, 500, 1000],
         seconds: 10.0,
@@ -77,6 +83,7 @@ fn args() -> Args {
             "--tracks-only" => a.tracks_only = true,
             "--archive-only" => a.archive_only = true,
             "--providers-only" => a.providers_only = true,
+            "--zap-only" => a.zap_only = true,
             "--soak" => {
                 let v = v();
                 let (b, i) = v.split_once(',').expect("--soak BUSY,IDLE (seconds)");
@@ -89,7 +96,7 @@ fn args() -> Args {
                 a.reps = 3;
             }
             "-h" | "--help" => {
-                println!("amps-load [--amps PATH] [--json PATH] [--quick] [--tls-only] [--tracks-only] [--archive-only] [--providers-only] [--soak BUSY,IDLE] [--clients 10,100,500] [--seconds S] [--reps N]");
+                println!("amps-load [--amps PATH] [--json PATH] [--quick] [--tls-only] [--tracks-only] [--archive-only] [--providers-only] [--zap-only] [--soak BUSY,IDLE] [--clients 10,100,500] [--seconds S] [--reps N]");
                 std::process::exit(0);
             }
             other => panic!("unknown argument {other}"),
@@ -1343,6 +1350,282 @@ fn providers_cost(a: &Args) -> Value {
     json!({ "providers": rows })
 }
 
+// ---- zap on a live upstream --------------------------------------------------------------
+
+/// When a reader of TS could start decoding: it has a video keyframe's first packet and
+/// the PAT/PMT that say it is video, in either order (a keyframe before its tables counts
+/// when they come).
+#[derive(Default)]
+struct DecodableStart {
+    carry: Vec<u8>,
+    pmt: Option<u16>,
+    video: Vec<u16>,
+    /// PIDs that started a random access point before the PMT was known.
+    early: Vec<u16>,
+}
+
+impl DecodableStart {
+    fn feed(&mut self, data: &[u8]) -> bool {
+        self.carry.extend_from_slice(data);
+        let mut i = 0;
+        let mut found = false;
+        while i + 188 <= self.carry.len() && !found {
+            let p = &self.carry[i..i + 188];
+            if p[0] != 0x47 {
+                i += 1;
+                continue;
+            }
+            i += 188;
+            let pid = (u16::from(p[1] & 0x1f) << 8) | u16::from(p[2]);
+            let pusi = p[1] & 0x40 != 0;
+            let start = if p[3] & 0x20 != 0 {
+                5 + usize::from(p[4])
+            } else {
+                4
+            };
+            if !pusi || start >= 188 {
+                continue;
+            }
+            let t = &p[(start + 1 + usize::from(p[start])).min(188)..];
+            if pid == 0 && t.len() >= 12 && t[0] == 0 {
+                self.pmt = Some((u16::from(t[10] & 0x1f) << 8) | u16::from(t[11]));
+            } else if Some(pid) == self.pmt && t.len() >= 12 && t[0] == 2 {
+                let end =
+                    (3 + ((usize::from(t[1] & 0x0f) << 8) | usize::from(t[2]))).min(t.len()) - 4;
+                let mut j = 12 + ((usize::from(t[10] & 0x0f) << 8) | usize::from(t[11]));
+                self.video.clear();
+                while j + 5 <= end {
+                    if matches!(t[j], 0x01 | 0x02 | 0x1b | 0x24) {
+                        self.video
+                            .push((u16::from(t[j + 1] & 0x1f) << 8) | u16::from(t[j + 2]));
+                    }
+                    j += 5 + ((usize::from(t[j + 3] & 0x0f) << 8) | usize::from(t[j + 4]));
+                }
+                found = self.video.iter().any(|v| self.early.contains(v));
+            } else if p[3] & 0x20 != 0 && p[4] > 0 && p[5] & 0x40 != 0 {
+                if self.video.contains(&pid) {
+                    found = true;
+                } else if self.video.is_empty() {
+                    self.early.push(pid);
+                }
+            }
+        }
+        self.carry.drain(..i.min(self.carry.len()));
+        found
+    }
+}
+
+/// The body of a chunked HTTP/1.1 response.
+struct Dechunk<R: BufRead> {
+    r: R,
+    left: usize,
+}
+
+impl<R: BufRead> Read for Dechunk<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.left == 0 {
+            let mut line = String::new();
+            while line.trim().is_empty() {
+                line.clear();
+                if self.r.read_line(&mut line)? == 0 {
+                    return Ok(0);
+                }
+            }
+            let size = line.trim().split(';').next().unwrap_or("0");
+            self.left = usize::from_str_radix(size, 16)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+            if self.left == 0 {
+                return Ok(0);
+            }
+        }
+        let want = self.left.min(buf.len());
+        let n = self.r.read(&mut buf[..want])?;
+        self.left -= n;
+        Ok(n)
+    }
+}
+
+/// Milliseconds from `t0` until `r` can be decoded (see [`DecodableStart`]).
+fn decodable_at(r: &mut dyn Read, t0: Instant) -> f64 {
+    let mut spot = DecodableStart::default();
+    let mut buf = vec![0u8; 16 * 1024];
+    while t0.elapsed() < Duration::from_secs(15) {
+        match r.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) if spot.feed(&buf[..n]) => return t0.elapsed().as_secs_f64() * 1000.0,
+            Ok(_) => {}
+        }
+    }
+    f64::NAN
+}
+
+/// Serves `data` (a looped live stream) at `rate` bytes/s over loopback: `/mid.ts` starts
+/// at the live position, `/key.ts` at the next keyframe, `/keytables.ts` at the next
+/// keyframe after a PAT and PMT. Returns the port.
+fn live_upstream(data: Vec<u8>, keys: Vec<usize>, tables: Vec<u8>, rate: f64) -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let epoch = Instant::now();
+    let data = std::sync::Arc::new(data);
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let (data, keys, tables) = (data.clone(), keys.clone(), tables.clone());
+            std::thread::spawn(move || {
+                let mut conn = conn;
+                let path = upstream::request_target(&conn).unwrap_or_default();
+                let live = (epoch.elapsed().as_secs_f64() * rate) as usize % data.len();
+                let mut pos = if path.starts_with("mid") {
+                    live
+                } else {
+                    *keys.iter().find(|&&k| k >= live).unwrap_or(&keys[0])
+                };
+                pos -= pos % 188;
+                let _ = conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: video/mp2t\r\n\r\n");
+                if path.starts_with("keytables") && conn.write_all(&tables).is_err() {
+                    return;
+                }
+                let (t0, mut sent) = (Instant::now(), 0usize);
+                loop {
+                    let due = (t0.elapsed().as_secs_f64() * rate) as usize - sent;
+                    if due < 188 * 7 {
+                        std::thread::sleep(Duration::from_millis(2));
+                        continue;
+                    }
+                    let n = due - due % 188;
+                    let mut chunk = Vec::with_capacity(n);
+                    while chunk.len() < n {
+                        let take = (n - chunk.len()).min(data.len() - pos);
+                        chunk.extend_from_slice(&data[pos..pos + take]);
+                        pos = (pos + take) % data.len();
+                    }
+                    if conn.write_all(&chunk).is_err() {
+                        return;
+                    }
+                    sent += n;
+                }
+            });
+        }
+    });
+    port
+}
+
+/// Zap on a live source: a 1080p25 H.264 4 Mbit/s + AAC stream (GOP 2 s, mux rate
+/// 4.5 Mbit/s) served at its own rate; per trial, at the same moment: the upstream read
+/// directly (the floor), a cold Amps relay channel, and the ffmpeg CLI with
+/// `-probesize 32768 -analyzeduration 0` and with its defaults.
+fn live_zap(a: &Args) -> Value {
+    let src = support::media().join("live1080.ts");
+    if !src.exists() {
+        support::test_media::generate(
+            &src,
+            "1920x1080",
+            30,
+            &["-g", "50", "-b:v", "4M", "-maxrate", "4M", "-bufsize", "4M"],
+            &["-muxrate", "4500k"],
+        );
+    }
+    let data = std::fs::read(&src).unwrap();
+    let pkt = |i: usize| &data[i * 188..i * 188 + 188];
+    let pid = |p: &[u8]| (u16::from(p[1] & 0x1f) << 8) | u16::from(p[2]);
+    let keys: Vec<usize> = (0..data.len() / 188)
+        .filter(|&i| pid(pkt(i)) == 0x100 && pkt(i)[3] & 0x20 != 0 && pkt(i)[5] & 0x40 != 0)
+        .map(|i| i * 188)
+        .collect();
+    let pat = (0..).map(pkt).find(|p| pid(p) == 0).unwrap().to_vec();
+    let pmt = (0..).map(pkt).find(|p| pid(p) == 0x1000).unwrap().to_vec();
+    let rate = data.len() as f64 / 30.0;
+    let port = live_upstream(data.clone(), keys, [pat, pmt].concat(), rate);
+    let trials = if a.quick { 4 } else { 8 };
+    const MODES: [(&str, &str); 3] = [
+        ("mid", "mid-GOP (the live position)"),
+        ("key", "on a keyframe, tables after it"),
+        ("keytables", "on a keyframe, PAT/PMT first"),
+    ];
+    let modes = MODES;
+    let streams: String = (1..=trials * modes.len())
+        .map(|i| format!("  - {{id: {i}, name: Z{i}, source: 'http://127.0.0.1:{port}/{}.ts', ffmpeg_profile: relay}}\n", modes[(i - 1) / trials].0))
+        .collect();
+    let s = Server::start(
+        &a.amps,
+        &format!("server:\n  auth_token: {TOKEN}\nengine:\n  idle_grace_secs: 1\nffmpeg_profiles:\n  relay: {{video_codec: copy, audio_codec: copy}}\nstreams:\n{streams}"),
+    );
+    let mut rows = Vec::new();
+    for (m, &(mode, label)) in MODES.iter().enumerate() {
+        let url = format!("http://127.0.0.1:{port}/{mode}.ts");
+        let mut got: Vec<[f64; 4]> = Vec::new();
+        for t in 0..trials {
+            std::thread::sleep(Duration::from_millis(370 * t as u64 % 1900));
+            let t0 = Instant::now();
+            let id = (m * trials + t + 1) as u32;
+            let cli = |fast: bool| {
+                let url = url.clone();
+                std::thread::spawn(move || {
+                    let mut c = Command::new("ffmpeg");
+                    c.args(["-hide_banner", "-nostdin", "-v", "quiet"]);
+                    if fast {
+                        c.args(["-probesize", "32768", "-analyzeduration", "0"]);
+                    }
+                    let mut child = c
+                        .args(["-i", &url, "-c", "copy", "-f", "mpegts", "pipe:1"])
+                        .stdout(Stdio::piped())
+                        .spawn()
+                        .unwrap();
+                    let r = decodable_at(&mut child.stdout.take().unwrap(), t0);
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    r
+                })
+            };
+            let (up_url, addr) = (url.clone(), s.addr.clone());
+            let floor = std::thread::spawn(move || {
+                let mut c = TcpStream::connect(
+                    up_url
+                        .trim_start_matches("http://")
+                        .split('/')
+                        .next()
+                        .unwrap(),
+                )
+                .unwrap();
+                write!(c, "GET /{mode}.ts HTTP/1.0\r\n\r\n").unwrap();
+                decodable_at(&mut c, t0)
+            });
+            let amps = std::thread::spawn(move || match open_stream(&addr, id) {
+                Ok(r) => decodable_at(&mut Dechunk { r, left: 0 }, t0),
+                Err(_) => f64::NAN,
+            });
+            let (fast, default) = (cli(true), cli(false));
+            let row = [floor, amps, fast, default].map(|h| h.join().unwrap());
+            println!(
+                "zap {label}, trial {}: floor {:.0} ms, amps {:.0}, cli fast {:.0}, cli default {:.0}",
+                t + 1,
+                row[0],
+                row[1],
+                row[2],
+                row[3]
+            );
+            got.push(row);
+        }
+        let med = |k: usize| median(got.iter().map(|r| r[k]).collect());
+        let added = |k: usize| median(got.iter().map(|r| r[k] - r[0]).collect());
+        println!(
+            "zap {label}: floor {:.0} ms; added to it: amps {:+.0} ms, cli fast {:+.0} ms, cli default {:+.0} ms",
+            med(0),
+            added(1),
+            added(2),
+            added(3)
+        );
+        rows.push(json!({
+            "upstream_starts": label,
+            "trials": trials,
+            "floor_ms": med(0),
+            "amps_ms": med(1), "amps_added_ms": added(1),
+            "cli_fast_ms": med(2), "cli_fast_added_ms": added(2),
+            "cli_default_ms": med(3), "cli_default_added_ms": added(3),
+        }));
+    }
+    json!({ "live_zap": rows })
+}
+
 fn http_get(addr: &str, path: &str) -> Vec<u8> {
     let Ok(mut s) = TcpStream::connect(addr) else {
         return Vec::new();
@@ -1424,6 +1707,11 @@ fn main() {
     }
     if a.archive_only {
         let r = archive_cost(&a, &file);
+        println!("{}", serde_json::to_string_pretty(&r).unwrap());
+        return;
+    }
+    if a.zap_only {
+        let r = live_zap(&a);
         println!("{}", serde_json::to_string_pretty(&r).unwrap());
         return;
     }

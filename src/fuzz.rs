@@ -98,6 +98,36 @@ pub fn command_template(data: &[u8]) {
 /// TS inspector the hub relies on, and libav's MPEG-TS demuxer and the decoders of every
 /// audio and video stream it finds. Never panics; the inspector's pieces are whole
 /// packets and never more than the input.
+/// The TS relay's path (rewriter, then the hub writer with content keyframes), fed in
+/// uneven reads, as a fresh and as a continuing session: whole packets out, never more
+/// than went in, counters and end that the next session can use.
+fn ts_relay(data: &[u8]) {
+    use crate::engine::hub::{Hub, HubWriter};
+    use crate::engine::ts_rewrite::Rewriter;
+    use std::io::Write;
+    for fresh in [true, false] {
+        let hub = std::sync::Arc::new(Hub::new(1 << 20, 1_000));
+        let mut writer = HubWriter::new(hub.clone()).relaying();
+        let cc = std::collections::HashMap::from([(0x100, 7)]);
+        let mut rw = Rewriter::new(90_000, if fresh { Default::default() } else { cc }, fresh);
+        let (mut out, mut total) = (Vec::new(), 0);
+        for (i, chunk) in data.chunks(1 + data.len() % 997).enumerate() {
+            rw.feed(
+                chunk,
+                std::time::Duration::from_millis(i as u64 * 7),
+                &mut out,
+            );
+            assert_eq!(out.len() % 188, 0, "a partial packet out of the relay");
+            total += out.len();
+            let _ = writer.write_all(&out);
+            out.clear();
+        }
+        assert!(total <= data.len(), "the relay wrote more than it read");
+        assert!(rw.end() >= 90_000, "the output ends before it started");
+        assert!(rw.counters().values().all(|&c| c < 16));
+    }
+}
+
 pub fn ts_stream(data: &[u8]) {
     use ffmpeg_next as ff;
     let mut ins = crate::engine::ts::Inspector::default();
@@ -111,6 +141,7 @@ pub fn ts_stream(data: &[u8]) {
         pieces.iter().all(|p| p.data.len() % 188 == 0),
         "a piece of a partial packet"
     );
+    ts_relay(data);
     crate::libav::init();
     let Ok(io) = ff::format::context::StreamIo::from_read(std::io::Cursor::new(data.to_vec()))
     else {

@@ -8,25 +8,13 @@
 
 mod common;
 
+use common::media::ffmpeg;
 use common::{media, save, Server, Viewer, TOKEN};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
-
-fn ffmpeg(args: &[&str]) {
-    let out = Command::new("ffmpeg")
-        .args(["-hide_banner", "-v", "error", "-y"])
-        .args(args)
-        .output()
-        .expect("ffmpeg is installed (./scripts/setup)");
-    assert!(
-        out.status.success(),
-        "ffmpeg {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 fn dir() -> &'static Path {
     static D: OnceLock<PathBuf> = OnceLock::new();

@@ -6,29 +6,16 @@
 
 mod common;
 
+use common::media::ffmpeg;
 use common::upstream::{request_target, Upstream};
 use common::{media, save, ts, Server, Viewer, TOKEN};
 use std::io::Write;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 const PKT: usize = 188;
-
-fn ffmpeg(args: &[&str]) {
-    let out = Command::new("ffmpeg")
-        .args(["-hide_banner", "-v", "error", "-y"])
-        .args(args)
-        .output()
-        .expect("ffmpeg is installed (./scripts/setup)");
-    assert!(
-        out.status.success(),
-        "ffmpeg {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 fn dir() -> &'static Path {
     static D: OnceLock<PathBuf> = OnceLock::new();

@@ -14,6 +14,15 @@ const SDT_PID: u16 = 0x11;
 /// Stream types (ISO 13818-1 table 2-34 and registrations) that carry video.
 pub const VIDEO_TYPES: &[u8] = &[0x01, 0x02, 0x10, 0x1B, 0x24, 0x42, 0xD1, 0xEA];
 
+/// How many bytes from `i` (not a sync byte) to the next plausible packet start in `buf`
+/// (all the rest when there is none).
+pub fn resync(buf: &[u8], i: usize) -> usize {
+    buf[i + 1..]
+        .iter()
+        .position(|&b| b == SYNC)
+        .map_or(buf.len() - i, |n| n + 1)
+}
+
 fn pid(p: &[u8]) -> u16 {
     (u16::from(p[1] & 0x1f) << 8) | u16::from(p[2])
 }
@@ -398,10 +407,7 @@ impl Inspector {
                         header: header.take().filter(|_| key),
                     });
                 }
-                let skip = self.rest[i + 1..]
-                    .iter()
-                    .position(|&b| b == SYNC)
-                    .map_or(self.rest.len() - i, |n| n + 1);
+                let skip = resync(&self.rest, i);
                 self.dropped += skip as u64;
                 i += skip;
                 start = i;

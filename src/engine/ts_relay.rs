@@ -74,33 +74,47 @@ fn ts_sync(data: &[u8]) -> Option<usize> {
 struct Io {
     ctx: *mut ff::ffi::AVIOContext,
     /// The interrupt callback's closure; must outlive the context.
-    _interrupt: ff::util::interrupt::InterruptGuard,
+    _interrupt: Option<ff::util::interrupt::InterruptGuard>,
 }
 
 impl Io {
     fn open(ctx: &Ctx, watch: &Watchdog) -> Result<Io, String> {
         let kind = SourceKind::classify(&ctx.stream.source);
-        let mut dict = Dictionary::new();
-        for (k, v) in source::input_options(&kind, &ctx.profile.input_options) {
-            dict.set(&k, &v);
-        }
-        let url = CString::new(ctx.stream.source.trim())
-            .map_err(|_| "the source contains a NUL byte".to_owned())?;
+        let options = source::input_options(&kind, &ctx.profile.input_options);
         let interrupt = ff::util::interrupt::new(Box::new(
             watch.interrupt(ctx.open_timeout, ctx.keep_going.clone()),
         ));
+        Io::open_with(&ctx.stream.source, &options, Some(interrupt))
+    }
+
+    /// Opens `url` with libav options (`protocol_whitelist` among them) and an interrupt
+    /// callback.
+    fn open_with(
+        url: &str,
+        options: &[(String, String)],
+        interrupt: Option<ff::util::interrupt::Interrupt>,
+    ) -> Result<Io, String> {
+        let mut dict = Dictionary::new();
+        for (k, v) in options {
+            dict.set(k, v);
+        }
+        let url =
+            CString::new(url.trim()).map_err(|_| "the source contains a NUL byte".to_owned())?;
+        let (cb, guard) = match interrupt {
+            Some(i) => (Some(i.interrupt), Some(i.guard)),
+            None => (None, None),
+        };
         let mut io = std::ptr::null_mut();
         // SAFETY: avio_open2 writes the new context into `io` on success; the options
         // dictionary is handed back (what no protocol took) and freed by `own`. The
-        // interrupt callback's opaque pointer lives in `interrupt.guard`, kept with the
-        // context.
+        // interrupt callback's opaque pointer lives in `guard`, kept with the context.
         let res = unsafe {
             let mut opts = dict.disown();
             let r = ff::ffi::avio_open2(
                 &mut io,
                 url.as_ptr(),
                 ff::ffi::AVIO_FLAG_READ,
-                &interrupt.interrupt,
+                cb.as_ref().map_or(std::ptr::null(), |c| c as *const _),
                 &mut opts,
             );
             Dictionary::own(opts);
@@ -111,7 +125,7 @@ impl Io {
         }
         Ok(Io {
             ctx: io,
-            _interrupt: interrupt.guard,
+            _interrupt: guard,
         })
     }
 
@@ -369,30 +383,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("a.ts");
         std::fs::write(&file, [0x47u8; 1000]).unwrap();
-        let kind = SourceKind::Http;
-        let mut dict = Dictionary::new();
-        for (k, v) in source::input_options(&kind, &Default::default()) {
-            dict.set(&k, &v);
-        }
-        // A file URL under the HTTP whitelist is refused by libav's I/O layer too.
-        let url = CString::new(format!("file:{}", file.display())).unwrap();
-        let mut io = std::ptr::null_mut();
-        // SAFETY: as in Io::open, without an interrupt callback.
-        let res = unsafe {
-            let mut opts = dict.disown();
-            let r = ff::ffi::avio_open2(
-                &mut io,
-                url.as_ptr(),
-                ff::ffi::AVIO_FLAG_READ,
-                std::ptr::null(),
-                &mut opts,
-            );
-            Dictionary::own(opts);
-            if r >= 0 {
-                ff::ffi::avio_closep(&mut io);
-            }
-            r
-        };
-        assert!(res < 0, "a local file opened under the HTTP whitelist");
+        let options = source::input_options(&SourceKind::Http, &Default::default());
+        // A file URL under the HTTP whitelist is refused by libav's I/O layer too...
+        let url = format!("file:{}", file.display());
+        let refused = Io::open_with(&url, &options, None).err();
+        assert_eq!(refused.as_deref(), Some("Invalid argument"));
+        // ...while the file whitelist opens it.
+        let options = source::input_options(&SourceKind::File, &Default::default());
+        assert!(Io::open_with(&url, &options, None).is_ok());
     }
 }

@@ -144,7 +144,7 @@ pub struct Rewriter {
     /// What was held at the start has gone out.
     released: bool,
     /// PIDs whose first PES (or section) start this session has seen.
-    started: std::collections::HashSet<u16>,
+    started: PerPid,
     /// The last PCR written (unwrapped output time) and when it came.
     last_pcr: Option<(i64, Duration)>,
     output: Output,
@@ -173,16 +173,54 @@ struct Output {
     next: u64,
     /// Per PID, its open PES: where it starts, the bytes it still lacks (None: until the
     /// next start), and when it started.
-    open: HashMap<u16, (u64, Option<usize>, Duration)>,
+    open: Vec<(u16, u64, Option<usize>, Duration)>,
     /// Per PID, the last continuity counter sent (carried across sessions)...
-    cc: HashMap<u16, u8>,
+    cc: PerPid,
     /// ...and this session's shift of the source's counters.
-    delta: HashMap<u16, u8>,
+    delta: PerPid,
     /// Earlier sessions sent output: the first PCR sent is flagged as a discontinuity.
     continuing: bool,
     flagged: bool,
     /// Where the presentation sent so far ends (unwrapped output time).
     end: i64,
+}
+
+/// A small value per PID (13 bits), without hashing: the lookups of every packet are the
+/// relay's hottest path.
+#[derive(Debug, Clone)]
+struct PerPid(Vec<u8>);
+
+/// No value (every value kept is below 16).
+const NONE: u8 = 0xff;
+
+impl Default for PerPid {
+    fn default() -> PerPid {
+        PerPid(vec![NONE; 1 << 13])
+    }
+}
+
+impl PerPid {
+    fn from(map: &HashMap<u16, u8>) -> PerPid {
+        let mut p = PerPid::default();
+        for (&pid, &v) in map {
+            p.set(pid, v);
+        }
+        p
+    }
+
+    fn get(&self, pid: u16) -> Option<u8> {
+        Some(self.0[usize::from(pid & 0x1fff)]).filter(|&v| v != NONE)
+    }
+
+    fn set(&mut self, pid: u16, v: u8) {
+        self.0[usize::from(pid & 0x1fff)] = v;
+    }
+
+    fn to_map(&self) -> HashMap<u16, u8> {
+        (0..1u16 << 13)
+            .filter_map(|pid| self.get(pid).map(|v| (pid, v)))
+            .collect()
+    }
 }
 
 /// An open PES is waited for at most this long (a sparse stream without PES lengths).
@@ -220,11 +258,11 @@ impl Output {
             return;
         }
         self.pending.extend_from_slice(p);
-        self.open.retain(|_, o| now.saturating_sub(o.2) < OPEN_MAX);
+        self.open.retain(|o| now.saturating_sub(o.3) < OPEN_MAX);
         let point = if self.pending.len() > PENDING_MAX {
             self.next
         } else {
-            let oldest = self.open.values().map(|o| o.0).min();
+            let oldest = self.open.iter().map(|o| o.1).min();
             oldest.unwrap_or(self.next).max(self.base)
         };
         let n = ((point - self.base) as usize) * PACKET;
@@ -246,22 +284,27 @@ impl Output {
             return;
         };
         let pl = &p[start..];
+        let at = self.open.iter().position(|o| o.0 == pid);
         if p[1] & 0x40 != 0 {
-            self.open.remove(&pid);
+            if let Some(i) = at {
+                self.open.swap_remove(i);
+            }
             let len = if pl.len() >= 6 && pl[..3] == [0, 0, 1] {
                 usize::from(u16::from_be_bytes([pl[4], pl[5]]))
             } else {
                 0
             };
             if len == 0 {
-                self.open.insert(pid, (idx, None, now));
+                self.open.push((pid, idx, None, now));
             } else if len + 6 > pl.len() {
-                self.open.insert(pid, (idx, Some(len + 6 - pl.len()), now));
+                self.open.push((pid, idx, Some(len + 6 - pl.len()), now));
             }
-        } else if let Some((_, Some(left), _)) = self.open.get_mut(&pid) {
-            *left = left.saturating_sub(pl.len());
-            if *left == 0 {
-                self.open.remove(&pid);
+        } else if let Some(i) = at {
+            if let Some(left) = &mut self.open[i].2 {
+                *left = left.saturating_sub(pl.len());
+                if *left == 0 {
+                    self.open.swap_remove(i);
+                }
             }
         }
     }
@@ -272,20 +315,20 @@ impl Output {
         let pid = pid(p);
         let has_payload = p[3] & 0x10 != 0;
         let cc = p[3] & 0x0f;
-        let delta = match self.delta.get(&pid) {
-            Some(d) => *d,
+        let delta = match self.delta.get(pid) {
+            Some(d) => d,
             None => {
-                let d = self.cc.get(&pid).map_or(0, |&prev| {
+                let d = self.cc.get(pid).map_or(0, |prev| {
                     let want = if has_payload { (prev + 1) & 0x0f } else { prev };
                     want.wrapping_sub(cc) & 0x0f
                 });
-                self.delta.insert(pid, d);
+                self.delta.set(pid, d);
                 d
             }
         };
         let new = (cc + delta) & 0x0f;
         p[3] = (p[3] & 0xf0) | new;
-        self.cc.insert(pid, new);
+        self.cc.set(pid, new);
         if pcr(p).is_some() {
             if self.continuing && !self.flagged {
                 p[5] |= 0x80; // discontinuity_indicator: a new time base
@@ -320,12 +363,12 @@ impl Rewriter {
             held: Vec::new(),
             rest: Vec::new(),
             released: false,
-            started: Default::default(),
+            started: PerPid::default(),
             last_pcr: None,
             output: Output {
                 eager: fresh.then_some(false),
                 continuing: !cc.is_empty(),
-                cc,
+                cc: PerPid::from(&cc),
                 end: start,
                 ..Output::default()
             },
@@ -337,7 +380,7 @@ impl Rewriter {
 
     /// The continuity counters as last sent, for the next session.
     pub fn counters(&self) -> HashMap<u16, u8> {
-        self.output.cc.clone()
+        self.output.cc.to_map()
     }
 
     /// Where the output sent so far ends (unwrapped 90 kHz): the next session starts
@@ -358,10 +401,7 @@ impl Rewriter {
         let mut i = 0;
         while i + PACKET <= self.rest.len() {
             if self.rest[i] != SYNC {
-                let skip = self.rest[i + 1..]
-                    .iter()
-                    .position(|&b| b == SYNC)
-                    .map_or(self.rest.len() - i, |n| n + 1);
+                let skip = super::ts::resync(&self.rest, i);
                 self.dropped += skip as u64;
                 i += skip;
                 continue;
@@ -426,11 +466,11 @@ impl Rewriter {
     fn emit(&mut self, mut p: [u8; PACKET], now: Duration, out: &mut Vec<u8>) {
         let pid = pid(&p);
         let unit_start = p[1] & 0x40 != 0;
-        if !self.started.contains(&pid) {
+        if self.started.get(pid).is_none() {
             if !unit_start {
                 return;
             }
-            self.started.insert(pid);
+            self.started.set(pid, 1);
         }
         if unit_start {
             if let Some(&(_, st)) = self.video.iter().find(|v| v.0 == pid) {

@@ -15,6 +15,14 @@ fn run(cmd: &mut Command) {
     );
 }
 
+/// Runs the ffmpeg CLI quietly with `args` (overwriting outputs); fails the test with
+/// its error output if it fails.
+pub fn ffmpeg(args: &[&str]) {
+    run(Command::new("ffmpeg")
+        .args(["-hide_banner", "-v", "error", "-y"])
+        .args(args));
+}
+
 /// Writes `secs` seconds of generated MPEG-TS to `out`: lavfi `testsrc2` at `size` and
 /// 25 fps as H.264 (ultrafast, a keyframe every second) with `video` options, plus a
 /// `sine` as AAC; `extra` goes before the output (e.g. `-output_ts_offset`).
