@@ -1587,7 +1587,13 @@ fn live_zap(a: &Args) -> Value {
                 )
                 .unwrap();
                 write!(c, "GET /{mode}.ts HTTP/1.0\r\n\r\n").unwrap();
-                decodable_at(&mut c, t0)
+                // The body only: a header byte could pass for a sync byte.
+                let mut r = BufReader::new(c);
+                let mut line = String::new();
+                while r.read_line(&mut line).unwrap_or(0) > 0 && line != "\r\n" {
+                    line.clear();
+                }
+                decodable_at(&mut r, t0)
             });
             let amps = std::thread::spawn(move || match open_stream(&addr, id) {
                 Ok(r) => decodable_at(&mut Dechunk { r, left: 0 }, t0),
