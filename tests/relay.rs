@@ -57,23 +57,6 @@ fn stream(id: u32, source: &str, profile: &str) -> String {
     format!("  - {{id: {id}, name: Ch{id}, source: '{source}', ffmpeg_profile: {profile}}}\n")
 }
 
-/// (codec_type, codec_name, language, channels) of every stream.
-fn tracks(path: &Path) -> Vec<(String, String, String, u64)> {
-    media::probe(path)["streams"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| {
-            (
-                s["codec_type"].as_str().unwrap_or("").to_owned(),
-                s["codec_name"].as_str().unwrap_or("").to_owned(),
-                s["tags"]["language"].as_str().unwrap_or("").to_owned(),
-                s["channels"].as_u64().unwrap_or(0),
-            )
-        })
-        .collect()
-}
-
 fn pid(p: &[u8]) -> u16 {
     (u16::from(p[1] & 0x1f) << 8) | u16::from(p[2])
 }
@@ -146,9 +129,9 @@ fn a_live_ts_source_is_relayed_packet_for_packet_with_every_track() {
         ("audio".into(), "aac".into(), "deu".into(), 1),
         ("audio".into(), "ac3".into(), "eng".into(), 6),
     ];
-    assert_eq!(tracks(src), want);
-    assert_eq!(tracks(&fa), want);
-    assert_eq!(tracks(&fb), want);
+    assert_eq!(media::tracks(src), want);
+    assert_eq!(media::tracks(&fa), want);
+    assert_eq!(media::tracks(&fb), want);
     assert!(media::starts_with_keyframe(&fa));
     assert_eq!(media::decode_errors(&fa), "");
     let report = ts::assert_clean(&a, "TS relay");

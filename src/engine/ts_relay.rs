@@ -209,9 +209,28 @@ fn session(ctx: &Ctx, timeline: &mut Timeline) -> Result<Option<End>, (Stage, St
     let mut out = Vec::with_capacity(READ_SIZE);
     let mut described = Vec::new();
     let mut speed = Speed::default();
-    let mut data = first;
+    let mut first = Some(first);
     let result = loop {
-        rw.feed(&data, started.elapsed(), &mut out);
+        if !(ctx.keep_going)() {
+            break Ok(End::Stopped);
+        }
+        let head;
+        let data: &[u8] = match first.take() {
+            Some(f) => {
+                head = f;
+                &head
+            }
+            None => match read(&mut io, &mut buf) {
+                Ok(0) if (ctx.keep_going)() => break Ok(End::Eof),
+                Ok(0) => break Ok(End::Stopped),
+                Ok(n) => {
+                    watch.active();
+                    &buf[..n]
+                }
+                Err(e) => break Err(e),
+            },
+        };
+        rw.feed(data, started.elapsed(), &mut out);
         // Never fails (see HubWriter).
         let _ = writer.write_all(&out);
         out.clear();
@@ -229,23 +248,6 @@ fn session(ctx: &Ctx, timeline: &mut Timeline) -> Result<Option<End>, (Stage, St
             described = writer.streams().to_vec();
             describe(ctx, &described, &rw);
         }
-        if !(ctx.keep_going)() {
-            break Ok(End::Stopped);
-        }
-        let n = match read(&mut io, &mut buf) {
-            Ok(n) => n,
-            Err(e) => break Err(e),
-        };
-        if n == 0 {
-            break Ok(if (ctx.keep_going)() {
-                End::Eof
-            } else {
-                End::Stopped
-            });
-        }
-        watch.active();
-        data.clear();
-        data.extend_from_slice(&buf[..n]);
     };
     drop(writer);
     timeline.relay_cc = rw.counters();

@@ -106,6 +106,23 @@ pub fn probe(path: &Path) -> serde_json::Value {
         .unwrap_or_else(|_| panic!("ffprobe: {}", String::from_utf8_lossy(&out.stderr)))
 }
 
+/// (codec_type, codec_name, language, channels) of every stream of `path`, in order.
+pub fn tracks(path: &Path) -> Vec<(String, String, String, u64)> {
+    probe(path)["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["codec_type"].as_str().unwrap_or("").to_owned(),
+                s["codec_name"].as_str().unwrap_or("").to_owned(),
+                s["tags"]["language"].as_str().unwrap_or("").to_owned(),
+                s["channels"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect()
+}
+
 /// The codec names of the streams of `path`, video first.
 pub fn codecs(path: &Path) -> Vec<String> {
     let p = probe(path);
