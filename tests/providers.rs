@@ -719,7 +719,7 @@ fn xtream_accounts_guides_merging_and_hostile_sources() {
     {
         Ok(r) => r.status(),
         Err(ureq::Error::Status(c, _)) => c,
-        Err(e) => panic!("{e}"),
+        Err(e) => panic!("{e}\nserver log:\n{}", s.logs()),
     };
     let bare = action.split('?').next().unwrap().to_owned();
     assert_eq!(post(&bare, &cookie), 401, "a cookie alone changes nothing");
