@@ -183,11 +183,12 @@ fn track_list(path: &Path) -> Vec<(String, String, String, u64, u64, u64)> {
     streams(&media::probe(path))
         .iter()
         .map(|s| {
+            let (kind, codec, language, channels) = media::track_of(s);
             (
-                s["codec_type"].as_str().unwrap_or("").to_owned(),
-                s["codec_name"].as_str().unwrap_or("").to_owned(),
-                s["tags"]["language"].as_str().unwrap_or("").to_owned(),
-                s["channels"].as_u64().unwrap_or(0),
+                kind,
+                codec,
+                language,
+                channels,
                 s["disposition"]["hearing_impaired"].as_u64().unwrap_or(0),
                 s["disposition"]["visual_impaired"].as_u64().unwrap_or(0),
             )

@@ -106,39 +106,32 @@ pub fn probe(path: &Path) -> serde_json::Value {
         .unwrap_or_else(|_| panic!("ffprobe: {}", String::from_utf8_lossy(&out.stderr)))
 }
 
-/// (codec_type, codec_name, language, channels) of every stream of `path`, in order.
+/// (codec_type, codec_name, language, channels) of one ffprobe stream.
+pub fn track_of(s: &serde_json::Value) -> (String, String, String, u64) {
+    (
+        s["codec_type"].as_str().unwrap_or("").to_owned(),
+        s["codec_name"].as_str().unwrap_or("").to_owned(),
+        s["tags"]["language"].as_str().unwrap_or("").to_owned(),
+        s["channels"].as_u64().unwrap_or(0),
+    )
+}
+
+/// [`track_of`] every stream of `path`, in order.
 pub fn tracks(path: &Path) -> Vec<(String, String, String, u64)> {
     probe(path)["streams"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|s| {
-            (
-                s["codec_type"].as_str().unwrap_or("").to_owned(),
-                s["codec_name"].as_str().unwrap_or("").to_owned(),
-                s["tags"]["language"].as_str().unwrap_or("").to_owned(),
-                s["channels"].as_u64().unwrap_or(0),
-            )
-        })
+        .map(track_of)
         .collect()
 }
 
 /// The codec names of the streams of `path`, video first.
 pub fn codecs(path: &Path) -> Vec<String> {
-    let p = probe(path);
-    let mut v: Vec<(String, String)> = p["streams"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| {
-            (
-                s["codec_type"].as_str().unwrap_or("").to_owned(),
-                s["codec_name"].as_str().unwrap_or("").to_owned(),
-            )
-        })
-        .collect();
-    v.sort_by_key(|(t, _)| if t == "video" { 0 } else { 1 });
-    v.into_iter().map(|(_, c)| c).collect()
+    let mut v = tracks(path);
+    // A stable sort: the other streams keep their order.
+    v.sort_by_key(|t| if t.0 == "video" { 0 } else { 1 });
+    v.into_iter().map(|t| t.1).collect()
 }
 
 /// (width, height) of the first video stream.
