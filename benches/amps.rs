@@ -28,6 +28,7 @@ fn playlist(c: &mut Criterion) {
             token: Some("a-token-of-some-length-0123456789"),
             epg_url: Some("http://nas.local:5000/epg.xml?token=a-token-of-some-length-0123456789"),
             now,
+            profile: None,
         };
         g.throughput(Throughput::Elements(u64::from(n)));
         g.bench_with_input(BenchmarkId::from_parameter(n), &channels, |b, ch| {
@@ -194,6 +195,7 @@ fn providers(c: &mut Criterion) {
         token: Some("a-token-of-some-length-0123456789"),
         epg_url: None,
         now: chrono::Utc::now(),
+        profile: None,
     };
     g.bench_function("playlist_render_imported/20000", |b| {
         b.iter(|| amps::playlist::render(&imported, &opts))

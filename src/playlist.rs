@@ -20,6 +20,9 @@ pub struct Options<'a> {
     pub epg_url: Option<&'a str>,
     /// Now, for choosing the next program.
     pub now: DateTime<Utc>,
+    /// An output profile (`/playlist.m3u?profile=<name>`): the stream URLs of channels
+    /// that offer it (`streams[].profiles`) ask for it; the others stay as they are.
+    pub profile: Option<&'a str>,
 }
 
 /// The program shown as "next": the earliest one that has not started yet, or else the
@@ -275,6 +278,11 @@ fn render_channel(out: &mut String, s: &StreamConfig, opts: &Options, query: &st
     out.push_str("/stream/");
     push_u32(out, s.id);
     out.push_str(query);
+    if let Some(p) = opts.profile.filter(|p| s.profiles.iter().any(|o| o == p)) {
+        out.push(if query.is_empty() { '?' } else { '&' });
+        out.push_str("profile=");
+        out.push_str(&crate::auth::encode_for_query(p));
+    }
     out.push('\n');
 }
 
@@ -294,6 +302,7 @@ mod tests {
             token: Some("t&k"),
             epg_url: None,
             now: now(),
+            profile: None,
         }
     }
 
@@ -336,6 +345,33 @@ mod tests {
         assert!(render(&[s], &o).contains(
             " catchup-days=\"1\" catchup-source=\"http://nas:5000/catchup/4.ts?start={utc}&end={utcend}\","
         ));
+    }
+
+    #[test]
+    fn a_profile_variant_asks_for_the_profile_where_a_channel_offers_it() {
+        let a = stream("{id: 1, name: A, source: s, ffmpeg_profile: p, profiles: [mobile, hd]}");
+        let b = stream("{id: 2, name: B, source: s, ffmpeg_profile: p}");
+        let o = Options {
+            profile: Some("mobile"),
+            ..opts()
+        };
+        let text = render(&[a.clone(), b.clone()], &o);
+        assert!(text.contains("\nhttp://nas:5000/stream/1?token=t%26k&profile=mobile\n"));
+        assert!(text.contains("\nhttp://nas:5000/stream/2?token=t%26k\n"));
+        let o = Options {
+            token: None,
+            profile: Some("a b&c"),
+            ..opts()
+        };
+        let c = stream("{id: 3, name: C, source: s, ffmpeg_profile: p, profiles: ['a b&c']}");
+        assert!(render(&[c], &o).ends_with("/stream/3?profile=a%20b%26c\n"));
+        assert_eq!(
+            render(&[a], &opts()),
+            render(
+                &[stream("{id: 1, name: A, source: s, ffmpeg_profile: p}")],
+                &opts()
+            )
+        );
     }
 
     #[test]

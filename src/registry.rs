@@ -304,8 +304,9 @@ impl Registry {
         let new_profiles = self.profiles();
         let profile_changed = |s: &StreamConfig| {
             s.ffmpeg_profile
-                .as_ref()
-                .is_some_and(|name| old_profiles.get(name) != new_profiles.get(name))
+                .iter()
+                .chain(&s.profiles)
+                .any(|name| old_profiles.get(name) != new_profiles.get(name))
         };
         let mut diff = ReloadDiff::default();
         let mut changes = Vec::new();

@@ -163,6 +163,7 @@ pub fn run_pipeline(source: &str, profile: &Profile) -> u64 {
         on_running: &|| {},
         stall_timeout: Duration::from_secs(30),
         open_timeout: Duration::from_secs(30),
+        renditions: None,
     };
     let end = pipeline::run(&ctx, &mut Timeline::unpaced()).expect("pipeline");
     assert_eq!(end, End::Eof);

@@ -321,7 +321,7 @@ async fn start_discovery(
             .map(|t| format!("/{}", crate::auth::encode_for_query(&t)))
             .unwrap_or_default(),
         model: crate::http::hdhr::FIRMWARE,
-        hwmodel: crate::http::hdhr::MODEL,
+        hwmodel: crate::http::hdhr::model_of(&state.hdhomerun),
         version: crate::http::hdhr::FIRMWARE_VERSION,
         channels: {
             let registry = state.registry.clone();

@@ -157,7 +157,23 @@ pub struct HdhrConfig {
     /// in the tuner's URL (they go to anyone on the network who asks). Needed for
     /// discovery when the server needs a token.
     pub discovery_token: Option<String>,
+    /// HDHomeRun `?transcode=` values (`heavy`, `mobile`, `internet720` ... `internet240`)
+    /// mapped to profile names: a tuner request with that value gets the profile where the
+    /// channel offers it (`streams[].profiles`), else the channel's own output. When set,
+    /// the tuner presents itself as a transcoding model, so Jellyfin offers the values.
+    pub transcode_profiles: BTreeMap<String, String>,
 }
+
+/// The `?transcode=` values HDHomeRun transcoding tuners take.
+pub const HDHR_TRANSCODE_VALUES: [&str; 7] = [
+    "heavy",
+    "mobile",
+    "internet720",
+    "internet540",
+    "internet480",
+    "internet360",
+    "internet240",
+];
 
 impl Default for HdhrConfig {
     fn default() -> Self {
@@ -169,6 +185,7 @@ impl Default for HdhrConfig {
             discovery: None,
             discovery_port: 65001,
             discovery_token: None,
+            transcode_profiles: BTreeMap::new(),
         }
     }
 }
@@ -630,6 +647,10 @@ pub struct StreamConfig {
     /// Name of a profile under `ffmpeg_profiles`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ffmpeg_profile: Option<String>,
+    /// More profiles (names under `ffmpeg_profiles`) a viewer may ask for with
+    /// `?profile=<name>`; the channel reads and decodes its source once for all of them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub profiles: Vec<String>,
     /// libav options for opening the primary source, over the profile's `input_options`
     /// (`user_agent`, `referer`, `headers`, ...).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -695,6 +716,7 @@ impl StreamConfig {
             && self.input_options == other.input_options
             && self.backup_sources == other.backup_sources
             && self.ffmpeg_profile == other.ffmpeg_profile
+            && self.profiles == other.profiles
             && self.custom_ffmpeg == other.custom_ffmpeg
             && self.loop_source == other.loop_source
     }

@@ -196,6 +196,28 @@ fn validate_hdhr(h: &super::model::HdhrConfig, errors: &mut Vec<Issue>) {
     }
 }
 
+/// `hdhomerun.transcode_profiles`: known `?transcode=` values, known profiles.
+fn validate_transcode_profiles(cfg: &Config, out: &mut Vec<Issue>) {
+    for (value, profile) in &cfg.hdhomerun.transcode_profiles {
+        let path = format!("hdhomerun.transcode_profiles.{value}");
+        if !super::model::HDHR_TRANSCODE_VALUES.contains(&value.as_str()) {
+            out.push(Issue {
+                path,
+                message: format!(
+                    "not an HDHomeRun transcode value (one of: {})",
+                    super::model::HDHR_TRANSCODE_VALUES.join(", ")
+                ),
+            });
+        } else if !cfg.ffmpeg_profiles.contains_key(profile) {
+            let known: Vec<&str> = cfg.ffmpeg_profiles.keys().map(String::as_str).collect();
+            out.push(Issue {
+                path,
+                message: format!("unknown profile {profile:?} (known: {})", known.join(", ")),
+            });
+        }
+    }
+}
+
 /// `hdhomerun.discovery*`: the token discovery replies may carry.
 fn validate_discovery(cfg: &Config, out: &mut Vec<Issue>) {
     let h = &cfg.hdhomerun;
@@ -233,6 +255,7 @@ pub fn validate_config(cfg: &Config, catalog: &dyn EncoderCatalog) -> Report {
     let mut report = Report::default();
     validate_server(cfg, &mut report.errors);
     validate_hdhr(&cfg.hdhomerun, &mut report.errors);
+    validate_transcode_profiles(cfg, &mut report.errors);
     validate_discovery(cfg, &mut report.errors);
     for (name, p) in &cfg.ffmpeg_profiles {
         let prefix = format!("ffmpeg_profiles.{name}");
@@ -589,6 +612,9 @@ fn validate_server(cfg: &Config, out: &mut Vec<Issue>) {
     }
 }
 
+/// The most output profiles a stream may offer besides its own (`profiles`).
+pub const MAX_STREAM_PROFILES: usize = 8;
+
 /// The longest archive a channel may keep (`catchup_hours`).
 pub const MAX_CATCHUP_HOURS: u32 = 30 * 24;
 
@@ -639,6 +665,32 @@ pub fn validate_stream(
     if let Some(c) = &s.custom_ffmpeg {
         if c.command.trim().is_empty() {
             sink.push("custom_ffmpeg.command", "must not be empty");
+        }
+    }
+    if !s.profiles.is_empty() && s.custom_ffmpeg.is_some() {
+        sink.push(
+            "profiles",
+            "needs the in-process engine: a custom_ffmpeg command has one output",
+        );
+    }
+    if s.profiles.len() > MAX_STREAM_PROFILES {
+        sink.push(
+            "profiles",
+            format!("at most {MAX_STREAM_PROFILES} profiles per stream"),
+        );
+    }
+    for (i, p) in s.profiles.iter().enumerate() {
+        let key = format!("profiles[{i}]");
+        if !profiles.contains_key(p) {
+            let known: Vec<&str> = profiles.keys().map(String::as_str).collect();
+            sink.push(
+                &key,
+                format!("unknown profile {p:?} (known: {})", known.join(", ")),
+            );
+        } else if s.ffmpeg_profile.as_deref() == Some(p.as_str()) {
+            sink.push(&key, format!("{p:?} is the stream's own ffmpeg_profile"));
+        } else if s.profiles[..i].contains(p) {
+            sink.push(&key, format!("{p:?} is listed twice"));
         }
     }
     if s.channel_number == Some(0) {

@@ -11,6 +11,7 @@
 use super::failover::{CheckBackoff, Failover, Report, Session, Step};
 use super::hub::Hub;
 use super::pipeline::{self, End};
+use super::rendition::Renditions;
 use super::status::{State, Status};
 use super::timeline::Timeline;
 use crate::config::source::SourceKind;
@@ -57,6 +58,7 @@ impl Drop for DoneGuard {
             lock(&self.ch.status).last_error = Some("internal error: the producer crashed".into());
             self.ch.set_state(State::Failed);
             self.ch.hub.close();
+            self.ch.renditions().close();
         }
         self.done.store(true, Ordering::SeqCst);
     }
@@ -85,6 +87,8 @@ pub struct Channel {
     /// Sources a TS relay session found not to be MPEG-TS: they go to the libav pipeline
     /// straight away from then on.
     not_ts: Mutex<std::collections::HashSet<String>>,
+    /// The extra output profiles viewers may ask for (`streams[].profiles`).
+    renditions: Mutex<Arc<Renditions>>,
     settings: EngineConfig,
     shutdown: Arc<AtomicBool>,
 }
@@ -121,6 +125,7 @@ impl Channel {
     pub fn new(
         stream: Arc<StreamConfig>,
         profile: Profile,
+        renditions: Vec<(String, Profile)>,
         settings: EngineConfig,
         shutdown: Arc<AtomicBool>,
     ) -> Arc<Channel> {
@@ -144,6 +149,7 @@ impl Channel {
             recent: AtomicBool::new(false),
             removed: AtomicBool::new(false),
             not_ts: Mutex::new(std::collections::HashSet::new()),
+            renditions: Mutex::new(Arc::new(Renditions::new(renditions, &settings))),
             settings,
             shutdown,
         })
@@ -158,11 +164,27 @@ impl Channel {
         lock(&self.profile).clone()
     }
 
-    /// Replaces the channel's configuration (the caller restarts the worker).
-    pub fn reconfigure(&self, stream: Arc<StreamConfig>, profile: Profile) {
+    /// Replaces the channel's configuration (the caller restarts the worker). Changed
+    /// extra profiles end their viewers (they come back to the new ones).
+    pub fn reconfigure(
+        &self,
+        stream: Arc<StreamConfig>,
+        profile: Profile,
+        renditions: Vec<(String, Profile)>,
+    ) {
         lock(&self.status).producer = producer_of(&stream);
         *lock(&self.stream) = stream;
         *lock(&self.profile) = profile;
+        let mut r = lock(&self.renditions);
+        if r.profiles() != renditions {
+            r.close();
+            *r = Arc::new(Renditions::new(renditions, &self.settings));
+        }
+    }
+
+    /// The extra output profiles, as the channel runs them now.
+    pub fn renditions(&self) -> Arc<Renditions> {
+        lock(&self.renditions).clone()
     }
 
     pub fn clients(&self) -> usize {
@@ -237,6 +259,7 @@ impl Channel {
         s.libav_log = super::avlog::tail(self.id);
         s.always_on = self.stream().runs_always();
         s.warm = self.warm();
+        s.renditions = self.renditions().list.iter().map(|r| r.status()).collect();
         let active = matches!(s.state, State::Starting | State::Running | State::Retrying);
         if let (Some(t), true) = (s.started_at, active) {
             let secs = (Utc::now() - t).num_seconds().max(0) as u64;
@@ -369,6 +392,7 @@ impl Channel {
                 // Nobody watches: free the backlog now rather than at the next start.
                 self.hub.reset();
             }
+            self.renditions().stopped();
             break;
         }
         *lock(&self.timeline) = timeline;
@@ -433,6 +457,7 @@ impl Channel {
             on_running: &on_running,
             stall_timeout: Duration::from_secs(self.settings.stall_timeout_secs),
             open_timeout: Duration::from_secs(self.settings.start_timeout_secs),
+            renditions: (!stream.profiles.is_empty()).then(|| self.renditions()),
         };
         let before = self.hub.stats.bytes_in.load(Ordering::Relaxed);
         let relay = super::ts_relay::eligible(stream, profile)
@@ -531,6 +556,7 @@ impl Channel {
                         tracing::info!(channel = self.id, "the file ended");
                         self.set_state(State::Idle);
                         self.hub.close();
+                        self.renditions().close();
                         break true;
                     }
                     Step::Failed { error, retry } => (error, retry),
@@ -547,6 +573,7 @@ impl Channel {
                 tracing::warn!(channel = self.id, "channel failed to start");
                 // Clients still attached (e.g. after a change to a bad source) get an end.
                 self.hub.close();
+                self.renditions().close();
                 break true;
             };
             self.set_state(State::Retrying);

@@ -41,6 +41,7 @@ pub mod pipeline;
 pub mod prime;
 pub mod process;
 pub mod recordings;
+pub mod rendition;
 pub mod source;
 pub mod status;
 pub mod subscription;
@@ -125,6 +126,16 @@ impl Engine {
             .unwrap_or_default()
     }
 
+    /// The stream's extra output profiles (`profiles`), by name.
+    fn renditions_for(&self, stream: &StreamConfig) -> Vec<(String, Profile)> {
+        let known = self.registry.profiles();
+        stream
+            .profiles
+            .iter()
+            .filter_map(|n| known.get(n).map(|p| (n.clone(), p.clone())))
+            .collect()
+    }
+
     /// The runtime of channel `id`, created from the registry's current entry if needed.
     /// The registry is read under the channels lock: a change applied meanwhile is either
     /// seen here or delivered to the runtime by [`Engine::apply`] afterwards.
@@ -138,6 +149,7 @@ impl Engine {
         let ch = Channel::new(
             stream.clone(),
             profile,
+            self.renditions_for(&stream),
             self.settings.clone(),
             self.shutdown.clone(),
         );
@@ -148,12 +160,40 @@ impl Engine {
     /// Joins channel `id`: starts its producer if needed and waits (bounded) until it has
     /// a picture. 404 for an unknown channel, 503 if it cannot start.
     pub async fn subscribe(&self, id: u32) -> Result<Subscription, Error> {
-        self.join(id, true).await
+        self.join(id, true, None).await
+    }
+
+    /// Like [`Engine::subscribe`], for output profile `profile` (None, or the stream's
+    /// own `ffmpeg_profile`: the channel's own output; else one of its `profiles`). 404
+    /// naming the profiles the stream offers for any other.
+    pub async fn subscribe_profile(
+        &self,
+        id: u32,
+        profile: Option<&str>,
+    ) -> Result<Subscription, Error> {
+        self.join(id, true, profile).await
+    }
+
+    /// The profiles stream `id` offers viewers: its own first, then its `profiles`.
+    pub fn offered_profiles(&self, id: u32) -> Option<Vec<String>> {
+        let s = self.registry.get(id)?;
+        Some(
+            s.ffmpeg_profile
+                .iter()
+                .chain(&s.profiles)
+                .cloned()
+                .collect(),
+        )
     }
 
     /// Like [`Engine::subscribe`]; `viewer`: a person watches (it counts for
     /// `engine.warm_recent`; the archive and recordings do not).
-    async fn join(&self, id: u32, viewer: bool) -> Result<Subscription, Error> {
+    async fn join(
+        &self,
+        id: u32,
+        viewer: bool,
+        profile: Option<&str>,
+    ) -> Result<Subscription, Error> {
         if self.shutdown.load(Ordering::SeqCst) {
             return Err(Error::new(
                 ErrorKind::Unavailable,
@@ -163,8 +203,28 @@ impl Engine {
         let ch = self
             .channel(id)
             .ok_or_else(|| crate::registry::no_such(id))?;
+        let stream = ch.stream();
+        let rendition = match profile {
+            None => None,
+            Some(p) if stream.ffmpeg_profile.as_deref() == Some(p) => None,
+            Some(p) => match ch.renditions().get(p) {
+                Some(r) => Some(r.clone()),
+                None => {
+                    let offered = self.offered_profiles(id).unwrap_or_default();
+                    let offered = if offered.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        offered.join(", ")
+                    };
+                    return Err(Error::new(
+                        ErrorKind::NotFound,
+                        format!("stream {id} has no profile {p:?}; it offers: {offered}"),
+                    ));
+                }
+            },
+        };
         let limit = self.settings.max_clients_per_channel;
-        let Some(sub) = Subscription::join(ch.clone(), limit) else {
+        let Some(sub) = Subscription::join(ch.clone(), limit, rendition.clone()) else {
             return Err(Error::new(
                 ErrorKind::Unavailable,
                 format!("stream {id} already has its maximum of {limit} clients (engine.max_clients_per_channel)"),
@@ -174,7 +234,7 @@ impl Engine {
             self.watched(id);
         }
         let mut state = ch.subscribe_state();
-        if ch.hub.has_keyframe() && ch.is_running() {
+        if sub.has_keyframe() && ch.is_running() {
             return Ok(sub);
         }
         let admitted = if ch.is_running() {
@@ -200,12 +260,16 @@ impl Engine {
                 matches!(s, State::Running | State::Failed) || (*s == State::Idle && !restarting)
             }),
         )
-        .await;
+        .await
+        .map(|r| r.map(|s| s.clone()));
         match waited {
             // A viewer who waited for the start gets the stream from its first keyframe:
             // the producer may already be a keyframe further (it runs up to a second
             // ahead), and joining at the newest would cost the first viewers that GOP.
-            Ok(Ok(s)) if *s == State::Running => Ok(sub.from_oldest()),
+            Ok(Ok(State::Running)) => match rendition {
+                None => Ok(sub.from_oldest()),
+                Some(r) => self.rendition_started(id, &r, sub, limit).await,
+            },
             Ok(_) => {
                 let why = ch
                     .status()
@@ -220,6 +284,41 @@ impl Engine {
                 ErrorKind::Unavailable,
                 format!(
                     "stream {id} produced no picture within {} s",
+                    limit.as_secs()
+                ),
+            )),
+        }
+    }
+
+    /// Waits (bounded) until rendition `r` of running channel `id` has a picture: its
+    /// output starts with its first viewer, at the source's next keyframe.
+    async fn rendition_started(
+        &self,
+        id: u32,
+        r: &rendition::Rendition,
+        sub: Subscription,
+        limit: Duration,
+    ) -> Result<Subscription, Error> {
+        let mut state = r.subscribe_state();
+        let waited = tokio::time::timeout(
+            limit,
+            state.wait_for(|s| {
+                matches!(s, rendition::RState::Running | rendition::RState::Failed(_))
+            }),
+        )
+        .await
+        .map(|r| r.map(|s| s.clone()));
+        match waited {
+            Ok(Ok(rendition::RState::Running)) => Ok(sub.from_oldest()),
+            Ok(Ok(rendition::RState::Failed(why))) => Err(Error::new(
+                ErrorKind::Unavailable,
+                format!("stream {id} profile {:?} is unavailable: {why}", r.name),
+            )),
+            _ => Err(Error::new(
+                ErrorKind::Unavailable,
+                format!(
+                    "stream {id} profile {:?} produced no picture within {} s",
+                    r.name,
                     limit.as_secs()
                 ),
             )),
@@ -378,14 +477,17 @@ impl Engine {
                     return;
                 };
                 let profile = self.profile_for(&new);
-                if *ch.stream() == *new && ch.profile() == profile {
+                let renditions = self.renditions_for(&new);
+                let same_renditions = ch.renditions().profiles() == renditions;
+                if *ch.stream() == *new && ch.profile() == profile && same_renditions {
                     // The runtime was created from this very version (a client joined
                     // between the registry write and this notification).
                     return;
                 }
                 // A reload can change a profile's definition under an unchanged stream.
-                let restart = !ch.stream().same_media(&new) || ch.profile() != profile;
-                ch.reconfigure(new, profile);
+                let restart =
+                    !ch.stream().same_media(&new) || ch.profile() != profile || !same_renditions;
+                ch.reconfigure(new, profile, renditions);
                 if !restart {
                     // Name, logo, programs...: viewers keep watching undisturbed.
                     return;
@@ -587,7 +689,7 @@ impl Engine {
             && !job.stopped()
             && !self.shutdown.load(Ordering::SeqCst)
         {
-            let mut sub = match self.join(job.stream_id, false).await {
+            let mut sub = match self.join(job.stream_id, false, None).await {
                 Ok(s) => s,
                 Err(e) => {
                     why = Some(e.message().to_owned());
@@ -649,7 +751,7 @@ impl Engine {
     ) {
         let mut wait = Duration::from_secs(1);
         while !queue.closed() && !self.shutdown.load(Ordering::SeqCst) {
-            match self.join(id, false).await {
+            match self.join(id, false, None).await {
                 Ok(mut sub) => {
                     wait = Duration::from_secs(1);
                     archive::feed(&archives, id, &queue, &mut sub).await;

@@ -8,18 +8,21 @@
 
 use super::error::{Error, Stage};
 use super::hub::{Hub, HubWriter};
+use super::rendition::{RState, Rendition, Renditions};
 use super::source;
 use super::status::Status;
 use super::timeline::{GapFiller, JumpSmoother, SessionStamps, Timeline};
-use super::transcode::Transcoder;
+use super::transcode::{share, Decoder, Transcoder};
 use super::{mapping, prime};
 use crate::auth::redact_source;
 use crate::config::source::SourceKind;
+use crate::config::units::Value;
 use crate::config::{Profile, StreamConfig};
 use ff::format::context::{Input, Output, StreamIo};
-use ff::{media, Dictionary, Packet, Rational, Rescale};
+use ff::{frame, media, Dictionary, Packet, Rational, Rescale};
 use ffmpeg_next as ff;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -49,21 +52,14 @@ pub struct Ctx<'a> {
     pub on_running: &'a dyn Fn(),
     pub stall_timeout: Duration,
     pub open_timeout: Duration,
+    /// The channel's extra output profiles (`streams[].profiles`), fed by this session
+    /// from the same input and decoders.
+    pub renditions: Option<Arc<Renditions>>,
 }
 
 enum Route {
     Copy { ost: usize, in_tb: Rational },
     Transcode { ost: usize, tx: Box<Transcoder> },
-}
-
-impl Route {
-    /// Frames encoded so far.
-    fn frames(&self) -> u64 {
-        match self {
-            Route::Copy { .. } => 0,
-            Route::Transcode { tx, .. } => tx.frames,
-        }
-    }
 }
 
 fn now_ms(base: Instant) -> u64 {
@@ -168,17 +164,37 @@ fn sources(ictx: &Input) -> Vec<mapping::Source> {
         .collect()
 }
 
-/// Maps the source's streams (see [`mapping::plan`]) to copy or transcode routes,
-/// adding their output streams to `octx`; records the codecs in the status.
+/// What failed, and libav's words for it.
+type Fail = (Stage, String);
+
+fn at(stage: Stage) -> impl Fn(String) -> Fail {
+    move |e| (stage, e)
+}
+
+/// The routes of one output, and how its streams are described in the status.
+struct Mapped {
+    routes: Vec<Option<Route>>,
+    desc_in: Vec<String>,
+    desc_out: Vec<String>,
+    /// The output's video size, once known from the profile and the source.
+    resolution: Option<String>,
+}
+
+/// Maps the source's streams (see [`mapping::plan`]) to copy or transcode routes of
+/// `profile`, adding their output streams to `octx`. A stream to encode is decoded by the
+/// session's shared decoder for it, opened here if no output had one (`mid_stream`: the
+/// session is under way, so a video decoder waits for the next keyframe).
 fn map_streams(
-    ctx: &Ctx,
     ictx: &Input,
-    plan: mapping::Plan,
+    plan: &mapping::Plan,
+    profile: &Profile,
     octx: &mut Output,
-) -> Result<Vec<Option<Route>>, String> {
+    decoders: &mut [Option<Decoder>],
+    mid_stream: bool,
+    channel: u32,
+) -> Result<Mapped, String> {
     let mut routes: Vec<Option<Route>> = (0..ictx.nb_streams()).map(|_| None).collect();
     let (mut desc_in, mut desc_out) = (Vec::new(), Vec::new());
-    let channel = ctx.stream.id;
     for (index, action) in &plan.outputs {
         let Some(ist) = ictx.stream(*index) else {
             continue;
@@ -198,10 +214,14 @@ fn map_streams(
                 }
             }
             mapping::Action::Encode(codec) => {
+                let dec = match &mut decoders[*index] {
+                    Some(d) => d,
+                    slot => slot.insert(Decoder::new(&ist, channel, mid_stream)?),
+                };
                 let tx = if params.medium() == media::Type::Video {
-                    Transcoder::video(&ist, ctx.profile, codec, octx, channel)?
+                    Transcoder::video(&ist, dec, profile, codec, octx)?
                 } else {
-                    Transcoder::audio(&ist, ctx.profile, codec, octx, channel)?
+                    Transcoder::audio(&ist, dec, profile, codec, octx)?
                 };
                 desc_out.push(stream_label(&ist, codec));
                 Route::Transcode {
@@ -212,13 +232,47 @@ fn map_streams(
         };
         routes[*index] = Some(route);
     }
+    let resolution = ictx.streams().best(media::Type::Video).and_then(|v| {
+        let p = v.parameters();
+        // SAFETY: reading plain fields of valid codec parameters.
+        let (w, h) = unsafe { ((*p.as_ptr()).width, (*p.as_ptr()).height) };
+        let sar = v.parameters().medium() == media::Type::Video;
+        match (&routes[v.index()], sar && w > 0) {
+            (Some(Route::Copy { .. }), true) => Some(format!("{w}x{h}")),
+            (Some(Route::Transcode { .. }), true) => {
+                let res = profile.resolution.as_ref().and_then(Value::get);
+                let (ow, oh) = super::frames::target_size(res, (w as u32, h as u32), {
+                    let r = v.parameters();
+                    // SAFETY: as above.
+                    let a = unsafe { (*r.as_ptr()).sample_aspect_ratio };
+                    if a.num > 0 && a.den > 0 {
+                        Rational::new(a.num, a.den)
+                    } else {
+                        Rational::new(1, 1)
+                    }
+                });
+                Some(format!("{ow}x{oh}"))
+            }
+            _ => None,
+        }
+    });
+    Ok(Mapped {
+        routes,
+        desc_in,
+        desc_out,
+        resolution,
+    })
+}
+
+/// Records the channel's own output's streams in the status.
+fn describe(ctx: &Ctx, ictx: &Input, plan: &mapping::Plan, mapped: &Mapped) {
     let mut st = ctx.status.lock().unwrap_or_else(|p| p.into_inner());
     if !plan.skipped.is_empty() && st.skipped_streams != plan.skipped {
-        tracing::warn!(channel, skipped = ?plan.skipped, "source streams left out of the output");
+        tracing::warn!(channel = ctx.stream.id, skipped = ?plan.skipped, "source streams left out of the output");
     }
-    st.skipped_streams = plan.skipped;
-    st.input_codecs = desc_in;
-    st.output_codecs = desc_out;
+    st.skipped_streams = plan.skipped.clone();
+    st.input_codecs = mapped.desc_in.clone();
+    st.output_codecs = mapped.desc_out.clone();
     if let Some(v) = ictx.streams().best(media::Type::Video) {
         let p = v.parameters();
         // SAFETY: reading plain fields of valid codec parameters.
@@ -227,7 +281,6 @@ fn map_streams(
         let r = v.avg_frame_rate();
         st.input_frame_rate = (r.denominator() != 0).then(|| f64::from(r));
     }
-    Ok(routes)
 }
 
 /// A stream as the status lists it: codec, then language and dispositions if any
@@ -266,11 +319,26 @@ fn add_copy(octx: &mut Output, ist: &ff::format::stream::Stream) -> Result<usize
     Ok(ost.index())
 }
 
-/// Writes a session's packets onto the channel's timeline: timestamps moved by
-/// [`SessionStamps`], real-time pacing, the encoder speed in the status.
-struct Muxer<'a> {
-    ctx: &'a Ctx<'a>,
-    timeline: &'a mut Timeline,
+/// A new reference to `p`'s data (`Packet::clone` copies it).
+fn share_packet(p: &Packet) -> Packet {
+    let mut out = Packet::empty();
+    // SAFETY: `out` is a blank packet; av_packet_ref gives it a new reference to `p`'s
+    // (reference-counted) data and copies its properties. On failure `out` stays blank.
+    unsafe {
+        use ff::packet::{Mut, Ref};
+        ff::ffi::av_packet_ref(out.as_mut_ptr(), p.as_ptr())
+    };
+    out
+}
+
+/// Writes an output's packets onto its timeline: timestamps moved by [`SessionStamps`],
+/// and for the channel's own output real-time pacing and the speed in the status.
+struct Muxer {
+    keep_going: Arc<dyn Fn() -> bool + Send + Sync>,
+    /// The channel's own output (paced, reports its speed); None for a rendition, which
+    /// follows the pace the channel's output sets.
+    status: Option<Arc<Mutex<Status>>>,
+    timeline: Timeline,
     stamps: SessionStamps,
     ost_tbs: Vec<Rational>,
     started: Instant,
@@ -285,7 +353,7 @@ struct Muxer<'a> {
     held: Vec<(Packet, usize, Rational)>,
 }
 
-impl Muxer<'_> {
+impl Muxer {
     fn write(
         &mut self,
         octx: &mut Output,
@@ -316,57 +384,303 @@ impl Muxer<'_> {
         }
         pkt.set_stream(ost);
         pkt.rescale_ts(tb, self.ost_tbs[ost]);
-        let Some(s) = self
-            .stamps
-            .place(self.timeline, ost, pkt.pts(), pkt.dts(), pkt.duration())
-        else {
+        let Some(s) = self.stamps.place(
+            &mut self.timeline,
+            ost,
+            pkt.pts(),
+            pkt.dts(),
+            pkt.duration(),
+        ) else {
             return Ok(());
         };
         pkt.set_pts(s.pts);
         pkt.set_dts(s.dts);
         pkt.set_position(-1);
-        if let Some(t) = s.dts.or(s.pts) {
+        if let (Some(t), Some(status)) = (s.dts.or(s.pts), &self.status) {
             let m0 = *self.media_start.get_or_insert(t);
-            self.timeline.pacer.wait(t, &*self.ctx.keep_going);
+            self.timeline.pacer.wait(t, &*self.keep_going);
             let wall = self.started.elapsed().as_secs_f64();
             if wall > 0.5 {
                 let media = (t - m0) as f64 / 90_000.0;
-                self.ctx
-                    .status
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .speed = Some(media / wall);
+                status.lock().unwrap_or_else(|p| p.into_inner()).speed = Some(media / wall);
             }
         }
         pkt.write_interleaved(octx)
             .map_err(|e| (Stage::Mux, format!("muxing: {e}")))
     }
+}
 
-    /// Sends a packet through its route (copy, or decode/encode) to the output.
-    fn route(
-        &mut self,
-        octx: &mut Output,
-        route: &mut Route,
-        pkt: Option<Packet>,
-    ) -> Result<(), Fail> {
-        match (route, pkt) {
-            (Route::Copy { ost, in_tb }, Some(p)) => self.write(octx, p, *ost, *in_tb),
-            (Route::Copy { .. }, None) => Ok(()),
-            (Route::Transcode { ost, tx }, p) => {
-                for e in tx.push(p.as_ref(), octx).map_err(at(Stage::Transcode))? {
-                    self.write(octx, e.packet, *ost, e.time_base)?;
-                }
-                Ok(())
+/// One MPEG-TS output of a session: the channel's own, or a rendition's.
+struct Out {
+    octx: Output,
+    routes: Vec<Option<Route>>,
+    mux: Muxer,
+}
+
+impl Out {
+    /// Sets up an output of `profile`'s plan into `hub`, on `timeline`.
+    #[allow(clippy::too_many_arguments)]
+    fn open(
+        ictx: &Input,
+        plan: &mapping::Plan,
+        profile: &Profile,
+        hub: Arc<Hub>,
+        decoders: &mut [Option<Decoder>],
+        mid_stream: bool,
+        channel: u32,
+        mut timeline: Timeline,
+        keep_going: Arc<dyn Fn() -> bool + Send + Sync>,
+        status: Option<Arc<Mutex<Status>>>,
+    ) -> Result<(Out, Mapped), Box<(Fail, Timeline)>> {
+        match Self::setup(ictx, plan, profile, hub, decoders, mid_stream, channel) {
+            Ok((octx, mut mapped, input_start)) => {
+                let ost_tbs: Vec<Rational> = octx.streams().map(|s| s.time_base()).collect();
+                debug_assert!(ost_tbs.iter().all(|tb| *tb == TS_TB));
+                let video_ost = octx
+                    .streams()
+                    .find(|s| s.parameters().medium() == media::Type::Video)
+                    .map(|s| s.index());
+                let routes = std::mem::take(&mut mapped.routes);
+                let mux = Muxer {
+                    keep_going,
+                    status,
+                    stamps: SessionStamps::begin(&mut timeline, input_start),
+                    timeline,
+                    ost_tbs,
+                    started: Instant::now(),
+                    media_start: None,
+                    video_ost,
+                    keyframe_written: false,
+                    held: Vec::new(),
+                };
+                Ok((Out { octx, routes, mux }, mapped))
             }
+            Err(e) => Err(Box::new((e, timeline))),
+        }
+    }
+
+    fn setup(
+        ictx: &Input,
+        plan: &mapping::Plan,
+        profile: &Profile,
+        hub: Arc<Hub>,
+        decoders: &mut [Option<Decoder>],
+        mid_stream: bool,
+        channel: u32,
+    ) -> Result<(Output, Mapped, Option<i64>), Fail> {
+        let writer = HubWriter::new(hub);
+        let io = StreamIo::from_write_with_capacity(writer, 188 * 64)
+            .map_err(|e| (Stage::Setup, format!("output buffer: {e}")))?;
+        let mut octx = ff::format::output_to_stream(io, None, Some("mpegts"))
+            .map_err(|e| (Stage::Setup, format!("MPEG-TS muxer: {e}")))?;
+        let mapped = map_streams(
+            ictx, plan, profile, &mut octx, decoders, mid_stream, channel,
+        )
+        .map_err(at(Stage::Setup))?;
+        // T-STD: the PCR leads the DTS by this much, so every PES (audio too) is in the
+        // decoder's buffer before its decoding time; the ffmpeg CLI uses 0.7 s, which a
+        // live viewer would wait through.
+        // SAFETY: a plain field write on the output context before its header.
+        unsafe { (*octx.as_mut_ptr()).max_delay = MUX_DELAY_US };
+        let mut opts = Dictionary::new();
+        opts.set("flush_packets", "1");
+        opts.set("mpegts_flags", "+initial_discontinuity");
+        // One audio frame per PES, as before the PCR lead: with the lead, the muxer would
+        // pack frames together and write a session's last ones in its trailer.
+        opts.set("pes_payload_size", "0");
+        // Never shift timestamps per session: the timeline keeps them positive (see
+        // `SessionStamps::begin`), and a shift would differ between sessions.
+        opts.set("avoid_negative_ts", "disabled");
+        octx.write_header_with(opts)
+            .map_err(|e| (Stage::Mux, format!("MPEG-TS header: {e}")))?;
+        // SAFETY: reading a plain field of the open input context.
+        let input_start = match unsafe { (*ictx.as_ptr()).start_time } {
+            t if t == ff::ffi::AV_NOPTS_VALUE => None,
+            t => Some(t.rescale(Rational(1, 1_000_000), TS_TB)),
+        };
+        Ok((octx, mapped, input_start))
+    }
+
+    /// How this output takes input stream `i`: None (not at all), Some(false) (copied),
+    /// Some(true) (decoded frames).
+    fn takes(&self, i: usize) -> Option<bool> {
+        match self.routes.get(i)? {
+            Some(Route::Copy { .. }) => Some(false),
+            Some(Route::Transcode { .. }) => Some(true),
+            None => None,
+        }
+    }
+
+    /// A packet of input stream `i`, for a copy route.
+    fn packet(&mut self, i: usize, pkt: Packet) -> Result<(), Fail> {
+        if let Some(Some(Route::Copy { ost, in_tb })) = self.routes.get(i) {
+            let (ost, tb) = (*ost, *in_tb);
+            self.mux.write(&mut self.octx, pkt, ost, tb)?;
+        }
+        Ok(())
+    }
+
+    /// A decoded frame of input stream `i` (None: its end), for a transcode route.
+    fn frame(&mut self, i: usize, f: Option<&frame::Frame>, fps: Rational) -> Result<(), Fail> {
+        if let Some(Some(Route::Transcode { ost, tx })) = self.routes.get_mut(i) {
+            let ost = *ost;
+            for e in tx
+                .push(f, fps, &mut self.octx)
+                .map_err(at(Stage::Transcode))?
+            {
+                self.mux.write(&mut self.octx, e.packet, ost, e.time_base)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Frames encoded so far, and frames the filters refused.
+    fn frames(&self) -> (u64, u64) {
+        self.routes
+            .iter()
+            .flatten()
+            .fold((0, 0), |(f, d), r| match r {
+                Route::Copy { .. } => (f, d),
+                Route::Transcode { tx, .. } => (f + tx.frames, d + tx.dropped),
+            })
+    }
+
+    /// Ends the output (flushing the encoders first at the end of input); its timeline.
+    fn finish(mut self, eof: bool) -> (Timeline, Result<(), Fail>) {
+        let mut result = Ok(());
+        if eof {
+            for i in 0..self.routes.len() {
+                if self.takes(i) == Some(true) {
+                    if let Err(e) = self.frame(i, None, Rational::new(0, 1)) {
+                        result = Err(e);
+                        break;
+                    }
+                }
+            }
+        }
+        let _ = self.octx.write_trailer();
+        (self.mux.timeline, result)
+    }
+}
+
+/// What a rendition's output thread is sent.
+enum Msg {
+    /// A packet of input stream `.0`, for a copy route.
+    Packet(usize, Packet),
+    /// A decoded frame of input stream `.0`, its decoder's coded frame rate, and for a
+    /// video frame its picture bytes (counted against [`MAX_QUEUED_FRAME_BYTES`]).
+    Frame(usize, frame::Frame, Rational, usize),
+    /// The end of input: flush the encoders.
+    Eof,
+}
+
+/// Decoded video frames a rendition may have waiting (1.6 s at 25 fps: enough for the
+/// burst of a channel's start, when output runs up to a second ahead of real time), and
+/// their picture bytes beyond [`MIN_QUEUED_FRAMES`] (1080p: about 20 frames). More are
+/// dropped (and counted), so a slow encoder never holds up the channel or the other
+/// profiles.
+const MAX_QUEUED_FRAMES: usize = 40;
+const MAX_QUEUED_FRAME_BYTES: usize = 64 * 1024 * 1024;
+const MIN_QUEUED_FRAMES: usize = 8;
+/// Messages of any kind a rendition may have waiting before its output is given up.
+const MAX_QUEUED: usize = 8_192;
+
+/// About the bytes of a decoded picture (4:2:0 at 8 bits; enough for a bound).
+fn picture_bytes(f: &frame::Frame) -> usize {
+    // SAFETY: reading plain fields of a decoded frame.
+    let (w, h) = unsafe { ((*f.as_ptr()).width, (*f.as_ptr()).height) };
+    (w.max(0) as usize * h.max(0) as usize * 3 / 2).max(1)
+}
+
+/// A rendition's output, run on its own thread (so profiles encode in parallel and a slow
+/// one drops frames instead of stalling the others).
+struct Feed<'s> {
+    rendition: Arc<Rendition>,
+    /// How the output takes each input stream (see [`Out::takes`]).
+    takes: Vec<Option<bool>>,
+    /// None once the thread has ended (its output broke).
+    tx: Option<mpsc::Sender<Msg>>,
+    queued: Arc<AtomicUsize>,
+    /// Video frames and their picture bytes waiting.
+    queued_frames: Arc<(AtomicUsize, AtomicUsize)>,
+    thread: std::thread::ScopedJoinHandle<'s, Result<(), Fail>>,
+}
+
+impl Feed<'_> {
+    /// Queues a message; `picture`: a video frame's picture bytes (0 for anything else).
+    fn send(&mut self, msg: Msg, picture: usize) {
+        let Some(tx) = &self.tx else {
+            return;
+        };
+        let (frames, bytes) = &*self.queued_frames;
+        let waiting = frames.load(Ordering::SeqCst);
+        if picture > 0
+            && (waiting >= MAX_QUEUED_FRAMES
+                || (waiting >= MIN_QUEUED_FRAMES
+                    && bytes.load(Ordering::SeqCst) + picture > MAX_QUEUED_FRAME_BYTES))
+        {
+            self.rendition.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        if self.queued.load(Ordering::SeqCst) >= MAX_QUEUED {
+            // Its thread is stuck: the output is given up (see `Feeds::manage`).
+            self.tx = None;
+            return;
+        }
+        // Counted before it is sent: the thread takes it off when it receives it.
+        self.queued.fetch_add(1, Ordering::SeqCst);
+        if picture > 0 {
+            frames.fetch_add(1, Ordering::SeqCst);
+            bytes.fetch_add(picture, Ordering::SeqCst);
+        }
+        if tx.send(msg).is_err() {
+            // Its thread ended (its output broke).
+            self.tx = None;
         }
     }
 }
 
-/// What failed, and libav's words for it.
-type Fail = (Stage, String);
-
-fn at(stage: Stage) -> impl Fn(String) -> Fail {
-    move |e| (stage, e)
+/// A rendition output's thread: writes what it is sent until the channel's session ends
+/// (its sender is dropped) or the output breaks; gives the timeline back to the rendition.
+fn run_feed(
+    mut out: Out,
+    rx: mpsc::Receiver<Msg>,
+    r: Arc<Rendition>,
+    queued: Arc<AtomicUsize>,
+    queued_frames: Arc<(AtomicUsize, AtomicUsize)>,
+    channel: u32,
+) -> Result<(), Fail> {
+    let _log = super::avlog::enter(channel);
+    let mut result = Ok(());
+    let mut eof = false;
+    while let Ok(msg) = rx.recv() {
+        queued.fetch_sub(1, Ordering::SeqCst);
+        let step = match msg {
+            Msg::Packet(i, p) => out.packet(i, p),
+            Msg::Frame(i, f, fps, picture) => {
+                if picture > 0 {
+                    queued_frames.0.fetch_sub(1, Ordering::SeqCst);
+                    queued_frames.1.fetch_sub(picture, Ordering::SeqCst);
+                }
+                out.frame(i, Some(&f), fps)
+            }
+            Msg::Eof => {
+                eof = true;
+                break;
+            }
+        };
+        r.frames.store(out.frames().0, Ordering::Relaxed);
+        if r.hub.has_keyframe() {
+            r.set_state(RState::Running);
+        }
+        if let Err(e) = step {
+            result = Err(e);
+            break;
+        }
+    }
+    let (timeline, flushed) = out.finish(eof);
+    *r.timeline.lock().unwrap_or_else(|p| p.into_inner()) = timeline;
+    result.and(flushed)
 }
 
 /// Runs one session. Errors name the stage, the channel and the (redacted) source.
@@ -376,15 +690,25 @@ pub fn run(ctx: &Ctx, timeline: &mut Timeline) -> Result<End, Error> {
 }
 
 /// Plans the session's streams and primes the input (see [`prime`]): the plan without
-/// the streams whose parameters never came, and the packets read meanwhile.
+/// the streams whose parameters never came, the packets read meanwhile, and those streams.
 fn plan_and_prime(
     ctx: &Ctx,
     ictx: &mut Input,
     watch: &Watchdog,
-) -> Result<(mapping::Plan, Vec<Packet>), String> {
+) -> Result<(mapping::Plan, Vec<Packet>, Vec<usize>), String> {
     let best_video = ictx.streams().best(media::Type::Video).map(|s| s.index());
     let mut plan = mapping::plan(&sources(ictx), best_video, ctx.profile)?;
-    let wanted: Vec<usize> = plan.outputs.iter().map(|o| o.0).collect();
+    let mut wanted: Vec<usize> = plan.outputs.iter().map(|o| o.0).collect();
+    // The renditions' streams too (a profile may keep tracks the channel's own drops).
+    if let Some(rs) = &ctx.renditions {
+        for r in &rs.list {
+            if let Ok(p) = mapping::plan(&sources(ictx), best_video, &r.profile) {
+                wanted.extend(p.outputs.iter().map(|o| o.0));
+            }
+        }
+        wanted.sort_unstable();
+        wanted.dedup();
+    }
     let primed = prime::prime(ictx, &wanted, &*ctx.keep_going, || watch.active());
     if !primed.incomplete.is_empty() {
         plan.outputs.retain(|o| !primed.incomplete.contains(&o.0));
@@ -396,7 +720,212 @@ fn plan_and_prime(
             return Err("the source's streams have no usable parameters".into());
         }
     }
-    Ok((plan, primed.packets))
+    Ok((plan, primed.packets, primed.incomplete))
+}
+
+/// How often a session looks for renditions to start or stop.
+const MANAGE_EVERY: Duration = Duration::from_millis(20);
+
+/// The renditions' outputs of a session (see [`Feed`]).
+struct Feeds<'s, 'e> {
+    scope: &'s std::thread::Scope<'s, 'e>,
+    list: Vec<Feed<'s>>,
+    /// Renditions whose output failed this session: not tried again until their viewers
+    /// have left.
+    failed: Vec<String>,
+    last: Option<Instant>,
+}
+
+impl<'s> Feeds<'s, '_> {
+    /// Starts the outputs of renditions that have viewers, stops those whose viewers left
+    /// (after the grace), reaps broken ones, and closes decoders nobody needs any more.
+    fn manage(
+        &mut self,
+        ctx: &Ctx,
+        ictx: &Input,
+        incomplete: &[usize],
+        out: &Out,
+        decoders: &mut [Option<Decoder>],
+    ) {
+        if self.last.is_some_and(|t| t.elapsed() < MANAGE_EVERY) {
+            return;
+        }
+        self.last = Some(Instant::now());
+        let Some(rs) = &ctx.renditions else {
+            return;
+        };
+        let channel = ctx.stream.id;
+        // Broken outputs (their thread ended) and outputs nobody wants any more.
+        let mut i = 0;
+        while i < self.list.len() {
+            let f = &self.list[i];
+            let broken = f.tx.is_none() || f.thread.is_finished();
+            if broken || !f.rendition.wanted(rs.grace) {
+                let f = self.list.swap_remove(i);
+                let r = f.rendition.clone();
+                let error = match f.stop() {
+                    Err((stage, e)) => Some(format!("{}: {e}", stage.as_str())),
+                    Ok(()) if broken => Some("the output fell behind the source".to_owned()),
+                    Ok(()) => None,
+                };
+                if let Some(e) = &error {
+                    tracing::warn!(channel, profile = %r.name, error = %e, "a profile's output stopped");
+                    self.failed.push(r.name.clone());
+                } else {
+                    tracing::info!(channel, profile = %r.name, "a profile's viewers left; its output stopped");
+                }
+                r.detached(error);
+                continue;
+            }
+            i += 1;
+        }
+        self.failed
+            .retain(|n| rs.get(n).is_some_and(|r| r.clients() > 0));
+        for r in &rs.list {
+            let running = self.list.iter().any(|f| Arc::ptr_eq(&f.rendition, r));
+            if running || r.clients() == 0 || self.failed.contains(&r.name) {
+                continue;
+            }
+            if let Err(e) = self.start(ctx, ictx, incomplete, r, decoders) {
+                tracing::warn!(channel, profile = %r.name, error = %e, "a profile's output could not start");
+                self.failed.push(r.name.clone());
+                r.detached(Some(e));
+            }
+        }
+        for (i, d) in decoders.iter_mut().enumerate() {
+            let needed =
+                out.takes(i) == Some(true) || self.list.iter().any(|f| f.takes[i] == Some(true));
+            if d.is_some() && !needed {
+                *d = None;
+            }
+        }
+    }
+
+    /// Starts rendition `r`'s output on its own thread.
+    fn start(
+        &mut self,
+        ctx: &Ctx,
+        ictx: &Input,
+        incomplete: &[usize],
+        r: &Arc<Rendition>,
+        decoders: &mut [Option<Decoder>],
+    ) -> Result<(), String> {
+        let best_video = ictx.streams().best(media::Type::Video).map(|s| s.index());
+        let mut plan = mapping::plan(&sources(ictx), best_video, &r.profile)?;
+        plan.outputs.retain(|o| !incomplete.contains(&o.0));
+        if plan.outputs.is_empty() {
+            return Err("the source's streams have no usable parameters".into());
+        }
+        // A rendition that was not running starts afresh: its viewers wait for its first
+        // keyframe; one kept across a source reconnect goes on.
+        if !r.is_live() {
+            r.hub.reset();
+        }
+        let timeline = std::mem::take(&mut *r.timeline.lock().unwrap_or_else(|p| p.into_inner()));
+        let opened = Out::open(
+            ictx,
+            &plan,
+            &r.profile,
+            r.hub.clone(),
+            decoders,
+            true,
+            ctx.stream.id,
+            timeline,
+            ctx.keep_going.clone(),
+            None,
+        );
+        let (out, mapped) = match opened {
+            Ok(o) => o,
+            Err(failed) => {
+                let ((_, e), timeline) = *failed;
+                *r.timeline.lock().unwrap_or_else(|p| p.into_inner()) = timeline;
+                return Err(e);
+            }
+        };
+        *r.codecs.lock().unwrap_or_else(|p| p.into_inner()) = (mapped.desc_out, mapped.resolution);
+        let takes: Vec<Option<bool>> = (0..out.routes.len()).map(|i| out.takes(i)).collect();
+        let (tx, rx) = mpsc::channel();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let queued_frames = Arc::new((AtomicUsize::new(0), AtomicUsize::new(0)));
+        let (q, qf, rend, channel) = (
+            queued.clone(),
+            queued_frames.clone(),
+            r.clone(),
+            ctx.stream.id,
+        );
+        let thread = std::thread::Builder::new()
+            .name(format!("amps-ch-{channel}-{}", r.name))
+            .spawn_scoped(self.scope, move || run_feed(out, rx, rend, q, qf, channel))
+            .map_err(|e| format!("cannot start a thread: {e}"))?;
+        r.attached();
+        tracing::info!(channel, profile = %r.name, "a profile's output started");
+        self.list.push(Feed {
+            rendition: r.clone(),
+            takes,
+            tx: Some(tx),
+            queued,
+            queued_frames,
+            thread,
+        });
+        Ok(())
+    }
+
+    /// Sends input stream `i`'s packet and decoded frames to the outputs that take them.
+    fn send(
+        &mut self,
+        i: usize,
+        pkt: &Packet,
+        frames: &[frame::Frame],
+        fps: Rational,
+        video: bool,
+    ) {
+        for f in &mut self.list {
+            match f.takes.get(i).copied().flatten() {
+                Some(false) => f.send(Msg::Packet(i, share_packet(pkt)), 0),
+                Some(true) => {
+                    for fr in frames {
+                        let picture = if video { picture_bytes(fr) } else { 0 };
+                        if let Some(c) = share(fr) {
+                            f.send(Msg::Frame(i, c, fps, picture), picture);
+                        }
+                    }
+                }
+                None => {}
+            }
+        }
+    }
+
+    /// Whether some output takes input stream `i`.
+    fn take(&self, i: usize) -> bool {
+        self.list
+            .iter()
+            .any(|f| f.takes.get(i).copied().flatten().is_some())
+    }
+
+    /// Ends the session's rendition outputs (flushing them at the end of input). They stay
+    /// live: the next session of the channel continues them.
+    fn end(self, eof: bool) {
+        for mut f in self.list {
+            if eof {
+                f.send(Msg::Eof, 0);
+            }
+            let r = f.rendition.clone();
+            if let Err((stage, e)) = f.stop() {
+                r.detached(Some(format!("{}: {e}", stage.as_str())));
+            }
+        }
+    }
+}
+
+impl Feed<'_> {
+    /// Closes the output's queue and waits for its thread to write what it has.
+    fn stop(mut self) -> Result<(), Fail> {
+        self.tx = None;
+        match self.thread.join() {
+            Ok(r) => r,
+            Err(_) => Err((Stage::Mux, "the output thread crashed".into())),
+        }
+    }
 }
 
 fn session(ctx: &Ctx, timeline: &mut Timeline) -> Result<End, Fail> {
@@ -406,100 +935,160 @@ fn session(ctx: &Ctx, timeline: &mut Timeline) -> Result<End, Fail> {
         return Ok(End::Stopped);
     }
     watch.opened();
-    let (plan, primed) = plan_and_prime(ctx, &mut ictx, &watch).map_err(at(Stage::Setup))?;
-    let writer = HubWriter::new(ctx.hub.clone());
-    let io = StreamIo::from_write_with_capacity(writer, 188 * 64)
-        .map_err(|e| (Stage::Setup, format!("output buffer: {e}")))?;
-    let mut octx = ff::format::output_to_stream(io, None, Some("mpegts"))
-        .map_err(|e| (Stage::Setup, format!("MPEG-TS muxer: {e}")))?;
-    let mut routes = map_streams(ctx, &ictx, plan, &mut octx).map_err(at(Stage::Setup))?;
-    // T-STD: the PCR leads the DTS by this much, so every PES (audio too) is in the
-    // decoder's buffer before its decoding time; the ffmpeg CLI uses 0.7 s, which a
-    // live viewer would wait through.
-    // SAFETY: a plain field write on the output context before its header.
-    unsafe { (*octx.as_mut_ptr()).max_delay = MUX_DELAY_US };
-    let mut opts = Dictionary::new();
-    opts.set("flush_packets", "1");
-    opts.set("mpegts_flags", "+initial_discontinuity");
-    // One audio frame per PES, as before the PCR lead: with the lead, the muxer would
-    // pack frames together and write a session's last ones in its trailer.
-    opts.set("pes_payload_size", "0");
-    // Never shift timestamps per session: the timeline keeps them positive (see
-    // `SessionStamps::begin`), and a shift would differ between sessions.
-    opts.set("avoid_negative_ts", "disabled");
-    octx.write_header_with(opts)
-        .map_err(|e| (Stage::Mux, format!("MPEG-TS header: {e}")))?;
-    let ost_tbs: Vec<Rational> = octx.streams().map(|s| s.time_base()).collect();
-    debug_assert!(ost_tbs.iter().all(|tb| *tb == TS_TB));
-    // SAFETY: reading a plain field of the open input context.
-    let input_start = match unsafe { (*ictx.as_ptr()).start_time } {
-        t if t == ff::ffi::AV_NOPTS_VALUE => None,
-        t => Some(t.rescale(Rational(1, 1_000_000), TS_TB)),
-    };
-    let frames_before = ctx
-        .status
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .frames_encoded;
-    let mut mux = Muxer {
-        ctx,
-        stamps: SessionStamps::begin(timeline, input_start),
-        timeline,
-        ost_tbs,
-        started: Instant::now(),
-        media_start: None,
-        video_ost: octx
+    let (plan, primed, incomplete) =
+        plan_and_prime(ctx, &mut ictx, &watch).map_err(at(Stage::Setup))?;
+    let mut decoders: Vec<Option<Decoder>> = (0..ictx.nb_streams()).map(|_| None).collect();
+    let (out, mapped) = Out::open(
+        &ictx,
+        &plan,
+        ctx.profile,
+        ctx.hub.clone(),
+        &mut decoders,
+        false,
+        ctx.stream.id,
+        std::mem::take(timeline),
+        ctx.keep_going.clone(),
+        Some(ctx.status.clone()),
+    )
+    .map_err(|failed| {
+        let (e, t) = *failed;
+        *timeline = t;
+        e
+    })?;
+    describe(ctx, &ictx, &plan, &mapped);
+    let (tl, result) = std::thread::scope(|scope| {
+        let mut feeds = Feeds {
+            scope,
+            list: Vec::new(),
+            failed: Vec::new(),
+            last: None,
+        };
+        let mut out = out;
+        let mut state = Flow {
+            decoders: &mut decoders,
+            out: &mut out,
+            feeds: &mut feeds,
+        };
+        let end = state.run(ctx, &mut ictx, &watch, primed, &incomplete);
+        let eof = matches!(end, Ok(End::Eof));
+        let flushed = if eof {
+            state.flush_decoders(&ictx)
+        } else {
+            Ok(())
+        };
+        feeds.end(eof);
+        let (tl, fin) = out.finish(eof);
+        (tl, end.and_then(|e| flushed.and(fin).map(|()| e)))
+    });
+    *timeline = tl;
+    result
+}
+
+/// A session's moving parts while it reads.
+struct Flow<'a, 's, 'e> {
+    decoders: &'a mut [Option<Decoder>],
+    out: &'a mut Out,
+    feeds: &'a mut Feeds<'s, 'e>,
+}
+
+impl Flow<'_, '_, '_> {
+    fn run(
+        &mut self,
+        ctx: &Ctx,
+        ictx: &mut Input,
+        watch: &Watchdog,
+        primed: Vec<Packet>,
+        incomplete: &[usize],
+    ) -> Result<End, Fail> {
+        let frames_before = ctx
+            .status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .frames_encoded;
+        let decoded_before = ctx
+            .status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .frames_decoded;
+        let mut decoded = 0u64;
+        let in_tbs: Vec<Rational> = ictx.streams().map(|s| s.time_base()).collect();
+        let frames: Vec<i64> = ictx.streams().map(|s| nominal_duration(&s)).collect();
+        let video: Vec<bool> = ictx
             .streams()
-            .find(|s| s.parameters().medium() == media::Type::Video)
-            .map(|s| s.index()),
-        keyframe_written: false,
-        held: Vec::new(),
-    };
-    let in_tbs: Vec<Rational> = ictx.streams().map(|s| s.time_base()).collect();
-    let frames: Vec<i64> = ictx.streams().map(|s| nominal_duration(&s)).collect();
-    let mut gaps = GapFiller::default();
-    let mut jumps = JumpSmoother::default();
-    let mut primed = primed.into_iter();
-    let end = loop {
-        if !(ctx.keep_going)() {
-            break End::Stopped;
-        }
-        let mut pkt = match primed.next() {
-            Some(p) => p,
-            None => match read_packet(ctx, &mut ictx, &watch)? {
+            .map(|s| s.parameters().medium() == media::Type::Video)
+            .collect();
+        let mut gaps = GapFiller::default();
+        let mut jumps = JumpSmoother::default();
+        let mut primed = primed.into_iter();
+        loop {
+            if !(ctx.keep_going)() {
+                return Ok(End::Stopped);
+            }
+            self.feeds
+                .manage(ctx, ictx, incomplete, self.out, self.decoders);
+            let mut pkt = match primed.next() {
                 Some(p) => p,
-                None if !(ctx.keep_going)() => break End::Stopped,
-                None => break End::Eof,
-            },
-        };
-        watch.active();
-        let Some(route) = routes.get_mut(pkt.stream()).and_then(Option::as_mut) else {
-            continue;
-        };
-        let i = pkt.stream();
-        let (pts, dts) = gaps.fill(i, pkt.pts(), pkt.dts(), pkt.duration(), frames[i]);
-        pkt.set_pts(pts);
-        pkt.set_dts(dts);
-        smooth(&mut jumps, &mut pkt, in_tbs[i]);
-        mux.route(&mut octx, route, Some(pkt))?;
-        // Time spent pacing is not a stall of the source.
-        watch.active();
-        if ctx.hub.has_keyframe() {
-            (ctx.on_running)();
-            let frames: u64 = routes.iter().flatten().map(Route::frames).sum();
-            ctx.status
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .frames_encoded = frames_before + frames;
-        }
-    };
-    if end == End::Eof {
-        for route in routes.iter_mut().flatten() {
-            mux.route(&mut octx, route, None)?;
+                None => match read_packet(ctx, ictx, watch)? {
+                    Some(p) => p,
+                    None if !(ctx.keep_going)() => return Ok(End::Stopped),
+                    None => return Ok(End::Eof),
+                },
+            };
+            watch.active();
+            let i = pkt.stream();
+            let own = self.out.takes(i);
+            if own.is_none() && !self.feeds.take(i) && self.decoders[i].is_none() {
+                continue;
+            }
+            let (pts, dts) = gaps.fill(i, pkt.pts(), pkt.dts(), pkt.duration(), frames[i]);
+            pkt.set_pts(pts);
+            pkt.set_dts(dts);
+            smooth(&mut jumps, &mut pkt, in_tbs[i]);
+            let (decoded_now, fps) = match &mut self.decoders[i] {
+                Some(d) => (d.push(Some(&pkt)), d.coded_fps()),
+                None => (Vec::new(), Rational::new(0, 1)),
+            };
+            decoded += decoded_now.len() as u64;
+            self.feeds.send(i, &pkt, &decoded_now, fps, video[i]);
+            match own {
+                Some(true) => {
+                    for f in &decoded_now {
+                        self.out.frame(i, Some(f), fps)?;
+                    }
+                }
+                Some(false) => self.out.packet(i, pkt)?,
+                None => {}
+            }
+            // Time spent pacing is not a stall of the source.
+            watch.active();
+            if ctx.hub.has_keyframe() {
+                (ctx.on_running)();
+                let mut st = ctx.status.lock().unwrap_or_else(|p| p.into_inner());
+                st.frames_encoded = frames_before + self.out.frames().0;
+                st.frames_decoded = decoded_before + decoded;
+            }
         }
     }
-    let _ = octx.write_trailer();
-    Ok(end)
+
+    /// At the end of input: the decoders' last frames go to every output.
+    fn flush_decoders(&mut self, ictx: &Input) -> Result<(), Fail> {
+        for i in 0..self.decoders.len() {
+            let Some(d) = &mut self.decoders[i] else {
+                continue;
+            };
+            let (frames, fps) = (d.push(None), d.coded_fps());
+            let video = ictx
+                .stream(i)
+                .is_some_and(|s| s.parameters().medium() == media::Type::Video);
+            self.feeds.send(i, &Packet::empty(), &frames, fps, video);
+            if self.out.takes(i) == Some(true) {
+                for f in &frames {
+                    self.out.frame(i, Some(f), fps)?;
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// An audio stream's packet duration in its time base (samples per frame over the sample

@@ -46,6 +46,9 @@ pub struct Status {
     /// Media seconds produced per wall second (1.0 = real time).
     pub speed: Option<f64>,
     pub frames_encoded: u64,
+    /// Frames the channel's decoders produced: one decode per source frame however many
+    /// outputs (the channel's own and its profiles') encode it.
+    pub frames_decoded: u64,
     pub output_kbps: Option<u64>,
     pub bytes_in: u64,
     pub bytes_out: u64,
@@ -75,6 +78,9 @@ pub struct Status {
     /// Source streams the output leaves out, and why.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub skipped_streams: Vec<String>,
+    /// The channel's extra output profiles (`streams[].profiles`) and their outputs.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub renditions: Vec<super::rendition::RenditionStatus>,
     /// Last lines libav logged for this channel (decoder errors and the like).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub libav_log: Vec<String>,

@@ -48,11 +48,9 @@ struct VideoOut {
 
 enum Kind {
     Video {
-        dec: ff::decoder::Video,
         out: Box<VideoOut>,
     },
     Audio {
-        dec: ff::decoder::Audio,
         enc: ff::encoder::audio::Encoder,
         /// The encoder's frame size (0: any).
         frame_size: u32,
@@ -68,9 +66,137 @@ pub struct Transcoder {
     sink_tb: Rational,
     enc_tb: Rational,
     in_tb: Rational,
+    /// The frame rate the decoder reads from the bitstream (0/1: none).
+    coded_fps: Rational,
     pub frames: u64,
     /// Decoded frames dropped because no graph would take them (damaged input).
     pub dropped: u64,
+}
+
+enum Decoding {
+    Video(ff::decoder::Video),
+    Audio(ff::decoder::Audio),
+}
+
+/// One input stream's decoder, shared by every output that encodes that stream: a
+/// channel with several output profiles decodes its source once.
+pub struct Decoder {
+    dec: Decoding,
+    /// Opened mid-stream: video packets are skipped until a keyframe (what comes before
+    /// cannot be decoded, and would only log errors).
+    wait_key: bool,
+    /// Frames decoded so far.
+    pub frames: u64,
+}
+
+/// A new reference to `f`'s buffers (no copy): each consumer of a shared decoded frame
+/// gets its own, as the filter graph takes the references it is given.
+pub fn share(f: &frame::Frame) -> Option<frame::Frame> {
+    // SAFETY: av_frame_clone makes a new AVFrame referencing the same (reference-counted)
+    // buffers; a null result (out of memory) is refused.
+    unsafe {
+        let p = ff::ffi::av_frame_clone(f.as_ptr());
+        (!p.is_null()).then(|| frame::Frame::wrap(p))
+    }
+}
+
+impl Decoder {
+    /// A decoder for input stream `ist`; `mid_stream`: the stream is already flowing (an
+    /// output profile that starts while the channel runs).
+    pub fn new(
+        ist: &ff::format::stream::Stream,
+        channel: u32,
+        mid_stream: bool,
+    ) -> Result<Decoder, String> {
+        let d = decoder(ist, channel)?;
+        let dec = if ist.parameters().medium() == ff::media::Type::Video {
+            Decoding::Video(d.video().map_err(|e| err("video decoder", e))?)
+        } else {
+            Decoding::Audio(d.audio().map_err(|e| err("audio decoder", e))?)
+        };
+        Ok(Decoder {
+            wait_key: mid_stream && matches!(dec, Decoding::Video(_)),
+            dec,
+            frames: 0,
+        })
+    }
+
+    /// The frame rate the bitstream declares (0/1 when it declares none).
+    pub fn coded_fps(&self) -> Rational {
+        // SAFETY: reading a plain field of the open decoder.
+        Rational::from(unsafe {
+            let ctx = match &self.dec {
+                Decoding::Video(d) => d.as_ptr(),
+                Decoding::Audio(d) => d.as_ptr(),
+            };
+            (*ctx).framerate
+        })
+    }
+
+    /// Feeds one packet (None: the end of input) and returns the frames decoded, each
+    /// with its best-effort timestamp as its `pts`.
+    pub fn push(&mut self, packet: Option<&Packet>) -> Vec<frame::Frame> {
+        if let Some(p) = packet {
+            if self.wait_key {
+                if !p.is_key() {
+                    return Vec::new();
+                }
+                self.wait_key = false;
+            }
+        }
+        let sent = match (&mut self.dec, packet) {
+            (Decoding::Video(d), Some(p)) => d.send_packet(p),
+            (Decoding::Video(d), None) => d.send_eof(),
+            (Decoding::Audio(d), Some(p)) => d.send_packet(p),
+            (Decoding::Audio(d), None) => d.send_eof(),
+        };
+        if let Err(e) = sent {
+            // A corrupt packet is not fatal: skip it, as the ffmpeg CLI does.
+            tracing::debug!(error = %e, "decoder refused a packet");
+        }
+        let mut out = Vec::new();
+        loop {
+            // SAFETY: allocates an empty AVFrame (av_frame_alloc); no data is read from it.
+            let mut decoded = unsafe { frame::Frame::empty() };
+            let r = match &mut self.dec {
+                Decoding::Video(d) => d.receive_frame(&mut decoded),
+                Decoding::Audio(d) => d.receive_frame(&mut decoded),
+            };
+            match r {
+                Ok(()) => {
+                    // SAFETY: reading a plain field of a decoded frame.
+                    let ts = unsafe { (*decoded.as_ptr()).best_effort_timestamp };
+                    decoded.set_pts((ts != ff::ffi::AV_NOPTS_VALUE).then_some(ts));
+                    self.frames += 1;
+                    out.push(decoded);
+                }
+                Err(ff::Error::Eof)
+                | Err(ff::Error::Other {
+                    errno: ff::util::error::EAGAIN,
+                }) => break,
+                // A decoding error (damaged data): the next packet may decode.
+                Err(e) => {
+                    tracing::debug!(error = %e, "decoder error");
+                    break;
+                }
+            }
+        }
+        out
+    }
+
+    fn size(&self) -> (u32, u32) {
+        match &self.dec {
+            Decoding::Video(d) => (d.width(), d.height()),
+            Decoding::Audio(_) => (0, 0),
+        }
+    }
+
+    fn audio_format(&self) -> (u32, u16) {
+        match &self.dec {
+            Decoding::Audio(d) => (d.rate(), d.channels()),
+            Decoding::Video(_) => (0, 0),
+        }
+    }
 }
 
 fn err(what: &str, e: ff::Error) -> String {
@@ -128,18 +254,16 @@ fn add_output(
 }
 
 impl Transcoder {
-    /// A video transcoder for input stream `ist`, adding its output stream to `octx`. The
-    /// encoder opens on the first decoded frame.
+    /// A video transcoder for input stream `ist` (decoded by `dec`), adding its output
+    /// stream to `octx`. The encoder opens on the first decoded frame.
     pub fn video(
         ist: &ff::format::stream::Stream,
+        dec: &Decoder,
         p: &Profile,
         name: &str,
         octx: &mut Output,
-        channel: u32,
     ) -> Result<Transcoder, String> {
-        let dec = decoder(ist, channel)?
-            .video()
-            .map_err(|e| err("video decoder", e))?;
+        let (dec_w, dec_h) = dec.size();
         let codec =
             ff::encoder::find_by_name(name).ok_or_else(|| format!("no video encoder {name:?}"))?;
         // SAFETY: reading a plain field of the stream's parameters.
@@ -177,14 +301,13 @@ impl Transcoder {
                 let par = s.parameters().as_mut_ptr();
                 (*par).codec_type = ff::ffi::AVMediaType::AVMEDIA_TYPE_VIDEO;
                 (*par).codec_id = codec.id().into();
-                (*par).width = dec.width().max(2) as i32;
-                (*par).height = dec.height().max(2) as i32;
+                (*par).width = dec_w.max(2) as i32;
+                (*par).height = dec_h.max(2) as i32;
             }
         }
         let tb = Rational::new(1, 25);
         Ok(Transcoder {
             kind: Kind::Video {
-                dec,
                 out: Box::new(VideoOut {
                     codec,
                     pix,
@@ -203,28 +326,27 @@ impl Transcoder {
             sink_tb: tb,
             enc_tb: tb,
             in_tb: ist.time_base(),
+            coded_fps: dec.coded_fps(),
             frames: 0,
             dropped: 0,
         })
     }
 
-    /// An audio transcoder for input stream `ist`, adding its output stream to `octx`.
-    /// The encoder opens now (the muxer needs its parameters); its rate and channels come
-    /// from the profile, else from the source (at most stereo).
+    /// An audio transcoder for input stream `ist` (decoded by `dec`), adding its output
+    /// stream to `octx`. The encoder opens now (the muxer needs its parameters); its rate
+    /// and channels come from the profile, else from the source (at most stereo).
     pub fn audio(
         ist: &ff::format::stream::Stream,
+        dec: &Decoder,
         p: &Profile,
         name: &str,
         octx: &mut Output,
-        channel: u32,
     ) -> Result<Transcoder, String> {
-        let dec = decoder(ist, channel)?
-            .audio()
-            .map_err(|e| err("audio decoder", e))?;
+        let (dec_rate, dec_channels) = dec.audio_format();
         let codec =
             ff::encoder::find_by_name(name).ok_or_else(|| format!("no audio encoder {name:?}"))?;
         let acodec = codec.audio().map_err(|e| err("audio encoder", e))?;
-        let src_rate = if dec.rate() > 0 { dec.rate() } else { 48_000 };
+        let src_rate = if dec_rate > 0 { dec_rate } else { 48_000 };
         let want_rate = p.audio_sample_rate.unwrap_or(src_rate).max(8000) as i32;
         let rate = match acodec.rates() {
             Some(r) => {
@@ -239,11 +361,7 @@ impl Transcoder {
             }
             None => want_rate,
         };
-        let src_channels = if dec.channels() > 0 {
-            dec.channels()
-        } else {
-            2
-        };
+        let src_channels = if dec_channels > 0 { dec_channels } else { 2 };
         let channels = p
             .audio_channels
             .map(i32::from)
@@ -276,17 +394,14 @@ impl Transcoder {
         let frame_size = if variable { 0 } else { enc.frame_size() };
         set_output_parameters(octx, ost, &enc);
         Ok(Transcoder {
-            kind: Kind::Audio {
-                dec,
-                enc,
-                frame_size,
-            },
+            kind: Kind::Audio { enc, frame_size },
             profile: p.clone(),
             ost,
             graph: None,
             sink_tb: enc_tb,
             enc_tb,
             in_tb: ist.time_base(),
+            coded_fps: Rational::new(0, 1),
             frames: 0,
             dropped: 0,
         })
@@ -301,15 +416,13 @@ impl Transcoder {
                 enc.rate(),
                 enc.channel_layout().bits()
             )),
-            Kind::Video { out, dec } => {
+            Kind::Video { out } => {
                 let FrameProps::Video { width, height, sar, .. } = props else {
                     return Err("a video transcoder got audio".into());
                 };
                 let sar = Rational::new(sar.0, sar.1);
                 if out.size.is_none() {
-                    // SAFETY: reading a plain field of the open decoder.
-                    let coded = unsafe { (*dec.as_ptr()).framerate };
-                    let coded = Rational::from(coded);
+                    let coded = self.coded_fps;
                     let source = out
                         .probed_fps
                         .or((coded.numerator() > 0 && coded.denominator() > 0 && f64::from(coded) <= 240.0).then_some(coded))
@@ -458,53 +571,33 @@ impl Transcoder {
         Ok(())
     }
 
-    /// Feeds one input packet (or None at end of input) and returns the encoded packets.
+    /// Feeds one decoded frame of the input stream (or None at its end: everything
+    /// buffered is flushed) and returns the encoded packets. `coded_fps`: the decoder's
+    /// [`Decoder::coded_fps`].
     pub fn push(
         &mut self,
-        packet: Option<&Packet>,
+        decoded: Option<&frame::Frame>,
+        coded_fps: Rational,
         octx: &mut Output,
     ) -> Result<Vec<Encoded>, String> {
         let mut out = Vec::new();
-        let sent = match (&mut self.kind, packet) {
-            (Kind::Video { dec, .. }, Some(p)) => dec.send_packet(p),
-            (Kind::Video { dec, .. }, None) => dec.send_eof(),
-            (Kind::Audio { dec, .. }, Some(p)) => dec.send_packet(p),
-            (Kind::Audio { dec, .. }, None) => dec.send_eof(),
-        };
-        if let Err(e) = sent {
-            // A corrupt packet is not fatal: skip it, as the ffmpeg CLI does.
-            tracing::debug!(error = %e, "decoder refused a packet");
-        }
-        // SAFETY: allocates an empty AVFrame (av_frame_alloc); no data is read from it.
-        let mut decoded = unsafe { frame::Frame::empty() };
-        loop {
-            let r = match &mut self.kind {
-                Kind::Video { dec, .. } => dec.receive_frame(&mut decoded),
-                Kind::Audio { dec, .. } => dec.receive_frame(&mut decoded),
-            };
-            match r {
-                Ok(()) => self.filter(&mut decoded, octx, &mut out)?,
-                Err(ff::Error::Eof)
-                | Err(ff::Error::Other {
-                    errno: ff::util::error::EAGAIN,
-                }) => break,
-                // A decoding error (damaged data): the next packet may decode.
-                Err(e) => {
-                    tracing::debug!(error = %e, "decoder error");
-                    break;
+        self.coded_fps = coded_fps;
+        match decoded {
+            Some(f) => match share(f) {
+                Some(mut f) => self.filter(&mut f, octx, &mut out)?,
+                None => self.dropped += 1,
+            },
+            None => {
+                self.flush_graph(octx, &mut out)?;
+                let flushed = match &mut self.kind {
+                    Kind::Video { out: v } => v.enc.as_mut().map(|e| e.send_eof()),
+                    Kind::Audio { enc, .. } => Some(enc.send_eof()),
+                };
+                if let Some(r) = flushed {
+                    r.map_err(|e| err("encoder flush", e))?;
                 }
+                self.drain_encoder(&mut out);
             }
-        }
-        if packet.is_none() {
-            self.flush_graph(octx, &mut out)?;
-            let flushed = match &mut self.kind {
-                Kind::Video { out: v, .. } => v.enc.as_mut().map(|e| e.send_eof()),
-                Kind::Audio { enc, .. } => Some(enc.send_eof()),
-            };
-            if let Some(r) = flushed {
-                r.map_err(|e| err("encoder flush", e))?;
-            }
-            self.drain_encoder(&mut out);
         }
         Ok(out)
     }
@@ -522,12 +615,8 @@ impl Transcoder {
             self.dropped += 1;
             return Ok(());
         };
-        // SAFETY: reading plain fields of a decoded frame.
-        let (ts, interlaced) = unsafe {
-            let f = decoded.as_ptr();
-            ((*f).best_effort_timestamp, (*f).interlaced_frame != 0)
-        };
-        decoded.set_pts((ts != ff::ffi::AV_NOPTS_VALUE).then_some(ts));
+        // SAFETY: reading a plain field of a decoded frame.
+        let interlaced = unsafe { (*decoded.as_ptr()).interlaced_frame != 0 };
         let newly_interlaced = interlaced
             && self.profile.deinterlace.unwrap_or_default() == Deinterlace::Auto
             && matches!(&self.kind, Kind::Video { out, .. } if !out.deinterlacing);
@@ -583,7 +672,7 @@ impl Transcoder {
                 filtered.set_pts(pts);
             }
             let sent = match &mut self.kind {
-                Kind::Video { out: v, .. } => {
+                Kind::Video { out: v } => {
                     // SAFETY: clearing the picture type so the encoder decides keyframes.
                     unsafe {
                         (*filtered.as_mut_ptr()).pict_type =
@@ -610,7 +699,7 @@ impl Transcoder {
         loop {
             let mut packet = Packet::empty();
             let r = match &mut self.kind {
-                Kind::Video { out: v, .. } => match v.enc.as_mut() {
+                Kind::Video { out: v } => match v.enc.as_mut() {
                     Some(e) => e.receive_packet(&mut packet),
                     None => return,
                 },

@@ -42,6 +42,8 @@ const READ_SIZE: usize = 64 * 1024;
 /// source really is MPEG-TS is decided by its first bytes ([`run`]).
 pub fn eligible(stream: &StreamConfig, profile: &Profile) -> bool {
     stream.custom_ffmpeg.is_none()
+        // Extra output profiles need the demuxer and decoders of the libav pipeline.
+        && stream.profiles.is_empty()
         && profile.ts_relay != Some(false)
         && profile.video_codec.as_deref().unwrap_or("copy") == "copy"
         && profile.audio_codec.as_deref().unwrap_or("copy") == "copy"

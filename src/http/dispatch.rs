@@ -81,7 +81,7 @@ async fn route(st: &AppState, mut req: Request, view: &View) -> Response {
         (P::Watch(id), M::GET) => dashboard::watch_page(st, id, &req.query, view),
         (P::Ui(f), M::GET) => dashboard::asset(&f),
         (P::Thumb(id), M::GET) => dashboard::thumbnail(st, id).await,
-        (P::Playlist, M::GET) => feeds::playlist(st, view),
+        (P::Playlist, M::GET) => feeds::playlist(st, &req.query, view),
         (P::Metrics, M::GET) => feeds::metrics(st, req.header("accept")),
         (P::Epg, M::GET) => respond(feeds::epg(st, view, req.header("accept-encoding"))),
         (P::Streams, M::GET) => respond(api::list(st, view)),
@@ -123,8 +123,8 @@ async fn route(st: &AppState, mut req: Request, view: &View) -> Response {
             respond(schedule::replace(st, id, ct, body))
         }
         (P::Scheduled(id), M::DELETE) => respond(schedule::delete(st, id)),
-        (P::Media(id), M::GET) => media::watch(st, id, view).await,
-        (P::Media(id), M::HEAD) => media::head(st, id),
+        (P::Media(id), M::GET) => media::watch(st, id, &req.query, view).await,
+        (P::Media(id), M::HEAD) => media::head(st, id, &req.query),
         (P::HlsPlaylist(id), M::GET) => media::hls_playlist(st, id, &req.query, view).await,
         (P::HlsSegment(id, f), M::GET) => media::hls_segment(st, id, &f, &req.query, view),
         (P::Playlists, M::GET) => respond(providers::list(st)),
@@ -178,7 +178,7 @@ async fn route(st: &AppState, mut req: Request, view: &View) -> Response {
         }
         (P::CatchupPlaylist(id), M::GET) => catchup::playlist(st, id, &req.query, view).await,
         (P::CatchupSegment(id, f), M::GET) => catchup::segment(st, id, &f, view).await,
-        (P::Tuner(t), m) => tuner(st, t, m, view).await,
+        (P::Tuner(t), m) => tuner(st, t, m, &req.query, view).await,
         (P::NotFound, _) => reply::error(&Error::not_found("no such route")),
         _ => reply::method_not_allowed(),
     }
@@ -186,7 +186,13 @@ async fn route(st: &AppState, mut req: Request, view: &View) -> Response {
 
 /// The tuner emulation (`/hdhr/[<token>/]...`); 404 when it is turned off, and for a
 /// method a tuner does not answer (Plex treats 404 and 405 alike).
-async fn tuner(st: &AppState, target: Target, method: Method, view: &View) -> Response {
+async fn tuner(
+    st: &AppState,
+    target: Target,
+    method: Method,
+    req_query: &str,
+    view: &View,
+) -> Response {
     let not_found = || reply::error(&Error::not_found("no such route"));
     if !st.hdhomerun.enabled {
         return not_found();
@@ -199,10 +205,13 @@ async fn tuner(st: &AppState, target: Target, method: Method, view: &View) -> Re
                     "no channel with guide number {n}"
                 )));
             };
+            // `?transcode=<value>` (Jellyfin, Channels): the profile it is mapped to.
+            let offered = st.engine.offered_profiles(ch.id).unwrap_or_default();
+            let query = hdhr::profile_query(&st.hdhomerun, req_query, &offered);
             if method == Method::HEAD {
-                media::head(st, ch.id)
+                media::head(st, ch.id, &query)
             } else {
-                media::watch(st, ch.id, view).await
+                media::watch(st, ch.id, &query, view).await
             }
         }
         Target::LineupPost if method == Method::POST || method == Method::GET => {

@@ -56,17 +56,40 @@ pub fn epg(
 /// The M3U playlist of every channel the token may see, with the guide's URL in its
 /// header. URLs carry the token the request presented (a viewer's playlist hands out
 /// the viewer's token, never the admin's).
-pub fn playlist(state: &AppState, view: &View) -> Response {
+pub fn playlist(state: &AppState, query: &str, view: &View) -> Response {
     let base = &view.base;
     let token = view.token.as_deref();
     let epg_url = format!("{base}/epg.xml{}", view.token_query());
+    let channels = view.channels(state);
+    // `?profile=<name>`: the variant for a phone or a slow line; a name no channel
+    // offers is an error (a typo would otherwise give the full-size playlist).
+    let profile = crate::auth::query_param(query, "profile");
+    if let Some(p) = &profile {
+        if !channels.iter().any(|s| s.profiles.contains(p)) {
+            let mut offered: Vec<&str> = channels
+                .iter()
+                .flat_map(|s| s.profiles.iter().map(String::as_str))
+                .collect();
+            offered.sort_unstable();
+            offered.dedup();
+            let list = if offered.is_empty() {
+                "none".to_owned()
+            } else {
+                offered.join(", ")
+            };
+            return super::reply::error(&crate::error::Error::not_found(format!(
+                "no stream offers profile {p:?}; offered: {list}"
+            )));
+        }
+    }
     let text = crate::playlist::render(
-        &view.channels(state),
+        &channels,
         &crate::playlist::Options {
             base_url: base,
             token,
             epg_url: Some(&epg_url),
             now: state.clock.now(),
+            profile: profile.as_deref(),
         },
     );
     let mut resp = text.into_response();

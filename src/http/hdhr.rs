@@ -160,8 +160,31 @@ struct Discover {
     tuner_count: u32,
 }
 
-/// Not "HDTC": Jellyfin appends `?transcode=` to an HDTC's stream URLs.
+/// The model a tuner without `transcode_profiles` reports (not "HDTC": Jellyfin appends
+/// `?transcode=` to an HDTC's stream URLs).
 pub const MODEL: &str = "HDHR5-4US";
+/// The model with `hdhomerun.transcode_profiles`: an HDHomeRun EXTEND, whose `?transcode=`
+/// values Jellyfin offers as stream qualities.
+pub const TRANSCODING_MODEL: &str = "HDTC-2US";
+
+/// The model tuner `h` reports.
+pub fn model_of(h: &crate::config::HdhrConfig) -> &'static str {
+    if h.transcode_profiles.is_empty() {
+        MODEL
+    } else {
+        TRANSCODING_MODEL
+    }
+}
+
+/// The `?profile=` query for a tuner request's `?transcode=` value: the mapped profile
+/// where channel `offered` offers it, else nothing (the channel's own output).
+pub fn profile_query(h: &crate::config::HdhrConfig, query: &str, offered: &[String]) -> String {
+    crate::auth::query_param(query, "transcode")
+        .and_then(|t| h.transcode_profiles.get(&t))
+        .filter(|p| offered.contains(p))
+        .map(|p| format!("profile={}", crate::auth::encode_for_query(p)))
+        .unwrap_or_default()
+}
 pub const FIRMWARE: &str = "hdhomerun5_atsc";
 pub const FIRMWARE_VERSION: &str = "20200101";
 
@@ -201,7 +224,7 @@ pub fn answer(st: &AppState, target: Target, view: &View) -> Response {
             &Discover {
                 friendly_name: st.hdhomerun.friendly_name.clone(),
                 manufacturer: "Silicondust",
-                model_number: MODEL,
+                model_number: model_of(&st.hdhomerun),
                 firmware_name: FIRMWARE,
                 firmware_version: FIRMWARE_VERSION,
                 device_id: device_id(st),
@@ -240,8 +263,9 @@ pub fn answer(st: &AppState, target: Target, view: &View) -> Response {
         Target::DeviceXml => {
             let id = device_id(st);
             let name = crate::epg::escape(&st.hdhomerun.friendly_name);
+            let model = model_of(&st.hdhomerun);
             let xml = format!(
-                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<root xmlns=\"urn:schemas-upnp-org:device-1-0\">\n  <specVersion><major>1</major><minor>0</minor></specVersion>\n  <URLBase>{}</URLBase>\n  <device>\n    <deviceType>urn:schemas-upnp-org:device:MediaServer:1</deviceType>\n    <friendlyName>{name}</friendlyName>\n    <manufacturer>Silicondust</manufacturer>\n    <modelName>{MODEL}</modelName>\n    <modelNumber>{MODEL}</modelNumber>\n    <serialNumber>{id}</serialNumber>\n    <UDN>uuid:{}</UDN>\n  </device>\n</root>\n",
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<root xmlns=\"urn:schemas-upnp-org:device-1-0\">\n  <specVersion><major>1</major><minor>0</minor></specVersion>\n  <URLBase>{}</URLBase>\n  <device>\n    <deviceType>urn:schemas-upnp-org:device:MediaServer:1</deviceType>\n    <friendlyName>{name}</friendlyName>\n    <manufacturer>Silicondust</manufacturer>\n    <modelName>{model}</modelName>\n    <modelNumber>{model}</modelNumber>\n    <serialNumber>{id}</serialNumber>\n    <UDN>uuid:{}</UDN>\n  </device>\n</root>\n",
                 crate::epg::escape(&base),
                 uuid_for(&id),
             );

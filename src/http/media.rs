@@ -34,14 +34,45 @@ fn over_limit(state: &AppState, limit: &crate::tokens::Limit) -> Response {
     ))
 }
 
+/// The `?profile=` a request asks for: None for none (the channel's own output); 404
+/// naming the profiles stream `id` offers when it offers no such one.
+fn profile_of(
+    state: &AppState,
+    id: u32,
+    query: &str,
+) -> Result<Option<String>, crate::error::Error> {
+    let Some(p) = crate::auth::query_param(query, "profile") else {
+        return Ok(None);
+    };
+    let Some(offered) = state.engine.offered_profiles(id) else {
+        return Err(crate::registry::no_such(id));
+    };
+    if offered.contains(&p) {
+        return Ok(Some(p));
+    }
+    let list = if offered.is_empty() {
+        "none".to_owned()
+    } else {
+        offered.join(", ")
+    };
+    Err(crate::error::Error::not_found(format!(
+        "stream {id} has no profile {p:?}; it offers: {list}"
+    )))
+}
+
 /// GET: subscribe and stream, for as long as the client stays and its token stays valid
-/// (a revoked or expired token's streams end at once).
-pub async fn watch(state: &AppState, id: u32, view: &View) -> Response {
+/// (a revoked or expired token's streams end at once). `?profile=<name>`: one of the
+/// stream's output profiles instead of its own.
+pub async fn watch(state: &AppState, id: u32, query: &str, view: &View) -> Response {
+    let profile = match profile_of(state, id, query) {
+        Ok(p) => p,
+        Err(e) => return reply::error(&e),
+    };
     let lease = match view.who.open_stream(state.hls_lease()) {
         Ok(l) => l,
         Err(limit) => return over_limit(state, &limit),
     };
-    let sub = match state.engine.subscribe(id).await {
+    let sub = match state.engine.subscribe_profile(id, profile.as_deref()).await {
         Ok(s) => s,
         Err(e) => return reply::error(&e),
     };
@@ -58,9 +89,12 @@ pub async fn watch(state: &AppState, id: u32, view: &View) -> Response {
 }
 
 /// HEAD: the same headers, no body, no pipeline start (players probe with it).
-pub fn head(state: &AppState, id: u32) -> Response {
+pub fn head(state: &AppState, id: u32, query: &str) -> Response {
     if state.registry.get(id).is_none() {
         return reply::error(&crate::registry::no_such(id));
+    }
+    if let Err(e) = profile_of(state, id, query) {
+        return reply::error(&e);
     }
     let mut resp = StatusCode::OK.into_response();
     ts_headers(&mut resp);

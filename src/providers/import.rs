@@ -221,6 +221,7 @@ pub fn import(
             catchup_hours: 0,
             backup_sources: Vec::new(),
             ffmpeg_profile: Some(p.ffmpeg_profile.clone()),
+            profiles: Vec::new(),
             input_options,
             origin: Some(origin.clone()),
             custom_ffmpeg: None,

@@ -1,0 +1,386 @@
+//! Output profiles per viewer (`streams[].profiles`, `?profile=<name>`): one channel reads
+//! and decodes its source once and encodes each profile a viewer watches. Real server,
+//! real libav, generated media, checked with ffprobe and a full decode.
+
+mod common;
+
+use common::{media, run_cli, save, Server, Viewer, TOKEN};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// 12 s of 640x360 25 fps H.264 (GOP 1 s) + AAC, looped by the channels.
+fn source() -> &'static Path {
+    static F: OnceLock<PathBuf> = OnceLock::new();
+    F.get_or_init(|| {
+        let d = tempfile::tempdir().unwrap().keep();
+        let f = d.join("src.ts");
+        media::generate(&f, "640x360", 12, &["-b:v", "1200k"], &["-b:a", "96k"]);
+        f
+    })
+}
+
+fn config(streams: &str) -> String {
+    let profiles = [
+        "copy: {video_codec: copy, audio_codec: copy}",
+        "mid: {video_codec: libx264, preset: ultrafast, resolution: 480x270, video_bitrate: 400k, maxrate: 400k, bufsize: 400k, audio_codec: copy}",
+        "low: {video_codec: libx264, preset: ultrafast, resolution: 256x144, video_bitrate: 150k, maxrate: 150k, bufsize: 150k, audio_codec: copy}",
+        "mobile: {video_codec: libx264, preset: ultrafast, resolution: 320x180, video_bitrate: 250k, audio_codec: aac, audio_bitrate: 64k, audio_channels: 1}",
+        "slow: {video_codec: libx264, preset: veryslow, tune: zerolatency, threads: 1, resolution: 1920x1080, video_bitrate: 4M}",
+        "tx: {video_codec: libx264, preset: ultrafast, resolution: 480x270, video_bitrate: 400k, audio_codec: aac}",
+    ]
+    .map(|p| format!("  {p}\n"))
+    .concat();
+    format!(
+        "server:\n  auth_token: {TOKEN}\nengine:\n  start_timeout_secs: 20\n  idle_grace_secs: 1\nffmpeg_profiles:\n{profiles}streams:\n{streams}"
+    )
+}
+
+fn stream(id: u32, profile: &str, profiles: &str) -> String {
+    let src = source().display();
+    format!("  - {{id: {id}, name: Ch{id}, source: '{src}', loop: true, ffmpeg_profile: {profile}, profiles: [{profiles}]}}\n")
+}
+
+fn status(s: &Server, id: u32) -> Value {
+    s.get(&format!("/api/streams/{id}/status?token={TOKEN}"))
+        .json()
+}
+
+fn rendition<'a>(st: &'a Value, name: &str) -> &'a Value {
+    st["renditions"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no renditions in {st}"))
+        .iter()
+        .find(|r| r["profile"] == name)
+        .unwrap_or_else(|| panic!("no rendition {name} in {st}"))
+}
+
+fn open(s: &Server, id: u32, profile: &str) -> Viewer {
+    let url = s.url(&format!("/stream/{id}?token={TOKEN}&profile={profile}"));
+    Viewer::open_url(&url).unwrap_or_else(|code| panic!("GET {url}: {code}"))
+}
+
+/// Checks one capture: H.264 at `size` + audio `audio`, starting on a keyframe, decoding
+/// without an error.
+fn check(path: &Path, size: (u64, u64), audio: &str, what: &str) {
+    assert_eq!(media::codecs(path), ["h264", audio], "{what}");
+    assert_eq!(media::resolution(path), size, "{what}");
+    assert!(
+        media::starts_with_keyframe(path),
+        "{what}: no keyframe first"
+    );
+    let errors = media::decode_errors(path);
+    assert!(errors.is_empty(), "{what}: {errors}");
+}
+
+#[test]
+fn one_decode_feeds_every_profile_its_viewers_ask_for() {
+    let s = Server::start(&config(&stream(1, "copy", "mid, low")));
+    let reads: Vec<_> = ["", "mid", "low"]
+        .into_iter()
+        .map(|p| {
+            let url = if p.is_empty() {
+                s.url(&format!("/stream/1?token={TOKEN}"))
+            } else {
+                s.url(&format!("/stream/1?token={TOKEN}&profile={p}"))
+            };
+            std::thread::spawn(move || {
+                let mut v = Viewer::open_url(&url).unwrap_or_else(|c| panic!("{url}: {c}"));
+                v.read_for(Duration::from_secs(8))
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(6));
+    let st = status(&s, 1);
+    let outputs: Vec<Vec<u8>> = reads.into_iter().map(|t| t.join().unwrap()).collect();
+    let own = save(&outputs[0], "own.ts");
+    let mid = save(&outputs[1], "mid.ts");
+    let low = save(&outputs[2], "low.ts");
+    check(&own, (640, 360), "aac", "the channel's own output");
+    check(&mid, (480, 270), "aac", "profile mid");
+    check(&low, (256, 144), "aac", "profile low");
+    for (path, target, what) in [(&mid, 400_000.0, "mid"), (&low, 150_000.0, "low")] {
+        let (bps, secs) = media::video_bitrate(path);
+        assert!(secs > 5.0, "{what}: only {secs} s of video");
+        assert!(
+            (bps - target).abs() <= 0.25 * target,
+            "{what}: {bps:.0} bit/s for a {target} target"
+        );
+    }
+    // Each profile's output is the source's picture sequence: as many frames as the copy.
+    let frames = |p: &Path| media::video_csv(p, "frame=key_frame", &[]).lines().count() as f64;
+    let (n_own, n_mid, n_low) = (frames(&own), frames(&mid), frames(&low));
+    for (n, what) in [(n_mid, "mid"), (n_low, "low")] {
+        assert!(
+            (n - n_own).abs() <= 0.1 * n_own,
+            "{what}: {n} frames, the copy {n_own}"
+        );
+    }
+    // One decode for both encoders: both profiles copy the audio, so the channel decodes
+    // only video, each frame once, while two encoders each encode every frame.
+    for name in ["mid", "low"] {
+        let r = rendition(&st, name);
+        assert_eq!(r["state"], "running", "{st}");
+        assert_eq!(r["clients"], 1, "{st}");
+        assert_eq!(r["frames_dropped"], 0, "{st}");
+    }
+    assert_eq!(rendition(&st, "mid")["output_resolution"], "480x270");
+    assert_eq!(
+        rendition(&st, "low")["output_codecs"],
+        serde_json::json!(["libx264", "aac (copy)"])
+    );
+    let decoded = st["frames_decoded"].as_f64().unwrap();
+    let encoded = rendition(&st, "mid")["frames_encoded"].as_f64().unwrap()
+        + rendition(&st, "low")["frames_encoded"].as_f64().unwrap();
+    assert!(encoded > 200.0, "{st}");
+    assert!(
+        decoded <= 0.6 * encoded && decoded >= 0.4 * encoded,
+        "{decoded} frames decoded for {encoded} encoded by two profiles: {st}"
+    );
+    assert_eq!(
+        st["clients"], 3,
+        "every profile's viewer counts for the channel"
+    );
+}
+
+#[test]
+fn a_profile_runs_only_while_it_has_viewers_and_the_copy_decodes_nothing() {
+    let s = Server::start(&config(&stream(1, "copy", "mobile")));
+    let mut own = Viewer::open(&s, 1);
+    own.read_for(Duration::from_secs(2));
+    let st = status(&s, 1);
+    assert_eq!(
+        st["frames_decoded"], 0,
+        "a copy channel decodes nothing: {st}"
+    );
+    assert_eq!(rendition(&st, "mobile")["state"], "idle", "{st}");
+
+    // A viewer of the profile joins the running channel (mid-GOP, mid-file).
+    let t0 = Instant::now();
+    let mut v = open(&s, 1, "mobile");
+    let data = v.read_for(Duration::from_secs(5));
+    let waited = t0.elapsed();
+    let path = save(&data, "mobile.ts");
+    check(&path, (320, 180), "aac", "profile mobile, joined late");
+    let tracks = media::tracks(&path);
+    assert_eq!(tracks[1].3, 1, "mono audio as the profile asks: {tracks:?}");
+    assert!(waited < Duration::from_secs(8), "{waited:?}");
+    let st = status(&s, 1);
+    assert_eq!(rendition(&st, "mobile")["state"], "running", "{st}");
+    let decoded = st["frames_decoded"].as_u64().unwrap();
+    assert!(decoded > 100, "{st}");
+
+    // Its viewer leaves: after the idle grace (1 s) the encoder and the decoders stop,
+    // and the channel's own viewer goes on undisturbed.
+    drop(v);
+    let stopped = common::eventually(Duration::from_secs(6), || {
+        rendition(&status(&s, 1), "mobile")["state"] == "idle"
+    });
+    assert!(stopped, "{}", status(&s, 1));
+    let before = status(&s, 1)["frames_decoded"].as_u64().unwrap();
+    let later = own.read_for(Duration::from_secs(3));
+    assert!(
+        later.len() > 200_000,
+        "the own viewer got {} bytes",
+        later.len()
+    );
+    let after = status(&s, 1)["frames_decoded"].as_u64().unwrap();
+    assert_eq!(before, after, "decoding went on with no profile watched");
+    let st = status(&s, 1);
+    assert_eq!(st["state"], "running");
+    assert_eq!(rendition(&st, "mobile")["clients"], 0);
+
+    // And comes back: a new viewer gets the profile again.
+    let mut again = open(&s, 1, "mobile");
+    let path = save(&again.read_for(Duration::from_secs(3)), "again.ts");
+    check(&path, (320, 180), "aac", "profile mobile, second start");
+}
+
+#[test]
+fn a_transcoding_channel_shares_its_decoder_and_a_slow_profile_drops_only_its_own_frames() {
+    let s = Server::start(&config(&stream(1, "tx", "low, slow")));
+    let urls: Vec<String> = ["", "&profile=low", "&profile=slow"]
+        .iter()
+        .map(|q| s.url(&format!("/stream/1?token={TOKEN}{q}")))
+        .collect();
+    let reads: Vec<_> = urls
+        .into_iter()
+        .map(|url| {
+            std::thread::spawn(move || {
+                let t0 = Instant::now();
+                let mut v = Viewer::open_url(&url).unwrap_or_else(|c| panic!("{url}: {c}"));
+                let opened = t0.elapsed();
+                (v.read_for(Duration::from_secs(10)), opened)
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(9));
+    let st = status(&s, 1);
+    let outputs: Vec<(Vec<u8>, Duration)> = reads.into_iter().map(|t| t.join().unwrap()).collect();
+    let own = save(&outputs[0].0, "tx-own.ts");
+    let low = save(&outputs[1].0, "tx-low.ts");
+    check(&own, (480, 270), "aac", "the channel's own transcode");
+    check(&low, (256, 144), "aac", "profile low beside it");
+    // The slow profile (x264 veryslow at 1080p on one thread, no lookahead) cannot keep
+    // up: it drops frames and says so, and what it sends still decodes; the channel and
+    // the other profile keep the source's pace.
+    let slow_path = save(&outputs[2].0, "tx-slow.ts");
+    check(&slow_path, (1920, 1080), "aac", "the slow profile");
+    let slow = rendition(&st, "slow");
+    assert!(slow["frames_dropped"].as_u64().unwrap() > 0, "{st}");
+    assert_eq!(rendition(&st, "low")["frames_dropped"], 0, "{st}");
+    for (path, what) in [(&own, "own"), (&low, "low")] {
+        let (_, secs) = media::video_bitrate(path);
+        let wall = 10.0 - outputs[0].1.as_secs_f64();
+        assert!(
+            secs > 0.8 * wall - 1.0,
+            "{what}: {secs} s of media in {wall} s"
+        );
+    }
+    let speed = st["speed"].as_f64().unwrap();
+    assert!(speed > 0.9, "the channel fell behind: {st}");
+    // One decode: the channel's own encoder and low's take the same decoded frames.
+    let decoded = st["frames_decoded"].as_u64().unwrap();
+    let own_frames = st["frames_encoded"].as_u64().unwrap();
+    assert!(decoded > 0 && own_frames > 0, "{st}");
+    assert!(
+        (decoded as f64) < 1.2 * own_frames as f64,
+        "{decoded} decoded for {own_frames} encoded by the channel alone: {st}"
+    );
+}
+
+#[test]
+fn profiles_are_asked_for_by_name_and_unknown_ones_refused() {
+    let s = Server::start(&config(&format!(
+        "{}{}",
+        stream(1, "copy", "mid, low"),
+        stream(2, "copy", "")
+    )));
+    let r = s.get(&format!("/stream/1?token={TOKEN}&profile=nope"));
+    assert_eq!(r.status, 404);
+    let detail = r.json()["detail"].as_str().unwrap().to_owned();
+    assert!(
+        detail.contains("\"nope\"") && detail.contains("copy, mid, low"),
+        "{detail}"
+    );
+    let r = s.request(
+        "HEAD",
+        &format!("/stream/1?token={TOKEN}&profile=nope"),
+        &[],
+        None,
+    );
+    assert_eq!(r.status, 404);
+    let r = s.get(&format!("/stream/2?token={TOKEN}&profile=mid"));
+    assert_eq!(r.status, 404);
+    assert!(r.json()["detail"]
+        .as_str()
+        .unwrap()
+        .contains("it offers: copy"));
+    // The stream's own profile by name is its own output.
+    let mut v = open(&s, 2, "copy");
+    let path = save(&v.read_for(Duration::from_secs(2)), "own-by-name.ts");
+    check(&path, (640, 360), "aac", "?profile= naming the own profile");
+    drop(v);
+
+    // The playlist variant: channels that offer the profile ask for it, others not.
+    let p = s.get(&format!("/playlist.m3u?token={TOKEN}&profile=low"));
+    assert_eq!(p.status, 200);
+    let urls: Vec<&str> = p.body.lines().filter(|l| l.starts_with("http")).collect();
+    assert_eq!(urls.len(), 2, "{}", p.body);
+    assert!(
+        urls[0].ends_with(&format!("/stream/1?token={TOKEN}&profile=low")),
+        "{urls:?}"
+    );
+    assert!(
+        urls[1].ends_with(&format!("/stream/2?token={TOKEN}")),
+        "{urls:?}"
+    );
+    let r = s.get(&format!("/playlist.m3u?token={TOKEN}&profile=nope"));
+    assert_eq!(r.status, 404);
+    assert!(r.json()["detail"]
+        .as_str()
+        .unwrap()
+        .contains("offered: low, mid"));
+    // A player following the variant's URL gets the profile.
+    let mut v = Viewer::open_url(urls[0]).unwrap();
+    let path = save(&v.read_for(Duration::from_secs(3)), "variant.ts");
+    check(&path, (256, 144), "aac", "the variant playlist's URL");
+}
+
+#[test]
+fn profiles_are_validated_with_their_key_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.yaml");
+    std::fs::write(
+        &path,
+        "hdhomerun:\n  transcode_profiles: {mobil: low, heavy: nope}\nffmpeg_profiles:\n  copy: {}\n  low: {video_codec: libx264}\nstreams:\n  - id: 1\n    name: A\n    source: s\n    ffmpeg_profile: copy\n    profiles: [low, nope, copy, low]\n  - id: 2\n    name: B\n    source: s\n    custom_ffmpeg: 'ffmpeg -i {source} -f mpegts pipe:1'\n    profiles: [low]\n",
+    )
+    .unwrap();
+    let path = path.to_str().unwrap();
+    let (code, _, err) = run_cli(&["check", "--config", path]);
+    assert_eq!(code, 1, "{err}");
+    for want in [
+        "streams[0].profiles[1]: unknown profile \"nope\" (known: copy, low)",
+        "streams[0].profiles[2]: \"copy\" is the stream's own ffmpeg_profile",
+        "streams[0].profiles[3]: \"low\" is listed twice",
+        "streams[1].profiles: needs the in-process engine",
+        "hdhomerun.transcode_profiles.mobil: not an HDHomeRun transcode value",
+        "hdhomerun.transcode_profiles.heavy: unknown profile \"nope\" (known: copy, low)",
+    ] {
+        let line = err
+            .lines()
+            .find(|l| l.contains(want))
+            .unwrap_or_else(|| panic!("no {want:?} in\n{err}"));
+        assert!(line.trim_start().starts_with(&format!("{path}:")), "{line}");
+        let at: Vec<&str> = line.trim_start()[path.len() + 1..].splitn(3, ':').collect();
+        assert!(
+            at[0].parse::<u32>().is_ok_and(|n| n >= 2),
+            "no line in {line}"
+        );
+    }
+}
+
+#[test]
+fn hdhomerun_transcode_values_reach_the_mapped_profiles() {
+    let cfg = config(&format!(
+        "{}{}",
+        stream(1, "copy", "mobile"),
+        stream(2, "copy", "")
+    ))
+    .replace(
+        "engine:\n",
+        "hdhomerun:\n  transcode_profiles: {mobile: mobile, internet240: low}\nengine:\n",
+    );
+    let s = Server::start(&cfg);
+    let d = s.get(&format!("/hdhr/{TOKEN}/discover.json")).json();
+    assert_eq!(d["ModelNumber"], "HDTC-2US", "{d}");
+    let xml = s.get(&format!("/hdhr/{TOKEN}/device.xml")).body;
+    assert!(xml.contains("<modelNumber>HDTC-2US</modelNumber>"), "{xml}");
+    let capture = |path: &str, name: &str| {
+        let mut v = Viewer::open_url(&s.url(path)).unwrap_or_else(|c| panic!("{path}: {c}"));
+        save(&v.read_for(Duration::from_secs(3)), name)
+    };
+    // Mapped and offered: the profile.
+    let p = capture(
+        &format!("/hdhr/{TOKEN}/auto/v1?transcode=mobile"),
+        "hdhr-mobile.ts",
+    );
+    check(&p, (320, 180), "aac", "transcode=mobile");
+    // Mapped but not offered by channel 2, or not mapped at all: the channel's own.
+    let p = capture(
+        &format!("/hdhr/{TOKEN}/auto/v2?transcode=internet240"),
+        "hdhr-240.ts",
+    );
+    check(
+        &p,
+        (640, 360),
+        "aac",
+        "transcode=internet240 on a channel without it",
+    );
+    let p = capture(
+        &format!("/hdhr/{TOKEN}/auto/v1?transcode=heavy"),
+        "hdhr-heavy.ts",
+    );
+    check(&p, (640, 360), "aac", "transcode=heavy, not mapped");
+}
