@@ -4,6 +4,7 @@
 
 mod common;
 
+use common::browser::Browser;
 use common::{media, run_cli, save, Server, Viewer, TOKEN};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -383,4 +384,191 @@ fn hdhomerun_transcode_values_reach_the_mapped_profiles() {
         "hdhr-heavy.ts",
     );
     check(&p, (640, 360), "aac", "transcode=heavy, not mapped");
+}
+
+/// The segments of one rendition's live playlist: (sequence number, URI).
+fn listed(s: &Server, query: &str) -> Vec<(u64, String)> {
+    let text = s
+        .get(&format!("/hls/1/index.m3u8?token={TOKEN}{query}"))
+        .body;
+    let first: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("#EXT-X-MEDIA-SEQUENCE:"))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no media sequence in {text}"));
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .enumerate()
+        .map(|(i, uri)| (first + i as u64, uri.to_owned()))
+        .collect()
+}
+
+/// The first video PTS of a segment (90 kHz).
+fn first_pts(s: &Server, uri: &str, name: &str) -> i64 {
+    let (status, _, body) = s.get_bytes(&format!("/hls/1/{uri}"), &[]);
+    assert_eq!(status, 200, "{uri}");
+    let path = save(&body, name);
+    media::video_csv(&path, "packet=pts", &["-read_intervals", "%+#1"])
+        .trim()
+        .trim_end_matches(',')
+        .parse()
+        .unwrap_or_else(|_| panic!("no PTS in {uri}"))
+}
+
+#[test]
+fn adaptive_hls_lists_aligned_renditions_and_hls_js_switches_between_them() {
+    let s = Server::start(&config(&stream(1, "copy", "mid, low")));
+    let t0 = Instant::now();
+    let master = s.get(&format!("/hls/1/master.m3u8?token={TOKEN}"));
+    let waited = t0.elapsed();
+    assert_eq!(master.status, 200, "{}", master.body);
+    assert_eq!(
+        master.header("content-type"),
+        Some("application/vnd.apple.mpegurl")
+    );
+    let text = master.body.clone();
+    let inf: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("#EXT-X-STREAM-INF:"))
+        .collect();
+    assert_eq!(inf.len(), 3, "{text}");
+    let attr = |line: &str, key: &str| -> String {
+        let rest = line
+            .split_once(&format!("{key}="))
+            .map(|(_, r)| r)
+            .unwrap_or("");
+        if let Some(q) = rest.strip_prefix('"') {
+            q.split('"').next().unwrap_or("").to_owned()
+        } else {
+            rest.split(',').next().unwrap_or("").to_owned()
+        }
+    };
+    for (line, res) in inf.iter().zip(["640x360", "480x270", "256x144"]) {
+        assert_eq!(attr(line, "RESOLUTION"), res, "{line}");
+        assert_eq!(attr(line, "FRAME-RATE"), "25.000", "{line}");
+        let codecs = attr(line, "CODECS");
+        assert!(
+            codecs.starts_with("avc1.") && codecs.ends_with(",mp4a.40.2"),
+            "{line}"
+        );
+    }
+    // Bandwidths are measured on the segments: each at least its average, in the order
+    // of the renditions' sizes.
+    let bw =
+        |key: &str| -> Vec<f64> { inf.iter().map(|l| attr(l, key).parse().unwrap()).collect() };
+    let (peak, avg) = (bw("BANDWIDTH"), bw("AVERAGE-BANDWIDTH"));
+    assert!(
+        peak.iter().zip(&avg).all(|(p, a)| p >= a && *a > 100_000.0),
+        "{text}"
+    );
+    assert!(avg[0] > avg[1] && avg[1] > avg[2], "{text}");
+    let uris: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("index.m3u8"))
+        .collect();
+    assert_eq!(
+        uris,
+        [
+            format!("index.m3u8?token={TOKEN}"),
+            format!("index.m3u8?profile=mid&token={TOKEN}"),
+            format!("index.m3u8?profile=low&token={TOKEN}"),
+        ]
+    );
+    assert!(waited < Duration::from_secs(20), "{waited:?}");
+
+    // Aligned: the same sequence numbers start at the same picture in every rendition.
+    std::thread::sleep(Duration::from_secs(2));
+    let own = listed(&s, "");
+    let mid = listed(&s, "&profile=mid");
+    let low = listed(&s, "&profile=low");
+    let mut compared = 0;
+    for (seq, uri) in &own {
+        let (Some(m), Some(l)) = (
+            mid.iter().find(|(n, _)| n == seq),
+            low.iter().find(|(n, _)| n == seq),
+        ) else {
+            continue;
+        };
+        let p0 = first_pts(&s, uri, "al-own.ts");
+        let p1 = first_pts(&s, &m.1, "al-mid.ts");
+        let p2 = first_pts(&s, &l.1, "al-low.ts");
+        // Within one 25 fps frame (the encoders' frame grid rounds by up to half one).
+        assert!(
+            (p0 - p1).abs() < 3_600 && (p0 - p2).abs() < 3_600,
+            "{seq}: {p0} {p1} {p2}"
+        );
+        compared += 1;
+    }
+    assert!(compared >= 2, "no common segments: {own:?} {mid:?} {low:?}");
+    let check_seg = |uri: &str, size, name: &str| {
+        let (_, _, body) = s.get_bytes(&format!("/hls/1/{uri}"), &[]);
+        let path = save(&body, name);
+        check(&path, size, "aac", name);
+    };
+    check_seg(&mid.last().unwrap().1, (480, 270), "seg-mid.ts");
+    check_seg(&low.last().unwrap().1, (256, 144), "seg-low.ts");
+    // What the master says a rendition takes is what its segments take (the playlists'
+    // windows have moved on a little since), and the encoders meet their targets.
+    for (list, i, target, name) in [(&mid, 1, 400_000.0, "mid"), (&low, 2, 150_000.0, "low")] {
+        let mut all = Vec::new();
+        for (_, uri) in list.iter() {
+            all.extend(s.get_bytes(&format!("/hls/1/{uri}"), &[]).2);
+        }
+        let path = save(&all, &format!("window-{name}.ts"));
+        let secs = media::probe(&path)["format"]["duration"]
+            .as_str()
+            .and_then(|d| d.parse::<f64>().ok())
+            .unwrap();
+        let rate = all.len() as f64 * 8.0 / secs;
+        assert!(
+            (rate - avg[i]).abs() <= 0.25 * avg[i],
+            "{name}: {rate} vs {}",
+            avg[i]
+        );
+        let (video, _) = media::video_bitrate(&path);
+        assert!(
+            (video - target).abs() <= 0.25 * target,
+            "{name}: video {video}"
+        );
+    }
+
+    // hls.js (the dashboard's player) plays the master playlist and switches levels.
+    let b = Browser::start();
+    b.go(&s.url("/login"));
+    b.type_into("#token", TOKEN);
+    b.click("button[type=submit]");
+    assert!(b.wait_js(Duration::from_secs(5), "return document.title === 'Amps'"));
+    b.go(&s.url("/watch/1"));
+    b.wait_playing(Duration::from_secs(30), "v.currentTime > 1");
+    assert_eq!(b.js("return window.amps.hls.levels.length"), 3);
+    let heights = b.js("return window.amps.hls.levels.map(l => l.height).sort((a, b) => a - b)");
+    assert_eq!(heights, serde_json::json!([144, 270, 360]));
+    for target in [144, 360] {
+        let level = b.js(&format!(
+            "return window.amps.hls.levels.findIndex(l => l.height === {target})"
+        ));
+        b.js(&format!(
+            "window.amps.hls.currentLevel = {level}; return true"
+        ));
+        assert!(
+            b.wait_js(
+                Duration::from_secs(20),
+                &format!("const v = document.getElementById('player'); return v.videoHeight === {target} && !v.paused")
+            ),
+            "no switch to {target}: level {}, video {}x{}",
+            b.js("return window.amps.hls.currentLevel"),
+            b.js("return document.getElementById('player').videoWidth"),
+            b.js("return document.getElementById('player').videoHeight"),
+        );
+        let t1 = b.current_time();
+        std::thread::sleep(Duration::from_secs(2));
+        let t2 = b.current_time();
+        assert!(t2 - t1 > 1.0, "playback advances at {target}: {t1} -> {t2}");
+    }
+    let errors: Vec<String> = b
+        .console()
+        .into_iter()
+        .filter(|l| l.contains("SEVERE"))
+        .collect();
+    assert!(errors.is_empty(), "{errors:?}");
 }

@@ -65,9 +65,72 @@ struct Building {
     discontinuity: bool,
 }
 
+/// Where a channel's leading HLS output (its own profile's) started its latest segments:
+/// the outputs of its other profiles cut at the same keyframes, with the same media
+/// sequence numbers, so a player switches between them without a glitch.
+#[derive(Debug, Default)]
+pub struct Cuts {
+    /// (media sequence number, PTS of the segment's first keyframe), oldest first.
+    list: VecDeque<(u64, u64)>,
+}
+
+/// Cuts kept (more than any playlist window).
+const CUTS_KEPT: usize = 64;
+/// How far two renditions' keyframe PTS may differ and still be the same source picture:
+/// an encoder's frame-rate filter puts its frames on its own grid, up to half a frame
+/// (20 ms at 25 fps) from the source's PTS. Keyframes are many frames apart.
+const SAME_PICTURE: u64 = 3_000;
+
+impl Cuts {
+    fn record(&mut self, seq: u64, pts: u64) {
+        self.list.push_back((seq, pts));
+        while self.list.len() > CUTS_KEPT {
+            self.list.pop_front();
+        }
+    }
+
+    /// The sequence number of the cut at `pts`, if the leader cut there.
+    fn at(&self, pts: u64) -> Option<u64> {
+        self.list
+            .iter()
+            .rev()
+            .find(|(_, p)| {
+                let d = p.wrapping_sub(pts) % PTS_WRAP;
+                d.min(PTS_WRAP - d) <= SAME_PICTURE
+            })
+            .map(|(s, _)| *s)
+    }
+
+    /// Whether the leader's latest cut is at or after `pts` (it has passed this keyframe).
+    fn passed(&self, pts: u64) -> bool {
+        self.list.back().is_some_and(|(_, p)| {
+            let d = p.wrapping_sub(pts) % PTS_WRAP;
+            d < PTS_WRAP / 2
+        })
+    }
+}
+
+/// How a segmenter places its cuts.
+#[derive(Debug, Clone)]
+pub enum Role {
+    /// By itself (see [`Segmenter::feed`]).
+    Alone,
+    /// By itself, recording its cuts for followers.
+    Leader(std::sync::Arc<std::sync::Mutex<Cuts>>),
+    /// At the leader's cuts, with its sequence numbers; by itself where the leader has
+    /// not been yet.
+    Follower(std::sync::Arc<std::sync::Mutex<Cuts>>),
+}
+
+/// How long a follower waits for a keyframe its leader cut at before it starts alone.
+const FOLLOW_WAIT_TARGETS: f64 = 3.0;
+
 /// Cuts a hub's pieces into HLS segments and renders the live playlist.
 #[derive(Debug)]
 pub struct Segmenter {
+    role: Role,
+    /// A follower that has not started: since when it waits.
+    waiting_since: Option<Instant>,
     target: f64,
     /// Finished segments kept (the playlist window plus a few for late fetches).
     keep: usize,
@@ -86,6 +149,8 @@ pub struct Segmenter {
 impl Segmenter {
     pub fn new(target_secs: f64, keep: usize) -> Segmenter {
         Segmenter {
+            role: Role::Alone,
+            waiting_since: None,
             target: target_secs.max(0.5),
             keep: keep.max(2),
             header: None,
@@ -97,6 +162,12 @@ impl Segmenter {
             pending_discontinuity: false,
             longest: 0,
         }
+    }
+
+    /// Sets how the segmenter places its cuts (before the first piece).
+    pub fn with_role(mut self, role: Role) -> Segmenter {
+        self.role = role;
+        self
     }
 
     /// Continues the numbering of an earlier session of the same channel: a player that
@@ -132,19 +203,58 @@ impl Segmenter {
             // The tables as they stand at the next keyframe: its segment starts with them.
             PartKind::Tables => self.header = Some(data),
             PartKind::Key(pts) => {
+                let follow = match (&self.role, pts) {
+                    (Role::Follower(cuts), Some(p)) => {
+                        let c = cuts.lock().unwrap_or_else(|e| e.into_inner());
+                        Some((c.at(p), c.passed(p)))
+                    }
+                    _ => None,
+                };
+                if self.building.is_none() && self.header.is_some() {
+                    if let Some((cut, _)) = follow {
+                        // Start on a keyframe the leader started a segment at, with its
+                        // number; alone if the leader gives none for a while.
+                        let since = *self.waiting_since.get_or_insert(now);
+                        match cut {
+                            Some(seq) => self.next_seq = seq,
+                            None if now.duration_since(since).as_secs_f64()
+                                < FOLLOW_WAIT_TARGETS * self.target =>
+                            {
+                                return
+                            }
+                            None => self.role = Role::Alone,
+                        }
+                    }
+                }
                 if let Some(b) = &self.building {
                     let wall = now.duration_since(b.started).as_secs_f64();
                     let secs = span(b.start_pts, pts, wall, self.target);
-                    if secs + 0.001 < self.target {
+                    let cut = match follow {
+                        // The leader cut here: so do we, taking its number.
+                        Some((Some(seq), _)) if seq > self.next_seq => true,
+                        // The leader has passed this keyframe without cutting.
+                        Some((None, true)) | Some((Some(_), _)) => false,
+                        // Not there yet, or alone: the same rule as the leader.
+                        _ => secs + 0.001 >= self.target,
+                    };
+                    if !cut {
                         self.append(data, now);
                         return;
                     }
                     let b = self.building.take().expect("checked above");
                     self.finish(b, secs);
+                    if let Some((Some(seq), _)) = follow {
+                        self.next_seq = seq;
+                    }
                 }
                 let Some(header) = self.header.clone() else {
                     return;
                 };
+                if let (Role::Leader(cuts), Some(p)) = (&self.role, pts) {
+                    cuts.lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .record(self.next_seq, p);
+                }
                 let bytes = header.len() + data.len();
                 self.building = Some(Building {
                     parts: vec![header, data],
@@ -195,6 +305,27 @@ impl Segmenter {
                     self.discontinuity_seq += 1;
                 }
             }
+        }
+    }
+
+    /// The kept segments' peak and mean bit rates, and the oldest of them.
+    pub fn stats(&self) -> super::hls_session::SegmentStats {
+        let rates: Vec<f64> = self
+            .segments
+            .iter()
+            .filter(|s| s.duration > 0.1)
+            .map(|s| s.data.len() as f64 * 8.0 / s.duration)
+            .collect();
+        let bytes: usize = self.segments.iter().map(|s| s.data.len()).sum();
+        let secs: f64 = self.segments.iter().map(|s| s.duration).sum();
+        super::hls_session::SegmentStats {
+            peak_bps: rates.iter().cloned().fold(0.0, f64::max) as u64,
+            average_bps: if secs > 0.0 {
+                (bytes as f64 * 8.0 / secs) as u64
+            } else {
+                0
+            },
+            first: self.segments.front().map(|s| s.data.clone()),
         }
     }
 
@@ -376,6 +507,39 @@ mod tests {
             "{pl}"
         );
         assert_eq!(b.position(), (11, 1));
+    }
+
+    #[test]
+    fn a_follower_cuts_where_its_leader_did_with_the_same_numbers() {
+        let t0 = Instant::now();
+        let cuts = std::sync::Arc::new(std::sync::Mutex::new(Cuts::default()));
+        let mut lead = Segmenter::new(2.0, 10).with_role(Role::Leader(cuts.clone()));
+        lead.continue_after(40, 0);
+        lead.feed(Bytes::from_static(b"H"), PartKind::Header, t0);
+        // Keyframes every 0.8 s (segments of 2.4 s); the follower joins 3 s later, its
+        // encoder has an extra keyframe at 7.0 s and its PTS are on a 25 fps grid.
+        for i in 0..12 {
+            key(&mut lead, 100.0 + 0.8 * f64::from(i), t0);
+        }
+        let mut follow = Segmenter::new(2.0, 10).with_role(Role::Follower(cuts));
+        follow.feed(Bytes::from_static(b"H"), PartKind::Header, t0);
+        let mut times: Vec<f64> = (4..12)
+            .map(|i| 100.0 + 0.8 * f64::from(i) + 0.008)
+            .collect();
+        times.push(107.0);
+        times.sort_by(f64::total_cmp);
+        for t in times {
+            key(&mut follow, t, t0);
+        }
+        // The leader cut at 100, 102.4, 104.8, 107.2 (seq 40..43); the follower waits for
+        // 104.8 and cuts at 107.2 too, not at its own extra keyframe.
+        assert_eq!(lead.ready(), 3);
+        assert_eq!(follow.ready(), 1);
+        let seg = follow
+            .segment(42)
+            .expect("the follower's first segment is 42");
+        assert!((seg.duration - 2.4).abs() < 0.01, "{}", seg.duration);
+        assert!(follow.segment(41).is_none());
     }
 
     #[test]

@@ -19,6 +19,8 @@ use std::time::{Duration, Instant};
 /// requested for a while, when the channel ends, or at shutdown.
 pub struct HlsSession {
     pub id: u32,
+    /// The output profile it cuts (None: the channel's own).
+    pub profile: Option<String>,
     /// Part of every segment name: a later session never reuses a name a cache may hold.
     pub name: String,
     segmenter: Mutex<hls::Segmenter>,
@@ -40,18 +42,24 @@ impl std::fmt::Debug for HlsSession {
 }
 
 impl HlsSession {
-    fn new(id: u32, settings: &EngineConfig) -> HlsSession {
+    fn new(
+        id: u32,
+        profile: Option<String>,
+        role: hls::Role,
+        settings: &EngineConfig,
+    ) -> HlsSession {
         use std::time::{SystemTime, UNIX_EPOCH};
         let ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis());
         HlsSession {
             id,
+            profile,
             name: format!("{ms:x}"),
-            segmenter: Mutex::new(hls::Segmenter::new(
-                settings.hls_segment_secs,
-                settings.hls_list_size + 4,
-            )),
+            segmenter: Mutex::new(
+                hls::Segmenter::new(settings.hls_segment_secs, settings.hls_list_size + 4)
+                    .with_role(role),
+            ),
             changed: tokio::sync::Notify::new(),
             created: Instant::now(),
             last_request: AtomicU64::new(0),
@@ -81,6 +89,11 @@ impl HlsSession {
 
     pub fn ended(&self) -> bool {
         self.ended.load(Ordering::SeqCst)
+    }
+
+    /// What the kept segments measure (for the master playlist).
+    pub fn stats(&self) -> SegmentStats {
+        lock(&self.segmenter).stats()
     }
 
     /// A finished segment by sequence number (None once it left the kept window).
@@ -129,12 +142,26 @@ impl HlsSession {
     }
 }
 
-/// The HLS sessions of every channel, and where each channel's next session continues
-/// its numbering (see [`hls::Segmenter::continue_after`]).
+/// What a session's kept segments measure: the highest and the mean bit rate of a
+/// segment, and the oldest segment itself (its codec parameters).
+#[derive(Clone, Debug, Default)]
+pub struct SegmentStats {
+    pub peak_bps: u64,
+    pub average_bps: u64,
+    pub first: Option<bytes::Bytes>,
+}
+
+/// A channel and one of its output profiles (None: its own).
+type Key = (u32, Option<String>);
+
+/// The HLS sessions of every channel and profile, where each one's next session continues
+/// its numbering (see [`hls::Segmenter::continue_after`]), and each channel's cuts, which
+/// its profiles' sessions follow (see [`hls::Role`]).
 #[derive(Debug)]
 pub struct HlsSessions {
-    map: Mutex<HashMap<u32, Arc<HlsSession>>>,
-    positions: Mutex<HashMap<u32, (u64, u64)>>,
+    map: Mutex<HashMap<Key, Arc<HlsSession>>>,
+    positions: Mutex<HashMap<Key, (u64, u64)>>,
+    cuts: Mutex<HashMap<u32, Arc<Mutex<hls::Cuts>>>>,
     settings: EngineConfig,
 }
 
@@ -143,29 +170,52 @@ impl HlsSessions {
         HlsSessions {
             map: Mutex::new(HashMap::new()),
             positions: Mutex::new(HashMap::new()),
+            cuts: Mutex::new(HashMap::new()),
             settings: settings.clone(),
         }
     }
 
-    /// Channel `id`'s running session, or a new one (true: the caller starts feeding it).
-    pub fn open(&self, id: u32) -> (Arc<HlsSession>, bool) {
+    /// The running session of channel `id`'s `profile` (None: its own output), or a new
+    /// one (true: the caller starts feeding it). A profile's new session follows the
+    /// cuts of the channel's own session when that one runs (a master playlist starts it
+    /// first), so the renditions' segments line up.
+    pub fn open(&self, id: u32, profile: Option<&str>) -> (Arc<HlsSession>, bool) {
+        let key: Key = (id, profile.map(str::to_owned));
         let mut map = lock(&self.map);
-        if let Some(s) = map.get(&id).filter(|s| !s.ended()) {
+        if let Some(s) = map.get(&key).filter(|s| !s.ended()) {
             s.touch();
             return (s.clone(), false);
         }
-        let session = Arc::new(HlsSession::new(id, &self.settings));
-        if let Some((seq, disc)) = lock(&self.positions).get(&id).copied() {
+        let cuts = lock(&self.cuts).entry(id).or_default().clone();
+        let role = match profile {
+            None => hls::Role::Leader(cuts),
+            Some(_) if map.get(&(id, None)).is_some_and(|s| !s.ended()) => {
+                hls::Role::Follower(cuts)
+            }
+            Some(_) => hls::Role::Alone,
+        };
+        let session = Arc::new(HlsSession::new(id, key.1.clone(), role, &self.settings));
+        if let Some((seq, disc)) = lock(&self.positions).get(&key).copied() {
             lock(&session.segmenter).continue_after(seq, disc);
         }
         session.touch();
-        map.insert(id, session.clone());
+        map.insert(key, session.clone());
         (session, true)
     }
 
-    /// The running session of channel `id`.
-    pub fn running(&self, id: u32) -> Option<Arc<HlsSession>> {
-        lock(&self.map).get(&id).filter(|s| !s.ended()).cloned()
+    /// The running session of channel `id`'s `profile`.
+    pub fn running(&self, id: u32, profile: Option<&str>) -> Option<Arc<HlsSession>> {
+        lock(&self.map)
+            .get(&(id, profile.map(str::to_owned)))
+            .filter(|s| !s.ended())
+            .cloned()
+    }
+
+    /// Whether channel `id` has any HLS session running.
+    pub fn any_running(&self, id: u32) -> bool {
+        lock(&self.map)
+            .iter()
+            .any(|((i, _), s)| *i == id && !s.ended())
     }
 
     /// How long a session lives without requests: the playlist window, at least 10 s,
@@ -213,18 +263,16 @@ impl HlsSessions {
         }
         tracing::info!(channel = session.id, session = %session.name, "HLS output stopped");
         let position = lock(&session.segmenter).position();
-        lock(&self.positions).insert(session.id, position);
+        lock(&self.positions).insert((session.id, session.profile.clone()), position);
         session.end(None);
         self.remove(&session);
     }
 
     fn remove(&self, session: &Arc<HlsSession>) {
         let mut map = lock(&self.map);
-        if map
-            .get(&session.id)
-            .is_some_and(|s| Arc::ptr_eq(s, session))
-        {
-            map.remove(&session.id);
+        let key = (session.id, session.profile.clone());
+        if map.get(&key).is_some_and(|s| Arc::ptr_eq(s, session)) {
+            map.remove(&key);
         }
     }
 }

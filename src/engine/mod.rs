@@ -70,6 +70,17 @@ use std::time::{Duration, Instant};
 pub use subscription::Subscription;
 use thumbs::Thumbnails;
 
+/// A channel's output as the master playlist describes it (see
+/// [`Engine::rendition_info`]).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RenditionInfo {
+    /// `1280x720`, when known.
+    pub resolution: Option<String>,
+    pub frame_rate: Option<f64>,
+    /// The audio tracks' codec names (`aac`, `ac3`, ...).
+    pub audio: Vec<String>,
+}
+
 pub struct Engine {
     registry: Arc<Registry>,
     settings: EngineConfig,
@@ -172,6 +183,45 @@ impl Engine {
         profile: Option<&str>,
     ) -> Result<Subscription, Error> {
         self.join(id, true, profile).await
+    }
+
+    /// What the master playlist says of channel `id`'s output of `profile` (None: its
+    /// own): its video size, frame rate and audio codecs, as the running channel reports
+    /// them. None for an unknown channel or profile.
+    pub fn rendition_info(&self, id: u32, profile: Option<&str>) -> Option<RenditionInfo> {
+        self.registry.get(id)?;
+        let ch = lock(&self.channels).get(&id).cloned()?;
+        let st = ch.status();
+        let (codecs, resolution, framerate) = match profile {
+            None => (
+                st.output_codecs.clone(),
+                st.output_resolution.clone(),
+                ch.profile().framerate,
+            ),
+            Some(p) => {
+                let r = ch.renditions().get(p)?.clone();
+                let (codecs, res) = lock(&r.codecs).clone();
+                (codecs, res, r.profile.framerate.clone())
+            }
+        };
+        let frame_rate = framerate
+            .as_ref()
+            .and_then(crate::config::units::Value::get)
+            .map(|f| f64::from(f.num) / f64::from(f.den.max(1)))
+            .or(st.input_frame_rate);
+        // "aac (copy) [deu]" -> "aac"; the first is the video.
+        let audio = codecs
+            .iter()
+            .skip(1)
+            .filter_map(|c| c.split([' ', '[']).next())
+            .filter(|c| !c.is_empty())
+            .map(str::to_owned)
+            .collect();
+        Some(RenditionInfo {
+            resolution,
+            frame_rate,
+            audio,
+        })
     }
 
     /// The profiles stream `id` offers viewers: its own first, then its `profiles`.
@@ -369,7 +419,11 @@ impl Engine {
     /// The HLS session of channel `id`, started if there is none. 404 for an unknown
     /// channel, 503 at shutdown. A new session starts the channel in the background; its
     /// first playlist request waits until there are segments to list.
-    pub fn hls_session(self: &Arc<Self>, id: u32) -> Result<Arc<HlsSession>, Error> {
+    pub fn hls_session(
+        self: &Arc<Self>,
+        id: u32,
+        profile: Option<&str>,
+    ) -> Result<Arc<HlsSession>, Error> {
         if self.shutdown.load(Ordering::SeqCst) {
             return Err(Error::new(
                 ErrorKind::Unavailable,
@@ -379,12 +433,13 @@ impl Engine {
         if self.registry.get(id).is_none() {
             return Err(crate::registry::no_such(id));
         }
-        let (session, new) = self.hls.open(id);
+        let (session, new) = self.hls.open(id, profile);
         if new {
             let engine = self.clone();
             let s = session.clone();
+            let profile = profile.map(str::to_owned);
             tokio::spawn(async move {
-                match engine.subscribe(id).await {
+                match engine.subscribe_profile(id, profile.as_deref()).await {
                     // From the oldest buffered keyframe: on a channel that already runs,
                     // the window fills at once and players start a few segments behind
                     // the live edge, as they should, instead of stalling at it.
@@ -401,14 +456,15 @@ impl Engine {
         Ok(session)
     }
 
-    /// The running HLS session of channel `id` (segments are only served from one).
-    pub fn hls_running(&self, id: u32) -> Option<Arc<HlsSession>> {
-        self.hls.running(id)
+    /// The running HLS session of channel `id`'s `profile` (segments are only served from
+    /// one).
+    pub fn hls_running(&self, id: u32, profile: Option<&str>) -> Option<Arc<HlsSession>> {
+        self.hls.running(id, profile)
     }
 
-    /// Whether channel `id` has HLS output now.
+    /// Whether channel `id` has HLS output now (of any profile).
     pub fn hls_active(&self, id: u32) -> bool {
-        self.hls.running(id).is_some()
+        self.hls.any_running(id)
     }
 
     /// A JPEG of channel `id`'s live picture (see [`Thumbnails::get`]). Never starts a

@@ -190,8 +190,7 @@ fn map_streams(
     profile: &Profile,
     octx: &mut Output,
     decoders: &mut [Option<Decoder>],
-    mid_stream: bool,
-    channel: u32,
+    (mid_stream, channel, aligned): (bool, u32, bool),
 ) -> Result<Mapped, String> {
     let mut routes: Vec<Option<Route>> = (0..ictx.nb_streams()).map(|_| None).collect();
     let (mut desc_in, mut desc_out) = (Vec::new(), Vec::new());
@@ -219,7 +218,12 @@ fn map_streams(
                     slot => slot.insert(Decoder::new(&ist, channel, mid_stream)?),
                 };
                 let tx = if params.medium() == media::Type::Video {
-                    Transcoder::video(&ist, dec, profile, codec, octx)?
+                    let tx = Transcoder::video(&ist, dec, profile, codec, octx)?;
+                    if aligned {
+                        tx.align_keyframes()
+                    } else {
+                        tx
+                    }
                 } else {
                     Transcoder::audio(&ist, dec, profile, codec, octx)?
                 };
@@ -273,6 +277,7 @@ fn describe(ctx: &Ctx, ictx: &Input, plan: &mapping::Plan, mapped: &Mapped) {
     st.skipped_streams = plan.skipped.clone();
     st.input_codecs = mapped.desc_in.clone();
     st.output_codecs = mapped.desc_out.clone();
+    st.output_resolution = mapped.resolution.clone();
     if let Some(v) = ictx.streams().best(media::Type::Video) {
         let p = v.parameters();
         // SAFETY: reading plain fields of valid codec parameters.
@@ -417,22 +422,41 @@ struct Out {
     mux: Muxer,
 }
 
+/// What an output of a session is: whose, of what, how.
+struct Spec<'a> {
+    plan: &'a mapping::Plan,
+    profile: &'a Profile,
+    hub: Arc<Hub>,
+    channel: u32,
+    /// The session is under way (a rendition starting for its first viewer).
+    mid_stream: bool,
+    /// Encoded video keeps the source's keyframes (a channel with `profiles`).
+    aligned: bool,
+    /// The channel's own output's stamps, for a rendition: the same offset, so the same
+    /// picture has the same timestamps in every output (aligned HLS segments).
+    stamps: Option<SessionStamps>,
+    keep_going: Arc<dyn Fn() -> bool + Send + Sync>,
+    /// The channel's own output: paced, reporting in the status.
+    status: Option<Arc<Mutex<Status>>>,
+}
+
 impl Out {
-    /// Sets up an output of `profile`'s plan into `hub`, on `timeline`.
-    #[allow(clippy::too_many_arguments)]
+    /// Sets up an output of `spec` on `timeline`; on failure the timeline comes back.
     fn open(
         ictx: &Input,
-        plan: &mapping::Plan,
-        profile: &Profile,
-        hub: Arc<Hub>,
+        spec: Spec,
         decoders: &mut [Option<Decoder>],
-        mid_stream: bool,
-        channel: u32,
         mut timeline: Timeline,
-        keep_going: Arc<dyn Fn() -> bool + Send + Sync>,
-        status: Option<Arc<Mutex<Status>>>,
     ) -> Result<(Out, Mapped), Box<(Fail, Timeline)>> {
-        match Self::setup(ictx, plan, profile, hub, decoders, mid_stream, channel) {
+        let setup = Self::setup(
+            ictx,
+            spec.plan,
+            spec.profile,
+            spec.hub,
+            decoders,
+            (spec.mid_stream, spec.channel, spec.aligned),
+        );
+        match setup {
             Ok((octx, mut mapped, input_start)) => {
                 let ost_tbs: Vec<Rational> = octx.streams().map(|s| s.time_base()).collect();
                 debug_assert!(ost_tbs.iter().all(|tb| *tb == TS_TB));
@@ -441,10 +465,17 @@ impl Out {
                     .find(|s| s.parameters().medium() == media::Type::Video)
                     .map(|s| s.index());
                 let routes = std::mem::take(&mut mapped.routes);
+                let stamps = match spec.stamps {
+                    Some(shared) => {
+                        timeline.begin_session();
+                        shared
+                    }
+                    None => SessionStamps::begin(&mut timeline, input_start),
+                };
                 let mux = Muxer {
-                    keep_going,
-                    status,
-                    stamps: SessionStamps::begin(&mut timeline, input_start),
+                    keep_going: spec.keep_going,
+                    status: spec.status,
+                    stamps,
                     timeline,
                     ost_tbs,
                     started: Instant::now(),
@@ -459,14 +490,14 @@ impl Out {
         }
     }
 
+    /// `(mid_stream, channel, aligned)` as in [`Spec`].
     fn setup(
         ictx: &Input,
         plan: &mapping::Plan,
         profile: &Profile,
         hub: Arc<Hub>,
         decoders: &mut [Option<Decoder>],
-        mid_stream: bool,
-        channel: u32,
+        (mid_stream, channel, aligned): (bool, u32, bool),
     ) -> Result<(Output, Mapped, Option<i64>), Fail> {
         let writer = HubWriter::new(hub);
         let io = StreamIo::from_write_with_capacity(writer, 188 * 64)
@@ -474,7 +505,12 @@ impl Out {
         let mut octx = ff::format::output_to_stream(io, None, Some("mpegts"))
             .map_err(|e| (Stage::Setup, format!("MPEG-TS muxer: {e}")))?;
         let mapped = map_streams(
-            ictx, plan, profile, &mut octx, decoders, mid_stream, channel,
+            ictx,
+            plan,
+            profile,
+            &mut octx,
+            decoders,
+            (mid_stream, channel, aligned),
         )
         .map_err(at(Stage::Setup))?;
         // T-STD: the PCR leads the DTS by this much, so every PES (audio too) is in the
@@ -786,7 +822,7 @@ impl<'s> Feeds<'s, '_> {
             if running || r.clients() == 0 || self.failed.contains(&r.name) {
                 continue;
             }
-            if let Err(e) = self.start(ctx, ictx, incomplete, r, decoders) {
+            if let Err(e) = self.start(ctx, ictx, incomplete, r, out, decoders) {
                 tracing::warn!(channel, profile = %r.name, error = %e, "a profile's output could not start");
                 self.failed.push(r.name.clone());
                 r.detached(Some(e));
@@ -808,6 +844,7 @@ impl<'s> Feeds<'s, '_> {
         ictx: &Input,
         incomplete: &[usize],
         r: &Arc<Rendition>,
+        own: &Out,
         decoders: &mut [Option<Decoder>],
     ) -> Result<(), String> {
         let best_video = ictx.streams().best(media::Type::Video).map(|s| s.index());
@@ -822,18 +859,18 @@ impl<'s> Feeds<'s, '_> {
             r.hub.reset();
         }
         let timeline = std::mem::take(&mut *r.timeline.lock().unwrap_or_else(|p| p.into_inner()));
-        let opened = Out::open(
-            ictx,
-            &plan,
-            &r.profile,
-            r.hub.clone(),
-            decoders,
-            true,
-            ctx.stream.id,
-            timeline,
-            ctx.keep_going.clone(),
-            None,
-        );
+        let spec = Spec {
+            plan: &plan,
+            profile: &r.profile,
+            hub: r.hub.clone(),
+            channel: ctx.stream.id,
+            mid_stream: true,
+            aligned: true,
+            stamps: Some(own.mux.stamps.clone()),
+            keep_going: ctx.keep_going.clone(),
+            status: None,
+        };
+        let opened = Out::open(ictx, spec, decoders, timeline);
         let (out, mapped) = match opened {
             Ok(o) => o,
             Err(failed) => {
@@ -938,23 +975,23 @@ fn session(ctx: &Ctx, timeline: &mut Timeline) -> Result<End, Fail> {
     let (plan, primed, incomplete) =
         plan_and_prime(ctx, &mut ictx, &watch).map_err(at(Stage::Setup))?;
     let mut decoders: Vec<Option<Decoder>> = (0..ictx.nb_streams()).map(|_| None).collect();
-    let (out, mapped) = Out::open(
-        &ictx,
-        &plan,
-        ctx.profile,
-        ctx.hub.clone(),
-        &mut decoders,
-        false,
-        ctx.stream.id,
-        std::mem::take(timeline),
-        ctx.keep_going.clone(),
-        Some(ctx.status.clone()),
-    )
-    .map_err(|failed| {
-        let (e, t) = *failed;
-        *timeline = t;
-        e
-    })?;
+    let spec = Spec {
+        plan: &plan,
+        profile: ctx.profile,
+        hub: ctx.hub.clone(),
+        channel: ctx.stream.id,
+        mid_stream: false,
+        aligned: ctx.renditions.is_some(),
+        stamps: None,
+        keep_going: ctx.keep_going.clone(),
+        status: Some(ctx.status.clone()),
+    };
+    let (out, mapped) =
+        Out::open(&ictx, spec, &mut decoders, std::mem::take(timeline)).map_err(|failed| {
+            let (e, t) = *failed;
+            *timeline = t;
+            e
+        })?;
     describe(ctx, &ictx, &plan, &mapped);
     let (tl, result) = std::thread::scope(|scope| {
         let mut feeds = Feeds {

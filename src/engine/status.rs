@@ -42,6 +42,9 @@ pub struct Status {
     pub input_codecs: Vec<String>,
     pub output_codecs: Vec<String>,
     pub input_resolution: Option<String>,
+    /// The output's video size (the source's when copied), when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output_resolution: Option<String>,
     pub input_frame_rate: Option<f64>,
     /// Media seconds produced per wall second (1.0 = real time).
     pub speed: Option<f64>,

@@ -104,7 +104,7 @@ pub struct Stamps {
 /// Moves one session's timestamps onto the timeline: one offset for all streams, from the
 /// input's start (the earliest stream start), so no stream of this session goes below
 /// where the last session ended.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct SessionStamps {
     start: i64,
     input_start: Option<i64>,

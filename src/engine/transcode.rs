@@ -68,6 +68,8 @@ pub struct Transcoder {
     in_tb: Rational,
     /// The frame rate the decoder reads from the bitstream (0/1: none).
     coded_fps: Rational,
+    /// Keyframes only where the source has its own (see [`Transcoder::align_keyframes`]).
+    aligned: bool,
     pub frames: u64,
     /// Decoded frames dropped because no graph would take them (damaged input).
     pub dropped: u64,
@@ -327,6 +329,7 @@ impl Transcoder {
             enc_tb: tb,
             in_tb: ist.time_base(),
             coded_fps: dec.coded_fps(),
+            aligned: false,
             frames: 0,
             dropped: 0,
         })
@@ -402,9 +405,19 @@ impl Transcoder {
             enc_tb,
             in_tb: ist.time_base(),
             coded_fps: Rational::new(0, 1),
+            aligned: false,
             frames: 0,
             dropped: 0,
         })
+    }
+
+    /// Places the video's keyframes where the source has its own, and nowhere else (no
+    /// GOP of the profile's, no scene-cut keyframes): every output of a channel with
+    /// `profiles`, copied or encoded, then has its keyframes at the same pictures, so
+    /// their HLS segments line up for adaptive players.
+    pub fn align_keyframes(mut self) -> Transcoder {
+        self.aligned = true;
+        self
     }
 
     /// The graph's filters after the source, for frames with `props`.
@@ -553,8 +566,13 @@ impl Transcoder {
         let gop = p
             .gop
             .unwrap_or_else(|| (f64::from(out.fps) * 2.0).round().max(1.0) as u32);
-        enc.set_gop(gop);
+        // Aligned: the encoder makes keyframes only where it is told to (IDR for x264).
+        enc.set_gop(if self.aligned { 100_000 } else { gop });
         let mut extra = vec![("threads", p.threads.unwrap_or(0).to_string())];
+        if self.aligned {
+            extra.push(("sc_threshold", "0".into()));
+            extra.push(("forced-idr", "1".into()));
+        }
         if let Some(preset) = &p.preset {
             extra.push(("preset", preset.clone()));
         }
@@ -673,11 +691,18 @@ impl Transcoder {
             }
             let sent = match &mut self.kind {
                 Kind::Video { out: v } => {
-                    // SAFETY: clearing the picture type so the encoder decides keyframes.
+                    // SAFETY: plain field reads and a write on the filtered frame: the
+                    // encoder decides keyframes, or (aligned) takes the source's.
                     unsafe {
-                        (*filtered.as_mut_ptr()).pict_type =
+                        let f = filtered.as_mut_ptr();
+                        let key = (*f).key_frame != 0
+                            || (*f).pict_type == ff::ffi::AVPictureType::AV_PICTURE_TYPE_I;
+                        (*f).pict_type = if self.aligned && key {
+                            ff::ffi::AVPictureType::AV_PICTURE_TYPE_I
+                        } else {
                             ff::ffi::AVPictureType::AV_PICTURE_TYPE_NONE
-                    };
+                        };
+                    }
                     v.enc.as_mut().map(|e| e.send_frame(&filtered))
                 }
                 Kind::Audio { enc, .. } => Some(enc.send_frame(&filtered)),

@@ -382,7 +382,9 @@ pub fn watch_page(state: &AppState, id: u32, query: &str, view: &View) -> Respon
                 "catchup",
             )
         }
-        None => (format!("/hls/{id}/index.m3u8"), "live"),
+        // The master playlist: the channel's own output and its profiles, for the
+        // player to pick and switch between.
+        None => (format!("/hls/{id}/master.m3u8"), "live"),
     };
     let _ = writeln!(
         s,
@@ -412,9 +414,10 @@ pub fn watch_page(state: &AppState, id: u32, query: &str, view: &View) -> Respon
     }
     let _ = writeln!(
         s,
-        "<dl>\n<dt>In a player</dt><dd><code>{}</code></dd>\n<dt>HLS</dt><dd><code>{}</code></dd>\n</dl>\n</main>\n</body>\n</html>",
+        "<dl>\n<dt>In a player</dt><dd><code>{}</code></dd>\n<dt>HLS</dt><dd><code>{}</code></dd>\n<dt>HLS, every profile</dt><dd><code>{}</code></dd>\n</dl>\n</main>\n</body>\n</html>",
         escape(&format!("{base}/stream/{id}{tok}")),
-        escape(&format!("{base}/hls/{id}/index.m3u8{tok}"))
+        escape(&format!("{base}/hls/{id}/index.m3u8{tok}")),
+        escape(&format!("{base}/hls/{id}/master.m3u8{tok}"))
     );
     html(StatusCode::OK, s)
 }

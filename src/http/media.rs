@@ -133,20 +133,19 @@ pub async fn hls_playlist(state: &AppState, id: u32, query: &str, view: &View) -
             return over_limit(state, &limit);
         }
     }
-    let session = match state.engine.hls_session(id) {
+    let profile = match profile_of(state, id, query) {
+        Ok(p) => p,
+        Err(e) => return reply::error(&e),
+    };
+    let session = match state.engine.hls_session(id, profile.as_deref()) {
         Ok(s) => s,
         Err(e) => return reply::error(&e),
     };
     let engine = state.engine.settings();
-    // Three segments must be complete before the first playlist (plus one for the GOP
-    // that straddles the start, plus one spare).
-    let limit = Duration::from_secs(engine.start_timeout_secs)
-        + Duration::from_secs_f64(
-            (crate::engine::hls::MIN_LISTED + 2) as f64 * engine.hls_segment_secs,
-        );
-    let token = view.token_query();
+    let limit = first_playlist_limit(engine);
+    let params = segment_query(profile.as_deref(), view);
     let name = session.name.clone();
-    let uri = move |seq: u64| format!("{name}-{seq}.ts{token}");
+    let uri = move |seq: u64| format!("{name}-{seq}.ts{params}");
     let text = match session.playlist(engine.hls_list_size, limit, uri).await {
         Ok(t) => t,
         Err(e) => return reply::error(&e),
@@ -165,6 +164,91 @@ pub async fn hls_playlist(state: &AppState, id: u32, query: &str, view: &View) -
     resp
 }
 
+/// How long a first playlist request waits: three segments must be complete (plus one
+/// for the GOP that straddles the start, plus one spare).
+fn first_playlist_limit(engine: &crate::config::EngineConfig) -> Duration {
+    Duration::from_secs(engine.start_timeout_secs)
+        + Duration::from_secs_f64(
+            (crate::engine::hls::MIN_LISTED + 2) as f64 * engine.hls_segment_secs,
+        )
+}
+
+/// The query of a segment or rendition URL: the profile (if any), then the token.
+fn segment_query(profile: Option<&str>, view: &View) -> String {
+    let token = view.token_query();
+    match profile {
+        None => token,
+        Some(p) => {
+            let p = crate::auth::encode_for_query(p);
+            match token.strip_prefix('?') {
+                Some(t) => format!("?profile={p}&{t}"),
+                None => format!("?profile={p}"),
+            }
+        }
+    }
+}
+
+/// `/hls/<id>/master.m3u8`: the channel's renditions (its own output, then each of its
+/// `profiles`) for adaptive players. Starts every rendition's HLS output, so a player can
+/// switch at once, and answers once each has segments to list: `BANDWIDTH` and
+/// `AVERAGE-BANDWIDTH` are measured on them, `CODECS` read from their first segment.
+pub async fn hls_master(state: &AppState, id: u32, query: &str, view: &View) -> Response {
+    if state.registry.get(id).is_none() {
+        return reply::error(&crate::registry::no_such(id));
+    }
+    if let Err(limit) = view.who.touch_hls(id, state.hls_lease()) {
+        return over_limit(state, &limit);
+    }
+    let mut wanted: Vec<Option<String>> = vec![None];
+    wanted.extend(
+        state
+            .engine
+            .offered_profiles(id)
+            .unwrap_or_default()
+            .into_iter()
+            .skip(1)
+            .map(Some),
+    );
+    let engine = state.engine.settings();
+    let limit = first_playlist_limit(engine);
+    // The channel's own session first: the profiles' sessions follow its cuts.
+    let mut sessions = Vec::new();
+    for p in &wanted {
+        match state.engine.hls_session(id, p.as_deref()) {
+            Ok(s) => sessions.push(s),
+            Err(e) => return reply::error(&e),
+        }
+    }
+    let ready = futures_util::future::join_all(
+        sessions
+            .iter()
+            .map(|s| s.playlist(engine.hls_list_size, limit, |_| String::new())),
+    )
+    .await;
+    let mut variants = Vec::new();
+    for ((profile, session), r) in wanted.iter().zip(&sessions).zip(ready) {
+        if let Err(e) = r {
+            return reply::error(&e);
+        }
+        let Some(info) = state.engine.rendition_info(id, profile.as_deref()) else {
+            return reply::error(&crate::registry::no_such(id));
+        };
+        variants.push(super::hls_master::Variant {
+            uri: format!("index.m3u8{}", segment_query(profile.as_deref(), view)),
+            stats: session.stats(),
+            info,
+        });
+    }
+    let mut resp = super::hls_master::render(&variants).into_response();
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/vnd.apple.mpegurl"),
+    );
+    h.insert(header::CACHE_CONTROL, hls_cache(state, query, 1, false));
+    resp
+}
+
 /// `/hls/<id>/<session>-<seq>.ts`: one segment of the running HLS session.
 pub fn hls_segment(state: &AppState, id: u32, file: &str, query: &str, view: &View) -> Response {
     let gone = || {
@@ -179,7 +263,9 @@ pub fn hls_segment(state: &AppState, id: u32, file: &str, query: &str, view: &Vi
     else {
         return gone();
     };
-    let Some(session) = state.engine.hls_running(id).filter(|s| s.name == name) else {
+    let profile = crate::auth::query_param(query, "profile");
+    let running = state.engine.hls_running(id, profile.as_deref());
+    let Some(session) = running.filter(|s| s.name == name) else {
         return gone();
     };
     let Some(seg) = session.segment(seq) else {

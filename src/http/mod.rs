@@ -23,6 +23,7 @@ pub mod feeds;
 pub mod hdhr;
 pub mod hdhr_discovery;
 pub mod hdhr_pkt;
+pub mod hls_master;
 pub mod html;
 pub mod io;
 pub mod login;

@@ -48,6 +48,7 @@ pub enum Path {
     Media(u32),
     /// `/hls/<id>/index.m3u8`.
     HlsPlaylist(u32),
+    HlsMaster(u32),
     /// `/hls/<id>/<session>-<seq>.ts`.
     HlsSegment(u32, String),
     /// `/catchup/<id>.ts`: a window of the channel's archive as MPEG-TS.
@@ -155,6 +156,7 @@ impl Path {
             ["api", "schedule", n] => with(n, Scheduled),
             ["stream", n] => with(n, Media),
             ["hls", n, "index.m3u8"] => with(n, HlsPlaylist),
+            ["hls", n, "master.m3u8"] => with(n, HlsMaster),
             ["hls", n, f] if f.ends_with(".ts") => {
                 id(n).map_or(NotFound, |n| HlsSegment(n, (*f).to_owned()))
             }
@@ -196,6 +198,7 @@ impl Path {
             Scheduled(_) => "/api/schedule/{id}",
             Media(_) => "/stream/{id}",
             HlsPlaylist(_) => "/hls/{id}/index.m3u8",
+            HlsMaster(_) => "/hls/{id}/master.m3u8",
             HlsSegment(..) => "/hls/{id}/{segment}",
             Recordings => "/api/recordings",
             Recording(_) => "/api/recordings/{id}",
@@ -237,6 +240,7 @@ impl Path {
             | Status(id)
             | Media(id)
             | HlsPlaylist(id)
+            | HlsMaster(id)
             | HlsSegment(id, _)
             | Catchup(id)
             | CatchupPlaylist(id)
@@ -459,6 +463,7 @@ mod tests {
             ("/api/schedule/900", Scheduled(900)),
             ("/stream/1", Media(1)),
             ("/hls/3/index.m3u8", HlsPlaylist(3)),
+            ("/hls/3/master.m3u8", HlsMaster(3)),
             ("/hls/3/19a4c-17.ts", HlsSegment(3, "19a4c-17.ts".into())),
             ("/catchup/4.ts", Catchup(4)),
             ("/api/recordings", Recordings),
