@@ -57,7 +57,7 @@ fn check_accepts_the_bundled_config() {
     let (code, out, err) = run_cli(&["check", "--config", bundled]);
     assert_eq!(code, 0, "{err}");
     assert!(
-        out.contains("OK (3 streams, 0 scheduled streams, 3 profiles)"),
+        out.contains("OK (3 streams, 0 scheduled streams, 4 profiles)"),
         "{out}"
     );
 }

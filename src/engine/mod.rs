@@ -192,23 +192,21 @@ impl Engine {
         self.registry.get(id)?;
         let ch = lock(&self.channels).get(&id).cloned()?;
         let st = ch.status();
-        let (codecs, resolution, framerate) = match profile {
+        // The encoder's frame rate; a copy's is the source's.
+        let (codecs, resolution, frame_rate) = match profile {
             None => (
                 st.output_codecs.clone(),
                 st.output_resolution.clone(),
-                ch.profile().framerate,
+                st.output_frame_rate,
             ),
             Some(p) => {
                 let r = ch.renditions().get(p)?.clone();
                 let (codecs, res) = lock(&r.codecs).clone();
-                (codecs, res, r.profile.framerate.clone())
+                let fps = *lock(&r.frame_rate);
+                (codecs, res, fps)
             }
         };
-        let frame_rate = framerate
-            .as_ref()
-            .and_then(crate::config::units::Value::get)
-            .map(|f| f64::from(f.num) / f64::from(f.den.max(1)))
-            .or(st.input_frame_rate);
+        let frame_rate = frame_rate.or(st.input_frame_rate);
         // "aac (copy) [deu]" -> "aac"; the first is the video.
         let audio = codecs
             .iter()

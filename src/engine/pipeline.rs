@@ -570,6 +570,14 @@ impl Out {
         Ok(())
     }
 
+    /// The encoded video's frame rate, once known.
+    fn frame_rate(&self) -> Option<f64> {
+        self.routes.iter().flatten().find_map(|r| match r {
+            Route::Transcode { tx, .. } => tx.frame_rate(),
+            Route::Copy { .. } => None,
+        })
+    }
+
     /// Frames encoded so far, and frames the filters refused.
     fn frames(&self) -> (u64, u64) {
         self.routes
@@ -706,6 +714,9 @@ fn run_feed(
             }
         };
         r.frames.store(out.frames().0, Ordering::Relaxed);
+        if let Some(f) = out.frame_rate() {
+            *r.frame_rate.lock().unwrap_or_else(|p| p.into_inner()) = Some(f);
+        }
         if r.hub.has_keyframe() {
             r.set_state(RState::Running);
         }
@@ -1103,6 +1114,9 @@ impl Flow<'_, '_, '_> {
                 let mut st = ctx.status.lock().unwrap_or_else(|p| p.into_inner());
                 st.frames_encoded = frames_before + self.out.frames().0;
                 st.frames_decoded = decoded_before + decoded;
+                if let Some(f) = self.out.frame_rate() {
+                    st.output_frame_rate = Some(f);
+                }
             }
         }
     }

@@ -62,6 +62,8 @@ pub struct Rendition {
     pub frames: AtomicU64,
     pub dropped: AtomicU64,
     pub codecs: Mutex<(Vec<String>, Option<String>)>,
+    /// The encoded video's frame rate, once its encoder has started.
+    pub frame_rate: Mutex<Option<f64>>,
 }
 
 impl std::fmt::Debug for Rendition {
@@ -87,6 +89,7 @@ impl Rendition {
             frames: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             codecs: Mutex::new((Vec::new(), None)),
+            frame_rate: Mutex::new(None),
         }
     }
 

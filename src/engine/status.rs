@@ -45,6 +45,9 @@ pub struct Status {
     /// The output's video size (the source's when copied), when known.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub output_resolution: Option<String>,
+    /// The encoded video's frame rate, once its encoder has started.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output_frame_rate: Option<f64>,
     pub input_frame_rate: Option<f64>,
     /// Media seconds produced per wall second (1.0 = real time).
     pub speed: Option<f64>,

@@ -70,6 +70,10 @@ pub struct Transcoder {
     coded_fps: Rational,
     /// Keyframes only where the source has its own (see [`Transcoder::align_keyframes`]).
     aligned: bool,
+    /// The source codec has only keyframes (raw video, MJPEG, a `lavfi:` source).
+    intra_only: bool,
+    /// The second (of the timestamps) of the last keyframe forced when aligned.
+    key_second: Option<i64>,
     pub frames: u64,
     /// Decoded frames dropped because no graph would take them (damaged input).
     pub dropped: u64,
@@ -330,6 +334,12 @@ impl Transcoder {
             in_tb: ist.time_base(),
             coded_fps: dec.coded_fps(),
             aligned: false,
+            // SAFETY: avcodec_descriptor_get returns null or a static descriptor.
+            intra_only: unsafe {
+                let d = ff::ffi::avcodec_descriptor_get(ist.parameters().id().into());
+                !d.is_null() && (*d).props & ff::ffi::AV_CODEC_PROP_INTRA_ONLY as i32 != 0
+            },
+            key_second: None,
             frames: 0,
             dropped: 0,
         })
@@ -406,15 +416,18 @@ impl Transcoder {
             in_tb: ist.time_base(),
             coded_fps: Rational::new(0, 1),
             aligned: false,
+            intra_only: false,
+            key_second: None,
             frames: 0,
             dropped: 0,
         })
     }
 
-    /// Places the video's keyframes where the source has its own, and nowhere else (no
-    /// GOP of the profile's, no scene-cut keyframes): every output of a channel with
-    /// `profiles`, copied or encoded, then has its keyframes at the same pictures, so
-    /// their HLS segments line up for adaptive players.
+    /// Places the video's keyframes where the source has its own (an intra-only source,
+    /// where every frame is one, gets one a second: on the first frame of each second of
+    /// the timestamps), and nowhere else: no GOP of the profile's, no scene-cut keyframes. Every output of a channel with `profiles`,
+    /// copied or encoded, then has its keyframes at the same pictures, so their HLS
+    /// segments line up for adaptive players.
     pub fn align_keyframes(mut self) -> Transcoder {
         self.aligned = true;
         self
@@ -697,7 +710,17 @@ impl Transcoder {
                         let f = filtered.as_mut_ptr();
                         let key = (*f).key_frame != 0
                             || (*f).pict_type == ff::ffi::AVPictureType::AV_PICTURE_TYPE_I;
-                        (*f).pict_type = if self.aligned && key {
+                        let second = filtered
+                            .pts()
+                            .map(|p| (p as f64 * f64::from(self.sink_tb)).floor() as i64);
+                        let force = self.aligned
+                            && key
+                            && (!self.intra_only
+                                || second.is_some_and(|s| self.key_second.is_none_or(|l| s > l)));
+                        if force {
+                            self.key_second = second;
+                        }
+                        (*f).pict_type = if force {
                             ff::ffi::AVPictureType::AV_PICTURE_TYPE_I
                         } else {
                             ff::ffi::AVPictureType::AV_PICTURE_TYPE_NONE
@@ -742,6 +765,14 @@ impl Transcoder {
 
     pub fn input_time_base(&self) -> Rational {
         self.in_tb
+    }
+
+    /// The video output's frame rate, once its first frame decided it.
+    pub fn frame_rate(&self) -> Option<f64> {
+        match &self.kind {
+            Kind::Video { out } if out.size.is_some() => Some(f64::from(out.fps)),
+            _ => None,
+        }
     }
 }
 
