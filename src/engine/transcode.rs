@@ -337,7 +337,7 @@ impl Transcoder {
             // SAFETY: avcodec_descriptor_get returns null or a static descriptor.
             intra_only: unsafe {
                 let d = ff::ffi::avcodec_descriptor_get(ist.parameters().id().into());
-                !d.is_null() && (*d).props & ff::ffi::AV_CODEC_PROP_INTRA_ONLY as i32 != 0
+                !d.is_null() && (*d).props & ff::ffi::AV_CODEC_PROP_INTRA_ONLY != 0
             },
             key_second: None,
             frames: 0,
