@@ -157,3 +157,46 @@ fn nginx_serves_many_hls_viewers_from_one_pipeline() {
     assert_eq!(st["starts"], 1, "{st}");
     assert_eq!(st["clients"], 1, "one HLS session behind the cache: {st}");
 }
+
+#[test]
+fn nginx_caches_each_rendition_of_the_master_playlist_apart() {
+    let s = Server::start(&format!(
+        "server:\n  auth_token: {TOKEN}\nengine:\n  hls_segment_secs: 1\n  hls_list_size: 4\nffmpeg_profiles:\n  x264: {{video_codec: libx264, video_bitrate: 400k, preset: ultrafast, audio_codec: aac, audio_bitrate: 64k}}\n  small: {{video_codec: libx264, resolution: 160x120, video_bitrate: 100k, preset: ultrafast, audio_codec: aac, audio_bitrate: 32k}}\nstreams:\n  - {{id: 1, name: Levels, source: 'lavfi:testsrc2=size=320x240:rate=25[out0];sine[out1]', ffmpeg_profile: x264, profiles: [small]}}\n"
+    ));
+    let nginx = start_nginx(&s.addr);
+    let (status, _, body) = nginx.get(&format!("/hls/1/master.m3u8?token={TOKEN}"));
+    assert_eq!(status, 200);
+    let master = String::from_utf8(body).unwrap();
+    let variants: Vec<&str> = master
+        .lines()
+        .filter(|l| l.starts_with("index.m3u8"))
+        .collect();
+    assert_eq!(variants.len(), 2, "{master}");
+    let mut segments = Vec::new();
+    for (v, (w, h)) in variants.iter().zip([(320, 240), (160, 120)]) {
+        let (status, _, body) = nginx.get(&format!("/hls/1/{v}"));
+        assert_eq!(status, 200, "{v}");
+        let text = String::from_utf8(body).unwrap();
+        let seg = text
+            .lines()
+            .rfind(|l| !l.starts_with('#') && !l.is_empty())
+            .unwrap_or_else(|| panic!("no segment in {text}"))
+            .to_owned();
+        // Each rendition's segment is its own entry in the cache: the second fetch is a
+        // hit, and it is that rendition's picture.
+        let (_, first, data) = nginx.get(&format!("/hls/1/{seg}"));
+        let (_, second, again) = nginx.get(&format!("/hls/1/{seg}"));
+        assert_eq!((first.as_str(), second.as_str()), ("MISS", "HIT"), "{seg}");
+        assert_eq!(data, again);
+        let path = common::save(&data, "rendition.ts");
+        assert_eq!(common::media::resolution(&path), (w, h), "{seg}");
+        segments.push((seg, data.len()));
+    }
+    // The profile is in the segment's query: two entries, two pictures.
+    let (a, b) = (&segments[0], &segments[1]);
+    assert_ne!(a.1, b.1, "{a:?} {b:?}");
+    assert!(
+        !a.0.contains("profile=") && b.0.contains("profile=small"),
+        "{a:?} {b:?}"
+    );
+}

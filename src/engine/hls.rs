@@ -65,6 +65,15 @@ struct Building {
     discontinuity: bool,
 }
 
+/// What a session's kept segments measure: the highest and the mean bit rate of a
+/// segment, and the oldest segment itself (its codec parameters).
+#[derive(Clone, Debug, Default)]
+pub struct SegmentStats {
+    pub peak_bps: u64,
+    pub average_bps: u64,
+    pub first: Option<Bytes>,
+}
+
 /// Where a channel's leading HLS output (its own profile's) started its latest segments:
 /// the outputs of its other profiles cut at the same keyframes, with the same media
 /// sequence numbers, so a player switches between them without a glitch.
@@ -309,7 +318,7 @@ impl Segmenter {
     }
 
     /// The kept segments' peak and mean bit rates, and the oldest of them.
-    pub fn stats(&self) -> super::hls_session::SegmentStats {
+    pub fn stats(&self) -> SegmentStats {
         let rates: Vec<f64> = self
             .segments
             .iter()
@@ -318,7 +327,7 @@ impl Segmenter {
             .collect();
         let bytes: usize = self.segments.iter().map(|s| s.data.len()).sum();
         let secs: f64 = self.segments.iter().map(|s| s.duration).sum();
-        super::hls_session::SegmentStats {
+        SegmentStats {
             peak_bps: rates.iter().cloned().fold(0.0, f64::max) as u64,
             average_bps: if secs > 0.0 {
                 (bytes as f64 * 8.0 / secs) as u64

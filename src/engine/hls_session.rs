@@ -5,6 +5,7 @@
 //! shutdown.
 
 use super::hls;
+use super::hls::SegmentStats;
 use super::subscription::Subscription;
 use crate::config::EngineConfig;
 use crate::error::{Error, ErrorKind};
@@ -140,15 +141,6 @@ impl HlsSession {
             }
         }
     }
-}
-
-/// What a session's kept segments measure: the highest and the mean bit rate of a
-/// segment, and the oldest segment itself (its codec parameters).
-#[derive(Clone, Debug, Default)]
-pub struct SegmentStats {
-    pub peak_bps: u64,
-    pub average_bps: u64,
-    pub first: Option<bytes::Bytes>,
 }
 
 /// A channel and one of its output profiles (None: its own).

@@ -647,6 +647,9 @@ struct Feed<'s> {
     queued: Arc<AtomicUsize>,
     /// Video frames and their picture bytes waiting.
     queued_frames: Arc<(AtomicUsize, AtomicUsize)>,
+    /// Set when the output stops before the end of input: what is still queued is
+    /// dropped, so stopping never waits for a slow encoder to work through it.
+    abandon: Arc<AtomicBool>,
     thread: std::thread::ScopedJoinHandle<'s, Result<(), Fail>>,
 }
 
@@ -690,8 +693,11 @@ fn run_feed(
     mut out: Out,
     rx: mpsc::Receiver<Msg>,
     r: Arc<Rendition>,
-    queued: Arc<AtomicUsize>,
-    queued_frames: Arc<(AtomicUsize, AtomicUsize)>,
+    (queued, queued_frames, abandon): (
+        Arc<AtomicUsize>,
+        Arc<(AtomicUsize, AtomicUsize)>,
+        Arc<AtomicBool>,
+    ),
     channel: u32,
 ) -> Result<(), Fail> {
     let _log = super::avlog::enter(channel);
@@ -699,6 +705,9 @@ fn run_feed(
     let mut eof = false;
     while let Ok(msg) = rx.recv() {
         queued.fetch_sub(1, Ordering::SeqCst);
+        if abandon.load(Ordering::SeqCst) {
+            break;
+        }
         let step = match msg {
             Msg::Packet(i, p) => out.packet(i, p),
             Msg::Frame(i, f, fps, picture) => {
@@ -810,6 +819,7 @@ impl<'s> Feeds<'s, '_> {
             if broken || !f.rendition.wanted(rs.grace) {
                 let f = self.list.swap_remove(i);
                 let r = f.rendition.clone();
+                f.abandon.store(true, Ordering::SeqCst);
                 let error = match f.stop() {
                     Err((stage, e)) => Some(format!("{}: {e}", stage.as_str())),
                     Ok(()) if broken => Some("the output fell behind the source".to_owned()),
@@ -895,15 +905,14 @@ impl<'s> Feeds<'s, '_> {
         let (tx, rx) = mpsc::channel();
         let queued = Arc::new(AtomicUsize::new(0));
         let queued_frames = Arc::new((AtomicUsize::new(0), AtomicUsize::new(0)));
-        let (q, qf, rend, channel) = (
-            queued.clone(),
-            queued_frames.clone(),
-            r.clone(),
-            ctx.stream.id,
-        );
+        let abandon = Arc::new(AtomicBool::new(false));
+        let counters = (queued.clone(), queued_frames.clone(), abandon.clone());
+        let (rend, channel) = (r.clone(), ctx.stream.id);
         let thread = std::thread::Builder::new()
             .name(format!("amps-ch-{channel}-{}", r.name))
-            .spawn_scoped(self.scope, move || run_feed(out, rx, rend, q, qf, channel))
+            .spawn_scoped(self.scope, move || {
+                run_feed(out, rx, rend, counters, channel)
+            })
             .map_err(|e| format!("cannot start a thread: {e}"))?;
         r.attached();
         tracing::info!(channel, profile = %r.name, "a profile's output started");
@@ -913,6 +922,7 @@ impl<'s> Feeds<'s, '_> {
             tx: Some(tx),
             queued,
             queued_frames,
+            abandon,
             thread,
         });
         Ok(())
@@ -956,6 +966,8 @@ impl<'s> Feeds<'s, '_> {
         for mut f in self.list {
             if eof {
                 f.send(Msg::Eof, 0);
+            } else {
+                f.abandon.store(true, Ordering::SeqCst);
             }
             let r = f.rendition.clone();
             if let Err((stage, e)) = f.stop() {

@@ -1,7 +1,7 @@
 //! The master playlist of a channel's renditions (`/hls/<id>/master.m3u8`): pure, from
 //! what each rendition's HLS session measured and what the channel reports of it.
 
-use crate::engine::hls_session::SegmentStats;
+use crate::engine::hls::SegmentStats;
 use crate::engine::RenditionInfo;
 use std::fmt::Write;
 
