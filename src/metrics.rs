@@ -110,6 +110,12 @@ const PER_CHANNEL: &[(&str, &str, MetricType, Field)] = &[
         |s| s.frames_encoded,
     ),
     (
+        "channel_frames_decoded",
+        "Frames the channel's decoders produced (once per source frame, however many profiles encode it)",
+        MetricType::Counter,
+        |s| s.frames_decoded,
+    ),
+    (
         "channel_source_switches",
         "Switches between a channel's primary and backup sources",
         MetricType::Counter,
@@ -232,16 +238,73 @@ impl Collector for EngineCollector {
                 }
             }
         }
-        let mut m = enc.encode_descriptor(
-            "channel_speed",
-            "Media seconds produced per wall second",
-            None,
-            MetricType::Gauge,
-        )?;
-        for s in &statuses {
-            if let Some(speed) = s.speed {
-                ConstGauge::new(speed)
-                    .encode(m.encode_family(&[("channel", s.id.to_string())])?)?;
+        {
+            let mut m = enc.encode_descriptor(
+                "channel_speed",
+                "Media seconds produced per wall second",
+                None,
+                MetricType::Gauge,
+            )?;
+            for s in &statuses {
+                if let Some(speed) = s.speed {
+                    ConstGauge::new(speed)
+                        .encode(m.encode_family(&[("channel", s.id.to_string())])?)?;
+                }
+            }
+        }
+        type RField = fn(&crate::engine::rendition::RenditionStatus) -> u64;
+        let per_profile: [(&str, &str, bool, RField); 5] = [
+            (
+                "profile_clients",
+                "Viewers of one of a channel's profiles (streams[].profiles)",
+                false,
+                |r| r.clients as u64,
+            ),
+            (
+                "profile_running",
+                "1 while the profile's encoder runs",
+                false,
+                |r| u64::from(r.state == "running"),
+            ),
+            (
+                "profile_frames_encoded",
+                "Frames the profile's encoders took",
+                true,
+                |r| r.frames_encoded,
+            ),
+            (
+                "profile_frames_dropped",
+                "Decoded frames the profile's encoder could not take in time",
+                true,
+                |r| r.frames_dropped,
+            ),
+            (
+                "profile_bytes_sent",
+                "Bytes sent to the profile's viewers",
+                true,
+                |r| r.bytes_out,
+            ),
+        ];
+        for (name, help, counter, field) in per_profile {
+            let kind = if counter {
+                MetricType::Counter
+            } else {
+                MetricType::Gauge
+            };
+            let mut m = enc.encode_descriptor(name, help, None, kind)?;
+            for s in &statuses {
+                for r in &s.renditions {
+                    let labels = [
+                        ("channel", s.id.to_string()),
+                        ("profile", r.profile.clone()),
+                    ];
+                    let v = field(r);
+                    if counter {
+                        ConstCounter::new(v).encode(m.encode_family(&labels)?)?
+                    } else {
+                        ConstGauge::new(v as i64).encode(m.encode_family(&labels)?)?
+                    }
+                }
             }
         }
         Ok(())

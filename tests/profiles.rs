@@ -143,6 +143,22 @@ fn one_decode_feeds_every_profile_its_viewers_ask_for() {
         st["clients"], 3,
         "every profile's viewer counts for the channel"
     );
+    // The same per profile in the metrics.
+    let metrics = s.get(&format!("/metrics?token={TOKEN}")).body;
+    let value = |name: &str, profile: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| {
+                l.starts_with(&format!("{name}{{")) && l.contains(&format!("profile=\"{profile}\""))
+            })
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} for {profile}: {metrics}"))
+    };
+    for p in ["mid", "low"] {
+        assert!(value("amps_profile_frames_encoded_total", p) > 100.0);
+        assert_eq!(value("amps_profile_frames_dropped_total", p), 0.0);
+        assert!(value("amps_profile_bytes_sent_total", p) > 10_000.0);
+    }
 }
 
 #[test]
