@@ -177,6 +177,28 @@ const PER_CHANNEL: &[(&str, &str, MetricType, Field)] = &[
     ),
 ];
 
+fn kind_of(counter: bool) -> MetricType {
+    if counter {
+        MetricType::Counter
+    } else {
+        MetricType::Gauge
+    }
+}
+
+/// One labelled value of a metric family: a counter, or a gauge.
+fn encode_value(
+    m: &mut prometheus_client::encoding::MetricEncoder,
+    labels: &[(&str, String); 2],
+    v: u64,
+    counter: bool,
+) -> Result<(), std::fmt::Error> {
+    if counter {
+        ConstCounter::new(v).encode(m.encode_family(labels)?)
+    } else {
+        ConstGauge::new(v as i64).encode(m.encode_family(labels)?)
+    }
+}
+
 /// Reads every channel's status at scrape time.
 #[derive(Debug)]
 struct EngineCollector(Arc<Engine>);
@@ -219,23 +241,13 @@ impl Collector for EngineCollector {
         }
         for &(name, help, ref kind, field) in PER_CHANNEL {
             let counter = matches!(kind, MetricType::Counter);
-            let kind = if counter {
-                MetricType::Counter
-            } else {
-                MetricType::Gauge
-            };
-            let mut m = enc.encode_descriptor(name, help, None, kind)?;
+            let mut m = enc.encode_descriptor(name, help, None, kind_of(counter))?;
             for s in &statuses {
                 let labels = [
                     ("channel", s.id.to_string()),
                     ("producer", s.producer.to_owned()),
                 ];
-                let v = field(s);
-                if counter {
-                    ConstCounter::new(v).encode(m.encode_family(&labels)?)?
-                } else {
-                    ConstGauge::new(v as i64).encode(m.encode_family(&labels)?)?
-                }
+                encode_value(&mut m, &labels, field(s), counter)?;
             }
         }
         {
@@ -286,24 +298,14 @@ impl Collector for EngineCollector {
             ),
         ];
         for (name, help, counter, field) in per_profile {
-            let kind = if counter {
-                MetricType::Counter
-            } else {
-                MetricType::Gauge
-            };
-            let mut m = enc.encode_descriptor(name, help, None, kind)?;
+            let mut m = enc.encode_descriptor(name, help, None, kind_of(counter))?;
             for s in &statuses {
                 for r in &s.renditions {
                     let labels = [
                         ("channel", s.id.to_string()),
                         ("profile", r.profile.clone()),
                     ];
-                    let v = field(r);
-                    if counter {
-                        ConstCounter::new(v).encode(m.encode_family(&labels)?)?
-                    } else {
-                        ConstGauge::new(v as i64).encode(m.encode_family(&labels)?)?
-                    }
+                    encode_value(&mut m, &labels, field(r), counter)?;
                 }
             }
         }
