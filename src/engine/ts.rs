@@ -183,6 +183,33 @@ impl EsInfo {
         let l = String::from_utf8_lossy(&code[..3]).trim().to_owned();
         (!l.is_empty() && l.chars().all(|c| c.is_ascii_alphanumeric())).then_some(l)
     }
+
+    /// The dispositions the descriptors carry, named as libav names them: the ISO 639
+    /// audio type (clean effects, hearing or visual impaired), a DVB subtitling type or a
+    /// teletext page type for the hard of hearing.
+    pub fn dispositions(&self) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        if let Some(b) = self.descriptor(0x0a).filter(|b| b.len() >= 4) {
+            match b[3] {
+                1 => out.push("clean_effects"),
+                2 => out.push("hearing_impaired"),
+                3 => out.push("visual_impaired"),
+                _ => {}
+            }
+        }
+        let hard_of_hearing = self
+            .descriptor(0x59)
+            .filter(|b| b.len() >= 4)
+            .is_some_and(|b| (0x20..=0x25).contains(&b[3]))
+            || self
+                .descriptor(0x56)
+                .filter(|b| b.len() >= 4)
+                .is_some_and(|b| b[3] >> 3 == 0x05);
+        if hard_of_hearing {
+            out.push("hearing_impaired");
+        }
+        out
+    }
 }
 
 /// Whether the video PES starting in packet `p` (stream type `st`) is a keyframe: its
@@ -471,6 +498,37 @@ impl Inspector {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    #[test]
+    fn stream_labels_come_from_the_pmt_descriptors() {
+        let es = |stream_type: u8, descriptors: &[u8]| EsInfo {
+            pid: 0x100,
+            stream_type,
+            descriptors: descriptors.to_vec(),
+        };
+        let aac = es(0x0f, &[0x0a, 4, b'd', b'e', b'u', 2]);
+        assert_eq!(
+            (aac.codec(), aac.language().as_deref()),
+            ("aac", Some("deu"))
+        );
+        assert_eq!(aac.dispositions(), ["hearing_impaired"]);
+        let ac3 = es(0x06, &[0x6a, 1, 0, 0x0a, 4, b'e', b'n', b'g', 3]);
+        assert_eq!(
+            (ac3.codec(), ac3.dispositions()),
+            ("ac3", vec!["visual_impaired"])
+        );
+        let sub = es(0x06, &[0x59, 8, b'd', b'e', b'u', 0x20, 0, 1, 0, 1]);
+        assert_eq!(sub.codec(), "dvb_subtitle");
+        assert_eq!(sub.dispositions(), ["hearing_impaired"]);
+        let ttx = es(0x06, &[0x56, 5, b'e', b'n', b'g', (0x05 << 3) | 0x01, 0x88]);
+        assert_eq!(
+            (ttx.codec(), ttx.dispositions()),
+            ("dvb_teletext", vec!["hearing_impaired"])
+        );
+        assert!(es(0x0f, &[0x0a, 4, b'e', b'n', b'g', 0])
+            .dispositions()
+            .is_empty());
+    }
 
     /// A TS packet with the given PID, flags and payload (padded with 0xff).
     pub fn packet(pid: u16, pusi: bool, rai: bool, payload: &[u8]) -> Vec<u8> {

@@ -294,9 +294,17 @@ impl Speed {
 /// Puts the relayed streams in the status, labelled as the pipeline labels them
 /// (`aac [deu]`, `aac (copy) [deu]`).
 fn describe(ctx: &Ctx, streams: &[EsInfo], rw: &Rewriter) {
-    let label = |s: &EsInfo, codec: String| match s.language() {
-        Some(l) => format!("{codec} [{l}]"),
-        None => codec,
+    // As the pipeline labels streams: language, then dispositions (video: codec alone).
+    let label = |s: &EsInfo, codec: String| {
+        let mut tags: Vec<String> = s.language().into_iter().collect();
+        if !super::ts::VIDEO_TYPES.contains(&s.stream_type) {
+            tags.extend(s.dispositions().into_iter().map(str::to_owned));
+        }
+        if tags.is_empty() {
+            codec
+        } else {
+            format!("{codec} [{}]", tags.join(", "))
+        }
     };
     let input: Vec<String> = streams.iter().map(|s| label(s, s.codec().into())).collect();
     let output: Vec<String> = streams
@@ -337,9 +345,9 @@ mod tests {
         for s in [
             "http://p/index.m3u8",
             "https://p/list.m3u8?token=x",
+            "/media/a.ts",
             "rtsp://cam/1",
             "rtmp://h/live",
-            "/media/a.ts",
             "lavfi:testsrc2",
         ] {
             assert!(!eligible(&stream(s), &copy), "{s}");
