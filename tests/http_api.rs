@@ -75,6 +75,12 @@ fn every_route_but_health_refuses_a_missing_or_wrong_token() {
             if r.method != "HEAD" {
                 assert_eq!(resp.json()["error"], "unauthorized");
             }
+            // A refused request's body is never read and the connection is closed after
+            // the answer: the answer says so, so a keep-alive client does not reuse it.
+            let close = resp.header("connection");
+            if body.is_some_and(|b| !b.is_empty()) {
+                assert_eq!(close, Some("close"), "{} {}", r.method, r.pattern);
+            }
         }
     }
     // Unknown paths say nothing about what exists until the token is right.

@@ -81,6 +81,15 @@ impl Request {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 
+    /// Whether the request comes with a body (a length above 0, or chunked).
+    pub fn has_body(&self) -> bool {
+        self.header("transfer-encoding").is_some()
+            || self
+                .header("content-length")
+                .and_then(|l| l.trim().parse::<u64>().ok())
+                .is_some_and(|l| l > 0)
+    }
+
     pub fn is_read(&self) -> bool {
         self.method == Method::GET || self.method == Method::HEAD
     }

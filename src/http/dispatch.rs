@@ -24,23 +24,45 @@ pub async fn handle(state: Arc<AppState>, req: Request) -> Response {
     if req.path.is_public(req.method.as_str()) {
         return public(&state, req).await;
     }
+    // A request refused here leaves its body unread, and the server then closes the
+    // connection: say so, or a keep-alive client sends its next request into a closed
+    // connection (and fails with an unexpected end of file).
+    let unread = |resp: Response| {
+        if req.has_body() {
+            close_after(resp)
+        } else {
+            resp
+        }
+    };
     let (who, token) = match req.authorize(&state) {
         Ok(found) => found,
-        Err(Denied::Blocked(secs)) => return reply::blocked(secs),
+        Err(Denied::Blocked(secs)) => return unread(reply::blocked(secs)),
         Err(Denied::Unauthorized { login: true }) => {
-            return login::login_page(StatusCode::UNAUTHORIZED, None)
+            return unread(login::login_page(StatusCode::UNAUTHORIZED, None))
         }
-        Err(Denied::Unauthorized { login: false }) => return reply::unauthorized(),
+        Err(Denied::Unauthorized { login: false }) => return unread(reply::unauthorized()),
         Err(Denied::Forbidden(why)) => {
-            return reply::error(&Error::new(crate::error::ErrorKind::Forbidden, why))
+            return unread(reply::error(&Error::new(
+                crate::error::ErrorKind::Forbidden,
+                why,
+            )))
         }
     };
     let view = req.view(&state, who, token);
     if let Some(id) = req.path.channel().filter(|id| hidden(&state, &view, *id)) {
         // Not this token's channel: as if it did not exist.
-        return reply::error(&crate::registry::no_such(id));
+        return unread(reply::error(&crate::registry::no_such(id)));
     }
     route(&state, req, &view).await
+}
+
+/// `Connection: close` on a response.
+fn close_after(mut resp: Response) -> Response {
+    resp.headers_mut().insert(
+        warp::http::header::CONNECTION,
+        warp::http::HeaderValue::from_static("close"),
+    );
+    resp
 }
 
 /// Whether channel `id` exists but is outside the token's groups.
