@@ -836,8 +836,9 @@ impl<'s> Feeds<'s, '_> {
             }
             i += 1;
         }
+        // Tried again once a viewer joins after the failure (see `Rendition::joined`).
         self.failed
-            .retain(|n| rs.get(n).is_some_and(|r| r.clients() > 0));
+            .retain(|n| rs.get(n).is_some_and(|r| r.clients() > 0 && r.is_failed()));
         for r in &rs.list {
             let running = self.list.iter().any(|f| Arc::ptr_eq(&f.rendition, r));
             if running || r.clients() == 0 || self.failed.contains(&r.name) {

@@ -97,8 +97,24 @@ impl Rendition {
         self.clients.load(Ordering::SeqCst)
     }
 
+    /// A viewer joins. After a failure of an output that no longer runs, the failure is
+    /// history: this viewer's wait is for a new start (which may fail again).
     pub(super) fn joined(&self) {
         self.clients.fetch_add(1, Ordering::SeqCst);
+        if !self.is_live() {
+            self.state.send_if_modified(|s| {
+                let stale = matches!(s, RState::Failed(_));
+                if stale {
+                    *s = RState::Idle;
+                }
+                stale
+            });
+        }
+    }
+
+    /// Whether its output failed and has not been tried again since.
+    pub(super) fn is_failed(&self) -> bool {
+        matches!(*self.state.borrow(), RState::Failed(_))
     }
 
     pub(super) fn left(&self) {
