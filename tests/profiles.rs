@@ -267,6 +267,14 @@ fn a_transcoding_channel_shares_its_decoder_and_a_slow_profile_drops_only_its_ow
     );
 }
 
+/// `path?query` answers 404 JSON whose detail says `says`.
+fn refused(s: &Server, path: &str, query: &str, says: &str) {
+    let r = s.get(&format!("{path}?token={TOKEN}&{query}"));
+    assert_eq!(r.status, 404, "{path}?{query}");
+    let detail = r.json()["detail"].as_str().unwrap_or("").to_owned();
+    assert!(detail.contains(says), "{path}?{query}: {detail}");
+}
+
 #[test]
 fn profiles_are_asked_for_by_name_and_unknown_ones_refused() {
     let s = Server::start(&config(&format!(
@@ -288,12 +296,7 @@ fn profiles_are_asked_for_by_name_and_unknown_ones_refused() {
         None,
     );
     assert_eq!(r.status, 404);
-    let r = s.get(&format!("/stream/2?token={TOKEN}&profile=mid"));
-    assert_eq!(r.status, 404);
-    assert!(r.json()["detail"]
-        .as_str()
-        .unwrap()
-        .contains("it offers: copy"));
+    refused(&s, "/stream/2", "profile=mid", "it offers: copy");
     // The stream's own profile by name is its own output.
     let mut v = open(&s, 2, "copy");
     let path = save(&v.read_for(Duration::from_secs(2)), "own-by-name.ts");
@@ -313,12 +316,7 @@ fn profiles_are_asked_for_by_name_and_unknown_ones_refused() {
         urls[1].ends_with(&format!("/stream/2?token={TOKEN}")),
         "{urls:?}"
     );
-    let r = s.get(&format!("/playlist.m3u?token={TOKEN}&profile=nope"));
-    assert_eq!(r.status, 404);
-    assert!(r.json()["detail"]
-        .as_str()
-        .unwrap()
-        .contains("offered: low, mid"));
+    refused(&s, "/playlist.m3u", "profile=nope", "offered: low, mid");
     // A player following the variant's URL gets the profile.
     let mut v = Viewer::open_url(urls[0]).unwrap();
     let path = save(&v.read_for(Duration::from_secs(3)), "variant.ts");

@@ -222,6 +222,20 @@ impl Engine {
         })
     }
 
+    /// 404 for a profile stream `id` does not offer, naming the ones it does.
+    pub fn no_such_profile(&self, id: u32, profile: &str) -> Error {
+        let offered = self.offered_profiles(id).unwrap_or_default();
+        let offered = if offered.is_empty() {
+            "none".to_owned()
+        } else {
+            offered.join(", ")
+        };
+        Error::new(
+            ErrorKind::NotFound,
+            format!("stream {id} has no profile {profile:?}; it offers: {offered}"),
+        )
+    }
+
     /// The profiles stream `id` offers viewers: its own first, then its `profiles`.
     pub fn offered_profiles(&self, id: u32) -> Option<Vec<String>> {
         let s = self.registry.get(id)?;
@@ -257,18 +271,7 @@ impl Engine {
             Some(p) if stream.ffmpeg_profile.as_deref() == Some(p) => None,
             Some(p) => match ch.renditions().get(p) {
                 Some(r) => Some(r.clone()),
-                None => {
-                    let offered = self.offered_profiles(id).unwrap_or_default();
-                    let offered = if offered.is_empty() {
-                        "none".to_owned()
-                    } else {
-                        offered.join(", ")
-                    };
-                    return Err(Error::new(
-                        ErrorKind::NotFound,
-                        format!("stream {id} has no profile {p:?}; it offers: {offered}"),
-                    ));
-                }
+                None => return Err(self.no_such_profile(id, p)),
             },
         };
         let limit = self.settings.max_clients_per_channel;

@@ -50,14 +50,7 @@ fn profile_of(
     if offered.contains(&p) {
         return Ok(Some(p));
     }
-    let list = if offered.is_empty() {
-        "none".to_owned()
-    } else {
-        offered.join(", ")
-    };
-    Err(crate::error::Error::not_found(format!(
-        "stream {id} has no profile {p:?}; it offers: {list}"
-    )))
+    Err(state.engine.no_such_profile(id, &p))
 }
 
 /// GET: subscribe and stream, for as long as the client stays and its token stays valid
