@@ -21,7 +21,8 @@ fn header<'a>(h: &'a [(String, String)], name: &str) -> &'a str {
 }
 
 /// Parses a playlist with the `m3u8` package: (media sequence, target duration,
-/// [(uri, duration, discontinuity)]).
+/// [(uri, duration, discontinuity)]) of its whole segments (the parts of the one being
+/// made, which the package lists as a segment without a URI, are left out).
 fn parse(text: &str) -> (u64, u64, Vec<(String, f64, bool)>) {
     let script = r#"
 import json, sys, m3u8
@@ -29,7 +30,7 @@ p = m3u8.loads(sys.stdin.read())
 assert not p.is_variant, "a media playlist"
 assert not p.is_endlist, "a live playlist has no ENDLIST"
 print(json.dumps({"seq": p.media_sequence, "target": p.target_duration,
-  "segments": [[s.uri, s.duration, bool(s.discontinuity)] for s in p.segments]}))
+  "segments": [[s.uri, s.duration, bool(s.discontinuity)] for s in p.segments if s.uri]}))
 "#;
     let out = common::pipe(
         Command::new("/usr/bin/python3").args(["-c", script]),
@@ -303,4 +304,164 @@ fn an_hls_session_nobody_asks_for_ends_and_frees_the_channel() {
         uri.split('-').next(),
         "a new session id"
     );
+}
+
+/// The parts (URI, duration, independent) a playlist lists, in order.
+fn parts(text: &str) -> Vec<(String, f64, bool)> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("#EXT-X-PART:"))
+        .map(|a| {
+            let dur = a
+                .split(',')
+                .find_map(|kv| kv.strip_prefix("DURATION="))
+                .unwrap()
+                .parse()
+                .unwrap();
+            let uri = a.split('"').nth(1).unwrap().to_owned();
+            (uri, dur, a.contains("INDEPENDENT=YES"))
+        })
+        .collect()
+}
+
+#[test]
+fn low_latency_hls_starts_on_a_short_first_segment_and_follows_parts() {
+    // 2 s segments of a 2 s GOP, 0.5 s parts (the default).
+    let cfg = format!(
+        "server:\n  auth_token: {TOKEN}\nengine:\n  idle_grace_secs: 1\n  hls_segment_secs: 2\nffmpeg_profiles:\n  x264: {{video_codec: libx264, video_bitrate: 600k, preset: ultrafast, gop: 50, audio_codec: aac, audio_bitrate: 64k}}\nstreams:\n  - {{id: 1, name: Live, source: 'lavfi:testsrc2=size=320x240:rate=25[out0];sine=frequency=500[out1]', ffmpeg_profile: x264}}\n  - {{id: 2, name: Strict, source: 'lavfi:testsrc2=size=160x120:rate=25[out0];sine[out1]', ffmpeg_profile: x264}}\n  - {{id: 3, name: App, source: 'lavfi:testsrc2=size=320x240:rate=25[out0];sine=frequency=700[out1]', ffmpeg_profile: x264}}\n  - {{id: 4, name: Browser, source: 'lavfi:testsrc2=size=320x240:rate=25[out0];sine=frequency=900[out1]', ffmpeg_profile: x264}}\n"
+    );
+    let s = Server::start(&cfg);
+    let script = [("Sec-Fetch-Dest", "empty")];
+    let get = |path: &str, h: &[(&str, &str)]| {
+        let (status, _, body) = s.get_bytes(path, h);
+        (status, String::from_utf8_lossy(&body).into_owned())
+    };
+    // A script player's first playlist of a cold channel: one short segment, ended at a
+    // frame after two parts, then the parts being made and a hint for the next one.
+    let (status, first) = get(&format!("/hls/1/index.m3u8?token={TOKEN}"), &script);
+    assert_eq!(status, 200, "{first}");
+    let (_, target, segs) = parse(&first);
+    assert_eq!(target, 2);
+    assert_eq!(segs.len(), 1, "answered on the first segment: {first}");
+    assert!((0.9..1.0).contains(&segs[0].1), "{first}");
+    assert!(first.contains("#EXT-X-PART-INF:PART-TARGET=0.500\n"));
+    assert!(first.contains("#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=1.500\n"));
+    let hint = first
+        .lines()
+        .find_map(|l| l.strip_prefix("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\""))
+        .map(|u| u.trim_end_matches('"').to_owned())
+        .expect(&first);
+    assert!(
+        hint.contains("-1.") && hint.ends_with(&format!(".ts?token={TOKEN}")),
+        "{hint}"
+    );
+
+    // The hinted part is answered once it is complete; a blocking reload waits for the
+    // part it names.
+    let (status, _, part) = s.get_bytes(&format!("/hls/1/{hint}"), &[]);
+    assert_eq!(status, 200);
+    assert!(!part.is_empty() && part.len() % 188 == 0);
+    let (status, reload) = get(
+        &format!("/hls/1/index.m3u8?token={TOKEN}&_HLS_msn=2&_HLS_part=1"),
+        &script,
+    );
+    assert_eq!(status, 200, "{reload}");
+    let listed = parts(&reload);
+    assert!(
+        listed.iter().any(|(u, _, _)| u.contains("-2.1.ts")),
+        "{reload}"
+    );
+    assert!(listed.iter().all(|(_, d, _)| *d <= 0.5), "{reload}");
+    // Segment 2 starts on a keyframe (its first part says so); segment 1 follows the
+    // short first one mid-GOP, so none of its parts does.
+    let of = |n: u64| -> Vec<(String, f64, bool)> {
+        let tag = format!("-{n}.");
+        listed
+            .iter()
+            .filter(|(u, _, _)| u.contains(&tag))
+            .cloned()
+            .collect()
+    };
+    assert!(of(2)[0].2 && of(2)[1..].iter().all(|p| !p.2), "{reload}");
+    assert!(of(1).iter().all(|p| !p.2), "{reload}");
+    let seg1 = parse(&reload).2[1].clone();
+    let sum: f64 = of(1).iter().map(|p| p.1).sum();
+    assert!(
+        (sum - seg1.1).abs() < 0.01,
+        "parts add up to the segment: {reload}"
+    );
+
+    // The first segment, then segment 1's parts in order: one stream that decodes.
+    let dir = tempfile::tempdir().unwrap();
+    let mut joined = s.get_bytes(&format!("/hls/1/{}", segs[0].0), &[]).2;
+    let mut whole = joined.clone();
+    for (uri, _, _) in of(1) {
+        let (status, _, b) = s.get_bytes(&format!("/hls/1/{uri}"), &[]);
+        assert_eq!(status, 200, "{uri}");
+        joined.extend(b);
+    }
+    whole.extend(s.get_bytes(&format!("/hls/1/{}", seg1.0), &[]).2);
+    assert_eq!(joined, whole, "the parts are the segment");
+    let path = dir.path().join("parts.ts");
+    std::fs::write(&path, &joined).unwrap();
+    assert_eq!(media::codecs(&path), ["h264", "aac"]);
+    assert!(media::starts_with_keyframe(&path));
+    assert_eq!(media::decode_errors(&path), "");
+    ts::assert_clean(&joined, "segments 0 and 1");
+
+    // Directives that cannot be met are refused.
+    for q in ["_HLS_msn=99", "_HLS_msn=x", "_HLS_part=1"] {
+        let r = s.request(
+            "GET",
+            &format!("/hls/1/index.m3u8?token={TOKEN}&{q}"),
+            &script,
+            None,
+        );
+        assert_eq!(r.status, 400, "{q}: {}", r.body);
+        assert_eq!(r.json()["error"], "bad_request", "{q}");
+    }
+    let gone = s.get_bytes(&format!("/hls/1/{}", hint.replace("-1.", "-9.")), &[]);
+    assert_eq!(
+        gone.0, 404,
+        "a part further ahead than the next is not waited for"
+    );
+
+    // A browser's own player and apps get their first playlist after three segments.
+    for (id, h) in [(2, vec![("Sec-Fetch-Dest", "video")]), (3, vec![])] {
+        let (status, text) = get(&format!("/hls/{id}/index.m3u8?token={TOKEN}"), &h);
+        assert_eq!(status, 200);
+        assert!(parse(&text).2.len() >= 3, "channel {id}: {text}");
+    }
+    // The master playlist does not claim every segment starts on a keyframe.
+    let master = get(&format!("/hls/1/master.m3u8?token={TOKEN}"), &script).1;
+    assert!(master.contains("#EXT-X-STREAM-INF:") && !master.contains("INDEPENDENT-SEGMENTS"));
+
+    // hls.js (the dashboard's player) plays a cold channel from its parts.
+    let b = common::browser::Browser::start();
+    b.go(&s.url("/health"));
+    let hls_js = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/assets/vendor/hls.light.min.js"
+    ))
+    .unwrap();
+    b.js(&format!("{hls_js}; window.H = Hls; return 1"));
+    // Set up as the player page does: an element with id `player`, a data flag when
+    // it plays (what `wait_playing` looks for).
+    b.js(&format!(
+        "const v = document.createElement('video'); v.id = 'player'; v.muted = true;\
+         v.autoplay = true; document.body.appendChild(v);\
+         v.addEventListener('playing', () => document.body.dataset.player = 'playing');\
+         const h = new H(); window.h = h; h.loadSource({}); h.attachMedia(v); return 1",
+        serde_json::json!(s.url(&format!("/hls/4/index.m3u8?token={TOKEN}")))
+    ));
+    b.wait_playing(Duration::from_secs(30), "v.currentTime > 3");
+    let fetched_parts = b.js(
+        "return performance.getEntriesByType('resource').filter(e => /-\\d+\\.\\d+\\.ts/.test(e.name)).length",
+    );
+    assert!(
+        fetched_parts.as_u64().unwrap() >= 3,
+        "hls.js loaded parts: {fetched_parts}"
+    );
+    let t1 = b.current_time();
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(b.current_time() - t1 > 1.0, "playback advances");
 }

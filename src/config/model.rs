@@ -399,6 +399,10 @@ pub struct EngineConfig {
     pub hls_segment_secs: f64,
     /// Segments listed in an HLS playlist (the live window). Default 6.
     pub hls_list_size: usize,
+    /// Length of HLS partial segments (LL-HLS `EXT-X-PART`), in seconds: players that
+    /// follow them start on the first part of a cold channel and stay near the live
+    /// edge. 0: none (plain HLS). Default 0.5.
+    pub hls_part_secs: f64,
     /// Keep the N most recently watched channels running for `idle_grace_secs` longer
     /// after their last viewer, so zapping back and forth joins a running channel. 0: off.
     pub warm_recent: usize,
@@ -431,6 +435,7 @@ impl Default for EngineConfig {
             failback_check_secs: 30,
             hls_segment_secs: 2.0,
             hls_list_size: 6,
+            hls_part_secs: 0.5,
             warm_recent: 0,
             ffmpeg_path: None,
             archive_dir: None,

@@ -584,6 +584,14 @@ fn validate_server(cfg: &Config, out: &mut Vec<Issue>) {
     if !(0.5..=30.0).contains(&e.hls_segment_secs) {
         sink.push("hls_segment_secs", "must be between 0.5 and 30");
     }
+    if e.hls_part_secs != 0.0
+        && !(0.2..=e.hls_segment_secs.max(0.5) / 2.0).contains(&e.hls_part_secs)
+    {
+        sink.push(
+            "hls_part_secs",
+            "must be 0 (no partial segments) or between 0.2 and half of hls_segment_secs",
+        );
+    }
     if !(3..=100).contains(&e.hls_list_size) {
         sink.push(
             "hls_list_size",

@@ -460,7 +460,7 @@ impl Queue {
         let mut st = lock(&self.state);
         let mut dropped = 0;
         for (data, kind) in parts {
-            let key = matches!(kind, PartKind::Key(_) | PartKind::Header);
+            let key = matches!(kind, PartKind::Key { .. } | PartKind::Header);
             if st.overflow && key && st.bytes + data.len() <= QUEUE_BYTES / 2 {
                 st.overflow = false;
                 st.items.push_back(Item::Gap);
@@ -593,8 +593,8 @@ impl SegmentWriter {
                     self.header = Some(data);
                 }
                 PartKind::Tables => self.header = Some(data),
-                PartKind::Key(pts) => self.key(data, pts, at),
-                PartKind::Delta => self.append(&data, at),
+                PartKind::Key { pts, .. } => self.key(data, pts, at),
+                PartKind::Delta | PartKind::Frame(_) => self.append(&data, at),
             },
         }
     }
@@ -790,7 +790,13 @@ mod tests {
             q.push(
                 vec![
                     (b(b"TT"), PartKind::Tables),
-                    (b(b"K"), PartKind::Key(Some(pts))),
+                    (
+                        b(b"K"),
+                        PartKind::Key {
+                            pts: Some(pts),
+                            dts: None,
+                        },
+                    ),
                 ],
                 at,
             );
@@ -885,13 +891,25 @@ mod tests {
             q.pop();
         }
         assert_eq!(q.push(parts(1), 0), 1 << 20);
-        assert_eq!(q.push(vec![(mib.clone(), PartKind::Key(None))], 0), 0);
+        assert_eq!(
+            q.push(
+                vec![(
+                    mib.clone(),
+                    PartKind::Key {
+                        pts: None,
+                        dts: None,
+                    }
+                )],
+                0
+            ),
+            0
+        );
         q.close();
         let mut kinds = Vec::new();
         while let Some(item) = q.pop() {
             kinds.push(match item {
                 Item::Gap => "gap",
-                Item::Part(_, PartKind::Key(_), _) => "key",
+                Item::Part(_, PartKind::Key { .. }, _) => "key",
                 Item::Part(..) => "delta",
             });
         }

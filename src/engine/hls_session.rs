@@ -27,6 +27,8 @@ pub struct HlsSession {
     segmenter: Mutex<hls::Segmenter>,
     changed: tokio::sync::Notify,
     created: Instant,
+    /// `engine.hls_segment_secs`.
+    target: f64,
     /// Milliseconds after `created` of the last request.
     last_request: AtomicU64,
     ended: AtomicBool,
@@ -59,10 +61,12 @@ impl HlsSession {
             name: format!("{ms:x}"),
             segmenter: Mutex::new(
                 hls::Segmenter::new(settings.hls_segment_secs, settings.hls_list_size + 4)
-                    .with_role(role),
+                    .with_role(role)
+                    .with_parts(settings.hls_part_secs),
             ),
             changed: tokio::sync::Notify::new(),
             created: Instant::now(),
+            target: settings.hls_segment_secs,
             last_request: AtomicU64::new(0),
             ended: AtomicBool::new(false),
             error: Mutex::new(None),
@@ -103,25 +107,51 @@ impl HlsSession {
         lock(&self.segmenter).segment(seq)
     }
 
-    /// The live playlist; waits (up to `limit`) until a new session has enough segments
-    /// to list (see [`hls::Segmenter::playlist`]).
+    /// The live playlist; waits (up to `limit`) until a new session has enough to list
+    /// (see [`hls::Segmenter::listable`]; `early`: the player follows partial segments).
+    /// `until` is a blocking reload's `_HLS_msn` and `_HLS_part`: the answer waits (up to
+    /// three target durations) until the playlist holds that segment or part.
     pub async fn playlist(
         &self,
         window: usize,
         limit: Duration,
-        uri: impl Fn(u64) -> String,
+        early: bool,
+        until: Option<(u64, Option<usize>)>,
+        uri: impl Fn(u64, Option<usize>) -> String,
     ) -> Result<String, Error> {
         self.touch();
-        let deadline = tokio::time::Instant::now() + limit;
+        let started = tokio::time::Instant::now();
+        let deadline = started + limit;
+        // A blocking reload is answered within three target durations in any case.
+        let block_end = started + Duration::from_secs_f64(3.0 * self.target_secs());
         loop {
             let changed = self.changed.notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
-            if let Some(p) = lock(&self.segmenter).playlist(window, &uri) {
-                // A first request may have waited for segments: its player asks again
-                // from now on.
-                self.touch();
-                return Ok(p);
+            {
+                let seg = lock(&self.segmenter);
+                if let Some((msn, _)) = until {
+                    if msn > seg.next_part().0 + 2 {
+                        return Err(Error::new(
+                            ErrorKind::BadRequest,
+                            format!(
+                                "_HLS_msn={msn} is more than two segments past the live edge ({})",
+                                seg.next_part().0
+                            ),
+                        ));
+                    }
+                }
+                let held = until.is_none_or(|(msn, part)| {
+                    seg.holds(msn, part) || tokio::time::Instant::now() >= block_end
+                });
+                if held {
+                    if let Some(p) = seg.playlist(window, early, &uri) {
+                        drop(seg);
+                        // A first request may have waited: its player asks again from now.
+                        self.touch();
+                        return Ok(p);
+                    }
+                }
             }
             if self.ended() {
                 let why = lock(&self.error)
@@ -129,7 +159,12 @@ impl HlsSession {
                     .unwrap_or_else(|| "the channel ended".into());
                 return Err(Error::new(ErrorKind::Unavailable, why));
             }
-            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+            let wake = if until.is_some() && tokio::time::Instant::now() < block_end {
+                deadline.min(block_end)
+            } else {
+                deadline
+            };
+            if tokio::time::timeout_at(wake, changed).await.is_err() && wake == deadline {
                 return Err(Error::new(
                     ErrorKind::Unavailable,
                     format!(
@@ -140,6 +175,47 @@ impl HlsSession {
                 ));
             }
         }
+    }
+
+    /// Segment length the session aims at, in seconds.
+    fn target_secs(&self) -> f64 {
+        self.target
+    }
+
+    /// Partial segment `index` of segment `seq`. The part that comes next (the one a
+    /// playlist's preload hint names) is waited for, up to `limit`; any other part that
+    /// is not there (left the window, or further ahead) is None at once.
+    pub async fn part(&self, seq: u64, index: usize, limit: Duration) -> Option<hls::Part> {
+        self.touch();
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            {
+                let seg = lock(&self.segmenter);
+                if let Some(p) = seg.part(seq, index) {
+                    return Some(p);
+                }
+                if seg.next_part() != (seq, index) || self.ended() {
+                    return None;
+                }
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                return None;
+            }
+        }
+    }
+
+    /// Whether every segment starts with a keyframe (`EXT-X-INDEPENDENT-SEGMENTS`): not
+    /// where the first segment ends early.
+    pub fn independent_segments(&self) -> bool {
+        !lock(&self.segmenter).ends_early()
+    }
+
+    /// Whether this session cuts partial segments.
+    pub fn has_parts(&self) -> bool {
+        lock(&self.segmenter).part_target() > 0.0
     }
 }
 

@@ -25,6 +25,8 @@ struct Chunk {
     pts: Option<u64>,
     /// For a keyframe chunk: PAT + PMT as they stood before it (see [`Piece::header`]).
     header: Option<Bytes>,
+    /// The first frame that starts in it (see [`Piece::frame`]).
+    frame: Option<super::ts::Frame>,
 }
 
 /// What a piece of a read is, for readers that cut it up (the HLS segmenter).
@@ -35,8 +37,14 @@ pub enum PartKind {
     /// PAT + PMT as they stand before the keyframe that follows (a reader that cuts the
     /// output into files, like the HLS segmenter, starts each with these).
     Tables,
-    /// Starts with a keyframe, with its PTS (90 kHz) when known.
-    Key(Option<u64>),
+    /// Starts with a keyframe, with its PTS and DTS (90 kHz) when known.
+    Key {
+        pts: Option<u64>,
+        dts: Option<u64>,
+    },
+    /// Starts with the first packet of a video frame that is no keyframe (decode
+    /// timestamp when known): every PES before it is complete, so a reader may cut here.
+    Frame(Option<u64>),
     Delta,
 }
 
@@ -149,6 +157,7 @@ impl Hub {
                 key: p.key,
                 pts: p.pts,
                 header: p.header,
+                frame: p.frame,
             });
         }
         // Trim: keep at most max_bytes, but never the latest keyframe onwards unless the
@@ -306,12 +315,23 @@ impl Hub {
             if let (true, true, Some(h)) = (tables, c.key, &c.header) {
                 out.push(each(h, PartKind::Tables));
             }
-            let kind = if c.key {
-                PartKind::Key(c.pts)
-            } else {
-                PartKind::Delta
-            };
-            out.push(each(&c.data, kind));
+            match (c.key, c.frame.filter(|_| tables)) {
+                (true, f) => out.push(each(
+                    &c.data,
+                    PartKind::Key {
+                        pts: c.pts,
+                        dts: f.and_then(|f| f.dts),
+                    },
+                )),
+                // A reader of parts gets the frame's start as a piece of its own.
+                (false, Some(f)) if f.offset < c.data.len() => {
+                    if f.offset > 0 {
+                        out.push(each(&c.data.slice(..f.offset), PartKind::Delta));
+                    }
+                    out.push(each(&c.data.slice(f.offset..), PartKind::Frame(f.dts)));
+                }
+                _ => out.push(each(&c.data, PartKind::Delta)),
+            }
         }
         cur.next = Some(next);
         self.stats
@@ -377,6 +397,12 @@ fn merge(pieces: Vec<Piece>) -> Vec<Piece> {
                     b.extend_from_slice(&first.data);
                     b
                 });
+                if first.frame.is_none() {
+                    first.frame = p.frame.map(|f| super::ts::Frame {
+                        offset: buf.len() + f.offset,
+                        ..f
+                    });
+                }
                 buf.extend_from_slice(&p.data);
             }
             _ => out.push((p, None)),
@@ -533,12 +559,56 @@ mod tests {
     }
 
     #[test]
+    fn a_reader_of_parts_gets_each_video_frame_start_as_a_piece() {
+        let (hub, mut w) = setup(1 << 20, 3);
+        let mut c = Cursor::default();
+        // A keyframe, audio, then the next frame's first packet and its continuation:
+        // the audio waits for the video, so it all arrives in one push.
+        let mut d = packet(0x100, true, true, b"key");
+        d.extend(packet(0x101, true, false, b"audio"));
+        w.write_all(&d).unwrap();
+        let mut d = packet(0x100, true, false, b"frame");
+        d.extend(packet(0x100, false, false, b"more"));
+        w.write_all(&d).unwrap();
+        let Read::Data(parts) = hub.read_parts(&mut c) else {
+            panic!("no data");
+        };
+        let kinds: Vec<PartKind> = parts.iter().map(|(_, k)| *k).collect();
+        assert_eq!(
+            kinds,
+            [
+                PartKind::Header,
+                PartKind::Tables,
+                PartKind::Key {
+                    pts: None,
+                    dts: None
+                },
+                PartKind::Frame(None),
+            ],
+            "{parts:?}"
+        );
+        assert_eq!(
+            parts[3].0.len(),
+            2 * 188,
+            "from the frame's first packet on"
+        );
+        // A plain reader gets the same bytes, without the split.
+        let mut plain = Cursor::default();
+        let Read::Data(bytes) = hub.read(&mut plain) else {
+            panic!("no data");
+        };
+        let joined: Vec<u8> = parts[2..].iter().flat_map(|(b, _)| b.to_vec()).collect();
+        assert_eq!(bytes[1..].concat(), joined);
+    }
+
+    #[test]
     fn a_push_keeps_a_piece_boundary_at_each_keyframe_only() {
         let piece = |key: bool, d: &'static [u8]| Piece {
             data: Bytes::from_static(d),
             key,
             pts: None,
             header: None,
+            frame: None,
         };
         let got = merge(vec![
             piece(false, b"a"),

@@ -759,7 +759,7 @@ impl Engine {
                 let Ok(Some(parts)) = next else { break };
                 let now = archive::now_ms();
                 for (_, kind) in &parts {
-                    if let hub::PartKind::Key(pts) = kind {
+                    if let hub::PartKind::Key { pts, .. } = kind {
                         media.key(*pts, now);
                     }
                 }

@@ -68,14 +68,26 @@ fn pes_pts(p: &[u8]) -> Option<u64> {
     if pl.len() < 14 || pl[..3] != [0, 0, 1] || pl[7] & 0x80 == 0 {
         return None;
     }
-    let b = &pl[9..14];
-    Some(
-        (u64::from(b[0] >> 1) & 0x07) << 30
-            | u64::from(b[1]) << 22
-            | u64::from(b[2] >> 1) << 15
-            | u64::from(b[3]) << 7
-            | u64::from(b[4] >> 1),
-    )
+    Some(timestamp(&pl[9..14]))
+}
+
+/// The decode timestamp of the PES that starts in packet `p`: its DTS, or its PTS where
+/// it has none (they are equal then).
+fn pes_dts(p: &[u8]) -> Option<u64> {
+    let pl = payload(p)?;
+    if pl.len() >= 19 && pl[..3] == [0, 0, 1] && pl[7] & 0xc0 == 0xc0 {
+        return Some(timestamp(&pl[14..19]));
+    }
+    pes_pts(p)
+}
+
+/// A PES header's 33-bit timestamp field (5 bytes).
+fn timestamp(b: &[u8]) -> u64 {
+    (u64::from(b[0] >> 1) & 0x07) << 30
+        | u64::from(b[1]) << 22
+        | u64::from(b[2] >> 1) << 15
+        | u64::from(b[3]) << 7
+        | u64::from(b[4] >> 1)
 }
 
 /// Whether the video PES that starts in packet `p` (stream type `st`) begins a random
@@ -259,6 +271,47 @@ pub struct Piece {
     /// starts here gets these first, so their continuity counters run on into the ones
     /// that follow in the stream.
     pub header: Option<Bytes>,
+    /// The first video frame that starts in this piece (a keyframe piece: its own): its
+    /// offset in `data` and its decode timestamp (90 kHz). A reader that cuts the output
+    /// finer than keyframes (HLS partial segments) cuts there: every PES before it is
+    /// complete.
+    pub frame: Option<Frame>,
+}
+
+/// Where a video frame starts in a piece (see [`Piece::frame`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Frame {
+    pub offset: usize,
+    pub dts: Option<u64>,
+}
+
+/// The piece [`Inspector::feed`] is building.
+#[derive(Default)]
+struct Open {
+    start: usize,
+    key: bool,
+    pts: Option<u64>,
+    header: Option<Bytes>,
+    frame: Option<Frame>,
+}
+
+impl Open {
+    fn at(start: usize) -> Open {
+        Open {
+            start,
+            ..Open::default()
+        }
+    }
+
+    fn piece(&mut self, data: &[u8]) -> Piece {
+        Piece {
+            data: Bytes::copy_from_slice(data),
+            key: self.key,
+            pts: self.pts.filter(|_| self.key),
+            header: self.header.take().filter(|_| self.key),
+            frame: self.frame.take(),
+        }
+    }
 }
 
 impl Inspector {
@@ -418,37 +471,29 @@ impl Inspector {
     pub fn feed(&mut self, data: &[u8]) -> Vec<Piece> {
         self.rest.extend_from_slice(data);
         let mut pieces = Vec::new();
-        let mut start = 0; // start of the current piece in `rest`
-        let mut key = false;
-        let mut pts = None;
-        let mut header = None;
+        let mut cur = Open::default(); // the current piece, from `cur.start` in `rest`
         let mut i = 0;
         while i + PACKET <= self.rest.len() {
             if self.rest[i] != SYNC {
                 // Lost sync: cut what we have, skip to the next plausible packet start.
-                if i > start {
-                    pieces.push(Piece {
-                        data: Bytes::copy_from_slice(&self.rest[start..i]),
-                        key,
-                        pts: pts.filter(|_| key),
-                        header: header.take().filter(|_| key),
-                    });
+                if i > cur.start {
+                    pieces.push(cur.piece(&self.rest[cur.start..i]));
                 }
                 let skip = resync(&self.rest, i);
                 self.dropped += skip as u64;
                 i += skip;
-                start = i;
-                key = false;
-                pts = None;
-                header = None;
+                cur = Open::at(i);
                 continue;
             }
             let p = &self.rest[i..i + PACKET];
-            if self.video_pids.contains(&pid(p)) {
+            let video = self.video_pids.contains(&pid(p));
+            if video {
                 self.video_packets += 1;
             }
             let (is_key, is_psi) = (self.is_key(p), pid(p) == 0 || Some(pid(p)) == self.pmt_pid);
             let key_pts = if is_key { pes_pts(p) } else { None };
+            // Where a frame starts: a video PES, or (no video) a random access point.
+            let frame_dts = (is_key || (video && unit_start(p))).then(|| pes_dts(p));
             if is_psi || pid(p) == SDT_PID {
                 let mut copy = p.to_vec();
                 if !self.seen_key && self.early_tables < 8 {
@@ -466,29 +511,25 @@ impl Inspector {
                 self.seen_key = true;
                 self.commit_header();
             }
-            if is_key && i > start {
-                pieces.push(Piece {
-                    data: Bytes::copy_from_slice(&self.rest[start..i]),
-                    key,
-                    pts: pts.filter(|_| key),
-                    header: header.take().filter(|_| key),
-                });
-                start = i;
+            if is_key && i > cur.start {
+                pieces.push(cur.piece(&self.rest[cur.start..i]));
+                cur = Open::at(i);
             }
             if is_key {
-                key = i == start;
-                pts = key_pts;
-                header = self.header();
+                cur.key = i == cur.start;
+                cur.pts = key_pts;
+                cur.header = self.header();
+            }
+            if let (Some(dts), None) = (frame_dts, cur.frame) {
+                cur.frame = Some(Frame {
+                    offset: i - cur.start,
+                    dts,
+                });
             }
             i += PACKET;
         }
-        if i > start {
-            pieces.push(Piece {
-                data: Bytes::copy_from_slice(&self.rest[start..i]),
-                key,
-                pts: pts.filter(|_| key),
-                header: header.take().filter(|_| key),
-            });
+        if i > cur.start {
+            pieces.push(cur.piece(&self.rest[cur.start..i]));
         }
         let _ = self.rest.split_to(i.min(self.rest.len()));
         pieces
@@ -725,6 +766,10 @@ pub(crate) mod tests {
                 key: true,
                 pts: None,
                 header: ins.header(),
+                frame: Some(Frame {
+                    offset: 0,
+                    dts: None
+                }),
             }]
         );
     }

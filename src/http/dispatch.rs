@@ -147,9 +147,15 @@ async fn route(st: &AppState, mut req: Request, view: &View) -> Response {
         (P::Scheduled(id), M::DELETE) => respond(schedule::delete(st, id)),
         (P::Media(id), M::GET) => media::watch(st, id, &req.query, view).await,
         (P::Media(id), M::HEAD) => media::head(st, id, &req.query),
-        (P::HlsPlaylist(id), M::GET) => media::hls_playlist(st, id, &req.query, view).await,
-        (P::HlsMaster(id), M::GET) => media::hls_master(st, id, &req.query, view).await,
-        (P::HlsSegment(id, f), M::GET) => media::hls_segment(st, id, &f, &req.query, view),
+        (P::HlsPlaylist(id), M::GET) => {
+            let early = media::follows_parts(&req.headers);
+            media::hls_playlist(st, id, &req.query, early, view).await
+        }
+        (P::HlsMaster(id), M::GET) => {
+            let early = media::follows_parts(&req.headers);
+            media::hls_master(st, id, &req.query, early, view).await
+        }
+        (P::HlsSegment(id, f), M::GET) => media::hls_segment(st, id, &f, &req.query, view).await,
         (P::Playlists, M::GET) => respond(providers::list(st)),
         (P::Playlists, M::POST) => {
             let body = req.body(limit, body_key).await;

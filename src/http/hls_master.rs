@@ -59,9 +59,14 @@ fn codecs(v: &Variant) -> Option<String> {
     Some(out.join(","))
 }
 
-/// Renders the master playlist, variants in the order given.
-pub fn render(variants: &[Variant]) -> String {
-    let mut out = String::from("#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-INDEPENDENT-SEGMENTS\n");
+/// Renders the master playlist, variants in the order given. `independent`: every
+/// segment starts with a keyframe (not so where a session's first segment ends early:
+/// its second starts mid-GOP).
+pub fn render(variants: &[Variant], independent: bool) -> String {
+    let mut out = String::from("#EXTM3U\n#EXT-X-VERSION:3\n");
+    if independent {
+        out.push_str("#EXT-X-INDEPENDENT-SEGMENTS\n");
+    }
     for v in variants {
         let _ = write!(
             out,
@@ -112,22 +117,25 @@ mod tests {
                 audio: audio.iter().map(|a| (*a).to_owned()).collect(),
             },
         };
-        let text = render(&[
-            v(
-                "index.m3u8?token=t",
-                4_100_000,
-                3_900_000,
-                Some("1920x1080"),
-                &["aac"],
-            ),
-            v(
-                "index.m3u8?profile=low&token=t",
-                300_000,
-                280_000,
-                Some("256x144"),
-                &["opus"],
-            ),
-        ]);
+        let text = render(
+            &[
+                v(
+                    "index.m3u8?token=t",
+                    4_100_000,
+                    3_900_000,
+                    Some("1920x1080"),
+                    &["aac"],
+                ),
+                v(
+                    "index.m3u8?profile=low&token=t",
+                    300_000,
+                    280_000,
+                    Some("256x144"),
+                    &["opus"],
+                ),
+            ],
+            true,
+        );
         assert_eq!(
             text,
             "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-INDEPENDENT-SEGMENTS\n\

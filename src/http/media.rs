@@ -113,14 +113,75 @@ fn hls_cache(state: &AppState, query: &str, max_age: u64, immutable: bool) -> He
         .unwrap_or(HeaderValue::from_static("no-cache"))
 }
 
+/// Whether the requesting player gets a cold channel's first playlist as soon as its
+/// first (short) segment is complete, with partial segments to follow (see
+/// `engine.hls_part_secs`): a script player in a browser (hls.js, Shaka, video.js: its
+/// requests say `Sec-Fetch-Dest: empty`), which follows parts or at least copes with a
+/// short live playlist. Every other client waits for three segments as RFC 8216 (6.3.3)
+/// players expect: a browser's own media player (`video`, `audio`; Chromium's fails on a
+/// shorter live playlist, measured), and apps (VLC, ffmpeg, Kodi), which send no such
+/// header and may not follow parts.
+pub fn follows_parts(headers: &warp::http::HeaderMap) -> bool {
+    headers
+        .get("sec-fetch-dest")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|d| d.eq_ignore_ascii_case("empty"))
+}
+
+/// A blocking playlist reload's delivery directives (`_HLS_msn`, `_HLS_part`), when the
+/// session makes parts; a malformed one is a 400.
+fn directives(query: &str) -> Result<Option<(u64, Option<usize>)>, crate::error::Error> {
+    let bad = |k: &str| {
+        crate::error::Error::new(
+            crate::error::ErrorKind::BadRequest,
+            format!("{k} must be a whole number"),
+        )
+    };
+    let msn = match crate::auth::query_param(query, "_HLS_msn") {
+        None => {
+            if crate::auth::query_param(query, "_HLS_part").is_some() {
+                return Err(crate::error::Error::new(
+                    crate::error::ErrorKind::BadRequest,
+                    "_HLS_part needs _HLS_msn",
+                ));
+            }
+            return Ok(None);
+        }
+        Some(m) => m.parse::<u64>().map_err(|_| bad("_HLS_msn"))?,
+    };
+    let part = match crate::auth::query_param(query, "_HLS_part") {
+        None => None,
+        Some(p) => Some(p.parse::<usize>().map_err(|_| bad("_HLS_part"))?),
+    };
+    Ok(Some((msn, part)))
+}
+
+/// The URI of a segment (`part` None) or of one of its partial segments, relative to the
+/// playlist, with the session's name and the query the playlist gives them.
+fn media_uri(name: &str, params: &str, seq: u64, part: Option<usize>) -> String {
+    match part {
+        None => format!("{name}-{seq}.ts{params}"),
+        Some(i) => format!("{name}-{seq}.{i}.ts{params}"),
+    }
+}
+
 /// `/hls/<id>/index.m3u8`: the live playlist. Starts the channel's HLS output if needed
-/// and waits until it has three segments (a running channel has them at once, from its
-/// buffer). Segment URLs are relative and carry the token.
+/// and waits until it has something to list: the first partial segment for a player
+/// that follows them (`early`, see [`follows_parts`]), three segments otherwise (a
+/// running channel has them at once, from its buffer). A blocking reload (`_HLS_msn`,
+/// `_HLS_part`) waits for the segment or part it names. Segment URLs are relative and
+/// carry the token.
 ///
 /// `with_token`: the request presented the token itself. A browser authorised by its
 /// session cookie gets segment URLs without it (it sends the cookie for them too), so the
 /// cookie never reveals the token.
-pub async fn hls_playlist(state: &AppState, id: u32, query: &str, view: &View) -> Response {
+pub async fn hls_playlist(
+    state: &AppState,
+    id: u32,
+    query: &str,
+    early: bool,
+    view: &View,
+) -> Response {
     if state.registry.get(id).is_some() {
         if let Err(limit) = view.who.touch_hls(id, state.hls_lease()) {
             return over_limit(state, &limit);
@@ -128,6 +189,10 @@ pub async fn hls_playlist(state: &AppState, id: u32, query: &str, view: &View) -
     }
     let profile = match profile_of(state, id, query) {
         Ok(p) => p,
+        Err(e) => return reply::error(&e),
+    };
+    let until = match directives(query) {
+        Ok(d) => d,
         Err(e) => return reply::error(&e),
     };
     let session = match state.engine.hls_session(id, profile.as_deref()) {
@@ -138,13 +203,23 @@ pub async fn hls_playlist(state: &AppState, id: u32, query: &str, view: &View) -
     let limit = first_playlist_limit(engine);
     let params = segment_query(profile.as_deref(), view);
     let name = session.name.clone();
-    let uri = move |seq: u64| format!("{name}-{seq}.ts{params}");
-    let text = match session.playlist(engine.hls_list_size, limit, uri).await {
+    let uri = move |seq: u64, part: Option<usize>| media_uri(&name, &params, seq, part);
+    let until = until.filter(|_| session.has_parts());
+    let text = match session
+        .playlist(engine.hls_list_size, limit, early, until, uri)
+        .await
+    {
         Ok(t) => t,
         Err(e) => return reply::error(&e),
     };
     let mut resp = text.into_response();
-    let max_age = (engine.hls_segment_secs / 2.0).floor().max(1.0) as u64;
+    // A playlist with parts changes every part; a blocking reload's answer is the one
+    // for its directives (an HTTP cache keys it by the whole URL).
+    let max_age = if session.has_parts() && until.is_none() {
+        1
+    } else {
+        (engine.hls_segment_secs / 2.0).floor().max(1.0) as u64
+    };
     let h = resp.headers_mut();
     h.insert(
         header::CONTENT_TYPE,
@@ -185,7 +260,13 @@ fn segment_query(profile: Option<&str>, view: &View) -> String {
 /// `profiles`) for adaptive players. Starts every rendition's HLS output, so a player can
 /// switch at once, and answers once each has segments to list: `BANDWIDTH` and
 /// `AVERAGE-BANDWIDTH` are measured on them, `CODECS` read from their first segment.
-pub async fn hls_master(state: &AppState, id: u32, query: &str, view: &View) -> Response {
+pub async fn hls_master(
+    state: &AppState,
+    id: u32,
+    query: &str,
+    early: bool,
+    view: &View,
+) -> Response {
     if state.registry.get(id).is_none() {
         return reply::error(&crate::registry::no_such(id));
     }
@@ -212,11 +293,11 @@ pub async fn hls_master(state: &AppState, id: u32, query: &str, view: &View) -> 
             Err(e) => return reply::error(&e),
         }
     }
-    let ready = futures_util::future::join_all(
-        sessions
-            .iter()
-            .map(|s| s.playlist(engine.hls_list_size, limit, |_| String::new())),
-    )
+    let ready = futures_util::future::join_all(sessions.iter().map(|s| {
+        s.playlist(engine.hls_list_size, limit, early, None, |_, _| {
+            String::new()
+        })
+    }))
     .await;
     let mut variants = Vec::new();
     for ((profile, session), r) in wanted.iter().zip(&sessions).zip(ready) {
@@ -232,7 +313,8 @@ pub async fn hls_master(state: &AppState, id: u32, query: &str, view: &View) -> 
             info,
         });
     }
-    let mut resp = super::hls_master::render(&variants).into_response();
+    let independent = sessions.iter().all(|s| s.independent_segments());
+    let mut resp = super::hls_master::render(&variants, independent).into_response();
     let h = resp.headers_mut();
     h.insert(
         header::CONTENT_TYPE,
@@ -242,17 +324,31 @@ pub async fn hls_master(state: &AppState, id: u32, query: &str, view: &View) -> 
     resp
 }
 
-/// `/hls/<id>/<session>-<seq>.ts`: one segment of the running HLS session.
-pub fn hls_segment(state: &AppState, id: u32, file: &str, query: &str, view: &View) -> Response {
+/// `/hls/<id>/<session>-<seq>.ts`: one segment of the running HLS session;
+/// `<session>-<seq>.<part>.ts`: one of its partial segments. The next part (a preload
+/// hint names it before it exists) is answered once it is complete.
+pub async fn hls_segment(
+    state: &AppState,
+    id: u32,
+    file: &str,
+    query: &str,
+    view: &View,
+) -> Response {
     let gone = || {
         reply::error(&crate::error::Error::not_found(format!(
             "no HLS segment {file} for stream {id} (it left the live window, or the session ended)"
         )))
     };
-    let Some((name, seq)) = file
+    let Some((name, seq, part)) = file
         .strip_suffix(".ts")
         .and_then(|f| f.rsplit_once('-'))
-        .and_then(|(n, s)| Some((n, s.parse::<u64>().ok()?)))
+        .and_then(|(n, s)| {
+            let (seq, part) = match s.split_once('.') {
+                Some((seq, part)) => (seq, Some(part.parse::<usize>().ok()?)),
+                None => (s, None),
+            };
+            Some((n, seq.parse::<u64>().ok()?, part))
+        })
     else {
         return gone();
     };
@@ -261,13 +357,21 @@ pub fn hls_segment(state: &AppState, id: u32, file: &str, query: &str, view: &Vi
     let Some(session) = running.filter(|s| s.name == name) else {
         return gone();
     };
-    let Some(seg) = session.segment(seq) else {
-        return gone();
-    };
     if let Err(limit) = view.who.touch_hls(id, state.hls_lease()) {
         return over_limit(state, &limit);
     }
     let engine = state.engine.settings();
+    let data = match part {
+        None => session.segment(seq).map(|s| s.data),
+        Some(i) => {
+            // A hinted part is at most one part target away; allow a segment's length.
+            let wait = Duration::from_secs_f64(engine.hls_segment_secs + 1.0);
+            session.part(seq, i, wait).await.map(|p| p.data)
+        }
+    };
+    let Some(data) = data else {
+        return gone();
+    };
     let keep = (engine.hls_segment_secs * (engine.hls_list_size + 4) as f64).ceil() as u64;
-    reply::bytes(seg.data, MPEG_TS, hls_cache(state, query, keep, true))
+    reply::bytes(data, MPEG_TS, hls_cache(state, query, keep, true))
 }
