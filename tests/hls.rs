@@ -337,8 +337,14 @@ fn low_latency_hls_starts_on_a_short_first_segment_and_follows_parts() {
     };
     // A script player's first playlist of a cold channel: one short segment, ended at a
     // frame after two parts, then the parts being made and a hint for the next one.
-    let (status, first) = get(&format!("/hls/1/index.m3u8?token={TOKEN}"), &script);
+    let (status, h, body) = s.get_bytes(&format!("/hls/1/index.m3u8?token={TOKEN}"), &script);
+    let first = String::from_utf8(body).unwrap();
     assert_eq!(status, 200, "{first}");
+    assert_eq!(
+        header(&h, "vary"),
+        "Sec-Fetch-Dest",
+        "a cache keeps the answers for script and strict players apart"
+    );
     let (_, target, segs) = parse(&first);
     assert_eq!(target, 2);
     assert_eq!(segs.len(), 1, "answered on the first segment: {first}");

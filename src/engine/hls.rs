@@ -535,9 +535,7 @@ impl Segmenter {
         }
     }
 
-    /// The kept segments' peak and mean bit rates, and the oldest of them. Before the
-    /// first segment is complete: what the parts so far measure (a first playlist is
-    /// answered from them).
+    /// The kept segments' peak and mean bit rates, and the oldest of them.
     pub fn stats(&self) -> SegmentStats {
         let rates: Vec<f64> = self
             .segments
@@ -545,25 +543,19 @@ impl Segmenter {
             .filter(|s| s.duration > 0.1)
             .map(|s| s.data.len() as f64 * 8.0 / s.duration)
             .collect();
-        let mut bytes: usize = self.segments.iter().map(|s| s.data.len()).sum();
-        let mut secs: f64 = self.segments.iter().map(|s| s.duration).sum();
-        let mut first = self.segments.front().map(|s| s.data.clone());
-        if self.segments.is_empty() {
-            if let Some(b) = &self.building {
-                bytes = b.done.iter().map(|p| p.data.len()).sum();
-                secs = b.parts_secs();
-                first = b.done.first().map(|p| p.data.clone());
-            }
-        }
+        let bytes: usize = self.segments.iter().map(|s| s.data.len()).sum();
+        let secs: f64 = self.segments.iter().map(|s| s.duration).sum();
         let average = if secs > 0.0 {
             (bytes as f64 * 8.0 / secs) as u64
         } else {
             0
         };
         SegmentStats {
+            // A single short first segment is all a first master playlist may have: the
+            // peak is never below the mean.
             peak_bps: (rates.iter().cloned().fold(0.0, f64::max) as u64).max(average),
             average_bps: average,
-            first,
+            first: self.segments.front().map(|s| s.data.clone()),
         }
     }
 

@@ -123,7 +123,7 @@ impl HlsSession {
         let started = tokio::time::Instant::now();
         let deadline = started + limit;
         // A blocking reload is answered within three target durations in any case.
-        let block_end = started + Duration::from_secs_f64(3.0 * self.target_secs());
+        let block_end = started + Duration::from_secs_f64(3.0 * self.target);
         loop {
             let changed = self.changed.notified();
             tokio::pin!(changed);
@@ -175,11 +175,6 @@ impl HlsSession {
                 ));
             }
         }
-    }
-
-    /// Segment length the session aims at, in seconds.
-    fn target_secs(&self) -> f64 {
-        self.target
     }
 
     /// Partial segment `index` of segment `seq`. The part that comes next (the one a

@@ -229,6 +229,9 @@ pub async fn hls_playlist(
         header::CACHE_CONTROL,
         hls_cache(state, query, max_age, false),
     );
+    // A cold channel's first answer depends on the player (see `follows_parts`): a
+    // cache must not give a script player's short playlist to a strict one.
+    h.insert(header::VARY, HeaderValue::from_static("Sec-Fetch-Dest"));
     resp
 }
 
@@ -321,6 +324,7 @@ pub async fn hls_master(
         HeaderValue::from_static("application/vnd.apple.mpegurl"),
     );
     h.insert(header::CACHE_CONTROL, hls_cache(state, query, 1, false));
+    h.insert(header::VARY, HeaderValue::from_static("Sec-Fetch-Dest"));
     resp
 }
 
