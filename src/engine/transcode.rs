@@ -38,12 +38,51 @@ struct VideoOut {
     fixed_fps: Option<Rational>,
     probed_fps: Option<Rational>,
     enc: Option<ff::encoder::video::Encoder>,
+    /// The encoder of the first GOP, while it lasts (see [`QuickStart`]).
+    quick: Option<QuickStart>,
+    /// The next output slot (see [`Transcoder::constant_rate`]) and the last frame.
+    next_slot: Option<i64>,
+    prev: Option<frame::Frame>,
     /// Output size and aspect, from the first frame.
     size: Option<(u32, u32, Rational)>,
     /// The graph deinterlaces (decided by the profile, the field order and the frames).
     deinterlacing: bool,
     /// The source declares interlaced fields (its field order).
     field_coded: bool,
+}
+
+/// A zap does not wait for the encoder's frame threads. x264's `ultrafast` (no lookahead,
+/// no B-frames) with frame threads still holds back `threads - 1` frames plus one of sync
+/// lookahead: three frames, 120 ms at 25 fps, on two cores, which a viewer of a cold
+/// channel would wait after the first picture is decoded, at the source's pace. So the
+/// first GOP is encoded by a second encoder with the same settings and x264's
+/// `zerolatency` tune (slice threads), which gives each frame back at once; at the first
+/// keyframe of the profile's own encoder (the GOP's end, or the source's next keyframe
+/// when aligned) the stream goes on from that encoder, which starts there with an IDR
+/// picture. Its delay then shows once, as a pause of those three frames at the first
+/// GOP's end, which a player's buffer absorbs. Presets with a lookahead or B-frames
+/// (delays of 10 to 60 frames) are left alone: their pause would be a stall.
+struct QuickStart {
+    enc: ff::encoder::video::Encoder,
+    /// Frames sent to it.
+    sent: u64,
+    /// Switch after this many frames (the profile's GOP); None when keyframes are the
+    /// source's (aligned): switch at the first of them.
+    gop: Option<u64>,
+}
+
+/// Whether the first GOP of `codec` with `p`'s settings gets a [`QuickStart`]: x264
+/// `ultrafast`, unless its options add a lookahead or B-frames or it is low-latency
+/// already.
+fn quick_start(codec: &ff::Codec, p: &Profile) -> bool {
+    let delaying = ["bf", "b", "rc-lookahead", "x264-params", "x264opts"];
+    codec.name() == "libx264"
+        && p.preset.as_deref() == Some("ultrafast")
+        && !p.tune.as_deref().is_some_and(|t| t.contains("zerolatency"))
+        && !p
+            .encoder_options
+            .keys()
+            .any(|k| delaying.contains(&k.as_str()))
 }
 
 enum Kind {
@@ -321,6 +360,9 @@ impl Transcoder {
                     fixed_fps,
                     probed_fps,
                     enc: None,
+                    quick: None,
+                    next_slot: None,
+                    prev: None,
                     size: None,
                     deinterlacing: false,
                     field_coded,
@@ -491,12 +533,11 @@ impl Transcoder {
                     spec.push_str(&format!("bwdif=mode={per}:parity=auto:deint={deint},"));
                 }
                 let pix = out.pix.descriptor().map(|d| d.name()).unwrap_or("yuv420p");
+                // The frame rate is made constant after the graph (`constant_rate`).
                 spec.push_str(&format!(
-                    "scale={w}:{h},setsar={}/{},format={pix},fps={}/{}",
+                    "scale={w}:{h},setsar={}/{},format={pix}",
                     out_sar.numerator(),
                     out_sar.denominator(),
-                    out.fps.numerator(),
-                    out.fps.denominator()
                 ));
                 Ok(spec)
             }
@@ -546,58 +587,39 @@ impl Transcoder {
         Ok(())
     }
 
-    /// Opens the video encoder for the first filtered frame's size.
+    /// Opens the video encoder for the first filtered frame's size: the first GOP's
+    /// [`QuickStart`] encoder where it helps (the profile's own then opens with the second
+    /// frame, after the first has gone out), else the profile's.
     fn open_video_encoder(&mut self, octx: &mut Output) -> Result<(), String> {
         let p = &self.profile;
         let Kind::Video { out, .. } = &mut self.kind else {
             return Ok(());
         };
-        if out.enc.is_some() {
+        if out.enc.is_some() || out.quick.is_some() {
             return Ok(());
         }
-        let (w, h, sar) = out.size.ok_or("no output size")?;
-        let mut enc = codec::context::Context::new_with_codec(out.codec)
-            .encoder()
-            .video()
-            .map_err(|e| err("video encoder", e))?;
-        enc.set_width(w);
-        enc.set_height(h);
-        enc.set_format(out.pix);
-        enc.set_time_base(self.sink_tb);
-        enc.set_frame_rate(Some(out.fps));
-        enc.set_aspect_ratio(sar);
-        if let Some(b) = bps(&p.video_bitrate) {
-            enc.set_bit_rate(b as usize);
+        self.enc_tb = out.frame_tb();
+        if quick_start(&out.codec, p) {
+            let tune = match &p.tune {
+                Some(t) => format!("{t},zerolatency"),
+                None => "zerolatency".to_owned(),
+            };
+            match video_encoder(p, out, self.aligned, Some(tune)) {
+                Ok(quick) => {
+                    set_output_parameters(octx, self.ost, &quick);
+                    out.quick = Some(QuickStart {
+                        enc: quick,
+                        sent: 0,
+                        gop: (!self.aligned).then_some(u64::from(out.gop(p))),
+                    });
+                    return Ok(());
+                }
+                // The profile's encoder alone, as without a quick start.
+                Err(e) => tracing::debug!(error = %e, "no quick-start encoder"),
+            }
         }
-        if let Some(m) = bps(&p.maxrate) {
-            enc.set_max_bit_rate(m as usize);
-        }
-        if let Some(s) = bps(&p.bufsize) {
-            // SAFETY: plain field write on an encoder context that is not open yet.
-            unsafe { (*enc.as_mut_ptr()).rc_buffer_size = s.min(i32::MAX as u64) as i32 };
-        }
-        let gop = p
-            .gop
-            .unwrap_or_else(|| (f64::from(out.fps) * 2.0).round().max(1.0) as u32);
-        // Aligned: the encoder makes keyframes only where it is told to (IDR for x264).
-        enc.set_gop(if self.aligned { 100_000 } else { gop });
-        let mut extra = vec![("threads", p.threads.unwrap_or(0).to_string())];
-        if self.aligned {
-            extra.push(("sc_threshold", "0".into()));
-            extra.push(("forced-idr", "1".into()));
-        }
-        if let Some(preset) = &p.preset {
-            extra.push(("preset", preset.clone()));
-        }
-        if let Some(tune) = &p.tune {
-            extra.push(("tune", tune.clone()));
-        }
-        let name = out.codec.name().to_owned();
-        let enc = enc
-            .open_as_with(out.codec, options(p, &extra))
-            .map_err(|e| err(&format!("opening {name}"), e))?;
+        let enc = video_encoder(p, out, self.aligned, p.tune.clone())?;
         set_output_parameters(octx, self.ost, &enc);
-        self.enc_tb = self.sink_tb;
         out.enc = Some(enc);
         Ok(())
     }
@@ -620,6 +642,7 @@ impl Transcoder {
             },
             None => {
                 self.flush_graph(octx, &mut out)?;
+                self.end_quick_start(&mut out)?;
                 let flushed = match &mut self.kind {
                     Kind::Video { out: v } => v.enc.as_mut().map(|e| e.send_eof()),
                     Kind::Audio { enc, .. } => Some(enc.send_eof()),
@@ -698,52 +721,212 @@ impl Transcoder {
                 return Ok(());
             }
             self.open_video_encoder(octx)?;
-            if self.sink_tb != self.enc_tb {
-                let pts = filtered.pts().map(|p| p.rescale(self.sink_tb, self.enc_tb));
-                filtered.set_pts(pts);
+            if !matches!(self.kind, Kind::Video { .. }) {
+                if self.sink_tb != self.enc_tb {
+                    let pts = filtered.pts().map(|p| p.rescale(self.sink_tb, self.enc_tb));
+                    filtered.set_pts(pts);
+                }
+                let sent = match &mut self.kind {
+                    Kind::Audio { enc, .. } => enc.send_frame(&filtered),
+                    Kind::Video { .. } => unreachable!("audio only here"),
+                };
+                self.sent(sent);
+                self.drain_encoder(out);
+                continue;
             }
-            let sent = match &mut self.kind {
-                Kind::Video { out: v } => {
-                    // SAFETY: plain field reads and a write on the filtered frame: the
-                    // encoder decides keyframes, or (aligned) takes the source's.
-                    unsafe {
-                        let f = filtered.as_mut_ptr();
-                        let key = (*f).key_frame != 0
-                            || (*f).pict_type == ff::ffi::AVPictureType::AV_PICTURE_TYPE_I;
-                        let second = filtered
-                            .pts()
-                            .map(|p| (p as f64 * f64::from(self.sink_tb)).floor() as i64);
-                        let force = self.aligned
-                            && key
-                            && (!self.intra_only
-                                || second.is_some_and(|s| self.key_second.is_none_or(|l| s > l)));
-                        if force {
-                            self.key_second = second;
-                        }
-                        (*f).pict_type = if force {
-                            ff::ffi::AVPictureType::AV_PICTURE_TYPE_I
-                        } else {
-                            ff::ffi::AVPictureType::AV_PICTURE_TYPE_NONE
-                        };
+            for (frame, original) in self.constant_rate(&filtered) {
+                self.send_video(frame, original, octx, out)?;
+            }
+        }
+    }
+
+    /// The output's constant frame rate, without holding a frame back (libavfilter's
+    /// `fps` waits for the next frame before it lets one go: a frame of latency, and the
+    /// last frame of a stream lost): each frame takes the output slot nearest its time;
+    /// one whose slot is taken is dropped, and slots skipped since the last frame are
+    /// filled with it (at most 10 s of them: a longer gap is left a gap). Slots are
+    /// counted in the encoder's time base (one tick a frame). The frames to encode, each
+    /// with whether it is the source's (not a repeat).
+    fn constant_rate(&mut self, f: &frame::Frame) -> Vec<(frame::Frame, bool)> {
+        let Kind::Video { out: v } = &mut self.kind else {
+            return Vec::new();
+        };
+        let Some(pts) = f.pts() else {
+            self.dropped += 1;
+            return Vec::new();
+        };
+        let slot = pts.rescale_with(self.sink_tb, self.enc_tb, ff::Rounding::NearInfinity);
+        let next = v.next_slot.unwrap_or(slot);
+        if slot < next {
+            return Vec::new();
+        }
+        let mut frames = Vec::new();
+        let max_fill = (f64::from(v.fps) * 10.0).ceil() as i64;
+        if let Some(prev) = &v.prev {
+            if slot - next <= max_fill {
+                for k in next..slot {
+                    if let Some(mut d) = share(prev) {
+                        d.set_pts(Some(k));
+                        frames.push((d, false));
                     }
-                    v.enc.as_mut().map(|e| e.send_frame(&filtered))
                 }
-                Kind::Audio { enc, .. } => Some(enc.send_frame(&filtered)),
-            };
-            match sent {
-                Some(Ok(())) => self.frames += 1,
-                // The encoder refused one frame (odd timestamps after damage): drop it.
-                Some(Err(e)) => {
-                    tracing::debug!(error = %e, "the encoder refused a frame");
-                    self.dropped += 1;
-                }
-                None => {}
             }
-            self.drain_encoder(out);
+        }
+        v.prev = share(f);
+        v.next_slot = Some(slot + 1);
+        if let Some(mut c) = share(f) {
+            c.set_pts(Some(slot));
+            frames.push((c, true));
+        }
+        frames
+    }
+
+    /// Sends one output frame to the video encoder (the quick-start one while it lasts).
+    fn send_video(
+        &mut self,
+        mut frame: frame::Frame,
+        original: bool,
+        octx: &mut Output,
+        out: &mut Vec<Encoded>,
+    ) -> Result<(), String> {
+        let Kind::Video { out: v } = &mut self.kind else {
+            return Ok(());
+        };
+        // SAFETY: plain field reads and a write on the frame: the encoder decides
+        // keyframes, or (aligned) takes the source's.
+        let force = unsafe {
+            let f = frame.as_mut_ptr();
+            let key = original
+                && ((*f).key_frame != 0
+                    || (*f).pict_type == ff::ffi::AVPictureType::AV_PICTURE_TYPE_I);
+            let second = frame
+                .pts()
+                .map(|p| (p as f64 * f64::from(self.enc_tb)).floor() as i64);
+            let force = self.aligned
+                && key
+                && (!self.intra_only
+                    || second.is_some_and(|s| self.key_second.is_none_or(|l| s > l)));
+            if force {
+                self.key_second = second;
+            }
+            (*f).pict_type = if force {
+                ff::ffi::AVPictureType::AV_PICTURE_TYPE_I
+            } else {
+                ff::ffi::AVPictureType::AV_PICTURE_TYPE_NONE
+            };
+            force
+        };
+        // The profile's encoder takes over at its first keyframe.
+        let handover = v
+            .quick
+            .as_ref()
+            .is_some_and(|q| q.sent > 0 && q.gop.map_or(force, |g| q.sent >= g));
+        if handover {
+            self.finish_quick(octx, out)?;
+        }
+        let Kind::Video { out: v } = &mut self.kind else {
+            return Ok(());
+        };
+        // The profile's encoder opens with the second frame, once the first is out.
+        if v.enc.is_none() && v.quick.as_ref().is_some_and(|q| q.sent == 1) {
+            v.enc = Some(video_encoder(
+                &self.profile,
+                v,
+                self.aligned,
+                self.profile.tune.clone(),
+            )?);
+        }
+        let sent = match v.quick.as_mut() {
+            Some(q) => {
+                q.sent += 1;
+                Some(q.enc.send_frame(&frame))
+            }
+            None => v.enc.as_mut().map(|e| e.send_frame(&frame)),
+        };
+        if let Some(r) = sent {
+            self.sent(r);
+        }
+        self.drain_encoder(out);
+        Ok(())
+    }
+
+    /// Counts a frame the encoder took, or refused (odd timestamps after damage: the
+    /// frame is dropped).
+    fn sent(&mut self, r: Result<(), ff::Error>) {
+        match r {
+            Ok(()) => self.frames += 1,
+            Err(e) => {
+                tracing::debug!(error = %e, "the encoder refused a frame");
+                self.dropped += 1;
+            }
+        }
+    }
+
+    /// Ends the first GOP's encoder, if one is running: what it holds goes out, and the
+    /// profile's encoder goes on from the next frame.
+    fn end_quick_start(&mut self, out: &mut Vec<Encoded>) -> Result<(), String> {
+        if let Kind::Video { out: v } = &mut self.kind {
+            Self::drain_quick(v, self.enc_tb, out, true)?;
+            v.quick = None;
+        }
+        Ok(())
+    }
+
+    /// Flushes the quick-start encoder and drops it (see [`QuickStart`]).
+    fn finish_quick(&mut self, octx: &mut Output, out: &mut Vec<Encoded>) -> Result<(), String> {
+        let Kind::Video { out: v } = &mut self.kind else {
+            return Ok(());
+        };
+        Self::drain_quick(v, self.enc_tb, out, true)?;
+        v.quick = None;
+        if v.enc.is_none() {
+            v.enc = Some(video_encoder(
+                &self.profile,
+                v,
+                self.aligned,
+                self.profile.tune.clone(),
+            )?);
+        }
+        if let Some(enc) = &v.enc {
+            set_output_parameters(octx, self.ost, enc);
+        }
+        tracing::debug!("the first GOP's low-delay encoder handed over to the profile's");
+        Ok(())
+    }
+
+    /// The quick-start encoder's packets (all of them, after an end of stream, with `eof`).
+    fn drain_quick(
+        v: &mut VideoOut,
+        tb: Rational,
+        out: &mut Vec<Encoded>,
+        eof: bool,
+    ) -> Result<(), String> {
+        let Some(q) = v.quick.as_mut() else {
+            return Ok(());
+        };
+        if eof {
+            q.enc.send_eof().map_err(|e| err("encoder flush", e))?;
+        }
+        loop {
+            let mut packet = Packet::empty();
+            if q.enc.receive_packet(&mut packet).is_err() {
+                return Ok(());
+            }
+            out.push(Encoded {
+                packet,
+                time_base: tb,
+            });
         }
     }
 
     fn drain_encoder(&mut self, out: &mut Vec<Encoded>) {
+        if let Kind::Video { out: v } = &mut self.kind {
+            if v.quick.is_some() {
+                // Not at an end of stream: the packets it has now.
+                let _ = Self::drain_quick(v, self.enc_tb, out, false);
+                return;
+            }
+        }
         loop {
             let mut packet = Packet::empty();
             let r = match &mut self.kind {
@@ -776,11 +959,201 @@ impl Transcoder {
     }
 }
 
+impl VideoOut {
+    /// The encoder's time base: one tick a frame (see [`Transcoder::constant_rate`]).
+    fn frame_tb(&self) -> Rational {
+        Rational::new(self.fps.denominator(), self.fps.numerator())
+    }
+
+    /// The profile's GOP in frames (two seconds when it sets none).
+    fn gop(&self, p: &Profile) -> u32 {
+        p.gop
+            .unwrap_or_else(|| (f64::from(self.fps) * 2.0).round().max(1.0) as u32)
+    }
+}
+
+/// A video encoder of `out`'s size and rate with `p`'s settings and `tune`.
+fn video_encoder(
+    p: &Profile,
+    out: &VideoOut,
+    aligned: bool,
+    tune: Option<String>,
+) -> Result<ff::encoder::video::Encoder, String> {
+    let (w, h, sar) = out.size.ok_or("no output size")?;
+    let mut enc = codec::context::Context::new_with_codec(out.codec)
+        .encoder()
+        .video()
+        .map_err(|e| err("video encoder", e))?;
+    enc.set_width(w);
+    enc.set_height(h);
+    enc.set_format(out.pix);
+    enc.set_time_base(out.frame_tb());
+    enc.set_frame_rate(Some(out.fps));
+    enc.set_aspect_ratio(sar);
+    if let Some(b) = bps(&p.video_bitrate) {
+        enc.set_bit_rate(b as usize);
+    }
+    if let Some(m) = bps(&p.maxrate) {
+        enc.set_max_bit_rate(m as usize);
+    }
+    if let Some(s) = bps(&p.bufsize) {
+        // SAFETY: plain field write on an encoder context that is not open yet.
+        unsafe { (*enc.as_mut_ptr()).rc_buffer_size = s.min(i32::MAX as u64) as i32 };
+    }
+    // Aligned: the encoder makes keyframes only where it is told to (IDR for x264).
+    enc.set_gop(if aligned { 100_000 } else { out.gop(p) });
+    let mut extra = vec![("threads", p.threads.unwrap_or(0).to_string())];
+    if aligned {
+        extra.push(("sc_threshold", "0".into()));
+        extra.push(("forced-idr", "1".into()));
+    }
+    if let Some(preset) = &p.preset {
+        extra.push(("preset", preset.clone()));
+    }
+    if let Some(tune) = tune {
+        extra.push(("tune", tune));
+    }
+    let name = out.codec.name().to_owned();
+    enc.open_as_with(out.codec, options(p, &extra))
+        .map_err(|e| err(&format!("opening {name}"), e))
+}
+
 /// Sets output stream `ost`'s parameters from its opened encoder.
 fn set_output_parameters<P: Into<codec::Parameters>>(octx: &mut Output, ost: usize, enc: P) {
     if let Some(mut s) = octx.stream_mut(ost) {
         s.set_parameters(enc);
         // SAFETY: clearing the tag lets the muxer choose the right one for MPEG-TS.
         unsafe { (*s.parameters().as_mut_ptr()).codec_tag = 0 };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Encodes `frames` frames of a generated 25 fps source with `profile` (YAML), one
+    /// decoded frame at a time: each packet with the number of frames pushed when it came.
+    fn encode(profile: &str, frames: usize) -> Vec<(usize, Packet)> {
+        crate::libav::init();
+        let p: Profile = serde_yaml::from_str(profile).unwrap();
+        let mut ictx =
+            super::super::source::open("lavfi:testsrc2=size=320x240:rate=25", &[], || false)
+                .unwrap();
+        let mut octx = ff::format::output_as("/dev/null", "mpegts").unwrap();
+        let (index, mut dec, mut tx) = {
+            let ist = ictx.streams().best(ff::media::Type::Video).unwrap();
+            let dec = Decoder::new(&ist, 0, false).unwrap();
+            let tx = Transcoder::video(&ist, &dec, &p, "libx264", &mut octx).unwrap();
+            (ist.index(), dec, tx)
+        };
+        let mut out = Vec::new();
+        let mut pushed = 0;
+        for (st, pkt) in ictx.packets() {
+            if st.index() != index {
+                continue;
+            }
+            for f in dec.push(Some(&pkt)) {
+                if pushed == frames {
+                    break;
+                }
+                pushed += 1;
+                for e in tx.push(Some(&f), dec.coded_fps(), &mut octx).unwrap() {
+                    out.push((pushed, e.packet));
+                }
+            }
+            if pushed == frames {
+                break;
+            }
+        }
+        for e in tx.push(None, dec.coded_fps(), &mut octx).unwrap() {
+            out.push((pushed, e.packet));
+        }
+        out
+    }
+
+    #[test]
+    fn a_cold_start_encodes_its_first_gop_without_frame_delay_then_hands_over() {
+        // Four frame threads even on a small machine: the profile's own encoder holds
+        // four frames back.
+        let profile = "{video_codec: libx264, preset: ultrafast, gop: 25, threads: 4}";
+        let out = encode(profile, 60);
+        assert_eq!(out.len(), 60, "every frame encoded once, the last one too");
+        // The first GOP: each picture is out as soon as it is in.
+        for (n, (at, _)) in out.iter().take(25).enumerate() {
+            assert_eq!(*at, n + 1, "packet {n} came after {at} frames");
+        }
+        // Keyframes where the GOP says, the profile's encoder from the second on: it
+        // delays (lookahead, B-frames), so its packets come later than their frames.
+        let keys: Vec<i64> = out
+            .iter()
+            .filter(|(_, p)| p.is_key())
+            .map(|(_, p)| p.pts().unwrap())
+            .collect();
+        let first = out[0].1.pts().unwrap();
+        let frame = out[1].1.pts().unwrap() - first;
+        assert_eq!(
+            keys.iter().map(|k| (k - first) / frame).collect::<Vec<_>>(),
+            vec![0, 25, 50],
+            "keyframes every 25 frames"
+        );
+        // From there on the profile's own encoder, with its frame threads' delay.
+        assert!(
+            out[25].0 >= 25 + 3,
+            "frame 25 came after {} frames: not the profile's encoder",
+            out[25].0
+        );
+        // Decoding timestamps keep increasing through the handover and never pass the
+        // presentation's.
+        for w in out.windows(2) {
+            let (a, b) = (&w[0].1, &w[1].1);
+            assert!(
+                b.dts().unwrap() > a.dts().unwrap(),
+                "{:?} then {:?}",
+                a.dts(),
+                b.dts()
+            );
+        }
+        assert!(out
+            .iter()
+            .all(|(_, p)| p.dts().unwrap() <= p.pts().unwrap()));
+        // And the stream decodes to the same 60 pictures, without a decoding error.
+        let codec = ff::decoder::find(ff::codec::Id::H264).unwrap();
+        let mut d = codec::context::Context::new_with_codec(codec)
+            .decoder()
+            .video()
+            .unwrap();
+        let mut pictures = 0;
+        let mut f = unsafe { frame::Frame::empty() };
+        for (_, p) in &out {
+            d.send_packet(p).expect("decodes");
+            while d.receive_frame(&mut f).is_ok() {
+                pictures += 1;
+            }
+        }
+        d.send_eof().unwrap();
+        while d.receive_frame(&mut f).is_ok() {
+            pictures += 1;
+        }
+        assert_eq!(pictures, 60);
+    }
+
+    #[test]
+    fn only_delay_free_presets_get_a_quick_start() {
+        crate::libav::init();
+        let p = |y: &str| -> Profile { serde_yaml::from_str(y).unwrap() };
+        let x264 = ff::encoder::find_by_name("libx264").unwrap();
+        assert!(quick_start(&x264, &p("{preset: ultrafast}")));
+        assert!(quick_start(&x264, &p("{preset: ultrafast, tune: film}")));
+        for no in [
+            "{preset: ultrafast, tune: zerolatency}",
+            "{preset: veryfast}",
+            "{}",
+            "{preset: ultrafast, encoder_options: {bf: '2'}}",
+            "{preset: ultrafast, encoder_options: {x264-params: 'rc-lookahead=20'}}",
+        ] {
+            assert!(!quick_start(&x264, &p(no)), "{no}");
+        }
+        let mpeg2 = ff::encoder::find_by_name("mpeg2video").unwrap();
+        assert!(!quick_start(&mpeg2, &p("{preset: ultrafast}")));
     }
 }
