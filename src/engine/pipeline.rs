@@ -464,7 +464,14 @@ impl Out {
                     .streams()
                     .find(|s| s.parameters().medium() == media::Type::Video)
                     .map(|s| s.index());
-                let routes = std::mem::take(&mut mapped.routes);
+                let mut routes = std::mem::take(&mut mapped.routes);
+                if timeline.continues() {
+                    for r in routes.iter_mut().flatten() {
+                        if let Route::Transcode { tx, .. } = r {
+                            tx.without_quick_start();
+                        }
+                    }
+                }
                 let stamps = match spec.stamps {
                     Some(shared) => {
                         timeline.begin_session();
