@@ -732,15 +732,12 @@ impl Transcoder {
                 return Ok(());
             }
             self.open_video_encoder(octx)?;
-            if !matches!(self.kind, Kind::Video { .. }) {
+            if let Kind::Audio { enc, .. } = &mut self.kind {
                 if self.sink_tb != self.enc_tb {
                     let pts = filtered.pts().map(|p| p.rescale(self.sink_tb, self.enc_tb));
                     filtered.set_pts(pts);
                 }
-                let sent = match &mut self.kind {
-                    Kind::Audio { enc, .. } => enc.send_frame(&filtered),
-                    Kind::Video { .. } => unreachable!("audio only here"),
-                };
+                let sent = enc.send_frame(&filtered);
                 self.sent(sent);
                 self.drain_encoder(out);
                 continue;
