@@ -2,7 +2,8 @@
 //! they arrive. Each test runs a loopback upstream that sends a generated file at its
 //! real-time rate (the ffmpeg CLI makes the media), the real server, and checks the output
 //! with ffprobe, a full decode and the TS checker; where it matters, side by side with the
-//! libav pipeline (`ts_relay: false`) on the same source.
+//! libav pipeline (`ts_relay: false`) on the same source. Also a transcode's start on a
+//! live source whose audio comes late.
 
 mod common;
 
@@ -364,4 +365,66 @@ fn a_source_that_is_not_mpeg_ts_goes_to_the_libav_pipeline() {
         serde_json::json!(["h264 (copy)", "aac (copy)"])
     );
     assert!(s.logs().contains("not MPEG-TS"), "{}", s.logs());
+}
+
+/// 8 s of 640x360 H.264 (GOP 2 s) whose audio (AAC, 44.1 kHz mono) begins 3 s in: a live
+/// upstream sends its first audio 3 s after its first keyframe.
+fn late_audio() -> &'static Path {
+    static F: OnceLock<PathBuf> = OnceLock::new();
+    F.get_or_init(|| {
+        let f = dir().join("late-audio.ts");
+        #[rustfmt::skip]
+        ffmpeg(&[
+            "-f", "lavfi", "-i", "testsrc2=size=640x360:rate=25",
+            "-itsoffset", "3", "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100",
+            "-map", "0:v", "-map", "1:a", "-t", "8",
+            "-c:v", "libx264", "-preset", "ultrafast", "-g", "50", "-b:v", "1000k",
+            "-pix_fmt", "yuv420p", "-c:a", "aac", "-ac", "1",
+            "-f", "mpegts", f.to_str().unwrap(),
+        ]);
+        f
+    })
+}
+
+/// A transcode needs a stream's parameters only for what it copies: its audio encoder
+/// opens before the source's first audio (48 kHz stereo, the profile saying nothing),
+/// so the first keyframe goes out as it comes, and the audio joins when it comes,
+/// resampled, on time for the T-STD.
+#[test]
+fn a_transcode_starts_on_its_first_keyframe_without_waiting_for_late_audio() {
+    late_audio();
+    let up = Upstream::start(dir().to_path_buf(), 0);
+    let url = up.url("late-audio.ts?live=8");
+    let cfg = config(&stream(1, &url, "x264")).replace(
+        "streams:\n",
+        "  x264: {video_codec: libx264, preset: ultrafast, video_bitrate: 800k, audio_codec: aac}\nstreams:\n",
+    );
+    let s = Server::start(&cfg);
+    // Within 2.5 s of the zap (the upstream's audio comes 3 s in): a second of pictures.
+    let early = save(&read_raw(&s, 1, Duration::from_millis(2500)), "early.ts");
+    assert!(media::starts_with_keyframe(&early), "starts on a keyframe");
+    let frames = media::video_csv(&early, "packet=pts", &[]).lines().count();
+    assert!(
+        frames >= 25,
+        "{frames} pictures before the source's first audio"
+    );
+    // A viewer joining later gets the audio too, in the format the session started with.
+    let mut v = Viewer::open(&s, 1);
+    let bytes = v.read_for(Duration::from_secs(4));
+    let later = save(&bytes, "later.ts");
+    let info = media::probe(&later);
+    let audio = info["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["codec_type"] == "audio")
+        .cloned()
+        .expect("an audio stream");
+    assert_eq!(audio["codec_name"], "aac");
+    assert_eq!(audio["sample_rate"], "48000", "{audio}");
+    assert_eq!(audio["channels"], 2, "{audio}");
+    assert_eq!(media::decode_errors(&later), "");
+    let report = ts::check(&bytes);
+    assert!(report.audio().is_some(), "{}", report.summary());
+    report.assert_arrives_before_dts("a transcode whose audio came late");
 }

@@ -34,6 +34,7 @@ pub mod frames;
 pub mod hls;
 pub mod hls_session;
 pub mod hub;
+pub mod interleave;
 pub mod limits;
 pub mod mapping;
 pub mod memory;

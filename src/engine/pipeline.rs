@@ -8,6 +8,7 @@
 
 use super::error::{Error, Stage};
 use super::hub::{Hub, HubWriter};
+use super::interleave::{Interleaver, Kind};
 use super::rendition::{RState, Rendition, Renditions};
 use super::source;
 use super::status::Status;
@@ -30,6 +31,9 @@ use std::time::{Duration, Instant};
 const TS_TB: Rational = Rational(1, 90_000);
 /// How far the PCR leads the DTS (the muxer's `max_delay`, microseconds).
 const MUX_DELAY_US: i32 = 100_000;
+/// How much earlier than the first keyframe a subtitle or data packet may be and still
+/// go out with it (90 kHz: 50 ms, half a frame at 10 fps; well within the PCR's lead).
+const SPARSE_SLACK: i64 = 4_500;
 
 /// How a session ended without error.
 #[derive(Debug, PartialEq, Eq)]
@@ -353,9 +357,16 @@ struct Muxer {
     /// see the new muxer's first, discontinuity-flagged packets skipped.
     video_ost: Option<usize>,
     keyframe_written: bool,
+    /// That keyframe's time (90 kHz, before the session's offset).
+    key_at: Option<i64>,
+    /// Per output stream: a packet of it has been written since that keyframe.
+    begun: Vec<bool>,
     /// Other streams' packets that came before that keyframe (an encoder's lookahead
     /// delays video): those not earlier than it go out after it.
     held: Vec<(Packet, usize, Rational)>,
+    /// The order packets go to the muxer in (libav's own interleaver would wait for
+    /// silent subtitle streams and for audio that has not started).
+    order: Interleaver<Packet>,
 }
 
 impl Muxer {
@@ -377,15 +388,29 @@ impl Muxer {
                 return Ok(());
             }
             self.keyframe_written = true;
-            let key_at = pkt.dts().or(pkt.pts()).map(|t| t.rescale(tb, TS_TB));
+            self.key_at = pkt.dts().or(pkt.pts()).map(|t| t.rescale(tb, TS_TB));
             self.write(octx, pkt, ost, tb)?;
             for (p, o, t) in std::mem::take(&mut self.held) {
-                let at = p.dts().or(p.pts()).map(|v| v.rescale(t, TS_TB));
-                if at.zip(key_at).is_none_or(|(a, k)| a >= k) {
-                    self.write(octx, p, o, t)?;
-                }
+                self.write(octx, p, o, t)?;
             }
             return Ok(());
+        }
+        if self.video_ost.is_some_and(|v| v != ost) && !self.begun.get(ost).copied().unwrap_or(true)
+        {
+            // Another stream's first packets: those earlier than the first keyframe are
+            // not sent, so a viewer's audio begins with its first picture (held ones, and
+            // an encoder's that come after the keyframe). A subtitle or teletext PES timed
+            // on the first picture may say up to half a frame less than the encoded
+            // keyframe (the constant-rate stage puts frames on its own slots).
+            let at = pkt.dts().or(pkt.pts()).map(|v| v.rescale(tb, TS_TB));
+            let slack = match octx.stream(ost).map(|s| s.parameters().medium()) {
+                Some(media::Type::Video | media::Type::Audio) => 0,
+                _ => SPARSE_SLACK,
+            };
+            if at.zip(self.key_at).is_some_and(|(a, k)| a < k - slack) {
+                return Ok(());
+            }
+            self.begun[ost] = true;
         }
         pkt.set_stream(ost);
         pkt.rescale_ts(tb, self.ost_tbs[ost]);
@@ -401,7 +426,17 @@ impl Muxer {
         pkt.set_pts(s.pts);
         pkt.set_dts(s.dts);
         pkt.set_position(-1);
-        if let (Some(t), Some(status)) = (s.dts.or(s.pts), &self.status) {
+        let now = self.started.elapsed().as_millis() as u64;
+        for p in self.order.push(ost, s.dts.or(s.pts), now, pkt) {
+            self.emit(octx, p)?;
+        }
+        Ok(())
+    }
+
+    /// Writes a packet the [`Interleaver`] let go: for the channel's own output at its
+    /// time (real-time pacing), with the speed in the status.
+    fn emit(&mut self, octx: &mut Output, pkt: Packet) -> Result<(), Fail> {
+        if let (Some(t), Some(status)) = (pkt.dts().or(pkt.pts()), &self.status) {
             let m0 = *self.media_start.get_or_insert(t);
             self.timeline.pacer.wait(t, &*self.keep_going);
             let wall = self.started.elapsed().as_secs_f64();
@@ -410,8 +445,23 @@ impl Muxer {
                 status.lock().unwrap_or_else(|p| p.into_inner()).speed = Some(media / wall);
             }
         }
-        pkt.write_interleaved(octx)
+        pkt.write(octx)
+            .map(|_| ())
             .map_err(|e| (Stage::Mux, format!("muxing: {e}")))
+    }
+
+    /// Writes what the interleaver still holds (the end of the output).
+    fn flush(&mut self, octx: &mut Output) -> Result<(), Fail> {
+        for p in self.order.flush() {
+            self.emit(octx, p)?;
+        }
+        if self.order.late > 0 {
+            tracing::debug!(
+                packets = self.order.late,
+                "packets dropped as later than their decoding time"
+            );
+        }
+        Ok(())
     }
 }
 
@@ -464,6 +514,13 @@ impl Out {
                     .streams()
                     .find(|s| s.parameters().medium() == media::Type::Video)
                     .map(|s| s.index());
+                let kinds = octx
+                    .streams()
+                    .map(|s| match s.parameters().medium() {
+                        media::Type::Video | media::Type::Audio => Kind::Continuous,
+                        _ => Kind::Sparse,
+                    })
+                    .collect();
                 let mut routes = std::mem::take(&mut mapped.routes);
                 if timeline.continues() {
                     for r in routes.iter_mut().flatten() {
@@ -489,7 +546,10 @@ impl Out {
                     media_start: None,
                     video_ost,
                     keyframe_written: false,
+                    key_at: None,
+                    begun: vec![false; octx.nb_streams() as usize],
                     held: Vec::new(),
+                    order: Interleaver::new(kinds),
                 };
                 Ok((Out { octx, routes, mux }, mapped))
             }
@@ -608,6 +668,9 @@ impl Out {
                     }
                 }
             }
+        }
+        if let Err(e) = self.mux.flush(&mut self.octx) {
+            result = result.and(Err(e));
         }
         let _ = self.octx.write_trailer();
         (self.mux.timeline, result)
@@ -761,12 +824,22 @@ fn plan_and_prime(
 ) -> Result<(mapping::Plan, Vec<Packet>, Vec<usize>), String> {
     let best_video = ictx.streams().best(media::Type::Video).map(|s| s.index());
     let mut plan = mapping::plan(&sources(ictx), best_video, ctx.profile)?;
-    let mut wanted: Vec<usize> = plan.outputs.iter().map(|o| o.0).collect();
+    // The streams some output copies: the muxer needs their parameters before its header.
+    // A stream that is only encoded is not waited for (its encoder's format comes from
+    // the profile, or is 48 kHz stereo, and its first frames are resampled to it).
+    let copied = |p: &mapping::Plan| {
+        p.outputs
+            .iter()
+            .filter(|o| o.1 == mapping::Action::Copy)
+            .map(|o| o.0)
+            .collect::<Vec<_>>()
+    };
+    let mut wanted = copied(&plan);
     // The renditions' streams too (a profile may keep tracks the channel's own drops).
     if let Some(rs) = &ctx.renditions {
         for r in &rs.list {
             if let Ok(p) = mapping::plan(&sources(ictx), best_video, &r.profile) {
-                wanted.extend(p.outputs.iter().map(|o| o.0));
+                wanted.extend(copied(&p));
             }
         }
         wanted.sort_unstable();
@@ -1080,7 +1153,7 @@ impl Flow<'_, '_, '_> {
             .frames_decoded;
         let mut decoded = 0u64;
         let in_tbs: Vec<Rational> = ictx.streams().map(|s| s.time_base()).collect();
-        let frames: Vec<i64> = ictx.streams().map(|s| nominal_duration(&s)).collect();
+        let mut frames: Vec<i64> = ictx.streams().map(|s| nominal_duration(&s)).collect();
         let video: Vec<bool> = ictx
             .streams()
             .map(|s| s.parameters().medium() == media::Type::Video)
@@ -1117,6 +1190,14 @@ impl Flow<'_, '_, '_> {
                 None => (Vec::new(), Rational::new(0, 1)),
             };
             decoded += decoded_now.len() as u64;
+            if !video[i] && frames[i] == 0 {
+                // An audio stream the session started without waiting for: its format,
+                // now known, for packets without a duration and later outputs that copy.
+                if let Some(f) = decoded_now.first() {
+                    prime::record(ictx, i, f);
+                    frames[i] = ictx.stream(i).map_or(0, |s| nominal_duration(&s));
+                }
+            }
             self.feeds.send(i, &pkt, &decoded_now, fps, video[i]);
             match own {
                 Some(true) => {

@@ -1,9 +1,11 @@
 //! Fast start: a source is opened with a small probe (a few tens of kilobytes, so a live
 //! source starts at the pace of its own bytes, not after a megabyte of probing), and what
 //! the probe left unknown is learnt from the first packets instead: an audio stream's
-//! sample rate and channels (the MPEG-TS muxer needs them before its header) come from
-//! decoding its first packet. The packets read meanwhile are kept and written first, so
-//! nothing is lost and the first keyframe goes out as soon as the upstream sends it.
+//! sample rate and channels (the MPEG-TS muxer needs them before its header for a stream
+//! it copies) come from decoding its first packet. The packets read meanwhile are kept
+//! and written first, so nothing is lost and the first keyframe goes out as soon as the
+//! upstream sends it. A stream that is only encoded is not waited for: its encoder opens
+//! with the profile's format (or 48 kHz stereo) and resamples what comes.
 
 use ff::format::context::Input;
 use ff::Packet;
@@ -92,7 +94,7 @@ pub fn prime(
 }
 
 /// Decodes `pkt`; on the first frame, writes its rate, channels and format into the
-/// stream's parameters. True once learnt.
+/// stream's parameters (see [`record`]). True once learnt.
 fn learn(ictx: &mut Input, l: &mut Learner, pkt: &Packet) -> bool {
     if l.dec.send_packet(pkt).is_err() {
         return false;
@@ -102,11 +104,27 @@ fn learn(ictx: &mut Input, l: &mut Learner, pkt: &Packet) -> bool {
     if l.dec.receive_frame(&mut frame).is_err() {
         return false;
     }
-    // SAFETY: the stream exists (its packet was just read); plain field writes on its
-    // parameters, and a channel layout copy that allocates only for custom layouts.
+    record(ictx, l.index, &frame);
+    true
+}
+
+/// Writes audio frame `f`'s rate, channels and format into the parameters of input
+/// stream `index`, where the probe left them unknown: what priming does for a stream to
+/// be copied, and what a session does on the first frame its own decoder gives for a
+/// stream it only encodes (it starts without waiting for it). Nothing for other streams.
+pub fn record(ictx: &mut Input, index: usize, f: &ff::frame::Frame) {
+    if index >= ictx.nb_streams() as usize || complete(ictx, index) {
+        return;
+    }
+    // SAFETY: the stream exists (checked above); plain field writes on its parameters,
+    // and a channel layout copy that allocates only for custom layouts. `f` is a decoded
+    // audio frame (the stream is audio: `complete` is true for every other kind).
     unsafe {
-        let f = frame.as_ptr();
-        let st = *(*ictx.as_mut_ptr()).streams.add(l.index);
+        let f = f.as_ptr();
+        if (*f).sample_rate <= 0 || (*f).ch_layout.nb_channels <= 0 {
+            return;
+        }
+        let st = *(*ictx.as_mut_ptr()).streams.add(index);
         let par = (*st).codecpar;
         (*par).sample_rate = (*f).sample_rate;
         (*par).format = (*f).format;
@@ -116,5 +134,4 @@ fn learn(ictx: &mut Input, l: &mut Learner, pkt: &Packet) -> bool {
             (*par).frame_size = (*f).nb_samples;
         }
     }
-    true
 }

@@ -178,8 +178,13 @@ impl GapFiller {
             self.last.resize(index + 1, None);
         }
         let dur = if duration > 0 { duration } else { frame };
+        // The previous packet's duration, or the nominal one if it had none then (an
+        // audio stream whose format was learnt since, from its first decoded frame).
         let (pts, dts) = match (pts, dts, self.last[index]) {
-            (None, None, Some((t, d))) if d > 0 => (Some(t + d), Some(t + d)),
+            (None, None, Some((t, d))) if d > 0 || frame > 0 => {
+                let d = if d > 0 { d } else { frame };
+                (Some(t + d), Some(t + d))
+            }
             other => (other.0, other.1),
         };
         if let Some(t) = dts.or(pts) {
@@ -360,6 +365,13 @@ mod tests {
         // Streams are separate; without any duration nothing is made up.
         assert_eq!(g.fill(0, Some(5), Some(5), 0, 0), (Some(5), Some(5)));
         assert_eq!(g.fill(0, None, None, 0, 0), (None, None));
+        // A stream whose nominal duration became known after its first packet (a
+        // session that started before the audio's format was known).
+        assert_eq!(
+            g.fill(2, Some(100), Some(100), 0, 0),
+            (Some(100), Some(100))
+        );
+        assert_eq!(g.fill(2, None, None, 0, 1_920), (Some(2_020), Some(2_020)));
     }
 
     #[test]

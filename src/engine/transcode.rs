@@ -134,6 +134,10 @@ pub struct Decoder {
     wait_key: bool,
     /// Frames decoded so far.
     pub frames: u64,
+    /// The audio format the session's first encoder of this stream assumed, the
+    /// source's being unknown then (it started before the first audio came): later
+    /// outputs (renditions) take the same, so every output of the session has one.
+    assumed: Option<(u32, u16)>,
 }
 
 /// A new reference to `f`'s buffers (no copy): each consumer of a shared decoded frame
@@ -165,6 +169,7 @@ impl Decoder {
             wait_key: mid_stream && matches!(dec, Decoding::Video(_)),
             dec,
             frames: 0,
+            assumed: None,
         })
     }
 
@@ -238,10 +243,14 @@ impl Decoder {
         }
     }
 
+    /// The source's audio rate and channels as the session's encoders take them: the
+    /// decoder's, or what the first encoder assumed while they were unknown; (0, 0)
+    /// when neither is known.
     fn audio_format(&self) -> (u32, u16) {
-        match &self.dec {
-            Decoding::Audio(d) => (d.rate(), d.channels()),
-            Decoding::Video(_) => (0, 0),
+        match (&self.dec, self.assumed) {
+            (Decoding::Audio(_), Some(f)) => f,
+            (Decoding::Audio(d), None) => (d.rate(), d.channels()),
+            (Decoding::Video(_), _) => (0, 0),
         }
     }
 }
@@ -392,15 +401,20 @@ impl Transcoder {
 
     /// An audio transcoder for input stream `ist` (decoded by `dec`), adding its output
     /// stream to `octx`. The encoder opens now (the muxer needs its parameters); its rate
-    /// and channels come from the profile, else from the source (at most stereo).
+    /// and channels come from the profile, else from the source (at most stereo), else,
+    /// the source's first audio not having come yet, 48 kHz stereo (for every output of
+    /// the session: see [`Decoder::audio_format`]).
     pub fn audio(
         ist: &ff::format::stream::Stream,
-        dec: &Decoder,
+        dec: &mut Decoder,
         p: &Profile,
         name: &str,
         octx: &mut Output,
     ) -> Result<Transcoder, String> {
         let (dec_rate, dec_channels) = dec.audio_format();
+        if dec_rate == 0 || dec_channels == 0 {
+            dec.assumed = Some((48_000, 2));
+        }
         let codec =
             ff::encoder::find_by_name(name).ok_or_else(|| format!("no audio encoder {name:?}"))?;
         let acodec = codec.audio().map_err(|e| err("audio encoder", e))?;

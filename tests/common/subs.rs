@@ -308,6 +308,17 @@ pub fn add_subtitles(
     hard_of_hearing: bool,
     txt_lang: &str,
 ) -> usize {
+    add_subtitles_every(src, out, (sub_lang, hard_of_hearing, txt_lang), 1)
+}
+
+/// As [`add_subtitles`], one subtitle and one teletext page every `secs` seconds (a
+/// programme without subtitles: the streams are in the PMT, their PES come seldom).
+pub fn add_subtitles_every(
+    src: &Path,
+    out: &Path,
+    (sub_lang, hard_of_hearing, txt_lang): (&str, bool, &str),
+    secs: u64,
+) -> usize {
     let data = std::fs::read(src).unwrap();
     assert_eq!(
         data.len() % TS,
@@ -361,7 +372,7 @@ pub fn add_subtitles(
                     res.extend_from_slice(&buf);
                     version = version.wrapping_add(1);
                     sets += 1;
-                    next_pts = Some(pts + 90_000);
+                    next_pts = Some(pts + 90_000 * secs);
                 }
             }
         }
