@@ -521,14 +521,7 @@ impl Out {
                         _ => Kind::Sparse,
                     })
                     .collect();
-                let mut routes = std::mem::take(&mut mapped.routes);
-                if timeline.continues() {
-                    for r in routes.iter_mut().flatten() {
-                        if let Route::Transcode { tx, .. } = r {
-                            tx.without_quick_start();
-                        }
-                    }
-                }
+                let routes = std::mem::take(&mut mapped.routes);
                 let stamps = match spec.stamps {
                     Some(shared) => {
                         timeline.begin_session();

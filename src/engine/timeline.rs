@@ -50,11 +50,6 @@ impl Timeline {
         }
     }
 
-    /// Whether an earlier session wrote to this timeline (its clients are kept).
-    pub fn continues(&self) -> bool {
-        self.end.iter().any(Option::is_some)
-    }
-
     /// Starts a session: its timestamps begin at [`Self::next_start`].
     pub fn begin_session(&mut self) {
         if self.end.iter().all(Option::is_none) {

@@ -113,8 +113,6 @@ pub struct Transcoder {
     intra_only: bool,
     /// The second (of the timestamps) of the last keyframe forced when aligned.
     key_second: Option<i64>,
-    /// See [`Transcoder::without_quick_start`].
-    no_quick: bool,
     pub frames: u64,
     /// Decoded frames dropped because no graph would take them (damaged input).
     pub dropped: u64,
@@ -393,7 +391,6 @@ impl Transcoder {
                 !d.is_null() && (*d).props & ff::ffi::AV_CODEC_PROP_INTRA_ONLY != 0
             },
             key_second: None,
-            no_quick: false,
             frames: 0,
             dropped: 0,
         })
@@ -477,17 +474,9 @@ impl Transcoder {
             aligned: false,
             intra_only: false,
             key_second: None,
-            no_quick: false,
             frames: 0,
             dropped: 0,
         })
-    }
-
-    /// No [`QuickStart`]: the output continues an earlier session's (a source change, a
-    /// reconnect, a loop), whose clients are kept and wait for nothing; the new session's
-    /// first packets must meet the old one's end as they always have.
-    pub fn without_quick_start(&mut self) {
-        self.no_quick = true;
     }
 
     /// Places the video's keyframes where the source has its own (an intra-only source,
@@ -624,7 +613,7 @@ impl Transcoder {
             return Ok(());
         }
         self.enc_tb = out.frame_tb();
-        if !self.no_quick && quick_start(&out.codec, p) {
+        if quick_start(&out.codec, p) {
             let tune = match &p.tune {
                 Some(t) => format!("{t},zerolatency"),
                 None => "zerolatency".to_owned(),
