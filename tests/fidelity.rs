@@ -477,6 +477,53 @@ fn frames_that_change_size_and_layout_mid_stream_keep_the_output_going() {
     assert_eq!(st["restarts"], 0, "{st}");
 }
 
+/// An audio track that ends while the video goes on (a programme boundary that drops a
+/// language, an upstream that loses its audio): libav's interleaver would hold every
+/// picture until 10 s had piled up, freezing the channel and then keeping it 10 s behind.
+/// The relay (a file: the libav remux) and a transcode both keep the pictures coming, held
+/// back at most the 2 s it takes to see that the audio has gone.
+#[test]
+fn an_audio_track_that_ends_does_not_hold_the_pictures() {
+    let src = dir().join("audio-ends.ts");
+    #[rustfmt::skip]
+    ffmpeg(&[
+        "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25",
+        "-t", "3", "-f", "lavfi", "-i", "sine=sample_rate=48000",
+        "-t", "14", "-map", "0:v", "-map", "1:a",
+        "-c:v", "libx264", "-preset", "ultrafast", "-g", "25", "-pix_fmt", "yuv420p",
+        "-c:a", "aac", "-f", "mpegts", src.to_str().unwrap(),
+    ]);
+    let profiles = "  x264: {video_codec: libx264, preset: ultrafast, audio_codec: aac}\n";
+    let s = Server::start(&config(profiles, &[(1, &src, "relay"), (2, &src, "x264")]));
+    for (id, what) in [(1, "relay"), (2, "transcode")] {
+        // The file is paced at its own rate: 9 s of reading hold about 9 s of it.
+        let mut v = Viewer::open(&s, id);
+        let out = save(
+            &v.read_for(Duration::from_secs(9)),
+            &format!("audio-ends{id}.ts"),
+        );
+        let video = media::video_csv(&out, "packet=pts", &[]);
+        let pts: Vec<f64> = video
+            .lines()
+            .filter_map(|l| l.trim_end_matches(',').parse::<f64>().ok())
+            .collect();
+        let span = (pts.last().unwrap_or(&0.0) - pts.first().unwrap_or(&0.0)) / 90_000.0;
+        assert!(
+            span > 5.5,
+            "{what}: {span:.2} s of pictures in 9 s (the audio ends 3 s in)"
+        );
+        let audio = media::probe(&out)["streams"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["codec_type"] == "audio")
+            .count();
+        assert_eq!(audio, 1, "{what}: the audio stream stays in the programme");
+        assert_eq!(media::decode_errors(&out), "", "{what}");
+    }
+    assert_eq!(s.get("/health").status, 200);
+}
+
 /// Flips bits of `data` at about `ratio` of its bytes (xorshift, seeded), as zzuf does.
 fn corrupt(data: &[u8], ratio: f64, seed: u64) -> Vec<u8> {
     let mut x = seed.max(1);
