@@ -408,14 +408,13 @@ impl Transcoder {
         name: &str,
         octx: &mut Output,
     ) -> Result<Transcoder, String> {
-        let (dec_rate, dec_channels) = dec.audio_format();
-        if dec_rate == 0 || dec_channels == 0 {
-            dec.assumed = Some((48_000, 2));
-        }
+        let (src_rate, src_channels) = match dec.audio_format() {
+            (0, _) | (_, 0) => *dec.assumed.insert((48_000, 2)),
+            known => known,
+        };
         let codec =
             ff::encoder::find_by_name(name).ok_or_else(|| format!("no audio encoder {name:?}"))?;
         let acodec = codec.audio().map_err(|e| err("audio encoder", e))?;
-        let src_rate = if dec_rate > 0 { dec_rate } else { 48_000 };
         let want_rate = p.audio_sample_rate.unwrap_or(src_rate).max(8000) as i32;
         let rate = match acodec.rates() {
             Some(r) => {
@@ -430,7 +429,6 @@ impl Transcoder {
             }
             None => want_rate,
         };
-        let src_channels = if dec_channels > 0 { dec_channels } else { 2 };
         let channels = p
             .audio_channels
             .map(i32::from)
