@@ -467,13 +467,16 @@ impl Tokens {
                 holder(s, live)
             })
             .collect();
+        let set = Arc::new(set);
+        // The new set is in force before any stream is told to end, so a client that
+        // sees its stream end and asks again is refused (not let in by the old set).
+        *self.set.write().unwrap_or_else(|p| p.into_inner()) = set.clone();
         for h in old.iter() {
             if !set.iter().any(|n| Arc::ptr_eq(&n.live, &h.live)) {
                 tracing::info!(token = %h.name, "token removed or changed; ending its streams");
                 h.live.revoked.send_replace(true);
             }
         }
-        *self.set.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(set);
     }
 
     /// Whether any token is required.
