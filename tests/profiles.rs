@@ -127,6 +127,9 @@ fn one_decode_feeds_every_profile_its_viewers_ask_for() {
         assert_eq!(r["frames_dropped"], 0, "{st}");
     }
     assert_eq!(rendition(&st, "mid")["output_resolution"], "480x270");
+    // low scales mid's 480x270 pictures, not the decoded 640x360 ones.
+    assert_eq!(rendition(&st, "low")["scaled_from"], "mid", "{st}");
+    assert!(rendition(&st, "mid").get("scaled_from").is_none(), "{st}");
     assert_eq!(
         rendition(&st, "low")["output_codecs"],
         serde_json::json!(["libx264", "aac (copy)"])
@@ -159,6 +162,89 @@ fn one_decode_feeds_every_profile_its_viewers_ask_for() {
         assert_eq!(value("amps_profile_frames_dropped_total", p), 0.0);
         assert!(value("amps_profile_bytes_sent_total", p) > 10_000.0);
     }
+}
+
+/// Consecutive decoded pictures of `path` that repeat the one before (by MD5).
+fn repeated_pictures(path: &Path) -> usize {
+    let out = std::process::Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(path)
+        .args(["-map", "0:v:0", "-f", "framemd5", "-"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let sums: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.rsplit(',').next())
+        .collect();
+    assert!(sums.len() > 50, "{text}");
+    sums.windows(2)
+        .filter(|w| w[0].trim() == w[1].trim())
+        .count()
+}
+
+#[test]
+fn a_profile_scales_from_a_larger_ones_pictures_and_goes_on_alone_when_it_stops() {
+    let s = Server::start(&config(&stream(1, "copy", "mid, low")));
+    let (mid_url, low_url) = (
+        s.url(&format!("/stream/1?token={TOKEN}&profile=mid")),
+        s.url(&format!("/stream/1?token={TOKEN}&profile=low")),
+    );
+    let mid = std::thread::spawn(move || {
+        let mut v = Viewer::open_url(&mid_url).unwrap_or_else(|c| panic!("mid: {c}"));
+        v.read_for(Duration::from_secs(5))
+    });
+    let low = std::thread::spawn(move || {
+        let t0 = Instant::now();
+        let mut v = Viewer::open_url(&low_url).unwrap_or_else(|c| panic!("low: {c}"));
+        let opened = t0.elapsed();
+        (v.read_for(Duration::from_secs(10)), opened)
+    });
+    // Paired once mid has run for 2 s (not in the burst of the start).
+    std::thread::sleep(Duration::from_secs(4));
+    let st = status(&s, 1);
+    assert_eq!(rendition(&st, "low")["scaled_from"], "mid", "{st}");
+    // mid's viewer leaves: after the grace mid stops, and low scales the decoded frames
+    // again, without a gap or a repeated picture in its stream.
+    let mid = save(&mid.join().unwrap(), "cascade-mid.ts");
+    check(&mid, (480, 270), "aac", "mid, scaled from the source");
+    let alone = common::eventually(Duration::from_secs(5), || {
+        let st = status(&s, 1);
+        rendition(&st, "mid")["state"] == "idle"
+            && rendition(&st, "low").get("scaled_from").is_none()
+    });
+    assert!(alone, "{}", status(&s, 1));
+    let (data, opened) = low.join().unwrap();
+    let st = status(&s, 1);
+    let low = save(&data, "cascade-low.ts");
+    check(
+        &low,
+        (256, 144),
+        "aac",
+        "low, across the change of what it scales from",
+    );
+    assert_eq!(rendition(&st, "low")["frames_dropped"], 0, "{st}");
+    let (_, secs) = media::video_bitrate(&low);
+    let wall = 10.0 - opened.as_secs_f64();
+    assert!(secs > 0.8 * wall - 1.0, "{secs} s of video in {wall} s");
+    // Every picture 40 ms after the one before, and each a new one (the source moves
+    // in every frame): nothing lost or repeated when low changed what it scales from.
+    let pts: Vec<f64> = media::video_csv(&low, "packet=pts_time", &[])
+        .lines()
+        .filter_map(|l| l.trim().trim_end_matches(',').parse().ok())
+        .collect();
+    let steps: Vec<f64> = pts.windows(2).map(|w| w[1] - w[0]).collect();
+    assert!(
+        steps.iter().all(|d| (d - 0.04).abs() < 0.002),
+        "uneven steps: {:?}",
+        steps
+            .iter()
+            .filter(|d| (**d - 0.04).abs() >= 0.002)
+            .collect::<Vec<_>>()
+    );
+    let repeats = repeated_pictures(&low);
+    assert!(repeats <= 1, "{repeats} pictures repeated the one before");
 }
 
 #[test]

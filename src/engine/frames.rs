@@ -115,6 +115,29 @@ pub fn target_size(res: Option<&Resolution>, src: (u32, u32), sar: Rational) -> 
     }
 }
 
+/// Which of `candidates` (an output's index and picture size) a picture of size `want`
+/// is best scaled from, rather than from the source of size `source`: the smallest that
+/// is at least as large on both sides and itself smaller than the source (scaling from
+/// it starts from fewer pixels); None when none is.
+pub fn scale_from(
+    want: (u32, u32),
+    source: (u32, u32),
+    candidates: &[(usize, (u32, u32))],
+) -> Option<usize> {
+    let area = |s: (u32, u32)| u64::from(s.0) * u64::from(s.1);
+    candidates
+        .iter()
+        .filter(|(_, s)| {
+            s.0 >= want.0
+                && s.1 >= want.1
+                && s.0 <= source.0
+                && s.1 <= source.1
+                && area(*s) < area(source)
+        })
+        .min_by_key(|(_, s)| area(*s))
+        .map(|(i, _)| *i)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -145,5 +168,22 @@ mod tests {
             target_size(res("x720"), (720, 576), Rational::new(16, 15)),
             (960, 720)
         );
+    }
+
+    #[test]
+    fn a_picture_is_scaled_from_the_smallest_larger_output_below_the_source() {
+        let src = (1920, 1080);
+        let outs = [(0, (1280, 720)), (1, (960, 540)), (2, (2560, 1440))];
+        assert_eq!(scale_from((640, 360), src, &outs), Some(1));
+        assert_eq!(scale_from((960, 540), src, &outs), Some(1), "the same size");
+        assert_eq!(scale_from((1024, 576), src, &outs), Some(0));
+        // Larger than every output below the source, or an upscale only: from the source.
+        assert_eq!(scale_from((1600, 900), src, &outs), None);
+        assert_eq!(scale_from((640, 360), src, &[(2, (2560, 1440))]), None);
+        // An output of the source's own size saves nothing.
+        assert_eq!(scale_from((640, 360), src, &[(3, (1920, 1080))]), None);
+        // Both sides must be at least as large (another shape).
+        assert_eq!(scale_from((640, 480), src, &[(4, (1280, 400))]), None);
+        assert_eq!(scale_from((640, 360), src, &[]), None);
     }
 }

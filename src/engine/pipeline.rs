@@ -13,12 +13,13 @@ use super::rendition::{RState, Rendition, Renditions};
 use super::source;
 use super::status::Status;
 use super::timeline::{GapFiller, JumpSmoother, SessionStamps, Timeline};
-use super::transcode::{share, Decoder, Transcoder};
+use super::transcode::{share, Decoder, Tapped, Transcoder};
 use super::{mapping, prime};
 use crate::auth::redact_source;
 use crate::config::source::SourceKind;
 use crate::config::units::Value;
 use crate::config::{Profile, StreamConfig};
+use crate::sync::lock;
 use ff::format::context::{Input, Output, StreamIo};
 use ff::{frame, media, Dictionary, Packet, Rational, Rescale};
 use ffmpeg_next as ff;
@@ -630,6 +631,22 @@ impl Out {
         Ok(())
     }
 
+    /// Keeps (or stops keeping) what input stream `i`'s encoder scaled, for another
+    /// output that scales further from it (see [`Transcoder::tap`]).
+    fn tap(&mut self, i: usize, on: bool) {
+        if let Some(Some(Route::Transcode { tx, .. })) = self.routes.get_mut(i) {
+            tx.tap(on);
+        }
+    }
+
+    /// What the last frame of input stream `i` gave for other outputs.
+    fn tapped(&mut self, i: usize) -> Option<Tapped> {
+        match self.routes.get_mut(i) {
+            Some(Some(Route::Transcode { tx, .. })) => tx.tapped(),
+            _ => None,
+        }
+    }
+
     /// The encoded video's frame rate, once known.
     fn frame_rate(&self) -> Option<f64> {
         self.routes.iter().flatten().find_map(|r| match r {
@@ -674,9 +691,10 @@ impl Out {
 enum Msg {
     /// A packet of input stream `.0`, for a copy route.
     Packet(usize, Packet),
-    /// A decoded frame of input stream `.0`, its decoder's coded frame rate, and for a
-    /// video frame its picture bytes (counted against [`MAX_QUEUED_FRAME_BYTES`]).
-    Frame(usize, frame::Frame, Rational, usize),
+    /// A decoded frame of input stream `.0`, its decoder's coded frame rate, for a
+    /// video frame its picture bytes (counted against [`MAX_QUEUED_FRAME_BYTES`]), and
+    /// its number in the session (video frames; see [`Forward::from`]).
+    Frame(usize, frame::Frame, Rational, usize, u64),
     /// The end of input: flush the encoders.
     Eof,
 }
@@ -699,29 +717,22 @@ fn picture_bytes(f: &frame::Frame) -> usize {
     (w.max(0) as usize * h.max(0) as usize * 3 / 2).max(1)
 }
 
-/// A rendition's output, run on its own thread (so profiles encode in parallel and a slow
-/// one drops frames instead of stalling the others).
-struct Feed<'s> {
-    rendition: Arc<Rendition>,
-    /// How the output takes each input stream (see [`Out::takes`]).
-    takes: Vec<Option<bool>>,
-    /// None once the thread has ended (its output broke).
-    tx: Option<mpsc::Sender<Msg>>,
+/// A rendition output's queue, as whoever feeds it holds it: the producer, or the
+/// profile it scales from (see [`Forward`]).
+#[derive(Clone)]
+struct Queue {
+    tx: mpsc::Sender<Msg>,
     queued: Arc<AtomicUsize>,
     /// Video frames and their picture bytes waiting.
     queued_frames: Arc<(AtomicUsize, AtomicUsize)>,
-    /// Set when the output stops before the end of input: what is still queued is
-    /// dropped, so stopping never waits for a slow encoder to work through it.
-    abandon: Arc<AtomicBool>,
-    thread: std::thread::ScopedJoinHandle<'s, Result<(), Fail>>,
+    rendition: Arc<Rendition>,
 }
 
-impl Feed<'_> {
+impl Queue {
     /// Queues a message; `picture`: a video frame's picture bytes (0 for anything else).
-    fn send(&mut self, msg: Msg, picture: usize) {
-        let Some(tx) = &self.tx else {
-            return;
-        };
+    /// false: the output is gone (its thread ended or is stuck); a video frame it has no
+    /// room for is dropped and counted.
+    fn send(&self, msg: Msg, picture: usize) -> bool {
         let (frames, bytes) = &*self.queued_frames;
         let waiting = frames.load(Ordering::SeqCst);
         if picture > 0
@@ -730,12 +741,11 @@ impl Feed<'_> {
                     && bytes.load(Ordering::SeqCst) + picture > MAX_QUEUED_FRAME_BYTES))
         {
             self.rendition.dropped.fetch_add(1, Ordering::Relaxed);
-            return;
+            return true;
         }
         if self.queued.load(Ordering::SeqCst) >= MAX_QUEUED {
             // Its thread is stuck: the output is given up (see `Feeds::manage`).
-            self.tx = None;
-            return;
+            return false;
         }
         // Counted before it is sent: the thread takes it off when it receives it.
         self.queued.fetch_add(1, Ordering::SeqCst);
@@ -743,9 +753,81 @@ impl Feed<'_> {
             frames.fetch_add(1, Ordering::SeqCst);
             bytes.fetch_add(picture, Ordering::SeqCst);
         }
-        if tx.send(msg).is_err() {
-            // Its thread ended (its output broke).
-            self.tx = None;
+        // An error: its thread ended (its output broke).
+        self.tx.send(msg).is_ok()
+    }
+
+    /// Video frames waiting.
+    fn backlog(&self) -> usize {
+        self.queued_frames.0.load(Ordering::SeqCst)
+    }
+
+    /// How far it is on the way to dropping frames (see [`Queue::send`]), 0 to 1.
+    fn fullness(&self) -> f64 {
+        let (frames, bytes) = &*self.queued_frames;
+        let n = frames.load(Ordering::SeqCst);
+        let by_bytes = if n >= MIN_QUEUED_FRAMES {
+            bytes.load(Ordering::SeqCst) as f64 / MAX_QUEUED_FRAME_BYTES as f64
+        } else {
+            0.0
+        };
+        (n as f64 / MAX_QUEUED_FRAMES as f64).max(by_bytes)
+    }
+}
+
+/// A smaller profile that scales from this one's pictures instead of the decoded ones
+/// (see [`Feeds::cascade`]): its queue, the input stream, its picture size, and the first
+/// frame (by number) it takes from here.
+struct Forward {
+    to: Queue,
+    stream: usize,
+    size: (u32, u32),
+    from: u64,
+}
+
+/// The profiles that scale from an output's pictures, and the last video frame (by
+/// number) that output has handed on (or, with none to hand on to, taken).
+#[derive(Default)]
+struct Forwards {
+    list: Vec<Forward>,
+    done: u64,
+}
+
+/// A rendition's output, run on its own thread (so profiles encode in parallel and a slow
+/// one drops frames instead of stalling the others).
+struct Feed<'s> {
+    rendition: Arc<Rendition>,
+    /// How the output takes each input stream (see [`Out::takes`]).
+    takes: Vec<Option<bool>>,
+    /// None once the thread has ended (its output broke).
+    queue: Option<Queue>,
+    /// Set when the output stops before the end of input: what is still queued is
+    /// dropped, so stopping never waits for a slow encoder to work through it.
+    abandon: Arc<AtomicBool>,
+    thread: std::thread::ScopedJoinHandle<'s, Result<(), Fail>>,
+    /// The smaller profiles that scale from this one's pictures.
+    forwards: Arc<Mutex<Forwards>>,
+    /// While some do: the video frames sent here that it may not have handed on yet
+    /// (references to frames its queue holds anyway), so a profile that stops scaling
+    /// from here gets them from the producer instead, and loses none.
+    ring: std::collections::VecDeque<(u64, usize, frame::Frame, Rational)>,
+    /// The profile whose pictures this one scales from (its video frames come from
+    /// there, not from the producer).
+    fed_by: Option<String>,
+    /// Not fed by another profile again before then (it was dropped for falling behind).
+    cooldown: Option<Instant>,
+    started: Instant,
+    /// Since when its queue has been half full (see [`Feeds::cascade`]).
+    behind_since: Option<Instant>,
+}
+
+impl Feed<'_> {
+    /// Queues a message; `picture`: a video frame's picture bytes (0 for anything else).
+    fn send(&mut self, msg: Msg, picture: usize) {
+        if let Some(q) = &self.queue {
+            if !q.send(msg, picture) {
+                self.queue = None;
+            }
         }
     }
 }
@@ -761,6 +843,7 @@ fn run_feed(
         Arc<(AtomicUsize, AtomicUsize)>,
         Arc<AtomicBool>,
     ),
+    forwards: Arc<Mutex<Forwards>>,
     channel: u32,
 ) -> Result<(), Fail> {
     let _log = super::avlog::enter(channel);
@@ -773,12 +856,25 @@ fn run_feed(
         }
         let step = match msg {
             Msg::Packet(i, p) => out.packet(i, p),
-            Msg::Frame(i, f, fps, picture) => {
+            Msg::Frame(i, f, fps, picture, seq) => {
                 if picture > 0 {
                     queued_frames.0.fetch_sub(1, Ordering::SeqCst);
                     queued_frames.1.fetch_sub(picture, Ordering::SeqCst);
+                    // Not held while encoding: the producer attaches and detaches.
+                    let tap = lock(&forwards).list.iter().any(|fw| fw.stream == i);
+                    out.tap(i, tap);
+                    let step = out.frame(i, Some(&f), fps);
+                    if step.is_ok() {
+                        let mut fw = lock(&forwards);
+                        if tap {
+                            forward(&fw.list, &mut out, (i, &f, fps, seq));
+                        }
+                        fw.done = seq;
+                    }
+                    step
+                } else {
+                    out.frame(i, Some(&f), fps)
                 }
-                out.frame(i, Some(&f), fps)
             }
             Msg::Eof => {
                 eof = true;
@@ -800,6 +896,38 @@ fn run_feed(
     let (timeline, flushed) = out.finish(eof);
     *r.timeline.lock().unwrap_or_else(|p| p.into_inner()) = timeline;
     result.and(flushed)
+}
+
+/// Hands video frame `seq` of input stream `i` (decoded frame `f`) to the smaller
+/// profiles that scale from this output: its scaled pictures where its graph only
+/// scaled and they are at least as large as a profile's, else the decoded frame.
+fn forward(
+    forwards: &[Forward],
+    out: &mut Out,
+    (i, f, fps, seq): (usize, &frame::Frame, Rational, u64),
+) {
+    if forwards.is_empty() {
+        return;
+    }
+    let tapped = out.tapped(i);
+    for fw in forwards
+        .iter()
+        .filter(|fw| fw.stream == i && seq >= fw.from)
+    {
+        let scaled = match &tapped {
+            Some(Tapped::Scaled(frames, (w, h))) if *w >= fw.size.0 && *h >= fw.size.1 => {
+                frames.as_slice()
+            }
+            _ => std::slice::from_ref(f),
+        };
+        for s in scaled {
+            if let Some(c) = share(s) {
+                let picture = picture_bytes(&c);
+                // A gone output is reaped by the producer (see `Feeds::manage`).
+                let _ = fw.to.send(Msg::Frame(i, c, fps, picture, seq), picture);
+            }
+        }
+    }
 }
 
 /// Runs one session. Errors name the stage, the channel and the (redacted) source.
@@ -852,6 +980,59 @@ fn plan_and_prime(
     Ok((plan, primed.packets, primed.incomplete))
 }
 
+/// A profile that went back to the decoded frames because the one it scaled from was
+/// behind is not paired again for this long.
+const CASCADE_COOLDOWN: Duration = Duration::from_secs(5);
+/// How long an output's queue may stay half full before those scaling from its pictures
+/// go back to the decoded frames; and how long an output runs before any may start to.
+const CASCADE_BEHIND: Duration = Duration::from_secs(2);
+
+/// Takes the profile `child` off `parent`'s list of those that scale from its pictures,
+/// and gives back, in order, the frames `parent` was sent for it and had not handed on
+/// (to send to `child` directly: it then loses none).
+fn take_back(parent: &Feed, child: &Arc<Rendition>) -> Vec<(Msg, usize)> {
+    let mut fw = lock(&parent.forwards);
+    let Some(k) = fw
+        .list
+        .iter()
+        .position(|x| Arc::ptr_eq(&x.to.rendition, child))
+    else {
+        return Vec::new();
+    };
+    let from = fw.list.remove(k).from;
+    // Read under the lock: from now on `parent` hands nothing on to `child`.
+    let done = fw.done;
+    drop(fw);
+    parent
+        .ring
+        .iter()
+        .filter(|e| e.0 > done && e.0 >= from)
+        .filter_map(|(seq, i, f, fps)| {
+            let c = share(f)?;
+            let picture = picture_bytes(&c);
+            Some((Msg::Frame(*i, c, *fps, picture, *seq), picture))
+        })
+        .collect()
+}
+
+/// The input stream of the video an output encodes, and its decoder's picture size and
+/// sample aspect (None before the decoder knows them).
+fn encoded_video(
+    takes: &[Option<bool>],
+    ictx: &Input,
+    decoders: &[Option<Decoder>],
+) -> Option<(usize, (u32, u32, Rational))> {
+    takes.iter().enumerate().find_map(|(i, t)| {
+        let video = ictx
+            .stream(i)
+            .is_some_and(|s| s.parameters().medium() == media::Type::Video);
+        if *t != Some(true) || !video {
+            return None;
+        }
+        Some((i, decoders.get(i)?.as_ref()?.picture()?))
+    })
+}
+
 /// How often a session looks for renditions to start or stop.
 const MANAGE_EVERY: Duration = Duration::from_millis(20);
 
@@ -863,6 +1044,8 @@ struct Feeds<'s, 'e> {
     /// have left.
     failed: Vec<String>,
     last: Option<Instant>,
+    /// Video frames sent so far (each is numbered, see [`Forward::from`]).
+    seq: u64,
 }
 
 impl<'s> Feeds<'s, '_> {
@@ -888,10 +1071,27 @@ impl<'s> Feeds<'s, '_> {
         let mut i = 0;
         while i < self.list.len() {
             let f = &self.list[i];
-            let broken = f.tx.is_none() || f.thread.is_finished();
+            let broken = f.queue.is_none() || f.thread.is_finished();
             if broken || !f.rendition.wanted(rs.grace) {
                 let f = self.list.swap_remove(i);
                 let r = f.rendition.clone();
+                // The profile it scales from holds its queue too: let go of it, or its
+                // thread would wait for more. Those that scale from it get what it had
+                // not handed on yet from here, and the decoded frames from now on.
+                for p in &self.list {
+                    lock(&p.forwards)
+                        .list
+                        .retain(|fw| !Arc::ptr_eq(&fw.to.rendition, &r));
+                }
+                for c in &mut self.list {
+                    if c.fed_by.as_deref() == Some(r.name.as_str()) {
+                        for (msg, picture) in take_back(&f, &c.rendition) {
+                            c.send(msg, picture);
+                        }
+                        c.fed_by = None;
+                        c.rendition.set_scaled_from(None);
+                    }
+                }
                 f.abandon.store(true, Ordering::SeqCst);
                 let error = match f.stop() {
                     Err((stage, e)) => Some(format!("{}: {e}", stage.as_str())),
@@ -923,6 +1123,7 @@ impl<'s> Feeds<'s, '_> {
                 r.detached(Some(e));
             }
         }
+        self.cascade(channel, ictx, decoders);
         for (i, d) in decoders.iter_mut().enumerate() {
             let needed =
                 out.takes(i) == Some(true) || self.list.iter().any(|f| f.takes[i] == Some(true));
@@ -981,11 +1182,12 @@ impl<'s> Feeds<'s, '_> {
         let queued_frames = Arc::new((AtomicUsize::new(0), AtomicUsize::new(0)));
         let abandon = Arc::new(AtomicBool::new(false));
         let counters = (queued.clone(), queued_frames.clone(), abandon.clone());
-        let (rend, channel) = (r.clone(), ctx.stream.id);
+        let forwards = Arc::new(Mutex::new(Forwards::default()));
+        let (rend, channel, fw) = (r.clone(), ctx.stream.id, forwards.clone());
         let thread = std::thread::Builder::new()
             .name(format!("amps-ch-{channel}-{}", r.name))
             .spawn_scoped(self.scope, move || {
-                run_feed(out, rx, rend, counters, channel)
+                run_feed(out, rx, rend, counters, fw, channel)
             })
             .map_err(|e| format!("cannot start a thread: {e}"))?;
         r.attached();
@@ -993,13 +1195,123 @@ impl<'s> Feeds<'s, '_> {
         self.list.push(Feed {
             rendition: r.clone(),
             takes,
-            tx: Some(tx),
-            queued,
-            queued_frames,
+            queue: Some(Queue {
+                tx,
+                queued,
+                queued_frames,
+                rendition: r.clone(),
+            }),
             abandon,
             thread,
+            forwards,
+            ring: Default::default(),
+            fed_by: None,
+            cooldown: None,
+            started: Instant::now(),
+            behind_since: None,
         });
         Ok(())
+    }
+
+    /// Lets a profile scale from a larger profile's pictures instead of the decoded
+    /// ones (a 360p from the 720p rather than from the 1080p source: swscale's work for
+    /// it then starts from a third of the pixels, and its pictures are as sharp), and
+    /// gives it back the decoded frames when that profile stops or falls behind. Only
+    /// between outputs that encode the same video stream, each to an explicit
+    /// `resolution` below the source's; the larger one hands on its scaled pictures
+    /// only while its graph does nothing but scale (for an interlaced frame, or another
+    /// pixel format, it hands on the decoded frame: see [`forward`]).
+    fn cascade(&mut self, channel: u32, ictx: &Input, decoders: &[Option<Decoder>]) {
+        // A start or a reconnect comes as a burst that fills the queues for a moment: an
+        // output is behind when its queue stays half full, or is nearly full.
+        let now = Instant::now();
+        for f in &mut self.list {
+            let full = f.queue.as_ref().map_or(1.0, Queue::fullness);
+            f.behind_since = (full >= 0.5).then(|| f.behind_since.unwrap_or(now));
+        }
+        let behind = |f: &Feed| {
+            f.queue.as_ref().is_none_or(|q| q.fullness() >= 0.75)
+                || f.behind_since.is_some_and(|t| now - t >= CASCADE_BEHIND)
+        };
+        // Back to the decoded frames: a profile whose feeder stopped or is behind.
+        for c in 0..self.list.len() {
+            let Some(name) = self.list[c].fed_by.clone() else {
+                continue;
+            };
+            let feeder = self.list.iter().find(|f| f.rendition.name == name);
+            if !feeder.is_none_or(behind) {
+                continue;
+            }
+            let me = self.list[c].rendition.clone();
+            if let Some(f) = feeder {
+                let back = take_back(f, &me);
+                for (msg, picture) in back {
+                    self.list[c].send(msg, picture);
+                }
+                self.list[c].cooldown = Some(Instant::now() + CASCADE_COOLDOWN);
+                tracing::info!(channel, profile = %me.name, from = %name, "the profile it scaled from fell behind; scaling from the decoded frames again");
+            }
+            self.list[c].fed_by = None;
+            self.list[c].rendition.set_scaled_from(None);
+        }
+        // New pairs.
+        for c in 0..self.list.len() {
+            let child = &self.list[c];
+            if child.fed_by.is_some()
+                || child.queue.is_none()
+                || child.cooldown.is_some_and(|t| Instant::now() < t)
+                || self
+                    .list
+                    .iter()
+                    .any(|f| f.fed_by.as_deref() == Some(child.rendition.name.as_str()))
+            {
+                continue;
+            }
+            let Some((vi, picture)) = encoded_video(&child.takes, ictx, decoders) else {
+                continue;
+            };
+            let size = |p: &Profile| {
+                let res = p.resolution.as_ref().and_then(Value::get)?;
+                Some(super::frames::target_size(
+                    Some(res),
+                    (picture.0, picture.1),
+                    picture.2,
+                ))
+            };
+            let Some(want) = size(&child.rendition.profile) else {
+                continue;
+            };
+            let candidates: Vec<(usize, (u32, u32))> = self
+                .list
+                .iter()
+                .enumerate()
+                .filter(|(p, f)| {
+                    *p != c
+                        && f.fed_by.is_none()
+                        && f.takes.get(vi).copied().flatten() == Some(true)
+                        && now - f.started >= CASCADE_BEHIND
+                        && f.queue.as_ref().is_some_and(|q| q.backlog() <= 1)
+                })
+                .filter_map(|(p, f)| Some((p, size(&f.rendition.profile)?)))
+                .collect();
+            let Some(p) = super::frames::scale_from(want, (picture.0, picture.1), &candidates)
+            else {
+                continue;
+            };
+            let Some(to) = self.list[c].queue.clone() else {
+                continue;
+            };
+            let name = self.list[p].rendition.name.clone();
+            lock(&self.list[p].forwards).list.push(Forward {
+                to,
+                stream: vi,
+                size: want,
+                from: self.seq + 1,
+            });
+            tracing::info!(channel, profile = %self.list[c].rendition.name, from = %name, "the profile scales from a larger profile's pictures");
+            self.list[c].rendition.set_scaled_from(Some(name.clone()));
+            self.list[c].fed_by = Some(name);
+        }
     }
 
     /// Sends input stream `i`'s packet and decoded frames to the outputs that take them.
@@ -1011,14 +1323,37 @@ impl<'s> Feeds<'s, '_> {
         fps: Rational,
         video: bool,
     ) {
+        let first = self.seq + 1;
+        if video {
+            self.seq += frames.len() as u64;
+        }
         for f in &mut self.list {
             match f.takes.get(i).copied().flatten() {
                 Some(false) => f.send(Msg::Packet(i, share_packet(pkt)), 0),
+                // Its pictures come from the profile it scales from.
+                Some(true) if video && f.fed_by.is_some() => {}
                 Some(true) => {
-                    for fr in frames {
+                    let keep = video && {
+                        let fw = lock(&f.forwards);
+                        let done = fw.done;
+                        while f.ring.front().is_some_and(|e| e.0 <= done) {
+                            f.ring.pop_front();
+                        }
+                        !fw.list.is_empty()
+                    };
+                    if !keep {
+                        f.ring.clear();
+                    }
+                    for (k, fr) in frames.iter().enumerate() {
                         let picture = if video { picture_bytes(fr) } else { 0 };
+                        let seq = first + k as u64;
+                        if keep {
+                            if let Some(c) = share(fr) {
+                                f.ring.push_back((seq, i, c, fps));
+                            }
+                        }
                         if let Some(c) = share(fr) {
-                            f.send(Msg::Frame(i, c, fps, picture), picture);
+                            f.send(Msg::Frame(i, c, fps, picture, seq), picture);
                         }
                     }
                 }
@@ -1037,13 +1372,19 @@ impl<'s> Feeds<'s, '_> {
     /// Ends the session's rendition outputs (flushing them at the end of input). They stay
     /// live: the next session of the channel continues them.
     fn end(self, eof: bool) {
-        for mut f in self.list {
+        // Those that scale from another profile's pictures end after it (its last
+        // pictures reach them first).
+        let (mut list, fed): (Vec<_>, Vec<_>) =
+            self.list.into_iter().partition(|f| f.fed_by.is_none());
+        list.extend(fed);
+        for mut f in list {
             if eof {
                 f.send(Msg::Eof, 0);
             } else {
                 f.abandon.store(true, Ordering::SeqCst);
             }
             let r = f.rendition.clone();
+            r.set_scaled_from(None);
             if let Err((stage, e)) = f.stop() {
                 r.detached(Some(format!("{}: {e}", stage.as_str())));
             }
@@ -1054,7 +1395,7 @@ impl<'s> Feeds<'s, '_> {
 impl Feed<'_> {
     /// Closes the output's queue and waits for its thread to write what it has.
     fn stop(mut self) -> Result<(), Fail> {
-        self.tx = None;
+        self.queue = None;
         match self.thread.join() {
             Ok(r) => r,
             Err(_) => Err((Stage::Mux, "the output thread crashed".into())),
@@ -1096,6 +1437,7 @@ fn session(ctx: &Ctx, timeline: &mut Timeline) -> Result<End, Fail> {
             list: Vec::new(),
             failed: Vec::new(),
             last: None,
+            seq: 0,
         };
         let mut out = out;
         let mut state = Flow {

@@ -41,6 +41,10 @@ pub struct RenditionStatus {
     /// source); the other profiles went on unaffected.
     pub frames_dropped: u64,
     pub bytes_out: u64,
+    /// The larger profile whose scaled pictures this one scales further (instead of
+    /// the decoded frames), while both run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scaled_from: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
 }
@@ -64,6 +68,7 @@ pub struct Rendition {
     pub codecs: Mutex<(Vec<String>, Option<String>)>,
     /// The encoded video's frame rate, once its encoder has started.
     pub frame_rate: Mutex<Option<f64>>,
+    scaled_from: Mutex<Option<String>>,
 }
 
 impl std::fmt::Debug for Rendition {
@@ -90,6 +95,7 @@ impl Rendition {
             dropped: AtomicU64::new(0),
             codecs: Mutex::new((Vec::new(), None)),
             frame_rate: Mutex::new(None),
+            scaled_from: Mutex::new(None),
         }
     }
 
@@ -165,6 +171,7 @@ impl Rendition {
     /// viewers are ended), None when its viewers had left.
     pub(super) fn detached(&self, error: Option<String>) {
         self.live.store(false, Ordering::SeqCst);
+        self.set_scaled_from(None);
         match error {
             Some(e) => {
                 self.set_state(RState::Failed(e));
@@ -177,6 +184,11 @@ impl Rendition {
                 }
             }
         }
+    }
+
+    /// The profile it scales from now (set by the producer).
+    pub(super) fn set_scaled_from(&self, from: Option<String>) {
+        *lock(&self.scaled_from) = from;
     }
 
     pub fn status(&self) -> RenditionStatus {
@@ -197,6 +209,7 @@ impl Rendition {
             frames_encoded: self.frames.load(Ordering::Relaxed),
             frames_dropped: self.dropped.load(Ordering::Relaxed),
             bytes_out: st.bytes_out.load(Ordering::Relaxed),
+            scaled_from: lock(&self.scaled_from).clone(),
             last_error: match state {
                 RState::Failed(e) => Some(e),
                 _ => None,

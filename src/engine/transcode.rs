@@ -116,6 +116,21 @@ pub struct Transcoder {
     pub frames: u64,
     /// Decoded frames dropped because no graph would take them (damaged input).
     pub dropped: u64,
+    /// Another output scales from this one's pictures (see [`Transcoder::tap`]).
+    tap: bool,
+    /// The current graph only scales (no deinterlacing, the source's pixel format and
+    /// time base kept), so its pictures can be scaled further by another output.
+    plain: bool,
+    /// What the last frame pushed gave for other outputs (see [`Transcoder::tapped`]).
+    tapped: Option<Tapped>,
+}
+
+/// What a tapped video output hands on for one decoded frame: its scaled pictures (its
+/// graph only scales), or nothing of its own (the other output takes the decoded frame).
+pub enum Tapped {
+    /// Pictures of this size, in the input's time base and pixel format.
+    Scaled(Vec<frame::Frame>, (u32, u32)),
+    Source,
 }
 
 enum Decoding {
@@ -232,6 +247,16 @@ impl Decoder {
             }
         }
         out
+    }
+
+    /// A video decoder's picture size and sample aspect, once it knows them.
+    pub fn picture(&self) -> Option<(u32, u32, Rational)> {
+        match &self.dec {
+            Decoding::Video(d) if d.width() > 0 && d.height() > 0 => {
+                Some((d.width(), d.height(), d.aspect_ratio()))
+            }
+            _ => None,
+        }
     }
 
     fn size(&self) -> (u32, u32) {
@@ -393,6 +418,9 @@ impl Transcoder {
             key_second: None,
             frames: 0,
             dropped: 0,
+            tap: false,
+            plain: false,
+            tapped: None,
         })
     }
 
@@ -474,6 +502,9 @@ impl Transcoder {
             key_second: None,
             frames: 0,
             dropped: 0,
+            tap: false,
+            plain: false,
+            tapped: None,
         })
     }
 
@@ -687,12 +718,24 @@ impl Transcoder {
             && self.profile.deinterlace.unwrap_or_default() == Deinterlace::Auto
             && matches!(&self.kind, Kind::Video { out, .. } if !out.deinterlacing);
         let changed = self.graph.as_ref().is_none_or(|(_, p)| *p != props) || newly_interlaced;
+        self.tapped = self.tap.then_some(Tapped::Source);
+        self.plain = false;
         if changed {
             if let Some((_, old)) = &self.graph {
-                tracing::info!(from = ?old, to = ?props, "the source's frames changed; rebuilding the filters");
+                tracing::info!(from = ?old, to = ?props, "the frames changed; rebuilding the filters");
                 self.flush_graph(octx, out)?;
             }
             self.build_graph(props, interlaced)?;
+        }
+        if self.tap {
+            self.plain = self.plain_for(props, interlaced);
+            if self.plain {
+                let size = match &self.kind {
+                    Kind::Video { out: v } => v.size.map(|(w, h, _)| (w, h)),
+                    Kind::Audio { .. } => None,
+                };
+                self.tapped = size.map(|s| Tapped::Scaled(Vec::new(), s));
+            }
         }
         let Some((graph, _)) = self.graph.as_mut() else {
             return Ok(());
@@ -701,9 +744,37 @@ impl Transcoder {
             // Not fatal: drop the frame (a damaged frame with odd properties).
             tracing::debug!(error = %e, "the filters refused a frame");
             self.dropped += 1;
+            self.tapped = self.tap.then_some(Tapped::Source);
             return Ok(());
         }
         self.drain_filter(octx, out)
+    }
+
+    /// Whether the current graph, for frames with `props`, only scales: its pictures are
+    /// then what another output scaling the same frame further would start from.
+    fn plain_for(&self, props: FrameProps, interlaced: bool) -> bool {
+        let (Kind::Video { out: v }, FrameProps::Video { format, .. }) = (&self.kind, props) else {
+            return false;
+        };
+        !v.deinterlacing
+            && !v.field_coded
+            && !interlaced
+            && self.sink_tb == self.in_tb
+            && ff::ffi::AVPixelFormat::from(v.pix) as i32 == format
+    }
+
+    /// Keeps, for each frame pushed, what another output may scale from (see
+    /// [`Transcoder::tapped`]).
+    pub fn tap(&mut self, on: bool) {
+        self.tap = on;
+        if !on {
+            self.tapped = None;
+        }
+    }
+
+    /// What the last frame pushed gave for other outputs (None: not tapped, or no frame).
+    pub fn tapped(&mut self) -> Option<Tapped> {
+        self.tapped.take()
     }
 
     /// Flushes the current graph (its buffered frames reach the encoder) and drops it.
@@ -742,6 +813,13 @@ impl Transcoder {
                 self.sent(sent);
                 self.drain_encoder(out);
                 continue;
+            }
+            if self.plain {
+                if let (Some(Tapped::Scaled(frames, _)), Some(f)) =
+                    (self.tapped.as_mut(), share(&filtered))
+                {
+                    frames.push(f);
+                }
             }
             for (frame, original) in self.constant_rate(&filtered) {
                 self.send_video(frame, original, octx, out)?;
