@@ -48,8 +48,8 @@ struct Args {
     providers_only: bool,
     /// Only the zap on a live (paced) upstream, next to the floor and the CLI.
     zap_only: bool,
-    /// Only the memory soak: busy and idle seconds per cycle.
-    soak: Option<(f64, f64)>,
+    /// Only the memory soak: busy and idle seconds per cycle, and cycles.
+    soak: Option<(f64, f64, u32)>,
     clients: Vec<usize>,
     seconds: f64,
     reps: usize,
@@ -86,8 +86,12 @@ fn args() -> Args {
             "--zap-only" => a.zap_only = true,
             "--soak" => {
                 let v = v();
-                let (b, i) = v.split_once(',').expect("--soak BUSY,IDLE (seconds)");
-                a.soak = Some((b.parse().unwrap(), i.parse().unwrap()));
+                let parts: Vec<&str> = v.split(',').collect();
+                let [b, i, rest @ ..] = parts.as_slice() else {
+                    panic!("--soak BUSY,IDLE[,CYCLES] (seconds, seconds, default 3 cycles)");
+                };
+                let cycles = rest.first().map_or(3, |c| c.parse().expect("CYCLES"));
+                a.soak = Some((b.parse().unwrap(), i.parse().unwrap(), cycles));
             }
             "--quick" => {
                 a.quick = true;
@@ -96,7 +100,7 @@ fn args() -> Args {
                 a.reps = 3;
             }
             "-h" | "--help" => {
-                println!("amps-load [--amps PATH] [--json PATH] [--quick] [--tls-only] [--tracks-only] [--archive-only] [--providers-only] [--zap-only] [--soak BUSY,IDLE] [--clients 10,100,500] [--seconds S] [--reps N]");
+                println!("amps-load [--amps PATH] [--json PATH] [--quick] [--tls-only] [--tracks-only] [--archive-only] [--providers-only] [--zap-only] [--soak BUSY,IDLE[,CYCLES]] [--clients 10,100,500] [--seconds S] [--reps N]");
                 std::process::exit(0);
             }
             other => panic!("unknown argument {other}"),
@@ -1126,10 +1130,12 @@ fn memory(a: &Args, http: &str, file: &str) -> Value {
     })
 }
 
-/// Three cycles of `busy` seconds of churn (12 viewers hopping between a relay and a
+/// `cycles` cycles of `busy` seconds of churn (12 viewers hopping between a relay and a
 /// transcode channel, 3 HLS pollers) and `idle` seconds with nobody: private memory
-/// (RssAnon) of the server when fresh, at each busy peak and after each idle spell.
-fn soak(a: &Args, http: &str, file: &str, busy: f64, idle: f64) -> Value {
+/// (RssAnon) of the server when fresh, at each busy peak, its median over the busy
+/// spell (less at the mercy of when a sample falls than the peak), and after each idle
+/// spell.
+fn soak(a: &Args, http: &str, file: &str, (busy, idle, cycles): (f64, f64, u32)) -> Value {
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     use std::sync::Arc;
     let s = Server::start(&a.amps, &config(http, file, 0));
@@ -1139,8 +1145,8 @@ fn soak(a: &Args, http: &str, file: &str, busy: f64, idle: f64) -> Value {
         "soak        fresh server: {fresh:.1} MiB private ({:.1} MiB resident)",
         rss_mib(s.pid())
     );
-    let mut cycles = Vec::new();
-    for cycle in 1..=3 {
+    let mut results = Vec::new();
+    for cycle in 1..=cycles {
         let stop = Arc::new(AtomicBool::new(false));
         let bytes = Arc::new(AtomicU64::new(0));
         let mut threads = Vec::new();
@@ -1192,11 +1198,14 @@ fn soak(a: &Args, http: &str, file: &str, busy: f64, idle: f64) -> Value {
             }));
         }
         let t0 = Instant::now();
-        let mut peak = 0f64;
+        let mut samples = Vec::new();
         while t0.elapsed().as_secs_f64() < busy {
-            peak = peak.max(anon_mib(s.pid()));
+            samples.push(anon_mib(s.pid()));
             std::thread::sleep(Duration::from_millis(500));
         }
+        let peak = samples.iter().copied().fold(0f64, f64::max);
+        samples.sort_by(f64::total_cmp);
+        let median = samples.get(samples.len() / 2).copied().unwrap_or(0.0);
         stop.store(true, Ordering::SeqCst);
         for t in threads {
             let _ = t.join();
@@ -1212,12 +1221,12 @@ fn soak(a: &Args, http: &str, file: &str, busy: f64, idle: f64) -> Value {
         );
         let gb = bytes.load(Ordering::Relaxed) as f64 / 1e9;
         println!(
-            "soak        cycle {cycle}: {gb:.2} GB served, busy peak {peak:.1} MiB private, after {idle:.0} s idle {after:.1} MiB private (+{:.1} over fresh)",
+            "soak        cycle {cycle}: {gb:.2} GB served, busy peak {peak:.1} MiB private (median {median:.1}), after {idle:.0} s idle {after:.1} MiB private (+{:.1} over fresh)",
             after - fresh
         );
-        cycles.push(json!({"cycle": cycle, "served_gb": gb, "busy_peak_private_mib": peak, "idle_private_mib": after}));
+        results.push(json!({"cycle": cycle, "served_gb": gb, "busy_peak_private_mib": peak, "busy_median_private_mib": median, "idle_private_mib": after}));
     }
-    json!({"fresh_private_mib": fresh, "busy_secs": busy, "idle_secs": idle, "cycles": cycles})
+    json!({"fresh_private_mib": fresh, "busy_secs": busy, "idle_secs": idle, "cycles": results})
 }
 
 /// A GET with the token header; the body (empty on any error).
@@ -1701,8 +1710,8 @@ fn main() {
             .unwrap_or(1),
         rate_bps / 1e6
     );
-    if let Some((busy, idle)) = a.soak {
-        let r = soak(&a, &http, &file, busy, idle);
+    if let Some(spec) = a.soak {
+        let r = soak(&a, &http, &file, spec);
         println!("{}", serde_json::to_string_pretty(&r).unwrap());
         return;
     }
