@@ -331,44 +331,6 @@ fn interlaced(name: &str, size: &str, secs: &str) -> PathBuf {
     f
 }
 
-/// (mean |row y - row y+1|, mean |row y - row y+2|) over a few decoded frames: combing
-/// makes lines one apart (the two fields) differ more than lines two apart.
-fn combing(path: &Path, width: usize, height: usize) -> (f64, f64) {
-    let out = Command::new("ffmpeg")
-        .args(["-hide_banner", "-v", "error", "-i"])
-        .arg(path)
-        .args([
-            // Decode and skip the first frames (an input-side seek before the file's
-            // start time gives nothing).
-            "-ss",
-            "0.6",
-            "-frames:v",
-            "6",
-            "-vf",
-            "format=gray",
-            "-f",
-            "rawvideo",
-            "-",
-        ])
-        .output()
-        .unwrap();
-    let px = &out.stdout;
-    let frame = width * height;
-    assert!(px.len() >= frame * 3, "{} bytes of frames", px.len());
-    let (mut d1, mut d2, mut n) = (0f64, 0f64, 0f64);
-    for f in px.chunks_exact(frame) {
-        for y in 0..height - 2 {
-            for x in (0..width).step_by(2) {
-                let a = f[y * width + x] as f64;
-                d1 += (a - f[(y + 1) * width + x] as f64).abs();
-                d2 += (a - f[(y + 2) * width + x] as f64).abs();
-                n += 1.0;
-            }
-        }
-    }
-    (d1 / n, d2 / n)
-}
-
 #[test]
 fn interlaced_sources_are_deinterlaced_and_show_no_combing() {
     let src = interlaced("1080i.ts", "1920x1080", "2");
@@ -381,8 +343,8 @@ fn interlaced_sources_are_deinterlaced_and_show_no_combing() {
     ));
     let out = play(&s, 1, Duration::from_secs(15));
     let off = play(&s, 2, Duration::from_secs(15));
-    let (d1, d2) = combing(&out, 1920, 1080);
-    let (o1, o2) = combing(&off, 1920, 1080);
+    let (d1, d2) = media::combing(&out, 1920, 1080);
+    let (o1, o2) = media::combing(&off, 1920, 1080);
     // Without deinterlacing the check sees the combing (so it can fail)...
     assert!(o1 > o2 * 1.2, "not deinterlaced: {o1:.2} vs {o2:.2}");
     // ...and deinterlaced, lines one apart differ no more than lines two apart.

@@ -248,6 +248,65 @@ fn a_profile_scales_from_a_larger_ones_pictures_and_goes_on_alone_when_it_stops(
 }
 
 #[test]
+fn a_profile_paired_with_a_larger_one_still_deinterlaces_an_interlaced_source() {
+    // 576i: 25 fps top-field-first MPEG-2 of a picture that moves 24 px a field.
+    let d = tempfile::tempdir().unwrap().keep();
+    let src = d.join("576i.ts");
+    let ok = std::process::Command::new("ffmpeg")
+        .args(["-v", "error", "-y", "-f", "lavfi", "-i"])
+        .arg("testsrc2=size=720x576:rate=50,scroll=horizontal=0.0125,tinterlace=mode=interleave_top,setfield=tff")
+        .args(["-f", "lavfi", "-i", "sine=sample_rate=48000", "-t", "12"])
+        .args(["-c:v", "mpeg2video", "-b:v", "8M", "-flags", "+ildct+ilme", "-top", "1"])
+        .args(["-c:a", "mp2", "-f", "mpegts"])
+        .arg(&src)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    // Near the source's size, so combing stays measurable after the scale: big (not
+    // deinterlaced) and small (deinterlaced, as by default) below it.
+    let cfg = format!(
+        "server:\n  auth_token: {TOKEN}\nengine:\n  idle_grace_secs: 1\nffmpeg_profiles:\n  copy: {{video_codec: copy, audio_codec: copy}}\n  big: {{video_codec: libx264, preset: ultrafast, resolution: 712x568, deinterlace: 'off', audio_codec: copy}}\n  small: {{video_codec: libx264, preset: ultrafast, resolution: 704x560, audio_codec: copy}}\nstreams:\n  - {{id: 1, name: I, source: '{}', loop: true, ffmpeg_profile: copy, profiles: [big, small]}}\n",
+        src.display()
+    );
+    let s = Server::start(&cfg);
+    let reads: Vec<_> = ["big", "small"]
+        .into_iter()
+        .map(|p| {
+            let url = s.url(&format!("/stream/1?token={TOKEN}&profile={p}"));
+            std::thread::spawn(move || {
+                let mut v = Viewer::open_url(&url).unwrap_or_else(|c| panic!("{url}: {c}"));
+                v.read_for(Duration::from_secs(8))
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(5));
+    let st = status(&s, 1);
+    assert_eq!(rendition(&st, "small")["scaled_from"], "big", "{st}");
+    let outs: Vec<Vec<u8>> = reads.into_iter().map(|t| t.join().unwrap()).collect();
+    let big = save(&outs[0], "interlaced-big.ts");
+    let small = save(&outs[1], "interlaced-small.ts");
+    check(&big, (712, 568), "mp2", "big");
+    check(&small, (704, 560), "mp2", "small");
+    // big's pictures are combed (so the check can fail); small, paired with big, got
+    // the decoded fields from it (not big's combed pictures) and deinterlaced them.
+    let (b1, b2) = media::combing(&big, 712, 568);
+    assert!(b1 > b2 * 1.2, "big not combed: {b1:.2} vs {b2:.2}");
+    let (s1, s2) = media::combing(&small, 704, 560);
+    assert!(
+        s1 <= s2,
+        "small combed: {s1:.2} vs {s2:.2} (big {b1:.2} vs {b2:.2})"
+    );
+    // The frames small took from big were the decoded 720x576 fields all along: its
+    // filters never had to be rebuilt for big's 712x568 pictures.
+    let logs = s.logs();
+    assert!(
+        !logs.contains("rebuilding the filters"),
+        "small was handed big's pictures: {logs}"
+    );
+}
+
+#[test]
 fn a_profile_runs_only_while_it_has_viewers_and_the_copy_decodes_nothing() {
     let s = Server::start(&config(&stream(1, "copy", "mobile")));
     let mut own = Viewer::open(&s, 1);

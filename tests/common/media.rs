@@ -285,3 +285,41 @@ pub fn frame_widths(path: &Path) -> Vec<u64> {
         .filter_map(|l| l.split(',').next()?.trim().parse().ok())
         .collect()
 }
+
+/// (mean |row y - row y+1|, mean |row y - row y+2|) over a few decoded frames: combing
+/// makes lines one apart (the two fields) differ more than lines two apart.
+pub fn combing(path: &Path, width: usize, height: usize) -> (f64, f64) {
+    let out = Command::new("ffmpeg")
+        .args(["-hide_banner", "-v", "error", "-i"])
+        .arg(path)
+        .args([
+            // Decode and skip the first frames (an input-side seek before the file's
+            // start time gives nothing).
+            "-ss",
+            "0.6",
+            "-frames:v",
+            "6",
+            "-vf",
+            "format=gray",
+            "-f",
+            "rawvideo",
+            "-",
+        ])
+        .output()
+        .unwrap();
+    let px = &out.stdout;
+    let frame = width * height;
+    assert!(px.len() >= frame * 3, "{} bytes of frames", px.len());
+    let (mut d1, mut d2, mut n) = (0f64, 0f64, 0f64);
+    for f in px.chunks_exact(frame) {
+        for y in 0..height - 2 {
+            for x in (0..width).step_by(2) {
+                let a = f[y * width + x] as f64;
+                d1 += (a - f[(y + 1) * width + x] as f64).abs();
+                d2 += (a - f[(y + 2) * width + x] as f64).abs();
+                n += 1.0;
+            }
+        }
+    }
+    (d1 / n, d2 / n)
+}
