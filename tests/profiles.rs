@@ -392,6 +392,10 @@ fn a_transcoding_channel_shares_its_decoder_and_a_slow_profile_drops_only_its_ow
     let slow = rendition(&st, "slow");
     assert!(slow["frames_dropped"].as_u64().unwrap() > 0, "{st}");
     assert_eq!(rendition(&st, "low")["frames_dropped"], 0, "{st}");
+    // low scales the channel's own 480x270 pictures (its own transcode), not the
+    // decoded 640x360 ones; slow (an upscale) takes the decoded frames.
+    assert_eq!(rendition(&st, "low")["scaled_from"], "tx", "{st}");
+    assert!(rendition(&st, "slow").get("scaled_from").is_none(), "{st}");
     for (path, what) in [(&own, "own"), (&low, "low")] {
         let (_, secs) = media::video_bitrate(path);
         let wall = 10.0 - outputs[0].1.as_secs_f64();

@@ -980,6 +980,9 @@ fn plan_and_prime(
     Ok((plan, primed.packets, primed.incomplete))
 }
 
+/// The channel's own output among the outputs a profile may scale from.
+const OWN: usize = usize::MAX;
+
 /// A profile that went back to the decoded frames because the one it scaled from was
 /// behind is not paired again for this long.
 const CASCADE_COOLDOWN: Duration = Duration::from_secs(5);
@@ -1046,6 +1049,11 @@ struct Feeds<'s, 'e> {
     last: Option<Instant>,
     /// Video frames sent so far (each is numbered, see [`Forward::from`]).
     seq: u64,
+    /// The profiles that scale from the channel's own output's pictures (it runs on the
+    /// producer's thread, so it hands them on there: see [`Flow::run`]), and its name.
+    own_forwards: Vec<Forward>,
+    own_name: String,
+    created: Instant,
 }
 
 impl<'s> Feeds<'s, '_> {
@@ -1083,6 +1091,8 @@ impl<'s> Feeds<'s, '_> {
                         .list
                         .retain(|fw| !Arc::ptr_eq(&fw.to.rendition, &r));
                 }
+                self.own_forwards
+                    .retain(|fw| !Arc::ptr_eq(&fw.to.rendition, &r));
                 for c in &mut self.list {
                     if c.fed_by.as_deref() == Some(r.name.as_str()) {
                         for (msg, picture) in take_back(&f, &c.rendition) {
@@ -1123,7 +1133,7 @@ impl<'s> Feeds<'s, '_> {
                 r.detached(Some(e));
             }
         }
-        self.cascade(channel, ictx, decoders);
+        self.cascade(channel, ictx, decoders, (ctx.profile, out));
         for (i, d) in decoders.iter_mut().enumerate() {
             let needed =
                 out.takes(i) == Some(true) || self.list.iter().any(|f| f.takes[i] == Some(true));
@@ -1221,7 +1231,13 @@ impl<'s> Feeds<'s, '_> {
     /// `resolution` below the source's; the larger one hands on its scaled pictures
     /// only while its graph does nothing but scale (for an interlaced frame, or another
     /// pixel format, it hands on the decoded frame: see [`forward`]).
-    fn cascade(&mut self, channel: u32, ictx: &Input, decoders: &[Option<Decoder>]) {
+    fn cascade(
+        &mut self,
+        channel: u32,
+        ictx: &Input,
+        decoders: &[Option<Decoder>],
+        (own_profile, own): (&Profile, &Out),
+    ) {
         // A start or a reconnect comes as a burst that fills the queues for a moment: an
         // output is behind when its queue stays half full, or is nearly full.
         let now = Instant::now();
@@ -1238,6 +1254,16 @@ impl<'s> Feeds<'s, '_> {
             let Some(name) = self.list[c].fed_by.clone() else {
                 continue;
             };
+            // The channel's own output never falls behind (it is the producer's pace)
+            // and runs as long as the session.
+            let me = &self.list[c].rendition;
+            if self
+                .own_forwards
+                .iter()
+                .any(|fw| Arc::ptr_eq(&fw.to.rendition, me))
+            {
+                continue;
+            }
             let feeder = self.list.iter().find(|f| f.rendition.name == name);
             if !feeder.is_none_or(behind) {
                 continue;
@@ -1293,6 +1319,11 @@ impl<'s> Feeds<'s, '_> {
                         && f.queue.as_ref().is_some_and(|q| q.backlog() <= 1)
                 })
                 .filter_map(|(p, f)| Some((p, size(&f.rendition.profile)?)))
+                .chain(
+                    (own.takes(vi) == Some(true) && now - self.created >= CASCADE_BEHIND)
+                        .then(|| size(own_profile).map(|s| (OWN, s)))
+                        .flatten(),
+                )
                 .collect();
             let Some(p) = super::frames::scale_from(want, (picture.0, picture.1), &candidates)
             else {
@@ -1301,20 +1332,27 @@ impl<'s> Feeds<'s, '_> {
             let Some(to) = self.list[c].queue.clone() else {
                 continue;
             };
-            let name = self.list[p].rendition.name.clone();
-            lock(&self.list[p].forwards).list.push(Forward {
+            let forward = Forward {
                 to,
                 stream: vi,
                 size: want,
                 from: self.seq + 1,
-            });
+            };
+            let name = if p == OWN {
+                self.own_forwards.push(forward);
+                self.own_name.clone()
+            } else {
+                lock(&self.list[p].forwards).list.push(forward);
+                self.list[p].rendition.name.clone()
+            };
             tracing::info!(channel, profile = %self.list[c].rendition.name, from = %name, "the profile scales from a larger profile's pictures");
             self.list[c].rendition.set_scaled_from(Some(name.clone()));
             self.list[c].fed_by = Some(name);
         }
     }
 
-    /// Sends input stream `i`'s packet and decoded frames to the outputs that take them.
+    /// Sends input stream `i`'s packet and decoded frames to the outputs that take them;
+    /// the number of the first video frame.
     fn send(
         &mut self,
         i: usize,
@@ -1322,7 +1360,7 @@ impl<'s> Feeds<'s, '_> {
         frames: &[frame::Frame],
         fps: Rational,
         video: bool,
-    ) {
+    ) -> u64 {
         let first = self.seq + 1;
         if video {
             self.seq += frames.len() as u64;
@@ -1360,6 +1398,28 @@ impl<'s> Feeds<'s, '_> {
                 None => {}
             }
         }
+        first
+    }
+
+    /// The channel's own output's part for input stream `i`'s decoded frames, the
+    /// first numbered `first`: it encodes them, and hands on what the profiles that
+    /// scale from its pictures take.
+    fn own_frames(
+        &self,
+        out: &mut Out,
+        i: usize,
+        frames: &[frame::Frame],
+        (fps, first, video): (Rational, u64, bool),
+    ) -> Result<(), Fail> {
+        let tap = video && self.own_forwards.iter().any(|fw| fw.stream == i);
+        out.tap(i, tap);
+        for (k, f) in frames.iter().enumerate() {
+            out.frame(i, Some(f), fps)?;
+            if tap {
+                forward(&self.own_forwards, out, (i, f, fps, first + k as u64));
+            }
+        }
+        Ok(())
     }
 
     /// Whether some output takes input stream `i`.
@@ -1438,6 +1498,9 @@ fn session(ctx: &Ctx, timeline: &mut Timeline) -> Result<End, Fail> {
             failed: Vec::new(),
             last: None,
             seq: 0,
+            own_forwards: Vec::new(),
+            own_name: ctx.stream.ffmpeg_profile.clone().unwrap_or_default(),
+            created: Instant::now(),
         };
         let mut out = out;
         let mut state = Flow {
@@ -1533,12 +1596,11 @@ impl Flow<'_, '_, '_> {
                     frames[i] = ictx.stream(i).map_or(0, |s| nominal_duration(&s));
                 }
             }
-            self.feeds.send(i, &pkt, &decoded_now, fps, video[i]);
+            let first = self.feeds.send(i, &pkt, &decoded_now, fps, video[i]);
             match own {
                 Some(true) => {
-                    for f in &decoded_now {
-                        self.out.frame(i, Some(f), fps)?;
-                    }
+                    self.feeds
+                        .own_frames(self.out, i, &decoded_now, (fps, first, video[i]))?;
                 }
                 Some(false) => self.out.packet(i, pkt)?,
                 None => {}
@@ -1567,11 +1629,10 @@ impl Flow<'_, '_, '_> {
             let video = ictx
                 .stream(i)
                 .is_some_and(|s| s.parameters().medium() == media::Type::Video);
-            self.feeds.send(i, &Packet::empty(), &frames, fps, video);
+            let first = self.feeds.send(i, &Packet::empty(), &frames, fps, video);
             if self.out.takes(i) == Some(true) {
-                for f in &frames {
-                    self.out.frame(i, Some(f), fps)?;
-                }
+                self.feeds
+                    .own_frames(self.out, i, &frames, (fps, first, video))?;
             }
         }
         Ok(())
