@@ -1256,11 +1256,11 @@ impl<'s> Feeds<'s, '_> {
             };
             // The channel's own output never falls behind (it is the producer's pace)
             // and runs as long as the session.
-            let me = &self.list[c].rendition;
+            let me = self.list[c].rendition.clone();
             if self
                 .own_forwards
                 .iter()
-                .any(|fw| Arc::ptr_eq(&fw.to.rendition, me))
+                .any(|fw| Arc::ptr_eq(&fw.to.rendition, &me))
             {
                 continue;
             }
@@ -1268,7 +1268,6 @@ impl<'s> Feeds<'s, '_> {
             if !feeder.is_none_or(behind) {
                 continue;
             }
-            let me = self.list[c].rendition.clone();
             if let Some(f) = feeder {
                 let back = take_back(f, &me);
                 for (msg, picture) in back {

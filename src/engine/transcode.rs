@@ -118,9 +118,6 @@ pub struct Transcoder {
     pub dropped: u64,
     /// Another output scales from this one's pictures (see [`Transcoder::tap`]).
     tap: bool,
-    /// The current graph only scales (no deinterlacing, the source's pixel format and
-    /// time base kept), so its pictures can be scaled further by another output.
-    plain: bool,
     /// What the last frame pushed gave for other outputs (see [`Transcoder::tapped`]).
     tapped: Option<Tapped>,
 }
@@ -419,7 +416,6 @@ impl Transcoder {
             frames: 0,
             dropped: 0,
             tap: false,
-            plain: false,
             tapped: None,
         })
     }
@@ -503,7 +499,6 @@ impl Transcoder {
             frames: 0,
             dropped: 0,
             tap: false,
-            plain: false,
             tapped: None,
         })
     }
@@ -684,6 +679,7 @@ impl Transcoder {
                 None => self.dropped += 1,
             },
             None => {
+                self.tapped = None;
                 self.flush_graph(octx, &mut out)?;
                 self.end_quick_start(&mut out)?;
                 let flushed = match &mut self.kind {
@@ -718,8 +714,8 @@ impl Transcoder {
             && self.profile.deinterlace.unwrap_or_default() == Deinterlace::Auto
             && matches!(&self.kind, Kind::Video { out, .. } if !out.deinterlacing);
         let changed = self.graph.as_ref().is_none_or(|(_, p)| *p != props) || newly_interlaced;
+        // Frames the old graph still gives out are not handed on.
         self.tapped = self.tap.then_some(Tapped::Source);
-        self.plain = false;
         if changed {
             if let Some((_, old)) = &self.graph {
                 tracing::info!(from = ?old, to = ?props, "the frames changed; rebuilding the filters");
@@ -727,14 +723,9 @@ impl Transcoder {
             }
             self.build_graph(props, interlaced)?;
         }
-        if self.tap {
-            self.plain = self.plain_for(props, interlaced);
-            if self.plain {
-                let size = match &self.kind {
-                    Kind::Video { out: v } => v.size.map(|(w, h, _)| (w, h)),
-                    Kind::Audio { .. } => None,
-                };
-                self.tapped = size.map(|s| Tapped::Scaled(Vec::new(), s));
+        if self.tap && self.plain_for(props, interlaced) {
+            if let Kind::Video { out: v } = &self.kind {
+                self.tapped = v.size.map(|(w, h, _)| Tapped::Scaled(Vec::new(), (w, h)));
             }
         }
         let Some((graph, _)) = self.graph.as_mut() else {
@@ -814,12 +805,10 @@ impl Transcoder {
                 self.drain_encoder(out);
                 continue;
             }
-            if self.plain {
-                if let (Some(Tapped::Scaled(frames, _)), Some(f)) =
-                    (self.tapped.as_mut(), share(&filtered))
-                {
-                    frames.push(f);
-                }
+            if let (Some(Tapped::Scaled(frames, _)), Some(f)) =
+                (self.tapped.as_mut(), share(&filtered))
+            {
+                frames.push(f);
             }
             for (frame, original) in self.constant_rate(&filtered) {
                 self.send_video(frame, original, octx, out)?;
