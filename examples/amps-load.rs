@@ -53,6 +53,9 @@ struct Args {
     clients: Vec<usize>,
     seconds: f64,
     reps: usize,
+    /// Rounds of the alternating comparisons (HTTPS/HTTP, 5/2 tracks); their median is
+    /// the verdict.
+    rounds: usize,
 }
 
 fn args() -> Args {
@@ -69,6 +72,7 @@ fn args() -> Args {
         clients: vec![10, 100, 500, 1000],
         seconds: 10.0,
         reps: 5,
+        rounds: 3,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -79,6 +83,7 @@ fn args() -> Args {
             "--clients" => a.clients = v().split(',').map(|n| n.parse().unwrap()).collect(),
             "--seconds" => a.seconds = v().parse().unwrap(),
             "--reps" => a.reps = v().parse().unwrap(),
+            "--rounds" => a.rounds = v().parse::<usize>().unwrap().max(1),
             "--tls-only" => a.tls_only = true,
             "--tracks-only" => a.tracks_only = true,
             "--archive-only" => a.archive_only = true,
@@ -100,7 +105,7 @@ fn args() -> Args {
                 a.reps = 3;
             }
             "-h" | "--help" => {
-                println!("amps-load [--amps PATH] [--json PATH] [--quick] [--tls-only] [--tracks-only] [--archive-only] [--providers-only] [--zap-only] [--soak BUSY,IDLE[,CYCLES]] [--clients 10,100,500] [--seconds S] [--reps N]");
+                println!("amps-load [--amps PATH] [--json PATH] [--quick] [--tls-only] [--tracks-only] [--archive-only] [--providers-only] [--zap-only] [--soak BUSY,IDLE[,CYCLES]] [--clients 10,100,500] [--seconds S] [--reps N] [--rounds N]");
                 std::process::exit(0);
             }
             other => panic!("unknown argument {other}"),
@@ -550,7 +555,7 @@ fn connector(cert: &Path) -> tokio_rustls::TlsConnector {
         roots.add(c.unwrap()).unwrap();
     }
     let cfg = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-        rustls::crypto::ring::default_provider(),
+        rustls::crypto::aws_lc_rs::default_provider(),
     ))
     .with_safe_default_protocol_versions()
     .unwrap()
@@ -579,7 +584,7 @@ fn tls_cost(a: &Args, http: &str, file: &str) -> Value {
     let tls = connector(&cert);
     // HTTP and HTTPS alternate, `rounds` times each: on two shared cores one pair is
     // noisy (+-10 %), so the verdict is the median of the rounds' ratios.
-    let rounds = if a.quick { 1 } else { 3 };
+    let rounds = if a.quick { 1 } else { a.rounds };
     let mut runs = Vec::new();
     for round in 1..=rounds {
         let mut rows = serde_json::Map::new();
@@ -613,7 +618,7 @@ fn tls_cost(a: &Args, http: &str, file: &str) -> Value {
 /// AC-3 5.1, MP2), alternating, three rounds: server CPU per GB sent.
 fn tracks_cost(a: &Args, http: &str) -> Value {
     let clients = if a.quick { 50 } else { 100 };
-    let rounds = if a.quick { 1 } else { 3 };
+    let rounds = if a.quick { 1 } else { a.rounds };
     let cfgs: Vec<(String, String)> = [2, 5]
         .iter()
         .map(|n| {

@@ -60,7 +60,7 @@ fn read(
 impl Certs {
     /// Loads `server.tls`; a missing, unreadable or mismatched file is an error.
     pub fn load(cfg: &TlsConfig) -> Result<Arc<Certs>, String> {
-        let mut provider = rustls::crypto::ring::default_provider();
+        let mut provider = rustls::crypto::aws_lc_rs::default_provider();
         // AES-128-GCM first (and the server's order decides): with AES-NI it costs about
         // a third less CPU per byte than AES-256, and streams are most of what is sent.
         provider
