@@ -135,8 +135,32 @@ enum Decoding {
     Audio(ff::decoder::Audio),
 }
 
+/// Largest picture (in pixels) a quick decoder starts with: one core decodes 1080p H.264,
+/// HEVC or MPEG-2 several times faster than real time; 4K waits for frame threads.
+const QUICK_MAX_PIXELS: u32 = 1920 * 1088;
+/// Packets the frame-threaded decoder may take to catch up before the quick one is kept
+/// for good (damaged input where the two never agree).
+const HANDOVER_MAX_PACKETS: u32 = 64;
+
+/// The frame-threaded decoder that takes over from the quick one: it started at a
+/// keyframe (timestamp `key`) and gets every packet from there; its pictures are dropped
+/// until one of them (at or after `key`) is one the quick decoder has given out, and it
+/// replaces the quick decoder then.
+struct Handover {
+    next: ff::decoder::Video,
+    key: i64,
+    packets: u32,
+}
+
 /// One input stream's decoder, shared by every output that encodes that stream: a
 /// channel with several output profiles decodes its source once.
+///
+/// A video decoder up to 1080p starts with slice threads only, which return each picture
+/// as soon as its packet is decoded: frame threads (one per core, as the ffmpeg CLI
+/// uses) hold back one picture per extra thread (80 ms at 25 fps on two cores), which a
+/// zap would wait through. At the source's next keyframe a frame-threaded decoder starts
+/// beside it, and takes over once it has decoded a picture the first one already gave
+/// (see [`Handover`]): no picture is lost or given twice.
 pub struct Decoder {
     dec: Decoding,
     /// Opened mid-stream: video packets are skipped until a keyframe (what comes before
@@ -144,6 +168,15 @@ pub struct Decoder {
     wait_key: bool,
     /// Frames decoded so far.
     pub frames: u64,
+    /// The decoder is the quick one (slice threads) and hands over at the next keyframe:
+    /// the stream's parameters and time base, and the channel, for the next decoder.
+    quick: Option<(ff::codec::Parameters, Rational, u32)>,
+    handover: Option<Handover>,
+    /// The timestamp of the latest picture given out.
+    last_pts: Option<i64>,
+    /// After a handover: the frame-threaded decoder's pictures up to this timestamp were
+    /// given by the quick one (they are still in its threads).
+    given_until: Option<i64>,
     /// The audio format the session's first encoder of this stream assumed, the
     /// source's being unknown then (it started before the first audio came): later
     /// outputs (renditions) take the same, so every output of the session has one.
@@ -169,18 +202,107 @@ impl Decoder {
         channel: u32,
         mid_stream: bool,
     ) -> Result<Decoder, String> {
-        let d = decoder(ist, channel)?;
-        let dec = if ist.parameters().medium() == ff::media::Type::Video {
+        let params = ist.parameters();
+        let video = params.medium() == ff::media::Type::Video;
+        // SAFETY: reading plain fields of the stream's codec parameters.
+        let pixels = unsafe { (*params.as_ptr()).width * (*params.as_ptr()).height };
+        let quick = video && u32::try_from(pixels).is_ok_and(|p| p <= QUICK_MAX_PIXELS);
+        let d = decoder(ist, channel, !quick)?;
+        let dec = if video {
             Decoding::Video(d.video().map_err(|e| err("video decoder", e))?)
         } else {
             Decoding::Audio(d.audio().map_err(|e| err("audio decoder", e))?)
         };
         Ok(Decoder {
-            wait_key: mid_stream && matches!(dec, Decoding::Video(_)),
+            wait_key: mid_stream && video,
             dec,
             frames: 0,
+            quick: quick.then(|| (params, ist.time_base(), channel)),
+            handover: None,
+            last_pts: None,
+            given_until: None,
             assumed: None,
         })
+    }
+
+    /// Whether the frame-threaded decoder has taken over (see [`Decoder`]).
+    pub fn frame_threaded(&self) -> bool {
+        self.quick.is_none() && self.handover.is_none()
+    }
+
+    /// A keyframe after the quick decoder's first pictures starts the frame-threaded one.
+    fn start_handover(&mut self, p: &Packet) {
+        let Some((params, tb, channel)) = &self.quick else {
+            return;
+        };
+        if self.handover.is_some() || self.frames == 0 || !p.is_key() {
+            return;
+        }
+        let Some(key) = p.pts().or(p.dts()) else {
+            // No timestamps to match pictures by: the quick decoder stays.
+            self.quick = None;
+            return;
+        };
+        let next = codec::context::Context::from_parameters(params.clone())
+            .map_err(|e| err("decoder", e))
+            .and_then(|mut c| {
+                frame_threads(&mut c, *channel);
+                let mut d = c.decoder();
+                d.set_packet_time_base(*tb);
+                d.video().map_err(|e| err("video decoder", e))
+            });
+        match next {
+            Ok(next) => {
+                self.handover = Some(Handover {
+                    next,
+                    key,
+                    packets: 0,
+                })
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "no frame-threaded decoder; the quick one stays");
+                self.quick = None;
+            }
+        }
+    }
+
+    /// Feeds the frame-threaded decoder during a handover; returns its pictures that the
+    /// quick decoder has not given, once it has taken over.
+    fn hand_over(&mut self, packet: Option<&Packet>) -> Vec<frame::Frame> {
+        let Some(h) = &mut self.handover else {
+            return Vec::new();
+        };
+        h.packets += 1;
+        let sent = match packet {
+            Some(p) => h.next.send_packet(p),
+            None => h.next.send_eof(),
+        };
+        if let Err(e) = sent {
+            tracing::debug!(error = %e, "decoder refused a packet");
+        }
+        let mut taken = false;
+        let mut out = Vec::new();
+        for f in receive(&mut h.next) {
+            let Some(pts) = f.pts() else { continue };
+            let given = self.last_pts.is_some_and(|l| pts <= l);
+            if !taken && pts >= h.key && given {
+                taken = true;
+            } else if !given && (taken || pts >= h.key) {
+                taken = true;
+                out.push(f);
+            }
+        }
+        if taken {
+            let h = self.handover.take().expect("checked above");
+            self.dec = Decoding::Video(h.next);
+            self.quick = None;
+            self.given_until = self.last_pts;
+        } else if h.packets > HANDOVER_MAX_PACKETS || packet.is_none() {
+            tracing::debug!("the frame-threaded decoder never caught up; the quick one stays");
+            self.handover = None;
+            self.quick = None;
+        }
+        out
     }
 
     /// The frame rate the bitstream declares (0/1 when it declares none).
@@ -205,7 +327,9 @@ impl Decoder {
                 }
                 self.wait_key = false;
             }
+            self.start_handover(p);
         }
+        let handing_over = self.handover.is_some();
         let sent = match (&mut self.dec, packet) {
             (Decoding::Video(d), Some(p)) => d.send_packet(p),
             (Decoding::Video(d), None) => d.send_eof(),
@@ -216,33 +340,26 @@ impl Decoder {
             // A corrupt packet is not fatal: skip it, as the ffmpeg CLI does.
             tracing::debug!(error = %e, "decoder refused a packet");
         }
-        let mut out = Vec::new();
-        loop {
-            // SAFETY: allocates an empty AVFrame (av_frame_alloc); no data is read from it.
-            let mut decoded = unsafe { frame::Frame::empty() };
-            let r = match &mut self.dec {
-                Decoding::Video(d) => d.receive_frame(&mut decoded),
-                Decoding::Audio(d) => d.receive_frame(&mut decoded),
-            };
-            match r {
-                Ok(()) => {
-                    // SAFETY: reading a plain field of a decoded frame.
-                    let ts = unsafe { (*decoded.as_ptr()).best_effort_timestamp };
-                    decoded.set_pts((ts != ff::ffi::AV_NOPTS_VALUE).then_some(ts));
-                    self.frames += 1;
-                    out.push(decoded);
-                }
-                Err(ff::Error::Eof)
-                | Err(ff::Error::Other {
-                    errno: ff::util::error::EAGAIN,
-                }) => break,
-                // A decoding error (damaged data): the next packet may decode.
-                Err(e) => {
-                    tracing::debug!(error = %e, "decoder error");
-                    break;
-                }
+        let mut out = match &mut self.dec {
+            Decoding::Video(d) => receive(d),
+            Decoding::Audio(d) => receive(d),
+        };
+        if let Some(g) = self.given_until {
+            out.retain(|f| f.pts().is_none_or(|p| p > g));
+            if !out.is_empty() {
+                self.given_until = None;
             }
         }
+        if handing_over {
+            if let Some(l) = out.iter().filter_map(|f| f.pts()).max() {
+                self.last_pts = Some(self.last_pts.map_or(l, |p| p.max(l)));
+            }
+            out.extend(self.hand_over(packet));
+        }
+        if let Some(l) = out.iter().rev().find_map(|f| f.pts()) {
+            self.last_pts = Some(l);
+        }
+        self.frames += out.len() as u64;
         out
     }
 
@@ -295,14 +412,35 @@ fn options(p: &Profile, extra: &[(&str, String)]) -> Dictionary<'static> {
     d
 }
 
-/// A decoder for input stream `ist`, on every core as the ffmpeg CLI does (a 4K HEVC
-/// source needs it), its log lines marked as channel `channel`'s.
+/// A decoder for input stream `ist`, its log lines marked as channel `channel`'s; with
+/// `frame_threaded`, on every core as the ffmpeg CLI does (a 4K HEVC source needs it),
+/// else with slice threads only (see [`Decoder`]).
 fn decoder(
     ist: &ff::format::stream::Stream,
     channel: u32,
+    frame_threaded: bool,
 ) -> Result<codec::decoder::Decoder, String> {
     let mut c = codec::context::Context::from_parameters(ist.parameters())
         .map_err(|e| err("decoder", e))?;
+    if frame_threaded {
+        frame_threads(&mut c, channel);
+    } else {
+        // SAFETY: plain field writes on a decoder context that is not open yet.
+        unsafe {
+            let p = c.as_mut_ptr();
+            (*p).thread_count = 0;
+            (*p).thread_type = ff::ffi::FF_THREAD_SLICE;
+            (*p).opaque = super::avlog::tag(channel);
+        }
+    }
+    let mut dec = c.decoder();
+    dec.set_packet_time_base(ist.time_base());
+    Ok(dec)
+}
+
+/// Sets a decoder context that is not open yet to decode on every core (frame and slice
+/// threads), its log lines marked as channel `channel`'s.
+fn frame_threads(c: &mut codec::context::Context, channel: u32) {
     // SAFETY: plain field writes on a decoder context that is not open yet.
     unsafe {
         let p = c.as_mut_ptr();
@@ -310,9 +448,34 @@ fn decoder(
         (*p).thread_type = ff::ffi::FF_THREAD_FRAME | ff::ffi::FF_THREAD_SLICE;
         (*p).opaque = super::avlog::tag(channel);
     }
-    let mut dec = c.decoder();
-    dec.set_packet_time_base(ist.time_base());
-    Ok(dec)
+}
+
+/// Every frame an open decoder has ready, each with its best-effort timestamp as its
+/// `pts`.
+fn receive<D: std::ops::DerefMut<Target = codec::decoder::Opened>>(d: &mut D) -> Vec<frame::Frame> {
+    let mut out = Vec::new();
+    loop {
+        // SAFETY: allocates an empty AVFrame (av_frame_alloc); no data is read from it.
+        let mut decoded = unsafe { frame::Frame::empty() };
+        match d.receive_frame(&mut decoded) {
+            Ok(()) => {
+                // SAFETY: reading a plain field of a decoded frame.
+                let ts = unsafe { (*decoded.as_ptr()).best_effort_timestamp };
+                decoded.set_pts((ts != ff::ffi::AV_NOPTS_VALUE).then_some(ts));
+                out.push(decoded);
+            }
+            Err(ff::Error::Eof)
+            | Err(ff::Error::Other {
+                errno: ff::util::error::EAGAIN,
+            }) => break,
+            // A decoding error (damaged data): the next packet may decode.
+            Err(e) => {
+                tracing::debug!(error = %e, "decoder error");
+                break;
+            }
+        }
+    }
+    out
 }
 
 /// Adds the output stream for `codec` and copies the source stream's language, title and
@@ -1231,5 +1394,86 @@ mod tests {
         }
         let mpeg2 = ff::encoder::find_by_name("mpeg2video").unwrap();
         assert!(!quick_start(&mpeg2, &p("{preset: ultrafast}")));
+    }
+
+    /// Decodes a generated 4 s, 25 fps file (`codec`, GOP 25, `bframes` B-frames) packet
+    /// by packet: the pictures' timestamps, and the packet count at the first picture.
+    fn decode_all(codec: &str, bframes: u32) -> (Vec<i64>, usize, bool) {
+        crate::libav::init();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("src.ts");
+        let ok = std::process::Command::new("ffmpeg")
+            .args([
+                "-v",
+                "error",
+                "-f",
+                "lavfi",
+                "-i",
+                "testsrc2=size=640x360:rate=25",
+            ])
+            .args([
+                "-t",
+                "4",
+                "-c:v",
+                codec,
+                "-g",
+                "25",
+                "-bf",
+                &bframes.to_string(),
+            ])
+            .arg(&path)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "ffmpeg made the source");
+        let mut ictx = super::super::source::open(path.to_str().unwrap(), &[], || false).unwrap();
+        let ist = ictx.streams().best(ff::media::Type::Video).unwrap();
+        let index = ist.index();
+        let mut dec = Decoder::new(&ist, 0, false).unwrap();
+        assert!(!dec.frame_threaded(), "starts with the quick decoder");
+        let (mut pts, mut packets, mut first) = (Vec::new(), 0, 0);
+        for (st, pkt) in ictx.packets() {
+            if st.index() != index {
+                continue;
+            }
+            packets += 1;
+            let got = dec.push(Some(&pkt));
+            if first == 0 && !got.is_empty() {
+                first = packets;
+            }
+            pts.extend(got.iter().map(|f| f.pts().unwrap()));
+        }
+        pts.extend(dec.push(None).iter().map(|f| f.pts().unwrap()));
+        (pts, first, dec.frame_threaded())
+    }
+
+    #[test]
+    fn a_video_decoder_gives_its_first_picture_at_once_and_hands_over_without_a_gap() {
+        // MPEG-2 with B-frames has open GOPs: the frame-threaded decoder's first
+        // pictures after its keyframe reference the GOP before, which it never saw.
+        for (codec, bframes) in [("libx264", 0), ("libx264", 2), ("mpeg2video", 2)] {
+            let (pts, first, handed_over) = decode_all(codec, bframes);
+            assert!(
+                handed_over,
+                "{codec} -bf {bframes}: the frame-threaded decoder took over"
+            );
+            assert_eq!(
+                pts.len(),
+                100,
+                "{codec} -bf {bframes}: every picture once: {pts:?}"
+            );
+            let step = pts[1] - pts[0];
+            assert!(
+                step > 0 && pts.windows(2).all(|w| w[1] - w[0] == step),
+                "{codec} -bf {bframes}: in order, none missing or repeated: {pts:?}"
+            );
+            if bframes == 0 {
+                // Frame threads would hold it until a packet per extra thread had come.
+                assert_eq!(
+                    first, 1,
+                    "{codec}: the first packet gives the first picture"
+                );
+            }
+        }
     }
 }
