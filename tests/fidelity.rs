@@ -486,6 +486,107 @@ fn an_audio_track_that_ends_does_not_hold_the_pictures() {
     assert_eq!(s.get("/health").status, 200);
 }
 
+/// A live MPEG-TS source joined mid-GOP where its PAT and PMT come only after the
+/// probe's bytes (a PMT every few hundred milliseconds, a join just after one): the
+/// demuxer makes the video stream from its packets alone and cannot tell what it is (or
+/// takes it for MP3).
+/// Amps reads on until the PMT names it; it was left out before, and the channel had
+/// sound without a picture.
+#[test]
+fn a_live_source_whose_tables_come_after_the_probe_keeps_its_video() {
+    let whole = dir().join("late-tables-src.ts");
+    #[rustfmt::skip]
+    ffmpeg(&[
+        "-f", "lavfi", "-i", "testsrc2=size=640x360:rate=25",
+        "-f", "lavfi", "-i", "sine=sample_rate=48000", "-t", "10",
+        "-c:v", "libx264", "-preset", "ultrafast", "-b:v", "1500k", "-g", "50",
+        "-pix_fmt", "yuv420p", "-c:a", "aac", "-f", "mpegts", whole.to_str().unwrap(),
+    ]);
+    // Joined 3 s in (mid-GOP: keyframes at 0, 2, 4 s), and no PAT or PMT in the first
+    // 256 KiB after that: eight times the live probe's 32 KiB.
+    let data = std::fs::read(&whole).unwrap();
+    let from = data.len() * 3 / 10 / 188 * 188;
+    let mut cut = Vec::new();
+    for p in data[from..].chunks_exact(188) {
+        let pid = (u16::from(p[1] & 0x1f) << 8) | u16::from(p[2]);
+        if cut.len() < 256 * 1024 && (pid == 0 || pid == 0x1000) {
+            continue;
+        }
+        cut.extend_from_slice(p);
+    }
+    let src = dir().join("late-tables.ts");
+    std::fs::write(&src, &cut).unwrap();
+    // The case itself: with the live probe's limits, libav does not see the video as
+    // video (it comes out unknown, or taken for MP3 audio).
+    let probed = Command::new("ffprobe")
+        .args([
+            "-v",
+            "info",
+            "-probesize",
+            "32768",
+            "-analyzeduration",
+            "500000",
+        ])
+        .arg(&src)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&probed.stderr);
+    assert!(
+        said.contains("[0x100]") && !said.contains("Video: h264"),
+        "{said}"
+    );
+
+    let up = common::upstream::Upstream::start(dir().to_path_buf(), 0);
+    let url = up.url("late-tables.ts");
+    let cfg = config(
+        "  x264: {video_codec: libx264, preset: ultrafast, audio_codec: aac}
+  remux: {video_codec: copy, audio_codec: copy, ts_relay: false}
+",
+        &[],
+    ) + &format!(
+        "  - {{id: 1, name: Tx, source: '{url}', ffmpeg_profile: x264}}
+  - {{id: 2, name: Remux, source: '{url}', ffmpeg_profile: remux}}
+"
+    );
+    let s = Server::start(&cfg);
+    for (id, what) in [(1, "transcode"), (2, "libav remux")] {
+        let mut v = Viewer::open(&s, id);
+        let out = save(
+            &v.read_for(Duration::from_secs(3)),
+            &format!("late-tables{id}.ts"),
+        );
+        let kinds: Vec<(String, String)> = streams(&media::probe(&out))
+            .iter()
+            .map(|st| {
+                (
+                    st["codec_type"].as_str().unwrap_or("").to_owned(),
+                    st["codec_name"].as_str().unwrap_or("").to_owned(),
+                )
+            })
+            .collect();
+        assert!(
+            kinds.contains(&("video".into(), "h264".into()))
+                && kinds.iter().any(|k| k.0 == "audio"),
+            "{what}: video and audio: {kinds:?}"
+        );
+        let width = media::video_csv(&out, "stream=width", &[]);
+        assert_eq!(first(&width), "640", "{what}");
+        assert_eq!(media::decode_errors(&out), "", "{what}");
+    }
+    let st = s.get("/api/streams/1/status").json();
+    assert!(
+        st["skipped_streams"]
+            .as_array()
+            .is_none_or(|a| a.is_empty()),
+        "nothing left out: {st}"
+    );
+    assert_eq!(
+        st["input_codecs"],
+        serde_json::json!(["aac", "h264"]),
+        "the PMT's codecs, not a guess: {st}"
+    );
+}
+
 /// Flips bits of `data` at about `ratio` of its bytes (xorshift, seeded), as zzuf does.
 fn corrupt(data: &[u8], ratio: f64, seed: u64) -> Vec<u8> {
     let mut x = seed.max(1);

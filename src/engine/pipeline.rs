@@ -943,6 +943,7 @@ fn plan_and_prime(
     ictx: &mut Input,
     watch: &Watchdog,
 ) -> Result<(mapping::Plan, Vec<Packet>, Vec<usize>), String> {
+    let held = prime::identify(ictx, &*ctx.keep_going, || watch.active());
     let best_video = ictx.streams().best(media::Type::Video).map(|s| s.index());
     let mut plan = mapping::plan(&sources(ictx), best_video, ctx.profile)?;
     // The streams some output copies: the muxer needs their parameters before its header.
@@ -966,7 +967,7 @@ fn plan_and_prime(
         wanted.sort_unstable();
         wanted.dedup();
     }
-    let primed = prime::prime(ictx, &wanted, &*ctx.keep_going, || watch.active());
+    let primed = prime::prime(ictx, &wanted, held, &*ctx.keep_going, || watch.active());
     if !primed.incomplete.is_empty() {
         plan.outputs.retain(|o| !primed.incomplete.contains(&o.0));
         for i in &primed.incomplete {

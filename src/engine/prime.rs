@@ -44,12 +44,61 @@ struct Learner {
     dec: ff::decoder::Audio,
 }
 
+/// Whether the streams are not all known for what they are: some stream's kind is
+/// unknown, or an MPEG-TS source was joined where its PMT came after the probe's bytes.
+/// The demuxer then made its streams from their packets alone, and guessed from their
+/// content: a mid-GOP H.264 stream came out unknown, or as MP3 audio. The PMT names
+/// them, and the demuxer corrects the streams when it comes.
+fn unidentified(ictx: &Input) -> bool {
+    let unknown = ictx
+        .streams()
+        .any(|st| st.parameters().medium() == ff::media::Type::Unknown);
+    // SAFETY: reading the context's program list (count and pointers it owns).
+    let no_pmt = ictx.format().name() == "mpegts"
+        && unsafe {
+            let c = ictx.as_ptr();
+            (0..(*c).nb_programs as usize).all(|i| (**(*c).programs.add(i)).nb_stream_indexes == 0)
+        };
+    unknown || no_pmt
+}
+
+/// Reads packets while the streams are not all known (see [`unidentified`]), or until
+/// [`LIMIT`] passes or the source ends or fails: the packets read, to be processed first.
+/// Without this, the stream would be left out of the session (for the video: a channel
+/// with sound and no picture) or taken for what it is not. A packet read while its
+/// stream was taken for another codec is dropped: it was cut by that codec's parser.
+pub fn identify(
+    ictx: &mut Input,
+    keep_going: &dyn Fn() -> bool,
+    mut on_packet: impl FnMut(),
+) -> Vec<Packet> {
+    let codec = |ictx: &Input, i: usize| ictx.stream(i).map(|st| st.parameters().id());
+    let mut read = Vec::new();
+    let (t0, mut bytes) = (Instant::now(), 0usize);
+    while unidentified(ictx) && t0.elapsed() < LIMIT && bytes < BUDGET && keep_going() {
+        let mut pkt = Packet::empty();
+        if pkt.read(ictx).is_err() {
+            break;
+        }
+        on_packet();
+        bytes += pkt.size();
+        let was = codec(ictx, pkt.stream());
+        read.push((pkt, was));
+    }
+    read.into_iter()
+        .filter(|(p, was)| codec(ictx, p.stream()) == *was)
+        .map(|(p, _)| p)
+        .collect()
+}
+
 /// Reads packets until every stream of `streams` is complete, or [`LIMIT`] passes, or
 /// the source ends or fails (`read` gives libav's error; priming then ends and the
-/// caller reads on and meets the same state).
+/// caller reads on and meets the same state). `held`: packets already read (see
+/// [`identify`]), learnt from first and given back first.
 pub fn prime(
     ictx: &mut Input,
     streams: &[usize],
+    held: Vec<Packet>,
     keep_going: &dyn Fn() -> bool,
     mut on_packet: impl FnMut(),
 ) -> Primed {
@@ -66,8 +115,15 @@ pub fn prime(
             Some(Learner { index, dec })
         })
         .collect();
-    let mut packets = Vec::new();
-    let (t0, mut bytes) = (Instant::now(), 0usize);
+    for pkt in &held {
+        if let Some(pos) = learners.iter().position(|l| l.index == pkt.stream()) {
+            if learn(ictx, &mut learners[pos], pkt) {
+                learners.swap_remove(pos);
+            }
+        }
+    }
+    let (t0, mut bytes) = (Instant::now(), held.iter().map(Packet::size).sum::<usize>());
+    let mut packets = held;
     while !learners.is_empty() && t0.elapsed() < LIMIT && bytes < BUDGET && keep_going() {
         let mut pkt = Packet::empty();
         if pkt.read(ictx).is_err() {

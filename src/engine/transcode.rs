@@ -206,7 +206,15 @@ impl Decoder {
         let video = params.medium() == ff::media::Type::Video;
         // SAFETY: reading plain fields of the stream's codec parameters.
         let pixels = unsafe { (*params.as_ptr()).width * (*params.as_ptr()).height };
-        let quick = video && u32::try_from(pixels).is_ok_and(|p| p <= QUICK_MAX_PIXELS);
+        // A size not known yet (a live source joined mid-GOP: the next keyframe brings it)
+        // is taken as broadcast H.264 or MPEG-2 has it, at most 1080p; other codecs (HEVC
+        // is where 4K lives) start with frame threads then.
+        let quick = video
+            && match u32::try_from(pixels) {
+                Ok(0) => matches!(params.id(), codec::Id::H264 | codec::Id::MPEG2VIDEO),
+                Ok(p) => p <= QUICK_MAX_PIXELS,
+                Err(_) => false,
+            };
         let d = decoder(ist, channel, !quick)?;
         let dec = if video {
             Decoding::Video(d.video().map_err(|e| err("video decoder", e))?)
