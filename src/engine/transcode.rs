@@ -174,9 +174,11 @@ pub struct Decoder {
     handover: Option<Handover>,
     /// The timestamp of the latest picture given out.
     last_pts: Option<i64>,
-    /// After a handover: the frame-threaded decoder's pictures up to this timestamp were
-    /// given by the quick one (they are still in its threads).
-    given_until: Option<i64>,
+    /// After a handover: the frame-threaded decoder's pictures in this span (its keyframe
+    /// to the quick decoder's last picture) were given by the quick one; they are still
+    /// in its threads. A span, not a bound, so timestamps that start again lower (a
+    /// source that loops) are never taken for pictures already given.
+    given: Option<std::ops::RangeInclusive<i64>>,
     /// The audio format the session's first encoder of this stream assumed, the
     /// source's being unknown then (it started before the first audio came): later
     /// outputs (renditions) take the same, so every output of the session has one.
@@ -228,13 +230,14 @@ impl Decoder {
             quick: quick.then(|| (params, ist.time_base(), channel)),
             handover: None,
             last_pts: None,
-            given_until: None,
+            given: None,
             assumed: None,
         })
     }
 
     /// Whether the frame-threaded decoder has taken over (see [`Decoder`]).
-    pub fn frame_threaded(&self) -> bool {
+    #[cfg(test)]
+    fn frame_threaded(&self) -> bool {
         self.quick.is_none() && self.handover.is_none()
     }
 
@@ -254,7 +257,7 @@ impl Decoder {
         let next = codec::context::Context::from_parameters(params.clone())
             .map_err(|e| err("decoder", e))
             .and_then(|mut c| {
-                frame_threads(&mut c, *channel);
+                threads(&mut c, *channel, true);
                 let mut d = c.decoder();
                 d.set_packet_time_base(*tb);
                 d.video().map_err(|e| err("video decoder", e))
@@ -304,7 +307,7 @@ impl Decoder {
             let h = self.handover.take().expect("checked above");
             self.dec = Decoding::Video(h.next);
             self.quick = None;
-            self.given_until = self.last_pts;
+            self.given = self.last_pts.map(|l| h.key..=l);
         } else if h.packets > HANDOVER_MAX_PACKETS || packet.is_none() {
             tracing::debug!("the frame-threaded decoder never caught up; the quick one stays");
             self.handover = None;
@@ -352,23 +355,28 @@ impl Decoder {
             Decoding::Video(d) => receive(d),
             Decoding::Audio(d) => receive(d),
         };
-        if let Some(g) = self.given_until {
-            out.retain(|f| f.pts().is_none_or(|p| p > g));
+        if let Some(given) = &self.given {
+            out.retain(|f| f.pts().is_none_or(|p| !given.contains(&p)));
             if !out.is_empty() {
-                self.given_until = None;
+                self.given = None;
             }
         }
+        self.note_latest(&out);
         if handing_over {
-            if let Some(l) = out.iter().filter_map(|f| f.pts()).max() {
-                self.last_pts = Some(self.last_pts.map_or(l, |p| p.max(l)));
-            }
-            out.extend(self.hand_over(packet));
-        }
-        if let Some(l) = out.iter().rev().find_map(|f| f.pts()) {
-            self.last_pts = Some(l);
+            let more = self.hand_over(packet);
+            self.note_latest(&more);
+            out.extend(more);
         }
         self.frames += out.len() as u64;
         out
+    }
+
+    /// Remembers the timestamp of the latest of `frames` given out (they come in display
+    /// order).
+    fn note_latest(&mut self, frames: &[frame::Frame]) {
+        if let Some(l) = frames.iter().rev().find_map(|f| f.pts()) {
+            self.last_pts = Some(l);
+        }
     }
 
     /// A video decoder's picture size and sample aspect, once it knows them.
@@ -430,30 +438,25 @@ fn decoder(
 ) -> Result<codec::decoder::Decoder, String> {
     let mut c = codec::context::Context::from_parameters(ist.parameters())
         .map_err(|e| err("decoder", e))?;
-    if frame_threaded {
-        frame_threads(&mut c, channel);
-    } else {
-        // SAFETY: plain field writes on a decoder context that is not open yet.
-        unsafe {
-            let p = c.as_mut_ptr();
-            (*p).thread_count = 0;
-            (*p).thread_type = ff::ffi::FF_THREAD_SLICE;
-            (*p).opaque = super::avlog::tag(channel);
-        }
-    }
+    threads(&mut c, channel, frame_threaded);
     let mut dec = c.decoder();
     dec.set_packet_time_base(ist.time_base());
     Ok(dec)
 }
 
-/// Sets a decoder context that is not open yet to decode on every core (frame and slice
-/// threads), its log lines marked as channel `channel`'s.
-fn frame_threads(c: &mut codec::context::Context, channel: u32) {
+/// Sets a decoder context that is not open yet to decode on every core (with
+/// `frame_threaded`, frame and slice threads; else slice threads only), its log lines
+/// marked as channel `channel`'s.
+fn threads(c: &mut codec::context::Context, channel: u32, frame_threaded: bool) {
     // SAFETY: plain field writes on a decoder context that is not open yet.
     unsafe {
         let p = c.as_mut_ptr();
         (*p).thread_count = 0;
-        (*p).thread_type = ff::ffi::FF_THREAD_FRAME | ff::ffi::FF_THREAD_SLICE;
+        (*p).thread_type = if frame_threaded {
+            ff::ffi::FF_THREAD_FRAME | ff::ffi::FF_THREAD_SLICE
+        } else {
+            ff::ffi::FF_THREAD_SLICE
+        };
         (*p).opaque = super::avlog::tag(channel);
     }
 }
